@@ -1,0 +1,30 @@
+# The two commands a new user needs: `make run` and `make test`. Everything else is set up by them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the bot with its development tools
+
+run: install  ## start the bot on the embedded database (demo data when empty, Slack offline without a token)
+	$(BIN)/acr-bot demo --if-empty
+	$(BIN)/acr-bot serve
+
+test: install  ## run every test
+	$(BIN)/pytest -q
+
+lint: install  ## ruff and mypy
+	$(BIN)/ruff check bot metrics tests bench
+	$(BIN)/ruff format --check bot metrics tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,86 @@
+"""One Settings object, read from the environment and ``.env`` and validated once at start."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from metrics.errors import UserError
+from metrics.timeutil import load_zone
+
+
+class Settings(BaseSettings):
+    """Every setting of the bot. ``.env.example`` documents each one; a test keeps the two in step."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", env_ignore_empty=True, frozen=True
+    )
+
+    database_url: str = "sqlite:///data/acr.db"
+    bot_timezone: str = "UTC"
+    webhook_secret: SecretStr | None = None
+    webhook_max_body_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    host: str = "127.0.0.1"
+    port: int = Field(default=3000, ge=1, le=65535)
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+
+    @field_validator("bot_timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            load_zone(value)
+        except UserError as problem:
+            raise ValueError(str(problem)) from None
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str) -> str:
+        if not value.startswith("sqlite:///"):
+            scheme = value.split(":", 1)[0] or value
+            raise ValueError(f"{scheme!r} is not supported yet; use sqlite:///path/to/acr.db")
+        return value
+
+    @field_validator("log_level", "sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value if value.endswith("/") else value + "/"
+
+    @cached_property
+    def zone(self) -> ZoneInfo:
+        return load_zone(self.bot_timezone)
+
+    @property
+    def database_path(self) -> Path:
+        """The SQLite file named by ``sqlite:///relative`` or ``sqlite:////absolute``."""
+        return Path(self.database_url.removeprefix("sqlite:///"))
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and validate the settings; a bad value becomes one UserError line naming the setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as invalid:
+        problems = []
+        for error in invalid.errors():
+            name = str(error["loc"][0]).upper() if error["loc"] else "settings"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            problems.append(f"{name}: {message}")
+        raise UserError("; ".join(problems)) from None

@@ -1,0 +1,49 @@
+"""The SQLite schema, as recorded migrations (sqlite-utils ``Migrations``): applied in order, once each."""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+migrations = Migrations("acr-bot")
+
+
+@migrations()
+def m001_contacts(db: Database) -> None:
+    """Contacts with their raw record, and the derived next repeat used by every metric.
+
+    ``end_us`` and ``repeatable`` are generated from the record so they can never disagree with it;
+    ``next_repeat_us`` is the start of the customer's first repeatable contact strictly after this one,
+    kept up to date by the store on every write, so any window W is one comparison:
+    repeat within W  <=>  next_repeat_us <= end_us + W.
+    """
+    db.execute(
+        """
+        CREATE TABLE contacts (
+            pk INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            agent TEXT,
+            team TEXT,
+            queue TEXT,
+            reason TEXT,
+            channel TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+            tier INTEGER NOT NULL CHECK (tier >= 1),
+            escalated INTEGER NOT NULL,
+            resolved INTEGER,
+            parent_id TEXT,
+            started_us INTEGER NOT NULL,
+            ended_us INTEGER CHECK (ended_us >= started_us),
+            raw TEXT NOT NULL,
+            received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            end_us INTEGER GENERATED ALWAYS AS (coalesce(ended_us, started_us)) STORED,
+            repeatable INTEGER GENERATED ALWAYS AS (direction = 'inbound' AND parent_id IS NULL) STORED,
+            next_repeat_us INTEGER,
+            UNIQUE (source, id)
+        )
+        """
+    )
+    db.execute("CREATE INDEX contacts_customer ON contacts (customer_id, repeatable, started_us)")
+    db.execute("CREATE TABLE store_stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT INTO store_stats (name, value) VALUES ('contacts', 0)")

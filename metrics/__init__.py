@@ -1,0 +1,1 @@
+"""The core: contact-record definitions and metric computation, with no I/O."""
