@@ -229,9 +229,7 @@ def _bool(value: object, field: str, errors: list[FieldError], from_text: bool) 
     return None
 
 
-def _instant(
-    value: object, field: str, errors: list[FieldError], zone: tzinfo, required: bool
-) -> int | None:
+def _instant(value: object, field: str, errors: list[FieldError], zone: tzinfo, required: bool) -> int | None:
     if value is None:
         if required:
             errors.append(FieldError(field, "is required"))

@@ -15,11 +15,11 @@ def settings() -> Settings:
 
 def store_for(config: Settings) -> ContactStore:
     return open_store(
-        config.database_url, synchronous=config.sqlite_synchronous, busy_timeout_ms=config.sqlite_busy_timeout_ms
+        config.database_url,
+        synchronous=config.sqlite_synchronous,
+        busy_timeout_ms=config.sqlite_busy_timeout_ms,
     )
 
 
 def setup_logging(config: Settings) -> None:
-    logging.basicConfig(
-        level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
-    )
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)

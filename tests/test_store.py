@@ -1,0 +1,218 @@
+"""The SQLite contact store: atomic upserts, re-delivery, updates, and the derived next-repeat data."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.records import Contact, parse_contact
+
+T0 = 1_780_000_000  # 2026-05-28, epoch seconds
+
+
+def contact(cid: str, customer: str, start: int, end: int | None = None, **fields: Any) -> Contact:
+    record: dict[str, Any] = {"id": cid, "customer_id": customer, "started_at": T0 + start, "agent": "maria"}
+    if end is not None:
+        record["ended_at"] = T0 + end
+    record.update(fields)
+    parsed = parse_contact(record, UTC)
+    assert isinstance(parsed, Contact), parsed
+    return parsed
+
+
+def next_repeat(store: SQLiteContactStore, cid: str) -> int | None:
+    row = store.get_contact("api", cid)
+    assert row is not None
+    value = row["next_repeat_us"]
+    return None if value is None else (value // 1_000_000) - T0
+
+
+def test_insert_then_redeliver_is_unchanged(fresh_db: SQLiteContactStore) -> None:
+    batch = [contact("a", "k1", 0, 60), contact("b", "k1", 100, 160)]
+    assert fresh_db.upsert(batch).as_dict() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0}
+    assert fresh_db.upsert(batch).as_dict() == {"accepted": 2, "inserted": 0, "updated": 0, "unchanged": 2}
+    assert fresh_db.count_contacts() == 2
+
+
+def test_same_key_twice_in_one_batch_is_inserted_then_updated(fresh_db: SQLiteContactStore) -> None:
+    counts = fresh_db.upsert([contact("a", "k1", 0), contact("a", "k1", 5), contact("a", "k1", 5)])
+    assert (counts.inserted, counts.updated, counts.unchanged) == (1, 1, 1)
+    row = fresh_db.get_contact("api", "a")
+    assert row is not None and row["started_us"] == (T0 + 5) * 1_000_000
+    assert fresh_db.count_contacts() == 1
+
+
+def test_source_scopes_the_id(fresh_db: SQLiteContactStore) -> None:
+    counts = fresh_db.upsert([contact("a", "k1", 0), contact("a", "k1", 0, source="genesys")])
+    assert counts.inserted == 2
+    assert fresh_db.get_contact("genesys", "a") is not None
+
+
+def test_raw_record_keeps_unknown_fields(fresh_db: SQLiteContactStore) -> None:
+    fresh_db.upsert([contact("a", "k1", 0, wrapup_code="W42", sentiment=0.7)])
+    row = fresh_db.get_contact("api", "a")
+    assert row is not None
+    assert '"wrapup_code":"W42"' in row["raw"] and '"sentiment":0.7' in row["raw"]
+
+
+def test_next_repeat_is_first_repeatable_contact_strictly_after(fresh_db: SQLiteContactStore) -> None:
+    fresh_db.upsert(
+        [
+            contact("first", "k1", 0, 60),
+            contact("same-instant", "k1", 0, 30),
+            contact("outbound", "k1", 50, direction="outbound"),
+            contact("leg", "k1", 70, parent_id="first"),
+            contact("back", "k1", 3600),
+            contact("other-customer", "k2", 10),
+        ]
+    )
+    assert next_repeat(fresh_db, "first") == 3600  # not the same-instant one, the callback or the transfer leg
+    assert next_repeat(fresh_db, "same-instant") == 3600
+    assert next_repeat(fresh_db, "outbound") == 3600
+    assert next_repeat(fresh_db, "back") is None
+    assert next_repeat(fresh_db, "other-customer") is None
+
+
+def test_out_of_order_arrival_fixes_earlier_contacts(fresh_db: SQLiteContactStore) -> None:
+    fresh_db.upsert([contact("late", "k1", 7200)])
+    fresh_db.upsert([contact("early", "k1", 0)])
+    assert next_repeat(fresh_db, "early") == 7200
+    fresh_db.upsert([contact("middle", "k1", 3600)])
+    assert next_repeat(fresh_db, "early") == 3600
+    assert next_repeat(fresh_db, "middle") == 7200
+
+
+def test_changed_customer_fixes_both_customers(fresh_db: SQLiteContactStore) -> None:
+    fresh_db.upsert([contact("a", "k1", 0), contact("b", "k1", 100), contact("c", "k2", 0)])
+    assert next_repeat(fresh_db, "a") == 100 and next_repeat(fresh_db, "c") is None
+    counts = fresh_db.upsert([contact("b", "k2", 100)])
+    assert counts.updated == 1
+    assert next_repeat(fresh_db, "a") is None
+    assert next_repeat(fresh_db, "c") == 100
+
+
+def test_changed_start_and_direction_fix_derived_data(fresh_db: SQLiteContactStore) -> None:
+    fresh_db.upsert([contact("a", "k1", 0), contact("b", "k1", 100)])
+    fresh_db.upsert([contact("b", "k1", -100)])  # b now starts before a
+    assert next_repeat(fresh_db, "a") is None and next_repeat(fresh_db, "b") == 0
+    fresh_db.upsert([contact("a", "k1", 0, direction="outbound")])
+    assert next_repeat(fresh_db, "b") is None
+
+
+def test_failed_batch_writes_nothing(fresh_db: SQLiteContactStore) -> None:
+    fresh_db.upsert([contact("a", "k1", 0)])
+
+    def batch_that_breaks() -> Any:
+        yield contact("b", "k1", 100)
+        yield contact("a", "k9", 5)
+        raise RuntimeError("connection to the platform dropped")
+
+    with pytest.raises(RuntimeError):
+        fresh_db.upsert(batch_that_breaks())
+    assert fresh_db.count_contacts() == 1
+    assert fresh_db.get_contact("api", "b") is None
+    row = fresh_db.get_contact("api", "a")
+    assert row is not None and row["customer_id"] == "k1" and row["next_repeat_us"] is None
+
+
+def test_schema_is_migrated_once_and_recorded(db_path: Path) -> None:
+    SQLiteContactStore(db_path).close()
+    store = SQLiteContactStore(db_path)  # reopening applies nothing twice
+    store.close()
+    with sqlite3.connect(db_path) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
+        assert names and len(names) == len(set(names))
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- the delivery-order property --------------------------------------------------------------------------
+
+_versions = st.fixed_dictionaries(
+    {
+        "customer_id": st.sampled_from(["k1", "k2", "k3"]),
+        "started_at": st.integers(0, 40).map(lambda m: T0 + 60 * m),
+        "duration": st.one_of(st.none(), st.integers(0, 3).map(lambda m: 60 * m)),
+        "direction": st.sampled_from(["inbound", "inbound", "outbound"]),
+        "parent_id": st.sampled_from([None, None, None, "c0"]),
+        "resolved": st.sampled_from([None, True, False]),
+    }
+)
+
+
+def _record(cid: str, version: dict[str, Any]) -> dict[str, Any]:
+    record = {key: value for key, value in version.items() if key != "duration" and value is not None}
+    record["id"] = cid
+    if version["duration"] is not None:
+        record["ended_at"] = version["started_at"] + version["duration"]
+    return record
+
+
+def _dump(store: SQLiteContactStore) -> list[dict[str, Any]]:
+    return [
+        {key: value for key, value in row.items() if key not in ("pk", "received_at")} for row in store.iter_contacts()
+    ]
+
+
+def _reference_next_repeat(records: list[dict[str, Any]]) -> dict[str, int | None]:
+    """Straight from the contract: the first inbound, non-continuation contact of the customer strictly after."""
+    answer: dict[str, int | None] = {}
+    for this in records:
+        later = [
+            other["started_at"]
+            for other in records
+            if other["customer_id"] == this["customer_id"]
+            and other.get("direction", "inbound") == "inbound"
+            and other.get("parent_id") is None
+            and other["started_at"] > this["started_at"]
+        ]
+        answer[this["id"]] = min(later) * 1_000_000 if later else None
+    return answer
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    history=st.lists(st.tuples(st.integers(0, 7), _versions), min_size=1, max_size=30),
+    cuts=st.lists(st.integers(1, 30), max_size=4),
+)
+def test_any_delivery_order_gives_the_same_store(
+    tmp_path_factory: pytest.TempPathFactory, history: Any, cuts: Any
+) -> None:
+    """Deliver versions in any order and batching: the store equals delivering each key's last version once."""
+    delivered = [_record(f"c{key}", version) for key, version in history]
+    last_version = {record["id"]: record for record in delivered}
+    batches: list[list[dict[str, Any]]] = []
+    start = 0
+    for cut in [*sorted(set(cuts)), len(delivered)]:
+        if cut > start:
+            batches.append(delivered[start:cut])
+            start = cut
+
+    directory = tmp_path_factory.mktemp("order")
+    streamed = SQLiteContactStore(directory / "streamed.db")
+    once = SQLiteContactStore(directory / "once.db")
+    try:
+        for batch in batches:
+            streamed.upsert([_parsed(record) for record in batch])
+        final_in_time_order = sorted(last_version.values(), key=lambda r: (r["started_at"], r["id"]))
+        once.upsert([_parsed(record) for record in final_in_time_order])
+
+        assert _dump(streamed) == _dump(once)
+        expected = _reference_next_repeat(list(last_version.values()))
+        assert {row["id"]: row["next_repeat_us"] for row in streamed.iter_contacts()} == expected
+        assert streamed.count_contacts() == len(last_version)
+    finally:
+        streamed.close()
+        once.close()
+
+
+def _parsed(record: dict[str, Any]) -> Contact:
+    parsed = parse_contact(record, UTC)
+    assert isinstance(parsed, Contact), parsed
+    return parsed
