@@ -140,27 +140,37 @@ def parse_contact(
     if errors:
         return errors
     assert contact_id is not None and customer_id is not None and started_us is not None
-    return Contact(
-        source=source,
-        id=contact_id,
-        customer_id=customer_id,
-        agent=agent,
-        team=team,
-        queue=queue,
-        reason=reason,
-        channel=channel,
-        direction=direction,
-        tier=tier,
-        escalated=bool(escalated),
-        resolved=resolved,
-        parent_id=parent_id,
-        started_us=started_us,
-        ended_us=ended_us,
-        raw=raw if raw is not None else raw_json(obj),
+    # Positional, in field order: keyword arguments made this call a tenth of the whole validation.
+    return _new_contact(
+        (
+            source,
+            contact_id,
+            customer_id,
+            agent,
+            team,
+            queue,
+            reason,
+            channel,
+            direction,
+            tier,
+            bool(escalated),
+            resolved,
+            parent_id,
+            started_us,
+            ended_us,
+            raw if raw is not None else raw_json(obj),
+        )
     )
 
 
+_new_contact = Contact._make
+
+
 def _text(value: object, field: str, errors: list[FieldError], limit: int, required: bool = False) -> str | None:
+    if type(value) is str:  # the common case first
+        text = value.strip()
+        if text and len(text) <= limit:
+            return text
     if value is None:
         if required:
             errors.append(FieldError(field, "is required"))

@@ -9,8 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import tzinfo
 from typing import Any, Protocol
 
+from bot.storage.schedules import Outbox, ScheduleStore
+from metrics.engine import MetricReader
 from metrics.records import Contact
 
 
@@ -35,12 +38,26 @@ class UpsertCounts:
         }
 
 
+@dataclass(frozen=True)
+class AgentLink:
+    """A Slack user known to be an agent: that user may always ask about that agent's numbers."""
+
+    slack_user_id: str
+    agent: str
+    linked_by: str | None
+    linked_at: str
+
+
 class BulkWriter(Protocol):
     """Receives a large batch in chunks, inside one transaction; see ``ContactStore.bulk``."""
 
     counts: UpsertCounts
 
     def add(self, contacts: Sequence[Contact]) -> None: ...
+
+    def expect(self, more_rows: int) -> None:
+        """A hint that about ``more_rows`` more rows follow, so a large load can be written the fast way."""
+        ...
 
 
 class ContactStore(Protocol):
@@ -62,6 +79,42 @@ class ContactStore(Protocol):
 
     def iter_contacts(self) -> Iterator[dict[str, Any]]:
         """Every stored contact with its derived columns, ordered by (source, id), streamed."""
+        ...
+
+    def dimension_values(self, dimension: str) -> list[str]:
+        """Distinct stored values of agent, team, queue or channel (for "did you mean" suggestions)."""
+        ...
+
+    def link_agent(self, slack_user_id: str, agent: str, linked_by: str | None = None) -> None:
+        """Link a Slack user to an agent name, replacing any earlier link of that user."""
+        ...
+
+    def unlink_agent(self, slack_user_id: str) -> bool:
+        """Remove a user's link; False when there was none."""
+        ...
+
+    def agent_for_user(self, slack_user_id: str) -> str | None: ...
+
+    def list_agent_links(self) -> list[AgentLink]: ...
+
+    def metric_reader(self, zone: tzinfo) -> AbstractContextManager[MetricReader]:
+        """One consistent read snapshot for one metric question (see ``metrics.engine.MetricSource``)."""
+        ...
+
+    def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
+        """Rebuild stale metric rollups for ``zone`` (all, or the ``max_days`` most recent stale days)."""
+        ...
+
+    def stale_rollup_days(self, zone: tzinfo) -> int:
+        """Days the metric rollups still have to rebuild for ``zone`` (-1: not built for this zone)."""
+        ...
+
+    def schedules(self) -> ScheduleStore:
+        """Digest subscriptions and alert rules (``bot.storage.schedules``)."""
+        ...
+
+    def outbox(self) -> Outbox:
+        """The outbox of scheduled Slack messages (``bot.storage.schedules``)."""
         ...
 
     def close(self) -> None: ...

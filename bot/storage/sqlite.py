@@ -4,42 +4,61 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, tzinfo
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from sqlite_utils import Database
 
-from bot.storage import UpsertCounts
+from bot.storage import AgentLink, UpsertCounts, sqlite_links, sqlite_metrics, sqlite_schedules
 from bot.storage.sqlite_migrations import migrations
 from metrics.records import Contact
 
 CHUNK = 5000
+BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see _SQLiteBulkWriter)
+REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.3 s at 27k contacts a day)
 _WRITE_COLUMNS = Contact._fields  # a Contact is written as it is: its fields are the columns, in order
 _UPSERT_SQL = "INSERT INTO contacts ({cols}) VALUES ({marks}) ON CONFLICT (source, id) DO UPDATE SET {sets}".format(
     cols=", ".join(_WRITE_COLUMNS),
     marks=", ".join("?" * len(_WRITE_COLUMNS)),
     sets=", ".join(
-        f"{col} = excluded.{col}"
-        for col in (*[c for c in _WRITE_COLUMNS if c not in ("source", "id")], "received_at")
+        f"{col} = excluded.{col}" for col in (*[c for c in _WRITE_COLUMNS if c not in ("source", "id")], "received_at")
     ),
 )
+_INSERT_NEW_SQL = (
+    "INSERT INTO contacts ({cols}, received_at) VALUES ({marks}, :received_at) ON CONFLICT (source, id) DO NOTHING"
+).format(cols=", ".join(_WRITE_COLUMNS), marks=", ".join("?" * len(_WRITE_COLUMNS)))
+# Positions in a Contact: the writer also takes plain tuples (what the import's reader process sends).
+_SOURCE: Final = 0
+_ID: Final = 1
+_CUSTOMER: Final = 2
+_RAW: Final = 15
+assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _RAW)] == ["source", "id", "customer_id", "raw"]
 # The derived data: for every contact of a touched customer, the start of the first repeatable contact of
-# that customer strictly after it. Only rows whose value changes are written.
-_REFRESH_NEXT_REPEAT_SQL = """
-WITH fresh AS (
-    SELECT c.pk AS pk, (
-        SELECT min(r.started_us) FROM contacts AS r
-        WHERE r.customer_id = c.customer_id AND r.repeatable = 1 AND r.started_us > c.started_us
-    ) AS next_repeat_us
+# that customer strictly after it. Computed from the customer index alone, and only the rows whose value
+# changes are written, in primary-key order. Rows inserted by this transaction (pk > :first_pk) still hold
+# NULL, so their old value is known without reading the row: on a big import that read was 2/3 of the cost.
+_NEXT_REPEAT_CHANGES_SQL = """
+INSERT INTO temp.next_repeat_changes (pk, next_repeat_us)
+SELECT pk, fresh FROM (
+    SELECT c.pk AS pk,
+        CASE WHEN c.pk > :first_pk THEN NULL ELSE c.next_repeat_us END AS old,
+        (
+            SELECT min(r.started_us) FROM contacts AS r
+            WHERE r.customer_id = c.customer_id AND r.repeatable = 1 AND r.started_us > c.started_us
+        ) AS fresh
     FROM contacts AS c
     WHERE c.customer_id IN (SELECT customer_id FROM temp.touched_customers)
 )
-UPDATE contacts SET next_repeat_us = fresh.next_repeat_us
-FROM fresh
-WHERE contacts.pk = fresh.pk AND contacts.next_repeat_us IS NOT fresh.next_repeat_us
+WHERE old IS NOT fresh
+"""
+_APPLY_NEXT_REPEAT_SQL = """
+UPDATE contacts
+SET next_repeat_us = (SELECT n.next_repeat_us FROM temp.next_repeat_changes AS n WHERE n.pk = contacts.pk)
+WHERE pk IN (SELECT pk FROM temp.next_repeat_changes)
 """
 
 
@@ -54,10 +73,17 @@ class SQLiteContactStore:
         self._write_lock = threading.RLock()
         self._local = threading.local()
         self._writer = self._connect(check_same_thread=False)
+        # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
+        # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
+        self._writer.execute("PRAGMA temp_store = FILE")
+        self._writer.execute("PRAGMA cache_size = -32768")
         db = Database(self._writer)
         with self._write_lock:
             migrations.apply(db)
         self._writer.execute("CREATE TEMP TABLE IF NOT EXISTS touched_customers (customer_id TEXT PRIMARY KEY)")
+        self._writer.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS next_repeat_changes (pk INTEGER PRIMARY KEY, next_repeat_us INTEGER)"
+        )
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -66,6 +92,8 @@ class SQLiteContactStore:
             isolation_level=None,  # explicit BEGIN/COMMIT only
             check_same_thread=check_same_thread,
         )
+        # 16 KiB pages (new files only; must come before WAL): bulk import measured ~10% faster than 4 KiB.
+        conn.execute("PRAGMA page_size = 16384")
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -85,16 +113,16 @@ class SQLiteContactStore:
 
     def close(self) -> None:
         for conn in self.__dict__.get("_readers", []):
-            try:
+            with suppress(sqlite3.ProgrammingError):  # closed from another thread's point of view
                 conn.close()
-            except sqlite3.ProgrammingError:  # closed from another thread's point of view
-                pass
         self._writer.close()
 
     # --- writing -------------------------------------------------------------------------------------
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
         with self.bulk() as writer:
+            if isinstance(contacts, Sized):
+                writer.expect(len(contacts))
             iterator = iter(contacts)
             while chunk := list(islice(iterator, CHUNK)):
                 writer.add(chunk)
@@ -109,7 +137,8 @@ class SQLiteContactStore:
                 conn.execute("DELETE FROM temp.touched_customers")
                 writer = _SQLiteBulkWriter(conn)
                 yield writer
-                conn.execute(_REFRESH_NEXT_REPEAT_SQL)
+                writer.finish()
+                sqlite_metrics.mark_dirty(conn)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
                 conn.execute(
                     "UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,)
                 )
@@ -135,44 +164,207 @@ class SQLiteContactStore:
         for row in cursor:
             yield dict(zip(names, row, strict=True))
 
+    # --- Slack links and dimension values (SQL in sqlite_links.py) ------------------------------------
+
+    def dimension_values(self, dimension: str) -> list[str]:
+        return sqlite_links.dimension_values(self._reader(), dimension)
+
+    def link_agent(self, slack_user_id: str, agent: str, linked_by: str | None = None) -> None:
+        with self._write_lock:
+            sqlite_links.link(self._writer, slack_user_id, agent, linked_by)
+
+    def unlink_agent(self, slack_user_id: str) -> bool:
+        with self._write_lock:
+            return sqlite_links.unlink(self._writer, slack_user_id)
+
+    def agent_for_user(self, slack_user_id: str) -> str | None:
+        return sqlite_links.agent_for_user(self._reader(), slack_user_id)
+
+    def list_agent_links(self) -> list[AgentLink]:
+        return sqlite_links.list_links(self._reader())
+
+    # --- scheduler: subscriptions, alert rules, outbox (SQL in sqlite_schedules.py) ---------------------
+
+    def schedules(self) -> sqlite_schedules.SQLiteSchedules:
+        return sqlite_schedules.SQLiteSchedules(self._writer, self._write_lock, self._reader)
+
+    def outbox(self) -> sqlite_schedules.SQLiteSchedules:
+        return self.schedules()
+
+    # --- metrics (SQL in sqlite_metrics.py) ----------------------------------------------------------
+
+    @contextmanager
+    def metric_reader(
+        self, zone: tzinfo, *, refresh_days: int = REFRESH_ON_READ_DAYS
+    ) -> Iterator[sqlite_metrics.SQLiteMetricReader]:
+        """One read snapshot for one metric question (rollups and contacts seen at the same instant).
+
+        First rebuilds up to ``refresh_days`` stale rollup days, only if no write is in progress:
+        a question never waits for an import.
+        """
+        if refresh_days:
+            self._refresh_if_free(zone, refresh_days)
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield sqlite_metrics.SQLiteMetricReader(conn, zone)
+        finally:
+            conn.execute("COMMIT")
+
+    def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
+        """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
+        returns the number of UTC days rebuilt. For the scheduler, and after a big import."""
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                rebuilt = sqlite_metrics.refresh(conn, zone, max_days)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return rebuilt
+
+    def stale_rollup_days(self, zone: tzinfo) -> int:
+        """How many UTC days the rollups for ``zone`` still have to rebuild (-1: never built for this zone)."""
+        return sqlite_metrics.stale_days(self._reader(), zone)
+
+    def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
+        if sqlite_metrics.stale_days(self._reader(), zone) == 0 or not self._write_lock.acquire(blocking=False):
+            return
+        conn = self._writer
+        try:
+            conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:  # another process is writing: answer from contacts instead
+                return
+            try:
+                sqlite_metrics.refresh(conn, zone, max_days)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            self._write_lock.release()
+
 
 class _SQLiteBulkWriter:
-    """Upserts chunks inside the transaction opened by ``SQLiteContactStore.bulk``."""
+    """Writes chunks inside the transaction opened by ``SQLiteContactStore.bulk``.
+
+    Fast path: a chunk is inserted with ``ON CONFLICT DO NOTHING``; when every row got a new primary key
+    (pk values are consecutive within the transaction) the chunk was all new and nothing else is read.
+    Otherwise the rows that were not inserted are replayed in order against their stored versions, which
+    keeps the counts sequential (a key repeated in one batch is inserted, then updated or unchanged).
+    """
 
     def __init__(self, conn: sqlite3.Connection):
         self._conn = conn
         self.counts = UpsertCounts()
+        self._max_pk: int = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
+        self._first_pk = self._max_pk  # rows above it were inserted by this transaction
+        received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        # received_at is one literal per write (it is ours, not user input): binding it per row, or the
+        # column default's strftime per row, cost about 2 us a row.
+        self._insert_sql = _INSERT_NEW_SQL.replace(":received_at", f"'{received_at}'")
+        self._deferred_indexes: list[tuple[str, str]] = []
+
+    def expect(self, more_rows: int) -> None:
+        """Hint that about ``more_rows`` rows will follow in this transaction.
+
+        A load at least as large as the table it goes into (and at least BULK_LOAD_MIN_ROWS) drops the
+        secondary indexes of ``contacts`` now and builds them once at the end (a sort), which is several
+        times cheaper than updating each index row by row. The drop is part of the transaction: a rollback
+        restores them, and readers keep seeing the indexed committed data meanwhile.
+        """
+        if self._deferred_indexes or more_rows < BULK_LOAD_MIN_ROWS:
+            return
+        existing = self._conn.execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()[0]
+        if more_rows < existing:
+            return
+        self._deferred_indexes = self._conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts' AND sql IS NOT NULL"
+        ).fetchall()
+        for name, _ in self._deferred_indexes:
+            self._conn.execute(f'DROP INDEX "{name}"')
+
+    def rebuild_indexes(self, *, with_next_repeat: bool) -> None:
+        """Recreate the indexes dropped by ``expect``: first those the refresh reads, the rest after it
+        (an index on ``next_repeat_us`` is cheaper to build once than to update for every refreshed row)."""
+        keep = []
+        for name, sql in self._deferred_indexes:
+            if ("next_repeat_us" in sql) == with_next_repeat:
+                self._conn.execute(sql)
+            else:
+                keep.append((name, sql))
+        self._deferred_indexes = keep
+
+    def finish(self) -> None:
+        """Bring the derived data up to date (and the deferred indexes back) before the commit."""
+        conn = self._conn
+        self.rebuild_indexes(with_next_repeat=False)
+        # The customers of the rows inserted by this transaction, set-based: one ordered pass instead of a
+        # temp-table insert per row (which cost 5 us a row once temp_store is FILE).
+        conn.execute(
+            "INSERT OR IGNORE INTO temp.touched_customers (customer_id) "
+            "SELECT customer_id FROM contacts WHERE pk > ? ORDER BY customer_id",
+            (self._first_pk,),
+        )
+        conn.execute("DELETE FROM temp.next_repeat_changes")
+        conn.execute(_NEXT_REPEAT_CHANGES_SQL, {"first_pk": self._first_pk})
+        conn.execute(_APPLY_NEXT_REPEAT_SQL)
+        conn.execute("DELETE FROM temp.next_repeat_changes")
+        self.rebuild_indexes(with_next_repeat=True)
 
     def add(self, contacts: Sequence[Contact]) -> None:
-        known = self._stored_versions(contacts)
-        changed: list[Contact] = []
-        touched: set[str] = set()
-        counts = self.counts
+        """Write a chunk (Contacts, or plain tuples in Contact field order)."""
+        if not contacts:
+            return
+        conn = self._conn
+        first_pk = self._max_pk
+        conn.executemany(self._insert_sql, contacts)
+        self._max_pk = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
+        inserted = self._max_pk - first_pk
+        self.counts.inserted += inserted
+        if inserted < len(contacts):
+            # Customers of inserted rows are collected in finish(); an update touches its old and new customer.
+            touched: set[str] = set()
+            self._replay_conflicts(contacts, first_pk, touched)
+            conn.executemany("INSERT OR IGNORE INTO temp.touched_customers (customer_id) VALUES (?)", _singles(touched))
+
+    def _replay_conflicts(self, contacts: Sequence[Contact], first_pk: int, touched: set[str]) -> None:
+        """Apply, in order, the rows of a chunk that were not inserted: as updates or as unchanged."""
+        new_keys = set(self._conn.execute("SELECT source, id FROM contacts WHERE pk > ?", (first_pk,)).fetchall())
+        pending: list[Contact] = []
         for contact in contacts:
-            key = (contact.source, contact.id)
-            before = known.get(key)
-            if before is None:
-                counts.inserted += 1
-            elif before[1] == contact.raw:
+            key = (contact[_SOURCE], contact[_ID])
+            if key in new_keys:
+                new_keys.discard(key)  # its first occurrence in the chunk is the inserted one
+            else:
+                pending.append(contact)
+        known = self._stored_versions(pending)
+        changed: list[Contact] = []
+        counts = self.counts
+        for contact in pending:
+            key = (contact[_SOURCE], contact[_ID])
+            before = known[key]
+            if before[1] == contact[_RAW]:
                 counts.unchanged += 1
                 continue
-            else:
-                counts.updated += 1
-                touched.add(before[0])
-            known[key] = (contact.customer_id, contact.raw)
-            touched.add(contact.customer_id)
+            counts.updated += 1
+            touched.add(before[0])
+            touched.add(contact[_CUSTOMER])
+            known[key] = (contact[_CUSTOMER], contact[_RAW])
             changed.append(contact)
         if changed:
             self._conn.executemany(_UPSERT_SQL, changed)
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO temp.touched_customers (customer_id) VALUES (?)", [(c,) for c in touched]
-            )
 
     def _stored_versions(self, contacts: Sequence[Contact]) -> dict[tuple[str, str], tuple[str, str]]:
         """(source, id) -> (customer_id, raw) of the stored versions of these contacts."""
         ids_by_source: dict[str, list[str]] = {}
         for contact in contacts:
-            ids_by_source.setdefault(contact.source, []).append(contact.id)
+            ids_by_source.setdefault(contact[_SOURCE], []).append(contact[_ID])
         known: dict[tuple[str, str], tuple[str, str]] = {}
         for source, ids in ids_by_source.items():
             for start in range(0, len(ids), 30_000):
@@ -184,3 +376,8 @@ class _SQLiteBulkWriter:
                 for contact_id, customer_id, raw in rows:
                     known[(source, contact_id)] = (customer_id, raw)
         return known
+
+
+def _singles(values: Iterable[str]) -> Iterator[tuple[str]]:
+    for value in values:
+        yield (value,)

@@ -47,3 +47,40 @@ def m001_contacts(db: Database) -> None:
     db.execute("CREATE INDEX contacts_customer ON contacts (customer_id, repeatable, started_us)")
     db.execute("CREATE TABLE store_stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL)")
     db.execute("INSERT INTO store_stats (name, value) VALUES ('contacts', 0)")
+
+
+@migrations()
+def m_slack_links(db: Database) -> None:
+    """Which agent a Slack user is: lets an agent ask about themselves (``/acr me``) and nobody else."""
+    db.execute(
+        """
+        CREATE TABLE slack_links (
+            slack_user_id TEXT PRIMARY KEY,
+            agent TEXT NOT NULL,
+            linked_by TEXT,
+            linked_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        )
+        """
+    )
+    db.execute("CREATE INDEX slack_links_agent ON slack_links (agent)")
+
+
+@migrations()
+def m_metric_rollups(db: Database) -> None:
+    """Indexes that let a metric count candidates without touching the table, and the exact daily rollups
+    (with the marks of days to rebuild) that answer whole days without counting contacts at all.
+    See ``bot/storage/sqlite_metrics.py``."""
+    from bot.storage.sqlite_metrics import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)
+
+
+@migrations()
+def m_schedules(db: Database) -> None:
+    """Digest subscriptions, alert rules with their state, and the outbox that makes every scheduled message
+    exactly-once. See ``bot/storage/sqlite_schedules.py``."""
+    from bot.storage.sqlite_schedules import SCHEMA
+
+    for statement in SCHEMA:
+        db.execute(statement)

@@ -1,0 +1,102 @@
+"""Bulk import speed: the real ``acr-bot ingest FILE`` of generated contacts into a fresh database.
+
+Generates the files with ``acr-bot demo --output`` (kept in bench/out/ingest/ for re-runs), then for each format
+runs ``acr-bot ingest`` in a subprocess on a new database and reports contacts/s and peak memory: the largest
+single process (ru_maxrss, as the OS counts it) and the whole process tree (the writer plus its reader child,
+its proportional set size (PSS), sampled every 50 ms with psutil). Target (issue 2): >= 50,000 contacts/s and < 300 MB for 1,000,000 contacts.
+
+    flock /tmp/acr-bench.lock .venv/bin/python bench/ingest.py [--contacts 1000000] [--formats jsonl csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+ACR_BOT = str(Path(sys.executable).with_name("acr-bot"))
+AS_OF = "2026-11-20T12:00:00Z"
+
+
+def generate(contacts: int, fmt: str, folder: Path, env: dict[str, str]) -> Path:
+    path = folder / f"demo-{contacts}-seed1.{fmt}"
+    if path.exists():
+        print(f"{path.name}: exists, reused")
+        return path
+    began = time.perf_counter()
+    command = [ACR_BOT, "demo", "--contacts", str(contacts), "--seed", "1", "--days", "60", "--as-of", AS_OF]
+    subprocess.run([*command, "--output", str(path)], check=True, env=env, stdout=subprocess.DEVNULL)
+    seconds = time.perf_counter() - began
+    size = path.stat().st_size / 1e6
+    print(f"{path.name}: generated in {seconds:.1f} s ({contacts / seconds:,.0f} contacts/s), {size:,.0f} MB")
+    return path
+
+
+def run_ingest(path: Path, database: Path, env: dict[str, str]) -> tuple[float, int, int, str]:
+    """(seconds, peak RSS of one process in bytes, peak RSS of the process tree in bytes, summary line)."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    run_env = {**env, "DATABASE_URL": f"sqlite:///{database}"}
+    before_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    began = time.perf_counter()
+    process = subprocess.Popen(
+        [ACR_BOT, "ingest", "--no-progress", str(path)], env=run_env, stdout=subprocess.PIPE, text=True
+    )
+    watched = psutil.Process(process.pid)
+    tree_peak = 0
+    while process.poll() is None:
+        try:
+            members = [watched, *watched.children(recursive=True)]
+            # PSS: pages shared by the forked reader and the writer are counted once, split between them.
+            tree_peak = max(tree_peak, sum(m.memory_full_info().pss for m in members))
+        except psutil.Error:
+            pass
+        time.sleep(0.05)
+    seconds = time.perf_counter() - began
+    output = process.stdout.read() if process.stdout else ""
+    if process.returncode != 0:
+        raise SystemExit(f"acr-bot ingest failed ({process.returncode}): {output}")
+    single_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    if single_peak <= before_children * 1024:
+        single_peak = 0  # an earlier child was bigger: this run's own peak is not visible this way
+    return seconds, single_peak, tree_peak, output.strip().splitlines()[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--contacts", type=int, default=1_000_000)
+    parser.add_argument("--formats", nargs="+", default=["jsonl", "csv"], choices=["jsonl", "csv", "json"])
+    parser.add_argument("--folder", type=Path, default=ROOT / "bench" / "out" / "ingest")
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BOT_TIMEZONE")}
+    env["BOT_TIMEZONE"] = "America/New_York"
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    files = {fmt: generate(args.contacts, fmt, args.folder, env) for fmt in args.formats}
+    failed = False
+    for fmt, path in files.items():
+        # The first run of the previous format may still be in the OS write-back; start level.
+        os.sync()
+        seconds, single, tree, summary = run_ingest(path, args.folder / f"bench-{fmt}.db", env)
+        rate = args.contacts / seconds
+        single_text = f"{single / 2**20:,.0f} MB" if single else "n/a"
+        ok = rate >= 50_000 and max(single, tree) < 300 * 2**20
+        failed |= not ok
+        print(
+            f"ingest {fmt}: {args.contacts:,} contacts in {seconds:.1f} s = {rate:,.0f} contacts/s; "
+            f"peak RSS {single_text} (largest process), PSS {tree / 2**20:,.0f} MB (whole process tree)"
+            f" [{'meets' if ok else 'MISSES'} >= 50,000/s and < 300 MB]"
+        )
+        print(f"    {summary}")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

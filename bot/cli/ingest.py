@@ -1,0 +1,85 @@
+"""``acr-bot ingest PATH...``: bulk import of CSV, JSON and JSONL files (CONTRACT sections 1 and 3)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+from datetime import tzinfo
+
+import click
+
+from bot.cli.common import settings, store_for
+from bot.ingest import STDIN, FileResult, ingest_file
+from bot.storage import ContactStore, UpsertCounts
+
+
+@click.command("ingest")
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("--no-progress", is_flag=True, help="No progress bar (it is shown only on a terminal anyway).")
+def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
+    """Import contact records from .csv, .json (an array), .jsonl/.ndjson files, or - for JSONL on stdin.
+
+    Each file is stored whole or not at all: if any record in it is invalid, every problem is listed as
+    file:line: field: message, nothing from that file is stored, and the exit status is 1. Other files
+    are imported independently. Re-importing a file changes nothing (its records count as unchanged).
+    """
+    config = settings()
+    show_progress = not no_progress and sys.stdout.isatty() and sys.stderr.isatty()
+    store = store_for(config)
+    totals = UpsertCounts()
+    failed = 0
+    try:
+        for name in paths:
+            result = _import_one(store, name, config.zone, show_progress)
+            if result.ok:
+                counts = result.counts
+                click.echo(
+                    f"{result.name}: {result.records} records: {counts.inserted} inserted, "
+                    f"{counts.updated} updated, {counts.unchanged} unchanged"
+                )
+                totals.inserted += counts.inserted
+                totals.updated += counts.updated
+                totals.unchanged += counts.unchanged
+            else:
+                failed += 1
+                for error in result.errors:
+                    click.echo(error, err=True)
+                click.echo(
+                    f"{result.name}: {len(result.errors)} error{'s' if len(result.errors) != 1 else ''}"
+                    f" in {result.records} records; nothing stored from this file",
+                    err=True,
+                )
+    finally:
+        store.close()
+    files = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
+    problem = f"; {failed} with errors, not stored" if failed else ""
+    click.echo(
+        f"Total: {files}: {totals.inserted} inserted, {totals.updated} updated, {totals.unchanged} unchanged{problem}"
+    )
+    if failed:
+        sys.exit(1)
+
+
+def _import_one(store: ContactStore, name: str, zone: tzinfo, show_progress: bool) -> FileResult:
+    """One file, with a progress bar (bytes read) on stderr when asked."""
+    stdin = sys.stdin.buffer if name == STDIN else None
+    size = 0
+    if show_progress and name != STDIN:
+        try:
+            size = os.path.getsize(name)
+        except OSError:
+            size = 0
+    with ExitStack() as stack:
+        if size:
+            bar = stack.enter_context(
+                click.progressbar(length=size, label=name, file=sys.stderr, show_eta=True, show_percent=True)
+            )
+            done = [0]
+
+            def advance(bytes_read: int) -> None:
+                bar.update(bytes_read - done[0])
+                done[0] = bytes_read
+
+            return ingest_file(store, name, zone, stdin=stdin, progress=advance)
+        return ingest_file(store, name, zone, stdin=stdin)

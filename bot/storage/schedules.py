@@ -1,0 +1,201 @@
+"""What the scheduler keeps: digest subscriptions, alert rules with their state, and the outbox of messages.
+
+The interfaces (``ScheduleStore``, ``Outbox``) and their records. The SQLite implementation is in
+``sqlite_schedules.py``; callers only see these Protocols, so another backend can be added without touching them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from metrics.query import Dimension, Metric
+
+OutboxStatus = Literal["pending", "sending", "sent", "failed"]
+SCOPE_DIMENSIONS: tuple[Dimension, ...] = ("team", "queue", "channel")
+
+
+def scope_filters(scope: str) -> tuple[tuple[Dimension, str], ...]:
+    """``team:billing`` -> ``(("team", "billing"),)``; ``""`` (everyone) -> ``()``."""
+    if not scope:
+        return ()
+    dimension, _, value = scope.partition(":")
+    if dimension not in SCOPE_DIMENSIONS or not value:
+        raise ValueError(f"bad scope {scope!r}")
+    return ((dimension, value),)
+
+
+def scope_label(scope: str) -> str:
+    """How a scope reads in a message: ``team billing`` or ``all teams``."""
+    filters = scope_filters(scope)
+    return " ".join(f"{d} {v}" for d, v in filters) if filters else "all teams"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A daily digest for ``channel`` about ``scope`` at ``local_time`` (HH:MM) in ``zone`` (None: BOT_TIMEZONE)."""
+
+    id: int
+    channel: str
+    scope: str  # "" (everyone) or "team:billing"
+    local_time: str
+    zone: str | None
+    weekdays_only: bool
+    created_by: str | None
+    created_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class AlertState:
+    """Where a rule stands. ``episode`` counts the times it started firing; messages of one episode share a thread."""
+
+    firing: bool = False
+    episode: int = 0
+    fired_us: int | None = None
+    notified_us: int | None = None  # the last fire or reminder message
+    acknowledged_by: str | None = None  # for the current episode: no more reminders
+    last_rate: float | None = None
+    last_matured: int = 0
+    evaluated_us: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRule:
+    """``metric`` below ``threshold`` (0..1) over ``last_days`` with repeat window ``window_us``, in ``scope``."""
+
+    id: int
+    metric: Metric
+    threshold: float
+    window_us: int
+    last_days: int
+    scope: str
+    min_matured: int
+    channel: str
+    strict: bool
+    created_by: str | None
+    created_us: int
+    snoozed_until_us: int | None = None
+    state: AlertState = field(default_factory=AlertState)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One message to deliver, identified by ``key`` (the same key is never delivered twice).
+
+    ``thread_key``: post as a reply in the thread of that (earlier) message. ``file``: upload this file
+    (with ``text`` as its comment) instead of posting a message.
+    """
+
+    key: str
+    channel: str
+    text: str
+    blocks: list[dict[str, Any]] | None = None
+    thread_key: str | None = None
+    file: bytes | None = None
+    filename: str | None = None
+    title: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A stored message with its delivery state; ``ts`` is Slack's id of the posted message."""
+
+    message: OutboxMessage
+    status: OutboxStatus
+    attempts: int
+    next_attempt_us: int
+    created_us: int
+    ts: str | None = None
+    sent_us: int | None = None
+    last_error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.message.key
+
+
+class Outbox(Protocol):
+    """Messages written before they are posted: delivered at least once by retrying, at most once by key."""
+
+    def enqueue(self, messages: Sequence[OutboxMessage], now_us: int) -> list[bool]:
+        """Store all of ``messages`` atomically; for each, True if new, False if its key already existed."""
+        ...
+
+    def outbox_entry(self, key: str) -> OutboxEntry | None: ...
+
+    def due_messages(self, now_us: int, limit: int = 100) -> list[OutboxEntry]:
+        """Pending messages whose next attempt is due, oldest first."""
+        ...
+
+    def in_doubt_messages(self) -> list[OutboxEntry]:
+        """Messages whose delivery started but was never recorded (the process stopped mid-post)."""
+        ...
+
+    def begin_attempt(self, key: str, now_us: int) -> bool:
+        """Claim pending ``key`` for sending (before the Slack call), counting the attempt; False if it is not
+        pending (another process or thread claimed it)."""
+        ...
+
+    def mark_sent(self, key: str, ts: str | None, now_us: int) -> None: ...
+
+    def mark_retry(self, key: str, next_attempt_us: int, error: str) -> None: ...
+
+    def mark_failed(self, key: str, error: str) -> None:
+        """Give up on ``key`` for good (Slack refused it, e.g. channel_not_found); kept for the record."""
+        ...
+
+
+class ScheduleStore(Protocol):
+    """Subscriptions and alert rules (with their state)."""
+
+    def save_subscription(
+        self,
+        channel: str,
+        scope: str,
+        local_time: str,
+        zone: str | None,
+        weekdays_only: bool,
+        created_by: str | None,
+        now_us: int,
+    ) -> tuple[Subscription, bool]:
+        """Add, or update the time of, the subscription of ``channel`` to ``scope``; True when it is new."""
+        ...
+
+    def remove_subscription(self, subscription_id: int) -> bool: ...
+
+    def list_subscriptions(self) -> list[Subscription]: ...
+
+    def add_alert_rule(
+        self,
+        metric: Metric,
+        threshold: float,
+        window_us: int,
+        last_days: int,
+        scope: str,
+        min_matured: int,
+        channel: str,
+        strict: bool,
+        created_by: str | None,
+        now_us: int,
+    ) -> AlertRule: ...
+
+    def remove_alert_rule(self, rule_id: int) -> bool: ...
+
+    def alert_rule(self, rule_id: int) -> AlertRule | None: ...
+
+    def list_alert_rules(self) -> list[AlertRule]: ...
+
+    def snooze_alert_rule(self, rule_id: int, until_us: int | None) -> bool:
+        """Quiet the rule until ``until_us`` (None: wake it now); False when there is no such rule."""
+        ...
+
+    def acknowledge_alert(self, rule_id: int, episode: int, user: str) -> bool:
+        """Acknowledge the current episode (no more reminders for it); False if that episode is not firing."""
+        ...
+
+    def save_alert_evaluation(
+        self, rule_id: int, state: AlertState, messages: Sequence[OutboxMessage], now_us: int
+    ) -> None:
+        """Store the rule's new state and enqueue its messages in one transaction (never one without the other)."""
+        ...

@@ -1,0 +1,315 @@
+"""SQL for the scheduler: subscriptions, alert rules and their state, and the outbox (``bot.storage.schedules``).
+
+Shares the contact store's connections: writes go through its single writer connection under its lock (one
+transaction each), reads through the calling thread's reader connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from bot.storage.schedules import AlertRule, AlertState, OutboxEntry, OutboxMessage, Subscription
+
+SCHEMA = [
+    """CREATE TABLE subscriptions (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        local_time TEXT NOT NULL,
+        zone TEXT,
+        weekdays_only INTEGER NOT NULL,
+        created_by TEXT,
+        created_us INTEGER NOT NULL,
+        UNIQUE (channel, scope)
+    )""",
+    """CREATE TABLE alert_rules (
+        id INTEGER PRIMARY KEY,
+        metric TEXT NOT NULL CHECK (metric IN ('acr', 'tier1')),
+        threshold REAL NOT NULL CHECK (threshold > 0 AND threshold < 1),
+        window_us INTEGER NOT NULL,
+        last_days INTEGER NOT NULL,
+        scope TEXT NOT NULL,
+        min_matured INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        strict INTEGER NOT NULL,
+        created_by TEXT,
+        created_us INTEGER NOT NULL,
+        snoozed_until_us INTEGER,
+        firing INTEGER NOT NULL DEFAULT 0,
+        episode INTEGER NOT NULL DEFAULT 0,
+        fired_us INTEGER,
+        notified_us INTEGER,
+        acknowledged_by TEXT,
+        last_rate REAL,
+        last_matured INTEGER NOT NULL DEFAULT 0,
+        evaluated_us INTEGER
+    )""",
+    """CREATE TABLE outbox (
+        key TEXT PRIMARY KEY,
+        channel TEXT NOT NULL,
+        text TEXT NOT NULL,
+        blocks TEXT,
+        thread_key TEXT,
+        file BLOB,
+        filename TEXT,
+        title TEXT,
+        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_us INTEGER NOT NULL,
+        created_us INTEGER NOT NULL,
+        ts TEXT,
+        sent_us INTEGER,
+        last_error TEXT
+    )""",
+    "CREATE INDEX outbox_due ON outbox (status, next_attempt_us)",
+]
+
+_RULE_COLUMNS = (
+    "id, metric, threshold, window_us, last_days, scope, min_matured, channel, strict, created_by, created_us, "
+    "snoozed_until_us, firing, episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us"
+)
+_SUBSCRIPTION_COLUMNS = "id, channel, scope, local_time, zone, weekdays_only, created_by, created_us"
+_OUTBOX_COLUMNS = (
+    "key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us, "
+    "ts, sent_us, last_error"
+)
+
+
+class SQLiteSchedules:
+    """``ScheduleStore`` and ``Outbox`` on the contact store's SQLite file."""
+
+    def __init__(
+        self, writer: sqlite3.Connection, write_lock: threading.RLock, reader: Callable[[], sqlite3.Connection]
+    ):
+        self._writer = writer
+        self._lock = write_lock
+        self._reader = reader
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    # --- subscriptions ---------------------------------------------------------------------------------
+
+    def save_subscription(
+        self,
+        channel: str,
+        scope: str,
+        local_time: str,
+        zone: str | None,
+        weekdays_only: bool,
+        created_by: str | None,
+        now_us: int,
+    ) -> tuple[Subscription, bool]:
+        with self._write() as conn:
+            existing = conn.execute(
+                "SELECT id FROM subscriptions WHERE channel = ? AND scope = ?", (channel, scope)
+            ).fetchone()
+            if existing is None:
+                conn.execute(
+                    "INSERT INTO subscriptions (channel, scope, local_time, zone, weekdays_only, created_by, created_us)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (channel, scope, local_time, zone, int(weekdays_only), created_by, now_us),
+                )
+            else:  # a changed time counts from now: an earlier occurrence today is not "missed"
+                conn.execute(
+                    "UPDATE subscriptions SET local_time = ?, zone = ?, weekdays_only = ?, created_by = ?, "
+                    "created_us = ? WHERE id = ?",
+                    (local_time, zone, int(weekdays_only), created_by, now_us, existing[0]),
+                )
+            row = conn.execute(
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE channel = ? AND scope = ?", (channel, scope)
+            ).fetchone()
+        return _subscription(row), existing is None
+
+    def remove_subscription(self, subscription_id: int) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,)).rowcount > 0
+
+    def list_subscriptions(self) -> list[Subscription]:
+        rows = self._reader().execute(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id")
+        return [_subscription(row) for row in rows]
+
+    # --- alert rules -----------------------------------------------------------------------------------
+
+    def add_alert_rule(
+        self,
+        metric: str,
+        threshold: float,
+        window_us: int,
+        last_days: int,
+        scope: str,
+        min_matured: int,
+        channel: str,
+        strict: bool,
+        created_by: str | None,
+        now_us: int,
+    ) -> AlertRule:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "INSERT INTO alert_rules (metric, threshold, window_us, last_days, scope, min_matured, channel, "
+                "strict, created_by, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (metric, threshold, window_us, last_days, scope, min_matured, channel, int(strict), created_by, now_us),
+            )
+            row = conn.execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id = ?", (cursor.lastrowid,)).fetchone()
+        return _rule(row)
+
+    def remove_alert_rule(self, rule_id: int) -> bool:
+        with self._write() as conn:
+            return conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,)).rowcount > 0
+
+    def alert_rule(self, rule_id: int) -> AlertRule | None:
+        row = self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
+        return None if row is None else _rule(row)
+
+    def list_alert_rules(self) -> list[AlertRule]:
+        return [_rule(row) for row in self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY id")]
+
+    def snooze_alert_rule(self, rule_id: int, until_us: int | None) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute("UPDATE alert_rules SET snoozed_until_us = ? WHERE id = ?", (until_us, rule_id))
+            return cursor.rowcount > 0
+
+    def acknowledge_alert(self, rule_id: int, episode: int, user: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE alert_rules SET acknowledged_by = ? WHERE id = ? AND episode = ? AND firing = 1",
+                (user, rule_id, episode),
+            )
+            return cursor.rowcount > 0
+
+    def save_alert_evaluation(
+        self, rule_id: int, state: AlertState, messages: Sequence[OutboxMessage], now_us: int
+    ) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE alert_rules SET firing = ?, episode = ?, fired_us = ?, notified_us = ?, acknowledged_by = ?, "
+                "last_rate = ?, last_matured = ?, evaluated_us = ? WHERE id = ?",
+                (
+                    int(state.firing),
+                    state.episode,
+                    state.fired_us,
+                    state.notified_us,
+                    state.acknowledged_by,
+                    state.last_rate,
+                    state.last_matured,
+                    state.evaluated_us,
+                    rule_id,
+                ),
+            )
+            _insert_messages(conn, messages, now_us)
+
+    # --- outbox ----------------------------------------------------------------------------------------
+
+    def enqueue(self, messages: Sequence[OutboxMessage], now_us: int) -> list[bool]:
+        with self._write() as conn:
+            return _insert_messages(conn, messages, now_us)
+
+    def outbox_entry(self, key: str) -> OutboxEntry | None:
+        row = self._reader().execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _entry(row)
+
+    def due_messages(self, now_us: int, limit: int = 100) -> list[OutboxEntry]:
+        rows = self._reader().execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_us <= ? "
+            "ORDER BY created_us, rowid LIMIT ?",
+            (now_us, limit),
+        )
+        return [_entry(row) for row in rows]
+
+    def in_doubt_messages(self) -> list[OutboxEntry]:
+        rows = self._reader().execute(
+            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sending' ORDER BY created_us, rowid"
+        )
+        return [_entry(row) for row in rows]
+
+    def begin_attempt(self, key: str, now_us: int) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_us = ? "
+                "WHERE key = ? AND status = 'pending'",
+                (now_us, key),
+            )
+            return cursor.rowcount > 0
+
+    def mark_sent(self, key: str, ts: str | None, now_us: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                # the bytes of an uploaded file are not kept: the record of the upload is enough
+                "UPDATE outbox SET status = 'sent', ts = ?, sent_us = ?, last_error = NULL, file = NULL WHERE key = ?",
+                (ts, now_us, key),
+            )
+
+    def mark_retry(self, key: str, next_attempt_us: int, error: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_us = ?, last_error = ? WHERE key = ?",
+                (next_attempt_us, error, key),
+            )
+
+    def mark_failed(self, key: str, error: str) -> None:
+        with self._write() as conn:
+            conn.execute("UPDATE outbox SET status = 'failed', last_error = ? WHERE key = ?", (error, key))
+
+
+def _insert_messages(conn: sqlite3.Connection, messages: Sequence[OutboxMessage], now_us: int) -> list[bool]:
+    fresh: list[bool] = []
+    for m in messages:
+        cursor = conn.execute(
+            "INSERT OR IGNORE INTO outbox (key, channel, text, blocks, thread_key, file, filename, title, "
+            "next_attempt_us, created_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.key,
+                m.channel,
+                m.text,
+                None if m.blocks is None else json.dumps(m.blocks, ensure_ascii=False),
+                m.thread_key,
+                m.file,
+                m.filename,
+                m.title,
+                now_us,
+                now_us,
+            ),
+        )
+        fresh.append(cursor.rowcount > 0)
+    return fresh
+
+
+def _subscription(row: Sequence[Any]) -> Subscription:
+    sid, channel, scope, local_time, zone, weekdays_only, created_by, created_us = row
+    return Subscription(sid, channel, scope, local_time, zone, bool(weekdays_only), created_by, created_us)
+
+
+def _rule(row: Sequence[Any]) -> AlertRule:
+    (rid, metric, threshold, window_us, last_days, scope, min_matured, channel, strict, created_by, created_us,
+     snoozed, firing, episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us) = row  # fmt: skip
+    state = AlertState(
+        bool(firing), episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us
+    )
+    return AlertRule(
+        rid, metric, threshold, window_us, last_days, scope, min_matured, channel, bool(strict), created_by,
+        created_us, snoozed, state,
+    )  # fmt: skip
+
+
+def _entry(row: Sequence[Any]) -> OutboxEntry:
+    (key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us,
+     ts, sent_us, last_error) = row  # fmt: skip
+    message = OutboxMessage(
+        key, channel, text, None if blocks is None else json.loads(blocks), thread_key,
+        None if file is None else bytes(file), filename, title,
+    )  # fmt: skip
+    return OutboxEntry(message, status, attempts, next_attempt_us, created_us, ts, sent_us, last_error)

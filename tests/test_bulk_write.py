@@ -1,0 +1,174 @@
+"""The store's fast write path: insert-first chunks, conflict replay, deferred index builds, set-based refresh.
+
+Checked against a naive model: the last version of each (source, id) wins, counts follow delivery order, and
+every contact's next_repeat_us is recomputed from scratch in plain Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bot.storage.sqlite as sqlite_store
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import load_zone
+
+UTC_ZONE = load_zone("UTC")
+T0 = 1_780_000_000
+
+
+def contact(contact_id: str, customer: str, start: int, **fields: Any) -> Contact:
+    record = {"id": contact_id, "customer_id": customer, "agent": "ana", "started_at": T0 + start}
+    record.update(fields)
+    parsed = parse_contact(record, UTC_ZONE)
+    assert not isinstance(parsed, list), parsed
+    return parsed
+
+
+def expected_next_repeat(rows: list[dict[str, Any]]) -> dict[str, int | None]:
+    result: dict[str, int | None] = {}
+    for row in rows:
+        later = [
+            other["started_us"]
+            for other in rows
+            if other["customer_id"] == row["customer_id"]
+            and other["direction"] == "inbound"
+            and other["parent_id"] is None
+            and other["started_us"] > row["started_us"]
+        ]
+        result[row["id"]] = min(later) if later else None
+    return result
+
+
+def contact_indexes(store: SQLiteContactStore) -> set[str]:
+    rows = store._writer.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts' AND sql IS NOT NULL"
+    )
+    return {name for (name,) in rows}
+
+
+def snapshot(store: SQLiteContactStore) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in ("received_at", "pk")} for row in store.iter_contacts()]
+
+
+@pytest.fixture
+def small_bulk_threshold(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "BULK_LOAD_MIN_ROWS", 5)
+
+
+def chunks(items: list[Contact], size: int) -> Iterator[list[Contact]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bulk_threshold: None) -> None:
+    batch = [contact(f"c{i}", f"k{i % 7}", (i * 37) % 500, direction="outbound" if i % 11 == 0 else "inbound")
+             for i in range(60)]  # fmt: skip
+    batch.append(contact("c3", "k9", 5))  # a key repeated within the batch: inserted, then updated
+    stores = {}
+    for mode in ("rows", "bulk"):
+        store = SQLiteContactStore(tmp_path / f"{mode}.db")
+        indexes = contact_indexes(store)
+        with store.bulk() as writer:
+            if mode == "bulk":
+                writer.expect(len(batch))
+                assert contact_indexes(store) == set()  # deferred for the load...
+            for part in chunks(batch, 8):
+                writer.add(part)
+        assert contact_indexes(store) == indexes  # ...and built again before the commit
+        assert (writer.counts.inserted, writer.counts.updated, writer.counts.unchanged) == (60, 1, 0)
+        stores[mode] = snapshot(store)
+        store.close()
+    assert stores["rows"] == stores["bulk"]
+    expected = expected_next_repeat(stores["bulk"])
+    assert {row["id"]: row["next_repeat_us"] for row in stores["bulk"]} == expected
+
+
+def test_a_failed_bulk_load_restores_everything(fresh_db: SQLiteContactStore, small_bulk_threshold: None) -> None:
+    fresh_db.upsert([contact("keep", "k1", 0)])
+    indexes = contact_indexes(fresh_db)
+    with pytest.raises(RuntimeError), fresh_db.bulk() as writer:
+        writer.expect(1000)
+        writer.add([contact(f"n{i}", "k1", i + 1) for i in range(20)])
+        raise RuntimeError("the file had an invalid record")
+    assert contact_indexes(fresh_db) == indexes
+    assert [row["id"] for row in fresh_db.iter_contacts()] == ["keep"]
+    assert fresh_db.count_contacts() == 1
+    assert fresh_db.get_contact("api", "keep")["next_repeat_us"] is None  # type: ignore[index]
+
+
+def test_bulk_load_into_a_small_table_fixes_old_and_new_customers(
+    fresh_db: SQLiteContactStore, small_bulk_threshold: None
+) -> None:
+    fresh_db.upsert([contact("a", "old", 0), contact("b", "old", 100), contact("c", "other", 50)])
+    assert fresh_db.get_contact("api", "a")["next_repeat_us"] == (T0 + 100) * 1_000_000  # type: ignore[index]
+    moved = [contact("b", "new", 100), contact("d", "other", 20)] + [contact(f"x{i}", f"z{i}", i) for i in range(10)]
+    counts = fresh_db.upsert(moved)  # a Sequence: the store expects 12 rows, more than the 3 stored
+    assert (counts.inserted, counts.updated, counts.unchanged) == (11, 1, 0)
+    rows = snapshot(fresh_db)
+    assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
+    assert fresh_db.get_contact("api", "a")["next_repeat_us"] is None  # type: ignore[index]
+
+
+versions = st.builds(
+    lambda key, customer, start, outbound, leg: (key, customer, start, outbound, leg),
+    st.integers(0, 9),
+    st.sampled_from(["k1", "k2", "k3"]),
+    st.integers(0, 30),
+    st.booleans(),
+    st.booleans(),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    before=st.lists(versions, max_size=12),
+    batch=st.lists(versions, min_size=1, max_size=30),
+    chunk=st.integers(1, 7),
+    bulk=st.booleans(),
+)
+def test_counts_and_next_repeat_match_a_naive_model(
+    tmp_path_factory: pytest.TempPathFactory,
+    before: list[tuple[str, str, int, bool, bool]],
+    batch: list[tuple[str, str, int, bool, bool]],
+    chunk: int,
+    bulk: bool,
+) -> None:
+    def build(key: int, customer: str, start: int, outbound: bool, leg: bool) -> Contact:
+        extra: dict[str, Any] = {"direction": "outbound" if outbound else "inbound"}
+        if leg:
+            extra["parent_id"] = "p"
+        return contact(f"id{key}", customer, start, **extra)
+
+    store = SQLiteContactStore(tmp_path_factory.mktemp("model") / "acr.db")
+    try:
+        model: dict[str, Contact] = {}
+        for item in before:
+            model[f"id{item[0]}"] = build(*item)
+        store.upsert(list(model.values()))
+        expected = [0, 0, 0]
+        with store.bulk() as writer:
+            if bulk:
+                writer.expect(10**6)
+            for part in chunks([build(*item) for item in batch], chunk):
+                for c in part:
+                    old = model.get(c.id)
+                    expected[0 if old is None else 2 if old.raw == c.raw else 1] += 1
+                    model[c.id] = c
+                writer.add(part)
+        counts = writer.counts
+        assert [counts.inserted, counts.updated, counts.unchanged] == expected
+        rows = snapshot(store)
+        assert {r["id"]: (r["customer_id"], r["started_us"], r["raw"]) for r in rows} == {
+            k: (c.customer_id, c.started_us, c.raw) for k, c in model.items()
+        }
+        assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
+        assert store.count_contacts() == len(model)
+    finally:
+        store.close()
