@@ -1,0 +1,215 @@
+"""Webhook throughput over loopback: single-record requests/s and contacts/s in batches of 500.
+
+Starts ``acr-bot serve`` in a subprocess on a fresh SQLite file, drives it from client threads over keep-alive
+connections (http.client: the lightest client, so the figures are the server's), and prints throughput and
+latency percentiles. Every request is signed like a real sender's; every answer must be 200.
+
+    flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py
+
+Targets (issue 2, on the 2-core machine): >= 500 single-record requests/s, >= 20,000 contacts/s in batches of 500.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from bot.http.signing import signed_headers
+
+SECRET = "bench-secret"
+PATH = "/webhooks/interactions"
+ACR_BOT = Path(sys.executable).with_name("acr-bot")
+START_US = 1_780_000_000 * 1_000_000
+CHANNELS = ("phone", "chat", "email")
+
+
+@dataclass
+class Phase:
+    """What one load phase sent and how long each request took."""
+
+    name: str
+    records_per_request: int
+    latencies: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    elapsed: float = 0.0
+
+    @property
+    def requests(self) -> int:
+        return len(self.latencies)
+
+    def percentile(self, fraction: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+def make_record(n: int, rng: random.Random, customers: int) -> dict[str, object]:
+    started = START_US + rng.randrange(90 * 86_400) * 1_000_000
+    return {
+        "id": f"bench-{n}",
+        "customer_id": f"cust-{rng.randrange(customers)}",
+        "agent": f"agent-{rng.randrange(60)}",
+        "team": f"team-{rng.randrange(8)}",
+        "queue": "billing" if n % 3 else "tech",
+        "channel": CHANNELS[n % 3],
+        "direction": "outbound" if n % 17 == 0 else "inbound",
+        "tier": 1 + (n % 10 == 0),
+        "escalated": n % 13 == 0,
+        "resolved": n % 5 != 0,
+        "started_at": started / 1e6,
+        "ended_at": (started + rng.randrange(60, 1800) * 1_000_000) / 1e6,
+    }
+
+
+def start_server(db: Path, log: Path, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{db}",
+        "WEBHOOK_SECRET": SECRET,
+        "LOG_LEVEL": log_level,
+        "PYTHONUNBUFFERED": "1",
+    }
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([str(ACR_BOT), "serve", "--port", "0"], env=env, stdout=sink, stderr=sink)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"server exited: {log.read_text()}")
+        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
+        if found:
+            port = int(found.group(1))
+            while time.monotonic() < deadline:
+                try:
+                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    conn.request("GET", "/healthz")
+                    if conn.getresponse().status == 200:
+                        conn.close()
+                        return proc, port
+                except OSError:
+                    time.sleep(0.05)
+        time.sleep(0.05)
+    proc.kill()
+    sys.exit(f"server did not start: {log.read_text()}")
+
+
+def run_phase(phase: Phase, port: int, bodies: list[bytes], threads: int, seconds: float) -> None:
+    """Send the pre-built bodies from ``threads`` keep-alive connections, until all are sent or time is up."""
+    lock = threading.Lock()
+    cursor = iter(range(len(bodies)))
+    deadline = time.perf_counter() + seconds
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine: list[float] = []
+        while time.perf_counter() < deadline:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            body = bodies[index]
+            headers = {"Content-Type": "application/json", **signed_headers(SECRET, body)}
+            began = time.perf_counter()
+            conn.request("POST", PATH, body=body, headers=headers)
+            response = conn.getresponse()
+            answer = response.read()
+            mine.append(time.perf_counter() - began)
+            if response.status != 200:
+                phase.errors.append(f"{response.status} {answer[:200]!r}")
+        conn.close()
+        with lock:
+            phase.latencies.extend(mine)
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    phase.elapsed = time.perf_counter() - began
+
+
+def healthz_count(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/healthz")
+    count = int(orjson.loads(conn.getresponse().read())["contacts"])
+    conn.close()
+    return count
+
+
+def report(phase: Phase, target: float, unit: str) -> bool:
+    rate_requests = phase.requests / phase.elapsed if phase.elapsed else 0.0
+    rate = rate_requests * phase.records_per_request if unit == "contacts/s" else rate_requests
+    ok = rate >= target and not phase.errors
+    print(
+        f"{phase.name}: {phase.requests} requests x {phase.records_per_request} records in {phase.elapsed:.2f} s"
+        f" -> {rate:,.0f} {unit} (target >= {target:,.0f}: {'OK' if ok else 'BELOW'});"
+        f" latency ms p50 {phase.percentile(0.50):.1f} p90 {phase.percentile(0.90):.1f}"
+        f" p99 {phase.percentile(0.99):.1f} max {max(phase.latencies, default=0) * 1000:.1f}"
+    )
+    for error in phase.errors[:5]:
+        print(f"  error: {error}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=10_000, help="single-record requests to send at most")
+    parser.add_argument("--batches", type=int, default=200, help="batches of --batch-size to send at most")
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--threads", type=int, default=4, help="client connections")
+    parser.add_argument("--seconds", type=float, default=10.0, help="time bound of each phase")
+    parser.add_argument("--customers", type=int, default=20_000, help="distinct customers the records spread over")
+    parser.add_argument("--log-level", default="INFO", help="server LOG_LEVEL (INFO keeps the access log on)")
+    parser.add_argument("--keep", action="store_true", help="keep the database and server log")
+    args = parser.parse_args()
+
+    rng = random.Random(42)
+    single_bodies = [orjson.dumps(make_record(n, rng, args.customers)) for n in range(args.single)]
+    offset = args.single
+    batch_bodies = [
+        orjson.dumps(
+            [make_record(offset + b * args.batch_size + i, rng, args.customers) for i in range(args.batch_size)]
+        )
+        for b in range(args.batches)
+    ]
+
+    workdir = Path(tempfile.mkdtemp(prefix="acr-bench-webhook-"))
+    proc, port = start_server(workdir / "acr.db", workdir / "serve.log", args.log_level)
+    print(f"server pid {proc.pid} on 127.0.0.1:{port}, database {workdir / 'acr.db'}, {args.threads} client threads")
+    try:
+        single = Phase("single-record requests", 1)
+        run_phase(single, port, single_bodies, args.threads, args.seconds)
+        batches = Phase(f"batches of {args.batch_size}", args.batch_size)
+        run_phase(batches, port, batch_bodies, args.threads, args.seconds)
+        stored = healthz_count(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+    ok = report(single, 500, "requests/s")
+    ok = report(batches, 20_000, "contacts/s") and ok
+    sent = single.requests + batches.requests * args.batch_size
+    print(f"stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {code}")
+    ok = ok and stored == sent and code == 0
+    if args.keep:
+        print(f"kept {workdir}")
+    else:
+        for path in workdir.iterdir():
+            path.unlink()
+        workdir.rmdir()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

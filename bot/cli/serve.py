@@ -1,0 +1,108 @@
+"""``acr-bot serve``: the production HTTP server (uvicorn) for the webhook, health and the Slack endpoint."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+from types import FrameType
+
+import click
+
+from bot.cli.common import settings, setup_logging, store_for
+from metrics.errors import UserError
+
+log = logging.getLogger("acr_bot.serve")
+
+# How long a shutdown waits for requests in flight before giving up on them (a request whose batch is being
+# stored still finishes storing: the write runs in a worker thread that is never abandoned).
+GRACEFUL_SHUTDOWN_SECONDS = 25
+
+
+@click.command("serve")
+@click.option("--host", default=None, help="Address to listen on [default: HOST, 127.0.0.1].")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on; 0 picks a free one [default: PORT, 3000].",
+)
+def serve(host: str | None, port: int | None) -> None:
+    """Serve POST /webhooks/interactions, GET /healthz and the Slack endpoint until SIGTERM or Ctrl-C."""
+    import uvicorn
+
+    from bot.http.app import build_app
+    from bot.scheduler.service import server_lifespans
+    from bot.slack.app import build_slack
+
+    config = settings()
+    setup_logging(config)
+    host = config.host if host is None else host
+    port = config.port if port is None else port
+    listener = _listen(host, port)
+    store = store_for(config)
+    try:
+        slack = build_slack(config, store)  # POST /slack/events; slack.app.client posts for the scheduler
+        scheduler = server_lifespans(config, store, slack.client)  # digests and alerts, started with the app
+        app = build_app(config, store, extra_routes=slack.routes, lifespans=scheduler)
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                log_config=None,  # keep the bot's logging set-up
+                log_level=config.log_level.lower(),
+                lifespan="on",
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+                server_header=False,
+            )
+        )
+        bound_host, bound_port = listener.getsockname()[:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        log.info("listening on http://%s:%d (database %s)", shown, bound_port, config.database_url)
+        if app.state.webhook_enabled:
+            log.info("webhook enabled: POST /webhooks/interactions (signed with WEBHOOK_SECRET)")
+        else:
+            log.warning("webhook disabled: WEBHOOK_SECRET is not set, POST /webhooks/interactions answers 503")
+        with _QuietSignals():
+            server.run(sockets=[listener])
+    finally:
+        listener.close()
+        store.close()
+    if not server.started:
+        raise UserError("the server did not start; see the log above")
+    log.info("stopped cleanly")
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket ourselves: a clear error when the port is taken, and port 0 works."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP, and without it
+    # every response waits ~40 ms for a delayed ACK (Nagle).
+    listener = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as problem:
+        listener.close()
+        raise UserError(f"cannot listen on {host}:{port}: {problem.strerror or problem}") from None
+    listener.set_inheritable(True)
+    return listener
+
+
+class _QuietSignals:
+    """After a graceful shutdown uvicorn re-raises the signal that caused it, which under the default handlers
+    would kill the process (SIGTERM) or raise KeyboardInterrupt (SIGINT) before the store is closed. While the
+    server runs, those handlers are replaced by one that only logs, so the process closes the store and exits 0.
+    """
+
+    _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> None:
+        self._previous = {sig: signal.signal(sig, self._note) for sig in self._SIGNALS}
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @staticmethod
+    def _note(sig: int, frame: FrameType | None) -> None:
+        log.info("%s handled: shut down gracefully", signal.Signals(sig).name)

@@ -1,0 +1,234 @@
+"""``POST /webhooks/interactions``: signed batches of contact records, stored whole or not at all.
+
+Checks run in this order, each answering before the next is tried:
+
+1. 503 ``WEBHOOK_SECRET`` is not set: unsigned data is never accepted.
+2. 413 the body is larger than ``WEBHOOK_MAX_BODY_BYTES`` (by ``Content-Length``, and again while it streams in,
+   so a chunked or mis-declared body cannot get past the limit).
+3. 401 the signature headers are missing, garbled, more than 300 s off, or do not match the raw body.
+   Unsigned senders learn nothing about the rest of the rules.
+4. 415 the content type is not JSON or NDJSON.
+5. 400 the body is not valid JSON / NDJSON (the error gives the line and column).
+6. 422 one or more records are invalid: every problem is listed and nothing is stored.
+7. 200 ``{"accepted", "inserted", "updated", "unchanged"}``, sent only after the batch is committed.
+
+Parsing, validation and the store write run in a worker thread so the event loop keeps answering (Slack needs its
+acks within 3 s). Concurrent batches share store transactions (group commit, see ``bot.http.coalesce``); each
+request's batch is still stored whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.http.coalesce import WriteCoalescer
+from bot.http.responses import JSONResponse, error_response
+from bot.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
+from bot.settings import Settings
+from bot.storage import ContactStore
+from metrics.records import Contact, parse_contact
+
+log = logging.getLogger("acr_bot.webhook")
+
+PATH = "/webhooks/interactions"
+JSON_TYPES = frozenset({"application/json"})
+NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson"})
+UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
+MAX_DETAILS = 1000  # a 10 MiB body of broken records must not become a gigabyte of error report
+_BOM = b"\xef\xbb\xbf"
+_CLOSE = {"Connection": "close"}  # the rest of an oversized body is never read, so the connection cannot be reused
+_NO_SECRET = (
+    "the webhook is disabled because WEBHOOK_SECRET is not set; unsigned data is never accepted. "
+    "Set WEBHOOK_SECRET in the environment or in .env (for example the output of "
+    "python3 -c 'import secrets; print(secrets.token_hex(32))'), restart acr-bot serve, "
+    "and sign each request with it (see the README section 'Webhook')"
+)
+
+
+class MalformedBody(Exception):
+    """The body is not the JSON or NDJSON it claims to be; the message says where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One record of a batch: its decoded JSON, and its line when the body was NDJSON."""
+
+    value: object
+    line: int | None
+
+
+def media_type(header: str | None) -> tuple[str, dict[str, str]]:
+    """``Content-Type`` split into the lower-cased type and its parameters."""
+    if not header:
+        return "", {}
+    kind, *params = header.split(";")
+    parsed: dict[str, str] = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        parsed[name.strip().lower()] = value.strip().strip('"').lower()
+    return kind.strip().lower(), parsed
+
+
+def decode_body(body: bytes, *, ndjson: bool) -> list[Item]:
+    """The records of a body: one JSON object, a JSON array, or NDJSON (one value per line, blank lines skipped).
+
+    Raises MalformedBody naming the line and column of the first syntax error.
+    """
+    body = body.removeprefix(_BOM)
+    if not body.strip():
+        raise MalformedBody("the body is empty; send a JSON object, a JSON array of objects, or NDJSON")
+    if ndjson:
+        items: list[Item] = []
+        for number, line in enumerate(body.split(b"\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                items.append(Item(orjson.loads(line), number))
+            except orjson.JSONDecodeError as problem:
+                raise MalformedBody(f"invalid NDJSON at line {number}, column {problem.colno}: {problem.msg}") from None
+        return items
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as problem:
+        hint = ""
+        if problem.msg.startswith("unexpected content after document"):
+            hint = " (several records one per line? send them as Content-Type: application/x-ndjson)"
+        raise MalformedBody(
+            f"invalid JSON at line {problem.lineno}, column {problem.colno}: {problem.msg}{hint}"
+        ) from None
+    if isinstance(value, dict):
+        return [Item(value, None)]
+    if isinstance(value, list):
+        return [Item(element, None) for element in value]
+    raise MalformedBody(
+        f"expected a JSON object or an array of objects, got {type(value).__name__.replace('str', 'string')}"
+    )
+
+
+@dataclass
+class Validated:
+    """A batch after validation: the valid contacts, and the problems of the invalid records."""
+
+    contacts: list[Contact]
+    details: list[dict[str, Any]]  # one entry per bad field, at most MAX_DETAILS
+    bad_records: int
+    problems: int  # every bad field, listed or not
+
+
+def validate(items: list[Item], settings: Settings) -> Validated:
+    """Validate every record of a batch, collecting every problem rather than stopping at the first."""
+    zone = settings.zone
+    result = Validated([], [], 0, 0)
+    for index, item in enumerate(items):
+        parsed = parse_contact(item.value, zone)
+        if isinstance(parsed, Contact):
+            result.contacts.append(parsed)
+            continue
+        result.bad_records += 1
+        result.problems += len(parsed)
+        where: dict[str, Any] = {"index": index}
+        if item.line is not None:
+            where["line"] = item.line
+        record_id = item.value.get("id") if isinstance(item.value, dict) else None
+        if isinstance(record_id, (str, int)) and not isinstance(record_id, bool):
+            where["id"] = record_id
+        for problem in parsed[: MAX_DETAILS - len(result.details)]:
+            result.details.append({**where, "field": problem.field, "message": problem.message})
+    return result
+
+
+class Webhook:
+    """The endpoint, bound to its settings and store."""
+
+    def __init__(self, settings: Settings, store: ContactStore):
+        self.settings = settings
+        self.store = store
+        self.secret: bytes | None = (
+            settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else None
+        )
+        self.max_body_bytes = settings.webhook_max_body_bytes
+        self.writer = WriteCoalescer(store)
+
+    @property
+    def enabled(self) -> bool:
+        return self.secret is not None
+
+    def route(self) -> Route:
+        return Route(PATH, self.handle, methods=["POST"], name="webhook_interactions")
+
+    async def handle(self, request: Request) -> Response:
+        if self.secret is None:
+            return error_response(503, _NO_SECRET)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return self._too_large()
+        try:
+            body = await self._read_body(request)
+        except ClientDisconnect:
+            return error_response(400, "the client disconnected before the whole body arrived")
+        if body is None:
+            return self._too_large()
+        try:
+            verify(self.secret, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
+        except SignatureError as refused:
+            log.warning("webhook refused from %s: %s", _client(request), refused)
+            return error_response(401, f"invalid signature: {refused}")
+        kind, params = media_type(request.headers.get("content-type"))
+        if kind not in JSON_TYPES and kind not in NDJSON_TYPES:
+            shown = kind or "none"
+            return error_response(
+                415,
+                f"unsupported content type {shown!r}: send application/json (one object or an array) "
+                "or application/x-ndjson (one object per line)",
+            )
+        charset = params.get("charset")
+        if charset is not None and charset not in UTF8_CHARSETS:
+            return error_response(415, f"unsupported charset {charset!r}: JSON must be sent as UTF-8")
+        status, payload = await run_in_threadpool(self._store_batch, body, kind in NDJSON_TYPES)
+        return JSONResponse(payload, status_code=status)
+
+    def _store_batch(self, body: bytes, ndjson: bool) -> tuple[int, dict[str, Any]]:
+        """Decode, validate and store one batch (in a worker thread: parsing and SQLite block)."""
+        try:
+            items = decode_body(body, ndjson=ndjson)
+        except MalformedBody as problem:
+            return 400, {"error": str(problem)}
+        batch = validate(items, self.settings)
+        if batch.bad_records:
+            listed = "" if batch.problems <= MAX_DETAILS else f" (the first {MAX_DETAILS} problems are listed)"
+            verb = "is" if batch.bad_records == 1 else "are"
+            message = f"{batch.bad_records} of {len(items)} records {verb} invalid; nothing was stored{listed}"
+            return 422, {"error": message, "details": batch.details}
+        counts = self.writer.upsert(batch.contacts)
+        return 200, counts.as_dict()
+
+    async def _read_body(self, request: Request) -> bytes | None:
+        """The raw body, or None as soon as it grows past the limit (nothing more is buffered)."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _too_large(self) -> Response:
+        return error_response(
+            413,
+            f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes); "
+            "split the records into smaller batches",
+            headers=_CLOSE,
+        )
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown client"

@@ -1,0 +1,670 @@
+"""The signed webhook and health endpoint, driven over real HTTP against the real app under uvicorn.
+
+Every test starts ``build_app`` under uvicorn on an ephemeral loopback port, backed by a real SQLite file,
+and signs its requests with ``bot.http.signing`` exactly as a sender would.
+"""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.http.app import build_app
+from bot.http.coalesce import WriteCoalescer
+from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_headers, verify
+from bot.http.webhook import Item, MalformedBody, decode_body
+from bot.settings import load_settings
+from bot.storage import UpsertCounts
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import to_us
+
+SECRET = "test-secret-1234"
+PATH = "/webhooks/interactions"
+JSON = "application/json"
+NDJSON = "application/x-ndjson"
+
+
+def us(utc_text: str) -> int:
+    """Microseconds of a UTC wall time written without an offset."""
+    return to_us(datetime.fromisoformat(utc_text).replace(tzinfo=UTC))
+
+
+def record(i: int | str, customer: str = "k1", started: str = "2026-05-04T10:00:00Z", **extra: Any) -> dict[str, Any]:
+    return {"id": f"c{i}", "customer_id": customer, "agent": "maria", "started_at": started, **extra}
+
+
+def ndjson(records: list[Any]) -> bytes:
+    return b"\n".join(orjson.dumps(r) for r in records) + b"\n"
+
+
+@dataclass
+class Server:
+    """A running app: its URL, its store, and a keep-alive client that signs by default."""
+
+    url: str
+    store: SQLiteContactStore
+    client: httpx.Client
+    events: list[str] = field(default_factory=list)
+
+    def post(
+        self,
+        body: bytes | Any,
+        content_type: str | None = JSON,
+        *,
+        secret: str = SECRET,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+        signed: bool = True,
+    ) -> httpx.Response:
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        sent = signed_headers(secret, raw, timestamp=timestamp) if signed else {}
+        if content_type is not None:
+            sent["Content-Type"] = content_type
+        sent.update(headers or {})
+        return self.client.post(PATH, content=raw, headers=sent)
+
+    def next_repeat(self, contact_id: str) -> int | None:
+        row = self.store.get_contact("api", contact_id)
+        assert row is not None, contact_id
+        return row["next_repeat_us"]
+
+
+@pytest.fixture
+def start(db_path: Path) -> Iterator[Callable[..., Server]]:
+    """Start the real app under uvicorn in a background thread; stopped (gracefully) after the test."""
+    running: list[tuple[uvicorn.Server, threading.Thread, Server]] = []
+
+    def _start(**overrides: Any) -> Server:
+        settings = load_settings(**{"database_url": f"sqlite:///{db_path}", "webhook_secret": SECRET, **overrides})
+        store = SQLiteContactStore(db_path)
+        events: list[str] = []
+
+        @asynccontextmanager
+        async def hook(app: Starlette) -> AsyncIterator[None]:
+            events.append("startup")
+            yield
+            events.append("shutdown")
+
+        async def boom(request: Request) -> Response:
+            raise RuntimeError("secret internals")
+
+        app = build_app(settings, store, extra_routes=[Route("/boom", boom)], lifespans=[hook])
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
+        listener.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.005)
+        port = listener.getsockname()[1]
+        handle = Server(f"http://127.0.0.1:{port}", store, httpx.Client(base_url=f"http://127.0.0.1:{port}"), events)
+        running.append((server, thread, handle))
+        return handle
+
+    yield _start
+    for server, thread, handle in running:
+        handle.client.close()
+        server.should_exit = True  # a graceful stop takes ~0.2 s: joined once per module, not per test
+        _stopping.append((thread, handle.store))
+
+
+_stopping: list[tuple[threading.Thread, SQLiteContactStore]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _join_stopped_servers() -> Iterator[None]:
+    yield
+    for thread, store in _stopping:
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "a server did not stop"
+        store.close()
+    _stopping.clear()
+
+
+# --- accepted bodies ---------------------------------------------------------------------------------------
+
+
+def test_one_object_is_stored_with_its_counts(start: Callable[..., Server]) -> None:
+    server = start()
+    response = server.post(record(1, started="2026-05-04T10:00:00+02:00", ended_at=1777888000, extra="kept"))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {"accepted": 1, "inserted": 1, "updated": 0, "unchanged": 0}
+    stored = server.store.get_contact("api", "c1")
+    assert stored is not None
+    assert stored["started_us"] == us("2026-05-04T08:00:00")
+    assert stored["ended_us"] == 1777888000 * 1_000_000
+    assert orjson.loads(stored["raw"])["extra"] == "kept"
+    assert response.headers["x-request-id"]
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [JSON, "application/json; charset=utf-8", 'application/JSON;charset="UTF-8"'],
+)
+def test_a_json_array_is_one_batch(start: Callable[..., Server], content_type: str) -> None:
+    server = start()
+    response = server.post([record(i) for i in range(3)], content_type)
+    assert (response.status_code, response.json()["inserted"]) == (200, 3)
+    assert server.store.count_contacts() == 3
+
+
+@pytest.mark.parametrize("content_type", [NDJSON, "application/ndjson", "application/x-ndjson; charset=utf-8"])
+def test_ndjson_with_blank_lines_and_crlf(start: Callable[..., Server], content_type: str) -> None:
+    server = start()
+    body = b"\xef\xbb\xbf" + orjson.dumps(record(1)) + b"\r\n\r\n" + orjson.dumps(record(2)) + b"\r\n"
+    response = server.post(body, content_type)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0}
+
+
+def test_an_empty_array_is_a_harmless_no_op(start: Callable[..., Server]) -> None:
+    response = start().post([])
+    assert response.status_code == 200
+    assert response.json() == {"accepted": 0, "inserted": 0, "updated": 0, "unchanged": 0}
+
+
+def test_redelivery_is_idempotent_and_updates_are_counted(start: Callable[..., Server]) -> None:
+    server = start()
+    batch = [record(i) for i in range(5)]
+    assert server.post(batch).json() == {"accepted": 5, "inserted": 5, "updated": 0, "unchanged": 0}
+    assert server.post(ndjson(batch), NDJSON).json() == {"accepted": 5, "inserted": 0, "updated": 0, "unchanged": 5}
+    batch[2]["resolved"] = False
+    assert server.post(batch).json() == {"accepted": 5, "inserted": 0, "updated": 1, "unchanged": 4}
+    assert server.store.count_contacts() == 5
+    stored = server.store.get_contact("api", "c2")
+    assert stored is not None and stored["resolved"] == 0
+
+
+def test_updates_fix_the_next_repeat_of_every_contact_they_touch(start: Callable[..., Server]) -> None:
+    server = start()
+    first = record("a", "k1", "2026-05-04T10:00:00Z", ended_at="2026-05-04T10:10:00Z")
+    second = record("b", "k1", "2026-05-05T09:00:00Z")
+    third = record("c", "k2", "2026-05-06T09:00:00Z")
+    assert server.post([first, second, third]).status_code == 200
+    assert server.next_repeat("ca") == us("2026-05-05T09:00:00")
+    assert server.next_repeat("cb") is None
+
+    # The repeat changes customer: k1's first contact loses it, k2 gains a repeat of cb... after cb's start.
+    second["customer_id"] = "k2"
+    assert server.post(second).json()["updated"] == 1
+    assert server.next_repeat("ca") is None
+    assert server.next_repeat("cb") == us("2026-05-06T09:00:00")
+
+    # A changed start moves cc before cb: now cc is followed by cb, and cb by nothing.
+    third["started_at"] = "2026-05-04T12:00:00Z"
+    assert server.post(third).json()["updated"] == 1
+    assert server.next_repeat("cc") == us("2026-05-05T09:00:00")
+    assert server.next_repeat("cb") is None
+
+    # A changed end keeps the derived start (the window test uses end_us) but is stored.
+    third["ended_at"] = "2026-05-04T13:00:00Z"
+    assert server.post(third).json()["updated"] == 1
+    stored = server.store.get_contact("api", "cc")
+    assert stored is not None
+    assert (stored["end_us"], stored["next_repeat_us"]) == (us("2026-05-04T13:00:00"), us("2026-05-05T09:00:00"))
+
+    # Back to customer k1: ca's repeat is cb again.
+    second["customer_id"] = "k1"
+    server.post(second)
+    assert server.next_repeat("ca") == us("2026-05-05T09:00:00")
+
+
+def test_naive_timestamps_are_wall_time_in_bot_timezone_across_dst(start: Callable[..., Server]) -> None:
+    server = start(bot_timezone="America/New_York")
+    response = server.post(
+        [
+            record("before", started="2026-03-08 01:30:00"),  # EST, UTC-5
+            record("after", started="2026-03-08T03:30:00"),  # EDT, UTC-4 (02:00-03:00 does not exist)
+            record("fall", started="2026-11-01 01:30:00"),  # ambiguous: the first occurrence, EDT
+            record("offset", started="2026-03-08T02:30:00Z"),  # an explicit offset is not reinterpreted
+        ]
+    )
+    assert response.status_code == 200, response.text
+    assert server.store.get_contact("api", "cbefore")["started_us"] == us("2026-03-08T06:30:00")  # type: ignore[index]
+    assert server.store.get_contact("api", "cafter")["started_us"] == us("2026-03-08T07:30:00")  # type: ignore[index]
+    assert server.store.get_contact("api", "cfall")["started_us"] == us("2026-11-01T05:30:00")  # type: ignore[index]
+    assert server.store.get_contact("api", "coffset")["started_us"] == us("2026-03-08T02:30:00")  # type: ignore[index]
+
+    gap = server.post([record("gap", started="2026-03-08 02:30:00")])
+    assert gap.status_code == 422
+    [problem] = gap.json()["details"]
+    assert (problem["index"], problem["id"], problem["field"]) == (0, "cgap", "started_at")
+    assert "does not exist" in problem["message"]
+
+
+def test_concurrent_senders_are_all_stored(start: Callable[..., Server]) -> None:
+    server = start()
+    answers: list[int] = []
+
+    def send(worker: int) -> None:
+        with httpx.Client(base_url=server.url) as client:
+            for n in range(15):
+                body = orjson.dumps(record(f"{worker}-{n}", customer=f"k{n % 3}"))
+                headers = {"Content-Type": JSON, **signed_headers(SECRET, body)}
+                answers.append(client.post(PATH, content=body, headers=headers).status_code)
+
+    threads = [threading.Thread(target=send, args=(w,)) for w in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == [200] * 90
+    assert server.store.count_contacts() == 90
+
+
+def _contacts(*records: dict[str, Any]) -> list[Contact]:
+    parsed = [parse_contact(r, UTC) for r in records]
+    assert all(isinstance(c, Contact) for c in parsed)
+    return parsed  # type: ignore[return-value]
+
+
+def test_group_commit_counts_each_request_as_if_it_were_alone(fresh_db: SQLiteContactStore) -> None:
+    coalescer = WriteCoalescer(fresh_db)
+    results: dict[int, UpsertCounts] = {}
+    batches = {n: _contacts(*(record(i, customer=f"k{i % 5}") for i in range(n, n + 10))) for n in range(0, 50, 5)}
+
+    def send(n: int) -> None:
+        results[n] = coalescer.upsert(batches[n])
+
+    with coalescer._writer_lock:  # hold the writer so that every request queues up and they share one group
+        threads = [threading.Thread(target=send, args=(n,)) for n in batches]
+        for thread in threads:
+            thread.start()
+        while len(coalescer._queue) < len(batches):
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    # Overlapping batches: each record is inserted once in all, the overlaps are unchanged re-deliveries.
+    assert sum(c.inserted for c in results.values()) == 55 == fresh_db.count_contacts()
+    assert sum(c.unchanged for c in results.values()) == 100 - 55
+    assert all(c.accepted == 10 for c in results.values())
+
+
+def test_group_commit_isolates_a_failing_batch(fresh_db: SQLiteContactStore) -> None:
+    coalescer = WriteCoalescer(fresh_db)
+    good_one, good_two = _contacts(record(1)), _contacts(record(2), record(3))
+    [valid] = _contacts(record(4))
+    broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
+    outcomes: dict[str, object] = {}
+
+    def send(name: str, contacts: list[Contact]) -> None:
+        try:
+            outcomes[name] = coalescer.upsert(contacts).inserted
+        except sqlite3.IntegrityError as refused:
+            outcomes[name] = refused
+
+    with coalescer._writer_lock:
+        threads = [
+            threading.Thread(target=send, args=args)
+            for args in (("one", good_one), ("broken", broken), ("two", good_two))
+        ]
+        for thread in threads:
+            thread.start()
+        while len(coalescer._queue) < 3:
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    assert outcomes["one"] == 1 and outcomes["two"] == 2
+    assert isinstance(outcomes["broken"], sqlite3.IntegrityError)
+    assert fresh_db.count_contacts() == 3 and fresh_db.get_contact("api", "c4") is None
+
+
+# --- refused requests ---------------------------------------------------------------------------------------
+
+
+def test_missing_secret_refuses_everything_with_how_to_set_it(start: Callable[..., Server]) -> None:
+    server = start(webhook_secret=None)
+    response = server.post(record(1))
+    assert response.status_code == 503
+    assert "WEBHOOK_SECRET" in response.json()["error"] and "secrets.token_hex" in response.json()["error"]
+    assert server.post(record(1), signed=False).status_code == 503
+    assert server.store.count_contacts() == 0
+    assert "disabled" in server.client.get("/healthz").json()["webhook"]
+
+
+def test_a_wrong_secret_or_a_changed_body_is_401(start: Callable[..., Server]) -> None:
+    server = start()
+    wrong = server.post(record(1), secret="not-the-secret")
+    assert wrong.status_code == 401 and "does not match" in wrong.json()["error"]
+    body = orjson.dumps(record(1))
+    headers = {"Content-Type": JSON, **signed_headers(SECRET, body)}
+    tampered = server.client.post(PATH, content=body.replace(b"k1", b"k2"), headers=headers)
+    assert tampered.status_code == 401
+    assert server.store.count_contacts() == 0
+
+
+@pytest.mark.parametrize("skew", [-MAX_SKEW_SECONDS - 5, MAX_SKEW_SECONDS + 5])
+def test_a_stale_or_future_timestamp_is_401(start: Callable[..., Server], skew: int) -> None:
+    server = start()
+    response = server.post(record(1), timestamp=int(time.time()) + skew)
+    assert response.status_code == 401
+    assert ("in the future" if skew > 0 else "old") in response.json()["error"]
+    assert server.post(record(1), timestamp=int(time.time()) + skew // 2).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Signature-Timestamp": None}, "missing X-Signature-Timestamp"),
+        ({"X-Signature": None}, "missing X-Signature header"),
+        ({"X-Signature-Timestamp": "yesterday"}, "whole unix seconds"),
+        ({"X-Signature": "sha256=abc"}, "'v0=' followed by 64 hex digits"),
+    ],
+)
+def test_missing_or_garbled_signature_headers_are_401(
+    start: Callable[..., Server], headers: dict[str, str | None], expected: str
+) -> None:
+    server = start()
+    body = orjson.dumps(record(1))
+    sent: dict[str, str] = {"Content-Type": JSON, **signed_headers(SECRET, body)}
+    for name, value in headers.items():
+        sent.pop(name)
+        if value is not None:
+            sent[name] = value
+    response = server.client.post(PATH, content=body, headers=sent)
+    assert response.status_code == 401
+    assert expected in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/json; charset=latin-1"]
+)
+def test_other_content_types_are_415(start: Callable[..., Server], content_type: str | None) -> None:
+    server = start()
+    response = server.post(record(1), content_type)
+    assert response.status_code == 415
+    assert "application/x-ndjson" in response.json()["error"] or "UTF-8" in response.json()["error"]
+    assert server.store.count_contacts() == 0
+
+
+def test_the_signature_is_checked_before_the_content_type(start: Callable[..., Server]) -> None:
+    assert start().post(record(1), "text/plain", secret="wrong").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "where"),
+    [
+        (b'[{"id": "c1",}]', JSON, "line 1, column 13"),
+        (b'{"id": "c1"}\n{"id": "c2"}', JSON, "application/x-ndjson"),
+        (b'{"id": "c1"}\n{"id": "c2"}\n{"id": \n', NDJSON, "line 3, column 8"),
+        (b"", JSON, "empty"),
+        (b"42", JSON, "got int"),
+        (b'"text"', JSON, "got string"),
+        (b'{"id": "\xff"}', JSON, "UTF-8"),
+    ],
+)
+def test_malformed_bodies_are_400_and_say_where(
+    start: Callable[..., Server], body: bytes, content_type: str, where: str
+) -> None:
+    server = start()
+    response = server.post(body, content_type)
+    assert response.status_code == 400
+    assert where in response.json()["error"]
+    assert server.store.count_contacts() == 0
+
+
+def test_one_invalid_record_in_500_is_422_listing_it_and_nothing_is_stored(start: Callable[..., Server]) -> None:
+    server = start()
+    batch = [record(i, customer=f"k{i % 40}") for i in range(500)]
+    batch[137]["started_at"] = "2026-13-01T00:00:00Z"
+    response = server.post(batch)
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "1 of 500 records is invalid; nothing was stored"
+    [problem] = body["details"]
+    assert problem["index"] == 137 and problem["id"] == "c137" and problem["field"] == "started_at"
+    assert "line" not in problem and problem["message"]
+    assert server.store.count_contacts() == 0
+    assert server.store.get_contact("api", "c0") is None
+
+
+def test_every_bad_record_is_listed_with_its_ndjson_line(start: Callable[..., Server]) -> None:
+    server = start()
+    lines = [
+        orjson.dumps(record(0)),
+        b"",
+        orjson.dumps({"customer_id": "k1", "started_at": "2026-05-04T10:00:00Z"}),  # no id
+        orjson.dumps(record(3, started="2026-05-04T10:00:00Z", ended_at="2026-05-04T09:00:00Z", channel="fax")),
+        b"[1, 2]",
+        orjson.dumps(record(5)),
+    ]
+    response = server.post(b"\n".join(lines), NDJSON)
+    assert response.status_code == 422
+    assert response.json()["error"] == "3 of 5 records are invalid; nothing was stored"
+    details = response.json()["details"]
+    assert [(d["index"], d["line"], d.get("id"), d["field"]) for d in details] == [
+        (1, 3, None, "id"),
+        (2, 4, "c3", "channel"),
+        (2, 4, "c3", "ended_at"),
+        (3, 5, None, "record"),
+    ]
+    assert "fax" in details[1]["message"] and "before started_at" in details[2]["message"]
+    assert server.store.count_contacts() == 0
+
+
+def test_a_flood_of_bad_records_lists_the_first_thousand_problems(start: Callable[..., Server]) -> None:
+    response = start().post([{"id": f"x{i}", "customer_id": "k"} for i in range(1500)])  # no started_at
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == (
+        "1500 of 1500 records are invalid; nothing was stored (the first 1000 problems are listed)"
+    )
+    assert len(body["details"]) == 1000 and body["details"][-1]["index"] == 999
+
+
+# --- body size limit ----------------------------------------------------------------------------------------
+
+LIMIT = 4096
+
+
+def _sized_body(size: int) -> bytes:
+    """A valid one-record JSON body of exactly ``size`` bytes (padded inside an unknown field)."""
+    base = orjson.dumps({**record(1), "pad": ""})
+    return base.replace(b'"pad":""', b'"pad":"' + b"x" * (size - len(base)) + b'"')
+
+
+def test_a_body_at_the_limit_is_accepted_and_one_byte_more_is_413(start: Callable[..., Server]) -> None:
+    server = start(webhook_max_body_bytes=LIMIT)
+    assert server.post(_sized_body(LIMIT)).status_code == 200
+    response = server.post(_sized_body(LIMIT + 1))
+    assert response.status_code == 413
+    assert "WEBHOOK_MAX_BODY_BYTES (4096 bytes)" in response.json()["error"]
+
+
+def test_an_oversized_chunked_body_without_content_length_is_413(start: Callable[..., Server]) -> None:
+    server = start(webhook_max_body_bytes=LIMIT)
+    body = _sized_body(LIMIT * 4)
+
+    def chunks() -> Iterator[bytes]:
+        for at in range(0, len(body), 1000):
+            yield body[at : at + 1000]
+
+    headers = {"Content-Type": JSON, **signed_headers(SECRET, body)}
+    response = server.client.post(PATH, content=chunks(), headers=headers)
+    assert response.request.headers.get("transfer-encoding") == "chunked"
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413
+    assert server.store.count_contacts() == 0
+    # A chunked body within the limit is fine.
+    small = _sized_body(LIMIT)
+    headers = {"Content-Type": JSON, **signed_headers(SECRET, small)}
+    assert server.client.post(PATH, content=iter([small[:100], small[100:]]), headers=headers).status_code == 200
+
+
+def _raw_exchange(url: str, request: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(request)
+        conn.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := conn.recv(65536):
+            received += chunk
+    return received
+
+
+def test_a_lying_content_length_cannot_smuggle_a_large_body(start: Callable[..., Server]) -> None:
+    server = start(webhook_max_body_bytes=LIMIT)
+    body = _sized_body(LIMIT * 3)
+    head = {"Content-Type": JSON, **signed_headers(SECRET, body)}
+    lines = [f"POST {PATH} HTTP/1.1", "Host: test", *(f"{k}: {v}" for k, v in head.items())]
+    # Claims 100 bytes: the server reads exactly 100, so the signature (over the whole body) cannot match (401),
+    # and the rest is not a request at all (the HTTP parser answers 400; which answer comes first depends on it).
+    short = "\r\n".join([*lines, "Content-Length: 100", "", ""]).encode() + body
+    answer = _raw_exchange(server.url, short)
+    assert answer.startswith((b"HTTP/1.1 401 ", b"HTTP/1.1 400 ")), answer[:200]
+    # Claims more than the limit: refused at once, before any of the body is read.
+    large = "\r\n".join([*lines, f"Content-Length: {LIMIT * 1000}", "", ""]).encode() + body
+    answer = _raw_exchange(server.url, large)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert server.store.count_contacts() == 0
+
+
+# --- health, routing, errors ---------------------------------------------------------------------------------
+
+
+def test_healthz_reports_the_count_and_what_an_operator_needs(start: Callable[..., Server]) -> None:
+    server = start(bot_timezone="Europe/Berlin")
+    server.post([record(1), record(2)])
+    health = server.client.get("/healthz")
+    assert health.status_code == 200
+    body = health.json()
+    assert body["status"] == "ok" and body["contacts"] == 2
+    assert body["database"] == "sqlite" and body["timezone"] == "Europe/Berlin" and body["webhook"] == "enabled"
+    assert body["version"]
+
+
+def test_healthz_is_503_when_the_database_does_not_answer(start: Callable[..., Server], db_path: Path) -> None:
+    server = start()
+    for path in db_path.parent.glob(db_path.name + "*"):
+        path.unlink()  # the database file disappears under the running server (a lost volume, say)
+    down = server.client.get("/healthz")
+    assert down.status_code == 503
+    assert down.json()["status"] == "error" and "does not answer" in down.json()["error"]
+
+
+def test_unknown_paths_and_methods_get_json_errors(start: Callable[..., Server]) -> None:
+    server = start()
+    missing = server.client.get("/nope")
+    assert missing.status_code == 404 and missing.json() == {"error": "no such endpoint: GET /nope"}
+    wrong_method = server.client.get(PATH)
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.json()["error"]
+
+
+def test_an_unexpected_exception_is_a_json_500_with_a_logged_request_id(
+    start: Callable[..., Server], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start()
+    response = server.client.get("/boom")
+    assert response.status_code == 500
+    rid = response.headers["x-request-id"]
+    assert response.json()["request_id"] == rid
+    assert "secret internals" not in response.text and "Traceback" not in response.text
+    assert any(rid in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+def test_extra_routes_and_lifespan_hooks_are_composed(start: Callable[..., Server]) -> None:
+    server = start()
+    assert server.events == ["startup"]
+
+
+# --- the signature scheme itself ----------------------------------------------------------------------------
+
+
+def test_verify_accepts_exactly_300_seconds_of_skew_each_way() -> None:
+    body = b'{"id": "c1"}'
+    now = 1_800_000_000
+    for stamp in (now - 300, now + 300):
+        verify(SECRET, body, str(stamp), sign(SECRET, stamp, body), clock=lambda: now)
+    for stamp in (now - 301, now + 301):
+        with pytest.raises(SignatureError):
+            verify(SECRET, body, str(stamp), sign(SECRET, stamp, body), clock=lambda: now)
+
+
+def test_sign_matches_the_documented_formula() -> None:
+    import hashlib
+    import hmac
+
+    expected = hmac.new(b"k", b"v0:1700000000:{}", hashlib.sha256).hexdigest()
+    assert sign("k", 1700000000, b"{}") == f"v0={expected}"
+    assert sign("k", 1700000000, b"{}").upper().replace("V0=", "v0=") != sign("k", 1700000001, b"{}")
+
+
+@given(secret=st.binary(min_size=1, max_size=64), body=st.binary(max_size=512), data=st.data())
+def test_a_signature_holds_for_its_body_only(secret: bytes, body: bytes, data: st.DataObject) -> None:
+    stamp = 1_700_000_000
+    signature = sign(secret, stamp, body)
+    verify(secret, body, str(stamp), signature, clock=lambda: stamp)
+    verify(secret, body, str(stamp), signature.upper().replace("V0=", "v0="), clock=lambda: stamp)
+    changed = data.draw(st.binary(max_size=512).filter(lambda other: other != body), label="changed body")
+    with pytest.raises(SignatureError):
+        verify(secret, changed, str(stamp), signature, clock=lambda: stamp)
+    with pytest.raises(SignatureError):
+        verify(secret, body, str(stamp + 1), signature, clock=lambda: stamp)
+
+
+_json_scalars = st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20)
+_json_values = _json_scalars | st.lists(_json_scalars, max_size=3)
+
+
+@given(st.lists(st.dictionaries(st.text(max_size=8), _json_values, max_size=4), max_size=6))
+def test_array_and_ndjson_bodies_decode_to_the_same_records(records: list[dict[str, Any]]) -> None:
+    as_array = decode_body(orjson.dumps(records), ndjson=False) if records else []
+    as_lines = decode_body(ndjson(records), ndjson=True) if records else []
+    assert [item.value for item in as_array] == records == [item.value for item in as_lines]
+    assert [item.line for item in as_lines] == list(range(1, len(records) + 1))
+    if len(records) == 1:
+        assert decode_body(orjson.dumps(records[0]), ndjson=False) == [Item(records[0], None)]
+
+
+def test_decode_body_refuses_a_scalar() -> None:
+    with pytest.raises(MalformedBody, match="object or an array"):
+        decode_body(b"null", ndjson=False)
+
+
+# --- the README's examples work as written ------------------------------------------------------------------
+
+
+def _readme_block(language: str) -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Webhook\n", 1)[1].split("\n## ", 1)[0]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("language", ["sh", "python"])
+def test_the_readme_signing_examples_are_accepted(
+    start: Callable[..., Server], language: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    server = start()
+    code = _readme_block(language).replace("http://127.0.0.1:3000", server.url)
+    monkeypatch.setenv("WEBHOOK_SECRET", SECRET)
+    command = ["bash", "-euc", code] if language == "sh" else [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True)
+    assert '"inserted":' in result.stdout and '"updated":0' in result.stdout, result.stdout + result.stderr
+    assert server.store.count_contacts() == (1 if language == "sh" else 2)
