@@ -1,0 +1,245 @@
+"""The metric engine against DuckDB and pandas on the benchmark database (see build_db.py, export_duckdb.py).
+
+Three questions, as_of = the end of the data (the last contact's start), BOT_TIMEZONE America/New_York:
+  Q1  ACR of one agent, 7-day window, last 30 days
+  Q2  ACR by agent (all agents), 7-day window, last 30 days
+  Q3  ACR by day for one team, 7-day window, last 90 days
+Each engine runs in its own process (so peak memory is its own), answers every question ``--runs`` times
+after two warm-ups, and reports the median; the answers of all three are compared, row by row.
+
+    flock /tmp/acr-bench.lock .venv/bin/python bench/bench_metrics.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+ZONE_NAME = "America/New_York"
+DAY = 86_400_000_000
+WINDOW = 7 * DAY
+AGENT, TEAM = "agent123", "team07"
+QUESTIONS = {
+    "Q1 one agent, 7d window, last 30d": ("agent", 30),
+    "Q2 by agent, last 30d": ("by_agent", 30),
+    "Q3 one team by day, last 90d": ("team_by_day", 90),
+}
+TARGETS_MS = {
+    "Q1 one agent, 7d window, last 30d": 20,
+    "Q2 by agent, last 30d": 500,
+    "Q3 one team by day, last 90d": 500,
+}
+Answer = dict[str, list[int]]
+
+
+def as_of_of(db: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    return int(conn.execute("SELECT max(started_us) FROM contacts").fetchone()[0])
+
+
+# --- the three engines ------------------------------------------------------------------------------
+
+
+def ours(db: Path, as_of: int, use_rollups: bool = True) -> dict[str, Callable[[], Answer]]:
+    from bot.storage.sqlite import SQLiteContactStore
+    from metrics.engine import compute
+    from metrics.query import MetricQuery
+
+    zone = ZoneInfo(ZONE_NAME)
+    store = SQLiteContactStore(db)
+    if store.stale_rollup_days(zone) != 0:
+        raise SystemExit("rollups are stale: run store.refresh_rollups first (build_db.py does)")
+
+    def ask(kind: str, days: int) -> Answer:
+        filters: tuple[Any, ...] = ()
+        by = None
+        if kind == "agent":
+            filters = (("agent", AGENT),)
+        elif kind == "by_agent":
+            by = "agent"
+        else:
+            filters, by = (("team", TEAM),), "day"
+        query = MetricQuery("acr", WINDOW, as_of - days * DAY, as_of, as_of, filters, by)  # type: ignore[arg-type]
+        result = compute(store, query, zone, use_rollups=use_rollups)
+        if by is None:
+            c = result.total
+            return {"": [c.matured, c.resolved, c.pending]}
+        return {
+            r.key: [r.counts.matured, r.counts.resolved, r.counts.pending]
+            for r in result.rows
+            if r.counts.matured or r.counts.pending
+        }
+
+    return {name: (lambda k=kind, d=days: ask(k, d)) for name, (kind, days) in QUESTIONS.items()}
+
+
+def duck(path: Path, as_of: int) -> dict[str, Callable[[], Answer]]:
+    import duckdb
+
+    conn = duckdb.connect(str(path), read_only=True)
+    conn.execute("SET TimeZone = 'UTC'")
+    counts = f"""
+        count(*) FILTER (WHERE end_us + {WINDOW} <= {as_of}),
+        count(*) FILTER (WHERE end_us + {WINDOW} <= {as_of}
+                         AND (next_repeat_us IS NULL OR next_repeat_us > end_us + {WINDOW})),
+        count(*) FILTER (WHERE end_us + {WINDOW} > {as_of})"""
+
+    def where(days: int) -> str:
+        return (
+            f"direction = 'inbound' AND agent IS NOT NULL "
+            f"AND started_us >= {as_of - days * DAY} AND started_us < {as_of}"
+        )
+
+    def q1() -> Answer:
+        row = conn.execute(f"SELECT {counts} FROM contacts WHERE {where(30)} AND agent = ?", [AGENT]).fetchone()
+        assert row is not None
+        return {"": list(row)}
+
+    def q2() -> Answer:
+        rows = conn.execute(f"SELECT agent, {counts} FROM contacts WHERE {where(30)} GROUP BY agent").fetchall()
+        return {r[0]: list(r[1:]) for r in rows}
+
+    def q3() -> Answer:
+        day = f"CAST(timezone('{ZONE_NAME}', to_timestamp(started_us // 1000000)) AS DATE)"
+        rows = conn.execute(
+            f"SELECT {day} AS d, {counts} FROM contacts WHERE {where(90)} AND team = ? GROUP BY d", [TEAM]
+        ).fetchall()
+        return {r[0].isoformat(): list(r[1:]) for r in rows}
+
+    return dict(zip(QUESTIONS, (q1, q2, q3), strict=True))
+
+
+def pandas_engine(path: Path, as_of: int) -> dict[str, Callable[[], Answer]]:
+    import duckdb
+    import pandas as pd
+
+    frame = duckdb.connect(str(path), read_only=True).execute("SELECT * FROM contacts").df()
+    for column in ("direction", "agent", "team", "queue", "channel"):
+        frame[column] = frame[column].astype("category")
+
+    def scope(days: int) -> pd.DataFrame:
+        mask = (
+            (frame["direction"] == "inbound")
+            & frame["agent"].notna()
+            & (frame["started_us"] >= as_of - days * DAY)
+            & (frame["started_us"] < as_of)
+        )
+        return frame[mask]
+
+    def counted(part: pd.DataFrame) -> pd.DataFrame:
+        matured = part["end_us"] + WINDOW <= as_of
+        repeat = part["next_repeat_us"].notna() & (part["next_repeat_us"] <= part["end_us"] + WINDOW)
+        return pd.DataFrame({"matured": matured, "resolved": matured & ~repeat.astype(bool), "pending": ~matured})
+
+    def q1() -> Answer:
+        part = scope(30)
+        c = counted(part[part["agent"] == AGENT]).sum()
+        return {"": [int(c["matured"]), int(c["resolved"]), int(c["pending"])]}
+
+    def q2() -> Answer:
+        part = scope(30)
+        grouped = counted(part).groupby(part["agent"].astype(str)).sum()
+        return {k: [int(v) for v in row] for k, row in zip(grouped.index, grouped.to_numpy(), strict=True)}
+
+    def q3() -> Answer:
+        part = scope(90)
+        part = part[part["team"] == TEAM]
+        day = pd.to_datetime(part["started_us"], unit="us", utc=True).dt.tz_convert(ZONE_NAME).dt.strftime("%Y-%m-%d")
+        grouped = counted(part).groupby(day).sum()
+        return {k: [int(v) for v in row] for k, row in zip(grouped.index, grouped.to_numpy(), strict=True)}
+
+    return dict(zip(QUESTIONS, (q1, q2, q3), strict=True))
+
+
+# --- running ----------------------------------------------------------------------------------------
+
+
+def run_engine(engine: str, db: Path, duckdb_path: Path, runs: int, as_of: int) -> dict[str, Any]:
+    began = time.perf_counter()
+    makers: dict[str, Callable[[], dict[str, Callable[[], Answer]]]] = {
+        "ours": lambda: ours(db, as_of),
+        "ours_rows": lambda: ours(db, as_of, use_rollups=False),
+        "duckdb": lambda: duck(duckdb_path, as_of),
+        "pandas": lambda: pandas_engine(duckdb_path, as_of),
+    }
+    questions = makers[engine]()
+    setup_s = time.perf_counter() - began
+    out: dict[str, Any] = {"engine": engine, "setup_s": setup_s, "questions": {}}
+    for name, ask in questions.items():
+        for _ in range(2):
+            answer = ask()
+        times = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            answer = ask()
+            times.append((time.perf_counter() - start) * 1000)
+        out["questions"][name] = {"median_ms": statistics.median(times), "min_ms": min(times), "answer": answer}
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", type=Path, default=Path("bench/out/bench.db"))
+    parser.add_argument("--duckdb", type=Path, default=Path("bench/out/bench.duckdb"))
+    parser.add_argument("--runs", type=int, default=21)
+    parser.add_argument("--as-of", help="ISO instant instead of the end of the data (e.g. mid-day edges)")
+    parser.add_argument("--engine", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from metrics.timeutil import iso_utc, parse_instant
+
+    as_of = as_of_of(args.db) if args.as_of is None else parse_instant(args.as_of, ZoneInfo(ZONE_NAME))
+    if args.engine:
+        print(json.dumps(run_engine(args.engine, args.db, args.duckdb, args.runs, as_of)))
+        return
+    results = {}
+    for engine in ("ours", "ours_rows", "duckdb", "pandas"):
+        command = [sys.executable, __file__, "--engine", engine, "--db", str(args.db), "--duckdb", str(args.duckdb)]
+        command += ["--runs", str(args.runs), "--as-of", iso_utc(as_of)]
+        done = subprocess.run(command, capture_output=True, text=True, check=True)
+        results[engine] = json.loads(done.stdout)
+
+    print(f"as_of {iso_utc(as_of)}, median of {args.runs} runs after 2 warm-ups, 7-day window, {ZONE_NAME}")
+    print(
+        f"{'question':36} {'ours ms':>9} {'duckdb ms':>10} {'pandas ms':>10} {'duck/ours':>10} {'pandas/ours':>12}  target"
+    )
+    ok = True
+    for name in QUESTIONS:
+        mine = results["ours"]["questions"][name]
+        theirs = results["duckdb"]["questions"][name]
+        pandas_q = results["pandas"]["questions"][name]
+        same = mine["answer"] == theirs["answer"] == pandas_q["answer"]
+        fastest = mine["median_ms"] < min(theirs["median_ms"], pandas_q["median_ms"])
+        within = mine["median_ms"] < TARGETS_MS[name]
+        ok = ok and same and fastest and within
+        print(
+            f"{name:36} {mine['median_ms']:9.2f} {theirs['median_ms']:10.2f} {pandas_q['median_ms']:10.2f} "
+            f"{theirs['median_ms'] / mine['median_ms']:9.1f}x {pandas_q['median_ms'] / mine['median_ms']:11.1f}x  "
+            f"<{TARGETS_MS[name]} ms {'ok' if within else 'MISSED'}; answers {'identical' if same else 'DIFFER'}"
+        )
+    rows_only = [f"{results['ours_rows']['questions'][name]['median_ms']:.1f}" for name in QUESTIONS]
+    same = all(
+        results["ours_rows"]["questions"][n]["answer"] == results["ours"]["questions"][n]["answer"] for n in QUESTIONS
+    )
+    print(f"ours without rollups (rows only), ms: {', '.join(rows_only)}; answers {'identical' if same else 'DIFFER'}")
+    ok = ok and same
+    for engine in ("ours", "ours_rows", "duckdb", "pandas"):
+        print(f"{engine:9} peak RSS {results[engine]['peak_rss_mb']:7.0f} MB, setup {results[engine]['setup_s']:.1f} s")
+    peak_ok = results["ours"]["peak_rss_mb"] < 300
+    print(f"ours peak memory < 300 MB: {'ok' if peak_ok else 'MISSED'}")
+    print("ALL OK" if ok and peak_ok else "SOME TARGET MISSED")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,240 @@
+"""``acr-bot report``: one metric for a scope and period, as a table, JSON or CSV (CONTRACT section 3)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from datetime import tzinfo
+from typing import Any
+
+import click
+import orjson
+
+from bot.cli.common import settings, store_for
+from metrics.engine import compute
+from metrics.errors import UserError
+from metrics.periods import (
+    DEFAULT_LAST_DAYS,
+    calendar_period,
+    format_window,
+    last_period,
+    parse_date,
+    parse_days,
+    parse_window,
+)
+from metrics.query import BREAKDOWNS, METRICS, Counts, Dimension, MetricQuery, MetricResult
+from metrics.timeutil import US_PER_SECOND, from_us, iso_utc, parse_instant
+
+JSON_KEYS = (
+    "metric",
+    "window",
+    "window_seconds",
+    "since",
+    "until",
+    "as_of",
+    "filters",
+    "matured",
+    "resolved",
+    "pending",
+    "rate",
+    "ci_low",
+    "ci_high",
+)
+METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 resolution rate"}
+
+
+@click.command("report")
+@click.argument("metric", type=click.Choice(METRICS))
+@click.option("--agent", help="Only contacts handled by this agent (exact match).")
+@click.option("--team", help="Only contacts of this team.")
+@click.option("--queue", help="Only contacts of this queue.")
+@click.option("--channel", help="Only contacts of this channel (phone, chat, email, ...).")
+@click.option("--window", "window_text", default="7d", show_default=True, help="Repeat window: Nd or Nh, max 90d.")
+@click.option("--last", "last_text", help="Period: the last N days before --as-of (default 30d).")
+@click.option("--since", "since_text", help="Period start: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
+@click.option("--until", "until_text", help="Period end: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
+@click.option("--by", type=click.Choice(BREAKDOWNS), help="Break the result down by this dimension or by day.")
+@click.option("--as-of", "as_of_text", help="'Now' for the report (a timestamp; default: the current time).")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(("text", "json", "csv")),
+    default="text",
+    show_default=True,
+    help="text: a readable table; json: the contract's keys; csv: one line per row, with a header.",
+)
+def report(
+    metric: str,
+    agent: str | None,
+    team: str | None,
+    queue: str | None,
+    channel: str | None,
+    window_text: str,
+    last_text: str | None,
+    since_text: str | None,
+    until_text: str | None,
+    by: str | None,
+    as_of_text: str | None,
+    output_format: str,
+) -> None:
+    """Compute METRIC (acr or tier1) for a scope and period; pending contacts are reported, never scored."""
+    config = settings()
+    zone = config.zone
+    query = build_query(
+        metric, {"agent": agent, "team": team, "queue": queue, "channel": channel},
+        window_text, last_text, since_text, until_text, by, as_of_text, zone,
+    )  # fmt: skip
+    store = store_for(config)
+    try:
+        result = compute(store, query, zone)
+    finally:
+        store.close()
+    if output_format == "json":
+        click.echo(orjson.dumps(as_json(result), option=orjson.OPT_INDENT_2).decode())
+    elif output_format == "csv":
+        click.echo(as_csv(result), nl=False)
+    else:
+        click.echo(as_text(result, zone))
+
+
+def build_query(
+    metric: str,
+    filters: dict[str, str | None],
+    window_text: str,
+    last_text: str | None,
+    since_text: str | None,
+    until_text: str | None,
+    by: str | None,
+    as_of_text: str | None,
+    zone: tzinfo,
+) -> MetricQuery:
+    """The question the options ask; every bad option is a UserError naming it."""
+    if as_of_text is None:
+        as_of_us = int(time.time() * US_PER_SECOND)
+    else:
+        try:
+            as_of_us = parse_instant(as_of_text, zone)
+        except ValueError as problem:
+            raise UserError(f"--as-of: {problem}") from None
+    window_us = parse_window(window_text)
+    if last_text is not None and (since_text is not None or until_text is not None):
+        raise UserError("--last cannot be combined with --since/--until; use one kind of period")
+    if since_text is not None or until_text is not None:
+        since_day = parse_date(since_text) if since_text is not None else None
+        until_day = parse_date(until_text) if until_text is not None else None
+        since_us, until_us = calendar_period(since_day, until_day, zone, as_of_us)
+    else:
+        days = parse_days(last_text) if last_text is not None else DEFAULT_LAST_DAYS
+        since_us, until_us = last_period(days, as_of_us)
+    chosen: list[tuple[Dimension, str]] = []
+    for dimension in ("agent", "team", "queue", "channel"):
+        value = filters.get(dimension)
+        if value is not None:
+            text = value.strip().lower() if dimension == "channel" else value.strip()
+            if not text:
+                raise UserError(f"--{dimension} is empty")
+            chosen.append((dimension, text))
+    return MetricQuery(
+        metric=metric,  # type: ignore[arg-type]
+        window_us=window_us,
+        since_us=since_us,
+        until_us=until_us,
+        as_of_us=as_of_us,
+        filters=tuple(chosen),
+        by=by,  # type: ignore[arg-type]
+    )
+
+
+def _counts_json(counts: Counts) -> dict[str, Any]:
+    interval = counts.interval
+    return {
+        "matured": counts.matured,
+        "resolved": counts.resolved,
+        "pending": counts.pending,
+        "rate": counts.rate,
+        "ci_low": None if interval is None else interval[0],
+        "ci_high": None if interval is None else interval[1],
+    }
+
+
+def as_json(result: MetricResult) -> dict[str, Any]:
+    """The contract's JSON: instants ISO 8601 UTC, ``until`` exclusive (and clipped to as_of)."""
+    query = result.query
+    out: dict[str, Any] = {
+        "metric": query.metric,
+        "window": format_window(query.window_us),
+        "window_seconds": query.window_us // US_PER_SECOND,
+        "since": iso_utc(result.since_us),
+        "until": iso_utc(result.until_us),
+        "as_of": iso_utc(query.as_of_us),
+        "filters": dict(query.filters),
+        **_counts_json(result.total),
+    }
+    if query.by is not None:
+        out["by"] = query.by
+        out["rows"] = [{"key": row.key, **_counts_json(row.counts)} for row in result.rows]
+    return out
+
+
+def as_csv(result: MetricResult) -> str:
+    """One line per row (or one line for the total), with a header; rates as fractions, empty when no data."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    fields = ["matured", "resolved", "pending", "rate", "ci_low", "ci_high"]
+    writer.writerow(["key", *fields])
+    lines = [(row.key, row.counts) for row in result.rows] if result.query.by else [("total", result.total)]
+    for key, counts in lines:
+        values = _counts_json(counts)
+        writer.writerow([key, *("" if values[f] is None else values[f] for f in fields)])
+    return buffer.getvalue()
+
+
+def percent(value: float | None) -> str:
+    return "no data" if value is None else f"{value * 100:.1f}%"
+
+
+def interval_text(counts: Counts) -> str:
+    interval = counts.interval
+    return "" if interval is None else f"{interval[0] * 100:.1f}–{interval[1] * 100:.1f}%"
+
+
+def as_text(result: MetricResult, zone: tzinfo) -> str:
+    """A readable report: what was asked (so nobody guesses how options were read), then the table."""
+    query = result.query
+    scope = ", ".join(f"{d}={v}" for d, v in query.filters) or "everyone"
+    shown = "%Y-%m-%d %H:%M %Z"
+    lines = [
+        f"{METRIC_TITLES[query.metric]} — {scope}",
+        f"window {format_window(query.window_us)}; contacts started "
+        f"{from_us(result.since_us, zone).strftime(shown)} to {from_us(result.until_us, zone).strftime(shown)}"
+        f" (exclusive); as of {from_us(query.as_of_us, zone).strftime(shown)}",
+        "",
+    ]
+    header = ("", "rate", "95% interval", "matured", "resolved", "pending")
+    table: list[tuple[str, ...]] = [header]
+    for row in result.rows:
+        table.append(_text_row(row.key, row.counts))
+    table.append(_text_row("total", result.total))
+    widths = [max(len(line[i]) for line in table) for i in range(len(header))]
+    for index, line in enumerate(table):
+        cells = [line[0].ljust(widths[0])] + [
+            cell.rjust(width) for cell, width in zip(line[1:], widths[1:], strict=True)
+        ]
+        lines.append("  ".join(cells).rstrip())
+        if index == 0 or (result.rows and index == len(table) - 2):
+            lines.append("  ".join("-" * width for width in widths))
+    lines.append("")
+    lines.append("pending = started in the period but their window has not passed yet: reported, not in the rate.")
+    return "\n".join(lines)
+
+
+def _text_row(key: str, counts: Counts) -> tuple[str, ...]:
+    return (
+        key,
+        percent(counts.rate),
+        interval_text(counts),
+        f"{counts.matured:,}",
+        f"{counts.resolved:,}",
+        f"{counts.pending:,}",
+    )

@@ -1,0 +1,129 @@
+"""Windows and periods: the words users type (``7d``, ``48h``, ``2026-03-08``) turned into exact instants.
+
+Pure functions, no I/O. Instants are integer microseconds since the epoch, UTC (see ``metrics.timeutil``).
+Calendar days are days in the bot's time zone, so a day may last 23 or 25 hours around a DST change.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, time, timedelta, tzinfo
+
+from metrics.errors import UserError
+from metrics.timeutil import US_PER_DAY, US_PER_HOUR, from_us, to_us
+
+DEFAULT_WINDOW_US = 7 * US_PER_DAY
+DEFAULT_LAST_DAYS = 30
+MAX_WINDOW_US = 90 * US_PER_DAY
+# A period longer than this is almost always a typo (and would scan years of data for one question).
+MAX_PERIOD_DAYS = 3660
+
+_WINDOW_RE = re.compile(r"(\d{1,6})([dh])")
+_DATE_RE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
+def parse_window(text: str) -> int:
+    """``Nd`` (N x 24 hours) or ``Nh`` (N hours) as microseconds; at most 90 days, never zero.
+
+    Days are exactly 24 hours, not calendar days: a window measures time since the contact ended,
+    and a DST change must not make a 7-day window one hour shorter for some contacts.
+    """
+    word = text.strip().lower()
+    match = _WINDOW_RE.fullmatch(word)
+    if match is None:
+        raise UserError(f"window {text!r} is not a number of days or hours such as 7d or 48h")
+    number, unit = int(match.group(1)), match.group(2)
+    if number == 0:
+        raise UserError(f"window {text!r} is empty; use at least 1h")
+    window_us = number * (US_PER_DAY if unit == "d" else US_PER_HOUR)
+    if window_us > MAX_WINDOW_US:
+        raise UserError(f"window {text!r} is longer than the maximum of 90d")
+    return window_us
+
+
+def format_window(window_us: int) -> str:
+    """The shortest word for a window: ``7d`` when it is whole days, else ``36h`` (or seconds, if odd)."""
+    if window_us % US_PER_DAY == 0:
+        return f"{window_us // US_PER_DAY}d"
+    if window_us % US_PER_HOUR == 0:
+        return f"{window_us // US_PER_HOUR}h"
+    return f"{window_us / 1_000_000:g}s"
+
+
+def parse_days(text: str) -> int:
+    """``30d`` (or ``30``) as a number of days for ``last:``; between 1 and MAX_PERIOD_DAYS."""
+    word = text.strip().lower().removesuffix("d")
+    if not word.isdigit():
+        raise UserError(f"period {text!r} is not a number of days such as 30d")
+    days = int(word)
+    if not 1 <= days <= MAX_PERIOD_DAYS:
+        raise UserError(f"period {text!r} must be between 1d and {MAX_PERIOD_DAYS}d")
+    return days
+
+
+def parse_date(text: str) -> date:
+    """A calendar date written ``YYYY-MM-DD``; impossible dates (2026-02-30) are refused by name."""
+    word = text.strip()
+    match = _DATE_RE.fullmatch(word)
+    if match is None:
+        raise UserError(f"date {text!r} is not written YYYY-MM-DD")
+    try:
+        return date(int(match.group(1)), int(match.group(2)), int(match.group(3)))
+    except ValueError as problem:
+        raise UserError(f"date {text!r} does not exist ({problem})") from None
+
+
+def last_period(days: int, as_of_us: int) -> tuple[int, int]:
+    """``last:Nd``: the N x 24 hours before ``as_of``, as ``[since, until)``."""
+    return (as_of_us - days * US_PER_DAY, as_of_us)
+
+
+def local_midnight_us(day: date, zone: tzinfo) -> int:
+    """The first instant of ``day`` in ``zone``.
+
+    If midnight itself is skipped by a DST change (a few zones jump at 00:00), the day starts at the
+    instant of the jump: with fold=0 a skipped wall time resolves to exactly that instant.
+    """
+    return to_us(datetime.combine(day, time(0), tzinfo=zone))
+
+
+def local_date(us: int, zone: tzinfo) -> date:
+    """The calendar date in ``zone`` of the instant ``us``."""
+    return from_us(us, zone).date()
+
+
+def calendar_period(since: date | None, until: date | None, zone: tzinfo, as_of_us: int) -> tuple[int, int]:
+    """``since:DATE until:DATE``: whole calendar days in ``zone``, both inclusive, as ``[since, until)``.
+
+    ``until`` is the local midnight after the last day. A missing ``until`` means "up to as_of"
+    (the engine clips to as_of anyway); a missing ``since`` means the DEFAULT_LAST_DAYS calendar days
+    ending with ``until`` (or with today, in ``zone``).
+    """
+    last_day = until if until is not None else local_date(as_of_us, zone)
+    if since is not None and since > last_day:
+        shown_until = until.isoformat() if until is not None else f"today ({last_day.isoformat()})"
+        raise UserError(f"since {since.isoformat()} is after until {shown_until}")
+    first_day = since if since is not None else last_day - timedelta(days=DEFAULT_LAST_DAYS - 1)
+    if (last_day - first_day).days + 1 > MAX_PERIOD_DAYS:
+        raise UserError(f"period {first_day}..{last_day} is longer than {MAX_PERIOD_DAYS} days")
+    since_us = local_midnight_us(first_day, zone)
+    until_us = local_midnight_us(last_day + timedelta(days=1), zone) if until is not None else as_of_us
+    return (since_us, until_us)
+
+
+def local_days(since_us: int, until_us: int, zone: tzinfo) -> list[tuple[date, int, int]]:
+    """The calendar days in ``zone`` that ``[since, until)`` touches, each with its full ``[start, end)``.
+
+    The first and last day may extend beyond the period; callers clip. Empty when since >= until.
+    """
+    if since_us >= until_us:
+        return []
+    days: list[tuple[date, int, int]] = []
+    day = local_date(since_us, zone)
+    start = local_midnight_us(day, zone)
+    while start < until_us:
+        following = day + timedelta(days=1)
+        end = local_midnight_us(following, zone)
+        days.append((day, start, end))
+        day, start = following, end
+    return days

@@ -1,0 +1,387 @@
+"""The engine through a real store file: equal to a deliberately simple reference implementation on random
+data, after random delivery orders and updates, whether it counts from contacts, from fresh rollups, or from
+rollups made stale by later writes; and the rollups' invalidation, refresh and time-zone rebuild."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import date, timedelta, tzinfo
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.engine import MetricReader, RowSpec, compute
+from metrics.periods import calendar_period, local_date
+from metrics.query import Counts, MetricQuery, MetricResult
+from metrics.records import Contact, parse_contact
+from metrics.rollup import RollupDays
+from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
+
+NEW_YORK = ZoneInfo("America/New_York")
+BASE = parse_instant("2026-03-04T00:00:00", NEW_YORK)  # the spring-forward day 2026-03-08 is inside the data
+HOUR, DAY = US_PER_HOUR, US_PER_DAY
+
+
+def reference(contacts: list[Contact], query: MetricQuery, zone: tzinfo) -> tuple[Counts, dict[str, Counts]]:
+    """CONTRACT section 2 read literally, with plain loops over every contact (no derived data, no SQL)."""
+    until = min(query.until_us, query.as_of_us)
+    total = [0, 0, 0]
+    rows: dict[str, list[int]] = {}
+    for c in contacts:
+        if c.direction != "inbound" or c.agent is None:
+            continue
+        if any(getattr(c, dimension) != value for dimension, value in query.filters):
+            continue
+        if not (query.since_us <= c.started_us < until):
+            continue
+        if query.metric == "tier1" and c.tier != 1:
+            continue
+        e = c.ended_us if c.ended_us is not None else c.started_us
+        repeated = False
+        for s in contacts:
+            if (
+                s.customer_id == c.customer_id
+                and s.direction == "inbound"
+                and s.parent_id is None
+                and c.started_us < s.started_us <= e + query.window_us
+            ):
+                repeated = True
+        success = not repeated and (query.metric == "acr" or (not c.escalated and c.resolved is not False))
+        matured = e + query.window_us <= query.as_of_us
+        counts = (int(matured), int(matured and success), int(not matured))
+        key: str | None = None
+        if query.by == "day":
+            key = local_date(c.started_us, zone).isoformat()
+        elif query.by is not None:
+            key = getattr(c, query.by)
+        for i in range(3):
+            total[i] += counts[i]
+            if key is not None:
+                rows.setdefault(key, [0, 0, 0])[i] += counts[i]
+    return Counts(*total), {k: Counts(*v) for k, v in rows.items()}
+
+
+def as_reference(result: MetricResult) -> tuple[Counts, dict[str, Counts]]:
+    return result.total, {row.key: row.counts for row in result.rows if row.counts != Counts()}
+
+
+class NoRefresh:
+    """The store as a MetricSource that never refreshes rollups on read: stale days stay stale."""
+
+    def __init__(self, store: SQLiteContactStore):
+        self.store = store
+
+    def metric_reader(self, zone: tzinfo) -> AbstractContextManager[MetricReader]:
+        return self.store.metric_reader(zone, refresh_days=0)
+
+
+class Spy:
+    """Records how the engine split a question between rollups and contacts."""
+
+    def __init__(self, store: SQLiteContactStore):
+        self.store = store
+        self.rollup_days = 0
+        self.row_spans: list[Any] = []
+
+    @contextmanager
+    def metric_reader(self, zone: tzinfo) -> Iterator[MetricReader]:
+        with self.store.metric_reader(zone, refresh_days=0) as reader:
+            spy = self
+
+            class Reader:
+                def rollup_windows(self) -> frozenset[int]:
+                    return reader.rollup_windows()
+
+                def rollup_days(self, dimension: str, first_day: date, last_day: date) -> RollupDays | None:
+                    data = reader.rollup_days(dimension, first_day, last_day)
+                    if data is not None:
+                        spy.rollup_days += (last_day - first_day).days + 1 - len(data.stale)
+                    return data
+
+                def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
+                    spy.row_spans.extend(spec.spans)
+                    return reader.row_counts(spec)
+
+            yield Reader()
+
+
+# --- the property -----------------------------------------------------------------------------------
+
+records = st.fixed_dictionaries(
+    {
+        "id": st.sampled_from([f"c{i}" for i in range(14)]),
+        "customer_id": st.sampled_from(["k1", "k2", "k3"]),
+        "agent": st.sampled_from(["maria", "omar", None]),
+        "team": st.sampled_from(["blue", None]),
+        "queue": st.sampled_from(["billing", "tech"]),
+        "channel": st.sampled_from(["phone", "chat"]),
+        "direction": st.sampled_from(["inbound", "inbound", "inbound", "outbound"]),
+        "parent_id": st.sampled_from([None, None, None, "c0"]),
+        "tier": st.sampled_from([1, 1, 2]),
+        "escalated": st.booleans(),
+        "resolved": st.sampled_from([True, False, None]),
+        "start_h": st.integers(0, 7 * 24),  # whole hours, so e + W collides with other starts
+        "start_min": st.sampled_from([0, 0, 0, 30]),
+        "duration_min": st.sampled_from([None, 0, 30, 60, 90]),
+    }
+)
+
+
+def to_contact(record: dict[str, Any]) -> Contact:
+    fields = {k: v for k, v in record.items() if k not in ("start_h", "start_min", "duration_min")}
+    start = BASE + record["start_h"] * HOUR + record["start_min"] * 60 * US_PER_SECOND
+    fields["started_at"] = start / US_PER_SECOND
+    if record["duration_min"] is not None:
+        fields["ended_at"] = (start + record["duration_min"] * 60 * US_PER_SECOND) / US_PER_SECOND
+    parsed = parse_contact({k: v for k, v in fields.items() if v is not None}, NEW_YORK)
+    assert isinstance(parsed, Contact), parsed
+    return parsed
+
+
+@st.composite
+def questions(draw: st.DrawFn) -> MetricQuery:
+    # Mostly the rollups' windows (1d, 3d, 7d); 5h and 2d are only counted from contacts.
+    window = draw(st.sampled_from([DAY, DAY, 3 * DAY, 7 * DAY, 5 * HOUR, 2 * DAY]))
+    as_of = BASE + draw(st.integers(0, 10 * 24)) * HOUR + draw(st.sampled_from([0, 0, 30 * 60 * US_PER_SECOND]))
+    mode = draw(st.sampled_from(["hours", "calendar", "near_as_of_minus_w"]))
+    if mode == "hours":
+        since = BASE + draw(st.integers(-24, 7 * 24)) * HOUR
+        until = since + draw(st.integers(1, 10 * 24)) * HOUR
+    elif mode == "near_as_of_minus_w":  # the period's first day also holds as_of - W: both edges in one bucket
+        since = as_of - window + draw(st.integers(-30, 30)) * HOUR
+        until = as_of
+    else:
+        first = date(2026, 3, 4) + timedelta(days=draw(st.integers(-1, 7)))
+        last = first + timedelta(days=draw(st.integers(0, 6)))
+        since, until = calendar_period(first, last, NEW_YORK, as_of)
+    filters = draw(
+        st.sampled_from(
+            [
+                (),
+                (),
+                (("agent", "maria"),),
+                (("team", "blue"),),
+                (("channel", "chat"),),
+                (("agent", "omar"), ("queue", "tech")),
+            ]
+        )
+    )
+    by = draw(st.sampled_from([None, None, "day", "agent", "team", "queue", "channel"]))
+    return MetricQuery(draw(st.sampled_from(["acr", "tier1"])), window, since, until, as_of, filters, by)
+
+
+@settings(
+    max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "120")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    deliveries=st.lists(st.lists(records, min_size=1, max_size=10), min_size=1, max_size=4),
+    refresh_after=st.integers(0, 5),
+    asked=st.lists(questions(), min_size=1, max_size=4),
+)
+def test_engine_equals_reference(
+    deliveries: list[list[dict[str, Any]]], refresh_after: int, asked: list[MetricQuery]
+) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteContactStore(Path(folder) / "acr.db")
+        try:
+            final: dict[str, Contact] = {}
+            for index, batch in enumerate(deliveries):
+                if index == refresh_after:
+                    store.refresh_rollups(NEW_YORK)  # rollups built, then made stale by the later deliveries
+                contacts = [to_contact(record) for record in batch]
+                store.upsert(contacts)
+                for c in contacts:
+                    final[c.id] = c  # the last delivered version wins
+            contacts = list(final.values())
+            for query in asked:
+                expected = reference(contacts, query, NEW_YORK)
+                assert as_reference(compute(store, query, NEW_YORK, use_rollups=False)) == expected
+                assert as_reference(compute(NoRefresh(store), query, NEW_YORK)) == expected
+            store.refresh_rollups(NEW_YORK)
+            for query in asked:
+                expected = reference(contacts, query, NEW_YORK)
+                for limit in (None, 0, 1, 1000):  # undecided buckets: whole days, one value at a time, mixed
+                    result = compute(NoRefresh(store), query, NEW_YORK, per_value_limit=limit)
+                    assert as_reference(result) == expected
+        finally:
+            store.close()
+
+
+@st.composite
+def edge_questions(draw: st.DrawFn) -> MetricQuery:
+    """Questions whose period edges and as_of - W fall inside days full of contacts (the rollups' hard part)."""
+    window = draw(st.sampled_from([DAY, 3 * DAY]))
+    as_of = BASE + draw(st.integers(1 * 24, 6 * 24)) * HOUR + draw(st.integers(0, 59)) * 60 * US_PER_SECOND
+    since = as_of - window + draw(st.integers(-36, 36)) * HOUR
+    until = as_of if draw(st.booleans()) else since + draw(st.integers(1, 72)) * HOUR
+    filters = draw(st.sampled_from([(), (("agent", "maria"),), (("team", "blue"),)]))
+    by = draw(st.sampled_from([None, "day", "agent", "team"]))
+    return MetricQuery(draw(st.sampled_from(["acr", "tier1"])), window, since, until, as_of, filters, by)
+
+
+dense_records = st.builds(
+    lambda record, start_h, duration: {**record, "start_h": start_h, "duration_min": duration},
+    records,
+    st.integers(0, 96),
+    st.sampled_from([None, 0, 30, 240, 600]),  # long contacts straddle as_of - W
+)
+
+
+@settings(max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "80")), deadline=None)
+@given(
+    contacts=st.lists(dense_records, min_size=8, max_size=30), asked=st.lists(edge_questions(), min_size=2, max_size=5)
+)
+def test_rollup_edges_equal_reference(contacts: list[dict[str, Any]], asked: list[MetricQuery]) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        store = SQLiteContactStore(Path(folder) / "acr.db")
+        try:
+            final = {c.id: c for c in (to_contact({**record, "id": f"e{i}"}) for i, record in enumerate(contacts))}
+            store.upsert(final.values())
+            store.refresh_rollups(NEW_YORK)
+            for query in asked:
+                expected = reference(list(final.values()), query, NEW_YORK)
+                for limit in (None, 0, 1000):
+                    result = compute(NoRefresh(store), query, NEW_YORK, per_value_limit=limit)
+                    assert as_reference(result) == expected
+        finally:
+            store.close()
+
+
+# --- the rollups ------------------------------------------------------------------------------------
+
+
+def contact(cid: str, customer: str, start_us: int, **fields: Any) -> Contact:
+    record = {"id": cid, "customer_id": customer, "agent": "maria", "started_at": start_us / US_PER_SECOND}
+    record.update(fields)
+    parsed = parse_contact(record, NEW_YORK)
+    assert isinstance(parsed, Contact), parsed
+    return parsed
+
+
+def two_weeks(store: SQLiteContactStore) -> list[Contact]:
+    contacts = [
+        contact(f"d{day}-{n}", f"k{(day * 3 + n) % 7}", BASE + day * DAY + (9 + n) * HOUR, team="blue")
+        for day in range(14)
+        for n in range(3)
+    ]
+    store.upsert(contacts)
+    return contacts
+
+
+def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> None:
+    contacts = two_weeks(fresh_db)
+    query = MetricQuery("acr", 3 * DAY, BASE + 12 * HOUR, BASE + 13 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day")
+    spy = Spy(fresh_db)
+    before = compute(spy, query, NEW_YORK)
+    assert spy.rollup_days == 0  # never built: every day counted from contacts
+    assert fresh_db.stale_rollup_days(NEW_YORK) == -1
+    fresh_db.refresh_rollups(NEW_YORK)
+    assert fresh_db.stale_rollup_days(NEW_YORK) == 0
+    spy = Spy(fresh_db)
+    after = compute(spy, query, NEW_YORK)
+    assert after == before
+    # Every day from the rollups, the partial first and last days too: 13 x 24 h after midnight EST ends at
+    # 01:00 EDT on 2026-03-17 (the spring-forward day has 23 hours), and the buckets of both edge days
+    # lie entirely outside the period (their contacts start 09:00-11:00), so nothing is counted from rows.
+    assert spy.rollup_days == 14
+    assert spy.row_spans == []
+    assert as_reference(after) == reference(contacts, query, NEW_YORK)
+    edge = MetricQuery("acr", 3 * DAY, BASE + 10 * HOUR, BASE + 20 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day")
+    spy = Spy(fresh_db)
+    assert as_reference(compute(spy, edge, NEW_YORK)) == reference(contacts, edge, NEW_YORK)
+    # The first day's bucket straddles 10:00 and the part of that day before the period is the shorter: the
+    # whole day comes from the rollup, minus what is counted from contacts before 10:00.
+    assert [(span.day, span.since_us, span.until_us) for span in spy.row_spans] == [
+        (date(2026, 3, 4), BASE, BASE + 10 * HOUR)
+    ]
+    late = MetricQuery(
+        "acr", 3 * DAY, BASE + 10 * HOUR + 1, BASE + 20 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day"
+    )
+    spy = Spy(fresh_db)
+    assert as_reference(compute(spy, late, NEW_YORK)) == reference(contacts, late, NEW_YORK)
+
+
+def test_a_write_makes_its_days_stale_until_refreshed(fresh_db: SQLiteContactStore) -> None:
+    contacts = two_weeks(fresh_db)
+    fresh_db.refresh_rollups(NEW_YORK)
+    # Move a contact to another day and customer: its old day, its new day, and the days of both
+    # customers' contacts may all change.
+    moved = contact("d2-0", "k-new", BASE + 5 * DAY + 20 * HOUR, team="blue")
+    fresh_db.upsert([moved])
+    contacts = [moved if c.id == "d2-0" else c for c in contacts]
+    assert fresh_db.stale_rollup_days(NEW_YORK) > 0
+    query = MetricQuery("tier1", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "day")
+    spy = Spy(fresh_db)
+    assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+    assert date(2026, 3, 6) in {span.day for span in spy.row_spans}  # the old day of the moved contact
+    assert 0 < spy.rollup_days < 15
+    fresh_db.refresh_rollups(NEW_YORK)
+    spy = Spy(fresh_db)
+    assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+    assert spy.row_spans == []  # 15 local days (the last one partial), all from the rollups
+
+
+def test_a_question_refreshes_a_few_stale_days_itself(fresh_db: SQLiteContactStore) -> None:
+    two_weeks(fresh_db)
+    fresh_db.refresh_rollups(NEW_YORK)
+    fresh_db.upsert([contact("late", "k-late", BASE + 13 * DAY + 2 * HOUR)])
+    stale = fresh_db.stale_rollup_days(NEW_YORK)
+    assert stale >= 1
+    query = MetricQuery("acr", 7 * DAY, BASE, BASE + 14 * DAY, BASE + 30 * DAY)
+    compute(fresh_db, query, NEW_YORK)  # the store's own reader rolls up one stale UTC day first
+    assert fresh_db.stale_rollup_days(NEW_YORK) == stale - 1
+
+
+def test_rollups_are_rebuilt_for_another_time_zone(fresh_db: SQLiteContactStore) -> None:
+    contacts = two_weeks(fresh_db)
+    fresh_db.refresh_rollups(NEW_YORK)
+    tokyo = ZoneInfo("Asia/Tokyo")
+    assert fresh_db.stale_rollup_days(tokyo) == -1
+    query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "day")
+    spy = Spy(fresh_db)
+    result = compute(spy, query, tokyo)
+    assert spy.rollup_days == 0  # New York days cannot answer Tokyo days
+    assert as_reference(result) == reference(contacts, query, tokyo)
+    fresh_db.refresh_rollups(tokyo)
+    spy = Spy(fresh_db)
+    assert compute(spy, query, tokyo) == result
+    assert spy.rollup_days > 0
+
+
+def test_mixed_days_are_counted_from_contacts(fresh_db: SQLiteContactStore) -> None:
+    """A day whose contacts are partly matured and partly pending cannot use the rollup's whole-day counts."""
+    contacts = two_weeks(fresh_db)
+    fresh_db.refresh_rollups(NEW_YORK)
+    # 7d window; as_of is 11:00 EDT on 2026-03-14, i.e. 10:00 EST: of the 09:00, 10:00 and 11:00 EST
+    # contacts of 2026-03-07, two are matured and one is pending.
+    as_of = BASE + 10 * DAY + 10 * HOUR
+    query = MetricQuery("acr", 7 * DAY, BASE, as_of, as_of, (), "day")
+    spy = Spy(fresh_db)
+    result = compute(spy, query, NEW_YORK)
+    assert date(2026, 3, 7) in {span.day for span in spy.row_spans}
+    assert as_reference(result) == reference(contacts, query, NEW_YORK)
+    assert result.rows[3].key == "2026-03-07"
+    assert (result.rows[3].counts.matured, result.rows[3].counts.pending) == (2, 1)
+
+
+def test_edge_day_with_contacts_straddling_as_of_minus_w(fresh_db: SQLiteContactStore) -> None:
+    """The period starts early on a day whose bucket is partly matured, partly pending: that bucket cannot be
+    taken whole (even though the part of the day before the period is the shorter one)."""
+    day = parse_instant("2026-05-04T00:00:00", NEW_YORK)
+    contacts = [contact(f"s{h}", f"k{h}", day + h * HOUR) for h in (0, 2, 9, 15)]
+    fresh_db.upsert(contacts)
+    fresh_db.refresh_rollups(NEW_YORK)
+    for since_h, as_of_h in ((1, 36), (1, 33), (3, 40), (10, 30)):
+        query = MetricQuery("acr", DAY, day + since_h * HOUR, day + 2 * DAY, day + as_of_h * HOUR)
+        for limit in (None, 0, 1000):
+            result = compute(NoRefresh(fresh_db), query, NEW_YORK, per_value_limit=limit)
+            assert as_reference(result) == reference(contacts, query, NEW_YORK)

@@ -1,0 +1,177 @@
+"""``acr-bot report``: options, the three output formats, errors, and the worked example of docs/metrics.md."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import UTC
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
+JSON_KEYS = [
+    "metric",
+    "window",
+    "window_seconds",
+    "since",
+    "until",
+    "as_of",
+    "filters",
+    "matured",
+    "resolved",
+    "pending",
+    "rate",
+    "ci_low",
+    "ci_high",
+]
+
+
+def docs_blocks() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    text = DOCS.read_text()
+    jsonl = re.search(r"```jsonl\n(.*?)```", text, re.S)
+    expected = re.search(r"```json\n(.*?)```", text, re.S)
+    assert jsonl is not None and expected is not None, "docs/metrics.md lost its worked example"
+    return [json.loads(line) for line in jsonl.group(1).splitlines() if line.strip()], json.loads(expected.group(1))
+
+
+@pytest.fixture
+def example_db(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The worked example of docs/metrics.md in a real store, configured through the environment."""
+    records, _ = docs_blocks()
+    contacts = []
+    for record in records:
+        parsed = parse_contact(record, UTC)
+        assert isinstance(parsed, Contact), parsed
+        contacts.append(parsed)
+    store = SQLiteContactStore(db_path)
+    store.upsert(contacts)
+    store.close()
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db_path}")
+    return db_path
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(main, ["report", *args], catch_exceptions=False)
+
+
+def report_json(*args: str) -> dict[str, Any]:
+    result = run(*args, "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)  # type: ignore[no-any-return]
+
+
+def test_docs_worked_example_matches_the_engine(example_db: Path) -> None:
+    _, expected = docs_blocks()
+    common = ["--as-of", expected["as_of"], "--window", expected["window"], "--last", expected["last"]]
+    for metric in ("acr", "tier1"):
+        out = report_json(metric, *common)
+        assert {k: out[k] for k in ("matured", "resolved", "pending")} == expected[metric]
+    by_agent = report_json("acr", *common, "--by", "agent")
+    assert {row["key"]: [row["matured"], row["resolved"], row["pending"]] for row in by_agent["rows"]} == (
+        expected["acr_by_agent"]
+    )
+    # The percentages the page states follow from those counts.
+    text = DOCS.read_text()
+    assert "4 / 6 = **66.7%**" in text and "**1 / 5 = 20%**" in text
+
+
+def test_json_has_exactly_the_contract_keys(example_db: Path) -> None:
+    out = report_json("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "maria")
+    assert list(out) == JSON_KEYS
+    assert out["metric"] == "acr" and out["window"] == "7d" and out["window_seconds"] == 7 * 86400
+    assert out["since"] == "2026-02-18T12:00:00Z" and out["until"] == "2026-03-20T12:00:00Z"
+    assert out["as_of"] == "2026-03-20T12:00:00Z"
+    assert out["filters"] == {"agent": "maria"}
+    assert (out["matured"], out["resolved"], out["pending"]) == (3, 2, 1)
+    assert out["rate"] == pytest.approx(2 / 3)
+    assert 0 < out["ci_low"] < 2 / 3 < out["ci_high"] < 1
+
+
+def test_json_breakdown_rows(example_db: Path) -> None:
+    out = report_json("tier1", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent")
+    assert list(out) == [*JSON_KEYS, "by", "rows"]
+    assert out["by"] == "agent"
+    assert [row["key"] for row in out["rows"]] == ["maria", "omar"]  # lee only handled tier 2
+    assert list(out["rows"][0]) == ["key", "matured", "resolved", "pending", "rate", "ci_low", "ci_high"]
+
+
+def test_no_data_is_null_in_json_and_words_in_text(example_db: Path) -> None:
+    out = report_json("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "nobody")
+    assert (out["matured"], out["rate"], out["ci_low"], out["ci_high"]) == (0, None, None, None)
+    text = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "nobody").output
+    assert "no data" in text and "0.0%" not in text
+
+
+def test_calendar_period_and_by_day_in_new_york(example_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BOT_TIMEZONE", "America/New_York")
+    out = report_json(
+        "acr", "--as-of", "2026-03-20T12:00:00Z", "--since", "2026-03-07", "--until", "2026-03-10", "--by", "day"
+    )
+    assert out["since"] == "2026-03-07T05:00:00Z"  # midnight EST
+    assert out["until"] == "2026-03-11T04:00:00Z"  # midnight EDT after the 10th
+    assert [row["key"] for row in out["rows"]] == ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"]
+    assert [row["matured"] for row in out["rows"]] == [0, 0, 0, 1]  # c7 at 08:00 EDT on the 10th
+
+
+def test_until_is_clipped_to_as_of_in_output(example_db: Path) -> None:
+    out = report_json("acr", "--as-of", "2026-03-05T00:00:00Z", "--since", "2026-03-01", "--until", "2026-03-31")
+    assert out["until"] == "2026-03-05T00:00:00Z"
+    assert out["matured"] == 0 and out["pending"] == 3  # c1, c3 and c4: all ended within 7 days of as_of
+
+
+def test_text_report_is_a_readable_table(example_db: Path) -> None:
+    result = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0].startswith("ACR (Active Contact Resolution)")
+    assert "window 7d" in lines[1]
+    maria = next(line for line in lines if line.startswith("maria"))
+    assert "66.7%" in maria and "–" in maria
+    total = next(line for line in lines if line.startswith("total"))
+    assert total.split()[1:2] == ["66.7%"]
+    assert "pending" in result.output
+
+
+def test_csv_has_a_header_and_a_line_per_row(example_db: Path) -> None:
+    result = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(result.output)))
+    assert [row["key"] for row in rows] == ["lee", "maria", "omar"]
+    assert rows[1]["matured"] == "3" and float(rows[1]["rate"]) == pytest.approx(2 / 3)
+    single = list(csv.DictReader(io.StringIO(run("acr", "--as-of", "2026-03-01T00:00:00Z", "--format", "csv").output)))
+    assert single == [
+        {"key": "total", "matured": "0", "resolved": "0", "pending": "0", "rate": "", "ci_low": "", "ci_high": ""}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["acr", "--window", "91d"], "window '91d'"),
+        (["acr", "--window", "soon"], "window 'soon'"),
+        (["acr", "--since", "2026-02-30"], "date '2026-02-30' does not exist"),
+        (["acr", "--since", "2026-03-10", "--until", "2026-03-01"], "after until"),
+        (["acr", "--last", "30d", "--since", "2026-03-01"], "--last cannot be combined"),
+        (["acr", "--last", "x"], "period 'x'"),
+        (["acr", "--as-of", "tomorrow"], "--as-of"),
+        (["acr", "--agent", " "], "--agent is empty"),
+    ],
+)
+def test_bad_options_are_one_clear_error(example_db: Path, args: list[str], message: str) -> None:
+    result = CliRunner().invoke(main, ["report", *args])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_unknown_metric_or_breakdown_is_refused(example_db: Path) -> None:
+    assert CliRunner().invoke(main, ["report", "nps"]).exit_code == 2
+    assert CliRunner().invoke(main, ["report", "acr", "--by", "reason"]).exit_code == 2
