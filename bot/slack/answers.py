@@ -1,0 +1,291 @@
+"""The one handler behind ``/acr``, ``/tier1``, the App Home and ``acr-bot ask``: words in, a reply out.
+
+It parses, checks who may see what, asks the engine, and renders. It never raises: a problem the user can fix
+becomes a short explanation with the usage line; anything else is logged with a request id that the user sees.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+
+from bot.settings import Settings
+from bot.slack.blocks import Answer, Message, answer_message, code, error_message, help_message, note_message
+from bot.slack.grammar import USAGE, LinkCommand, Question, parse
+from bot.storage import ContactStore
+from metrics.engine import compute
+from metrics.errors import UserError
+from metrics.query import MetricQuery, MetricResult
+from metrics.timeutil import to_us
+
+log = logging.getLogger("acr_bot.slack")
+
+GROUP_CACHE_SECONDS = 300.0
+_GROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
+Compute = Callable[[ContactStore, MetricQuery, Any], MetricResult]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What the user gets: the message, whether it goes to the whole channel, and whether it is an answer."""
+
+    message: Message
+    in_channel: bool = False
+    ok: bool = True
+
+
+class Supervisors:
+    """Who may ask about anyone: SLACK_SUPERVISOR_IDS plus the members of SLACK_SUPERVISOR_GROUP.
+
+    Group members come from ``usergroups.users.list`` (a handle is first looked up with ``usergroups.list``)
+    and are cached for GROUP_CACHE_SECONDS; if Slack cannot be asked, the last known members are kept.
+    """
+
+    def __init__(self, ids: frozenset[str], group: str | None, client: WebClient | None):
+        self.ids = ids
+        self.group = group.strip().removeprefix("@") if group else None
+        self._client = client
+        self._lock = threading.Lock()
+        self._members: frozenset[str] = frozenset()
+        self._fetched_at: float | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings, client: WebClient | None) -> Supervisors:
+        return cls(settings.supervisor_ids, settings.slack_supervisor_group, client)
+
+    @property
+    def configured(self) -> bool:
+        """With no supervisors configured everyone may ask everything (``acr-bot serve`` warns)."""
+        return bool(self.ids or self.group)
+
+    def is_supervisor(self, user_id: str) -> bool:
+        return user_id in self.ids or user_id in self.group_members()
+
+    def group_members(self) -> frozenset[str]:
+        if self.group is None or self._client is None:
+            return frozenset()
+        with self._lock:
+            fresh = self._fetched_at is not None and time.monotonic() - self._fetched_at < GROUP_CACHE_SECONDS
+            if not fresh:
+                try:
+                    self._members = self._fetch(self._client, self.group)
+                except (SlackApiError, SlackClientError, OSError, KeyError, TypeError) as problem:
+                    log.warning(
+                        "cannot read supervisor group %s from Slack (%s); keeping the last known", self.group, problem
+                    )
+                self._fetched_at = time.monotonic()
+            return self._members
+
+    @staticmethod
+    def _fetch(client: WebClient, group: str) -> frozenset[str]:
+        group_id = group
+        if not _GROUP_ID.fullmatch(group):
+            listed = client.usergroups_list()
+            groups: list[dict[str, Any]] = listed.get("usergroups", [])
+            matches = [g["id"] for g in groups if g.get("handle") == group]
+            if not matches:
+                log.warning("no Slack user group with handle %r (SLACK_SUPERVISOR_GROUP)", group)
+                return frozenset()
+            group_id = matches[0]
+        response = client.usergroups_users_list(usergroup=group_id)
+        users: list[str] = response.get("users", [])
+        return frozenset(str(user) for user in users)
+
+
+class Answerer:
+    """Answers the words of a slash command for one caller. Shared by Slack, the App Home and the CLI."""
+
+    def __init__(
+        self, settings: Settings, store: ContactStore, supervisors: Supervisors, compute_fn: Compute = compute
+    ):
+        self.settings = settings
+        self.store = store
+        self.supervisors = supervisors
+        self._compute = compute_fn
+
+    # --- entry points ----------------------------------------------------------------------------------
+
+    def handle(
+        self,
+        command: str,
+        text: str,
+        user_id: str | None,
+        *,
+        as_of_us: int | None = None,
+        request_id: str | None = None,
+    ) -> Reply:
+        """The reply to ``command text`` from ``user_id`` (None: the operator at the command line, who may see
+        everything). Never raises."""
+        rid = request_id or uuid.uuid4().hex[:12]
+        try:
+            parsed = parse(command, text)
+            if isinstance(parsed, LinkCommand):
+                return self._link(parsed, user_id)
+            if parsed.help:
+                return Reply(help_message())
+            return self._answer(parsed, user_id, self.now_us(as_of_us))
+        except UserError as problem:
+            return Reply(error_message(str(problem)), ok=False)
+        except Exception:
+            log.exception("request %s: %s %r from %s failed", rid, command, text, user_id)
+            return Reply(_internal_error(rid), ok=False)
+
+    def caller_agent(self, user_id: str) -> str | None:
+        return self.store.agent_for_user(user_id)
+
+    def may_see_everyone(self, user_id: str | None) -> bool:
+        return user_id is None or not self.supervisors.configured or self.supervisors.is_supervisor(user_id)
+
+    def compute_answer(self, question: Question, as_of_us: int) -> Answer:
+        """The question's result and the previous period of the same length (totals only)."""
+        zone = self.settings.zone
+        query = question.to_query(as_of_us, zone)
+        result = self._compute(self.store, query, zone)
+        length = result.until_us - result.since_us
+        if length <= 0:
+            raise UserError(f"the period starts after now (as of {_day(as_of_us, zone)}): nothing to count yet")
+        previous_query = replace(query, since_us=result.since_us - length, until_us=result.since_us, by=None)
+        previous = self._compute(self.store, previous_query, zone)
+        return Answer(question, result, previous)
+
+    # --- questions -------------------------------------------------------------------------------------
+
+    def _answer(self, question: Question, user_id: str | None, as_of_us: int) -> Reply:
+        question = self._resolve_people(question, user_id)
+        refusal = self._refusal(question, user_id)
+        if refusal is not None:
+            return Reply(refusal, ok=False)
+        answer = self.compute_answer(question, as_of_us)
+        total = answer.result.total
+        if total.matured + total.pending == 0:
+            self._explain_empty(question, answer)
+        return Reply(answer_message(answer, self.settings.zone), in_channel=question.share)
+
+    def _resolve_people(self, question: Question, user_id: str | None) -> Question:
+        """``me`` and ``@user`` become the linked agent's name."""
+        if question.me:
+            if user_id is None:
+                raise UserError("`me` needs to know who you are: run acr-bot ask with --user SLACK_USER_ID")
+            agent = self.caller_agent(user_id)
+            if agent is None:
+                raise UserError(
+                    "your Slack user is not linked to an agent name yet. A supervisor can link you with "
+                    "/acr link @you agent:NAME"
+                )
+            return question.with_agent(agent)
+        if question.agent_user is not None:
+            agent = self.caller_agent(question.agent_user)
+            if agent is None:
+                raise UserError(
+                    f"<@{question.agent_user}> is not linked to an agent name. A supervisor can link them with "
+                    f"/acr link <@{question.agent_user}> agent:NAME"
+                )
+            return question.with_agent(agent)
+        return question
+
+    def _refusal(self, question: Question, user_id: str | None) -> Message | None:
+        """Agents may see their own numbers and team-level numbers; other agents' numbers are for supervisors."""
+        if not question.asks_about_agents or self.may_see_everyone(user_id):
+            return None
+        assert user_id is not None
+        own = self.caller_agent(user_id)
+        if own is not None and question.agent == own and question.by != "agent":
+            return None
+        what = "a breakdown by agent" if question.by == "agent" else "another agent's numbers"
+        hint = (
+            "You can always ask about yourself with `/acr me`."
+            if own is not None
+            else "Once a supervisor links your Slack user to your agent name, `/acr me` shows your own numbers."
+        )
+        return note_message(
+            f"Sorry, only supervisors can see {what}. {hint}",
+            f"Sorry, only supervisors can see {what}. {hint.replace('`', '')}",
+        )
+
+    def _explain_empty(self, question: Question, answer: Answer) -> None:
+        """No contact at all in scope: name an unknown agent/team/... with close matches, else say it is empty."""
+        for dimension, value in question.filters:
+            known = self.store.dimension_values(dimension)
+            if value not in known:
+                by_lower = {k.lower(): k for k in known}
+                close = [by_lower[m] for m in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)]
+                hint = f" Did you mean {', '.join(f'{dimension}:{_quote(c)}' for c in close)}?" if close else ""
+                raise UserError(f"no {dimension} named {value!r} in the data.{hint} {USAGE}")
+        from bot.slack.blocks import period_words
+
+        scope = ", ".join(f"{d} {v!r}" for d, v in question.filters) or "any agent"
+        period = period_words(answer.result.since_us, answer.result.until_us, self.settings.zone)
+        raise UserError(f"no inbound contacts handled by {scope} in {period}. Try a longer period (last:90d). {USAGE}")
+
+    # --- links -----------------------------------------------------------------------------------------
+
+    def _link(self, command: LinkCommand, user_id: str | None) -> Reply:
+        if user_id is not None and self.supervisors.configured and not self.supervisors.is_supervisor(user_id):
+            text = "Sorry, only supervisors can link Slack users to agents."
+            return Reply(note_message(text, text), ok=False)
+        if command.action == "links":
+            links = self.store.list_agent_links()
+            if not links:
+                text = "No Slack users are linked to agents yet. Link one with /acr link @user agent:NAME"
+                return Reply(note_message(text, text))
+            mrkdwn = "\n".join(f"<@{link.slack_user_id}> → {code(link.agent)}" for link in links)
+            plain = "\n".join(f"{link.slack_user_id} -> {link.agent}" for link in links)
+            return Reply(note_message(mrkdwn, plain))
+        assert command.user_id is not None
+        if command.action == "unlink":
+            removed = self.store.unlink_agent(command.user_id)
+            text = f"<@{command.user_id}> is {'no longer' if removed else 'not'} linked to an agent."
+            return Reply(note_message(text, text.replace("<@", "").replace(">", "")))
+        assert command.agent is not None
+        note = self._check_agent_name(command.agent)
+        self.store.link_agent(command.user_id, command.agent, linked_by=user_id)
+        log.info("linked Slack user %s to agent %r (by %s)", command.user_id, command.agent, user_id or "cli")
+        mrkdwn = f"Linked <@{command.user_id}> to agent {code(command.agent)}.{note}"
+        return Reply(note_message(mrkdwn, f"Linked {command.user_id} to agent {command.agent}.{note}"))
+
+    def _check_agent_name(self, agent: str) -> str:
+        """Refuse a likely typo (a close match exists); accept a new name with a note."""
+        known = self.store.dimension_values("agent")
+        if agent in known:
+            return ""
+        close = difflib.get_close_matches(agent, known, n=3, cutoff=0.75)
+        if close:
+            names = ", ".join(f"agent:{_quote(c)}" for c in close)
+            raise UserError(f"no agent named {agent!r} in the data. Did you mean {names}?")
+        return " (no contacts for this agent yet)"
+
+    @staticmethod
+    def now_us(as_of_us: int | None = None) -> int:
+        if as_of_us is not None:
+            return as_of_us
+        from datetime import UTC, datetime
+
+        return to_us(datetime.now(UTC))
+
+
+def _quote(name: str) -> str:
+    return f'"{name}"' if any(ch.isspace() for ch in name) else name
+
+
+def _day(us: int, zone: Any) -> str:
+    from metrics.timeutil import from_us
+
+    return f"{from_us(us, zone):%Y-%m-%d %H:%M %Z}"
+
+
+def _internal_error(rid: str) -> Message:
+    text = (
+        f"Sorry, something went wrong on our side while answering (request id {rid}). "
+        "Please try again; if it keeps happening, give the request id to whoever runs the bot."
+    )
+    return note_message(f":x: {text}", text)

@@ -1,0 +1,170 @@
+"""A local fake of Slack's Web API and of ``response_url`` endpoints, for tests that drive the real server.
+
+It records every call (path, method, parsed body, headers) and can be told to fail a given number of times
+(429 with Retry-After, 500, ...) before answering normally. Point ``SLACK_API_URL`` at ``fake.api_url`` and
+put ``fake.response_url(...)`` in the signed requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+
+@dataclass
+class Call:
+    """One request the fake received."""
+
+    path: str  # "/api/chat.postMessage" or "/respond/<name>"
+    body: dict[str, Any]
+    headers: dict[str, str]
+    status: int
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def method(self) -> str:
+        """The Web API method (``views.publish``) or the response_url name."""
+        return self.path.rsplit("/", 1)[-1]
+
+
+@dataclass
+class _Failure:
+    status: int
+    times: int
+    retry_after: int | None
+
+
+class FakeSlack:
+    """Start with ``with FakeSlack() as fake:``; ``fake.calls`` lists what it received, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.answers: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, list[_Failure]] = {}
+        self._lock = threading.Condition()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                fake._handle(self)
+
+            def do_GET(self) -> None:
+                fake._handle(self)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
+
+    # --- set-up ----------------------------------------------------------------------------------------
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.base}/api/"
+
+    def response_url(self, name: str = "r1") -> str:
+        return f"{self.base}/respond/{name}"
+
+    def answer(self, method: str, body: dict[str, Any]) -> None:
+        """What the Web API ``method`` answers (default ``{"ok": true}``)."""
+        self.answers[method] = body
+
+    def fail(self, path_end: str, status: int, times: int = 1, retry_after: int | None = None) -> None:
+        """The next ``times`` requests whose path ends with ``path_end`` get ``status`` (with Retry-After)."""
+        self._failures.setdefault(path_end, []).append(_Failure(status, times, retry_after))
+
+    # --- reading what happened -------------------------------------------------------------------------
+
+    def calls_to(self, path_end: str) -> list[Call]:
+        with self._lock:
+            return [call for call in self.calls if call.path.endswith(path_end)]
+
+    def wait_for(self, path_end: str, count: int = 1, timeout: float = 10.0, status: int | None = 200) -> list[Call]:
+        """Wait until ``count`` calls (with ``status``; None: any) to ``path_end`` arrived; return them all."""
+        deadline = time.monotonic() + timeout
+
+        def matching() -> list[Call]:
+            return [c for c in self.calls if c.path.endswith(path_end) and (status is None or c.status == status)]
+
+        with self._lock:
+            while len(found := matching()) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    seen = [(c.path, c.status) for c in self.calls]
+                    raise AssertionError(f"waited {timeout}s for {count} call(s) to {path_end}; got {seen}")
+                self._lock.wait(left)
+            return found
+
+    def reply(self, name: str = "r1", timeout: float = 10.0) -> dict[str, Any]:
+        """The (single, successful) message posted to response_url ``name``."""
+        calls = self.wait_for(f"/respond/{name}", timeout=timeout)
+        return calls[-1].body
+
+    # --- serving ---------------------------------------------------------------------------------------
+
+    def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        length = int(request.headers.get("Content-Length") or 0)
+        raw = request.rfile.read(length).decode("utf-8") if length else ""
+        content_type = request.headers.get("Content-Type", "")
+        body: dict[str, Any]
+        if "json" in content_type and raw:
+            body = json.loads(raw)
+        else:
+            body = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(raw).items()}
+        path = request.path.split("?", 1)[0]
+        status, headers, answer = self._decide(path)
+        with self._lock:
+            self.calls.append(Call(path, body, dict(request.headers.items()), status))
+            self._lock.notify_all()
+        payload = json.dumps(answer).encode() if path.startswith("/api/") else (b"ok" if status == 200 else b"error")
+        request.send_response(status)
+        for name, value in headers.items():
+            request.send_header(name, value)
+        request.send_header("Content-Type", "application/json" if path.startswith("/api/") else "text/plain")
+        request.send_header("Content-Length", str(len(payload)))
+        request.end_headers()
+        request.wfile.write(payload)
+
+    def _decide(self, path: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+        with self._lock:
+            for path_end, failures in self._failures.items():
+                if path.endswith(path_end) and failures:
+                    failure = failures[0]
+                    failure.times -= 1
+                    if failure.times <= 0:
+                        failures.pop(0)
+                    headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
+                    error = "ratelimited" if failure.status == 429 else "fatal_error"
+                    return failure.status, headers, {"ok": False, "error": error}
+        method = path.rsplit("/", 1)[-1]
+        return 200, {}, self.answers.get(method, {"ok": True})
+
+    def __enter__(self) -> FakeSlack:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[FakeSlack]:
+    """A running fake Slack for one test."""
+    with FakeSlack() as fake:
+        yield fake

@@ -1,0 +1,46 @@
+"""``acr-bot agents link|unlink|list``: the Slack user <-> agent links, stored in the database."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.storage.sqlite import SQLiteContactStore
+from tests.slack_support import seed
+
+
+@pytest.fixture
+def runner(fresh_db: SQLiteContactStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    seed(fresh_db, time.time())
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db_path}")
+    return CliRunner()
+
+
+def test_link_list_unlink(runner: CliRunner, db_path: Path) -> None:
+    assert runner.invoke(main, ["agents", "list"]).output.startswith("No Slack users are linked")
+    linked = runner.invoke(main, ["agents", "link", "U0MARIA", "maria"])
+    assert linked.exit_code == 0 and linked.output == "Linked U0MARIA to agent 'maria'.\n"
+    new = runner.invoke(main, ["agents", "link", "<@U0NEW|x>", "newbie"])
+    assert new.exit_code == 0 and "no contacts for this agent yet" in new.output
+    listed = runner.invoke(main, ["agents", "list"]).output.splitlines()
+    assert [line.split("\t")[:3] for line in listed] == [["U0MARIA", "maria", "cli"], ["U0NEW", "newbie", "cli"]]
+    relinked = runner.invoke(main, ["agents", "link", "U0MARIA", "maria garcia"])
+    assert relinked.exit_code == 0
+    store = SQLiteContactStore(db_path)
+    try:
+        assert store.agent_for_user("U0MARIA") == "maria garcia"
+    finally:
+        store.close()
+    assert runner.invoke(main, ["agents", "unlink", "U0MARIA"]).output == "Unlinked U0MARIA.\n"
+    again = runner.invoke(main, ["agents", "unlink", "U0MARIA"])
+    assert again.exit_code == 1 and "Error: U0MARIA is not linked" in again.output
+
+
+def test_bad_user_id(runner: CliRunner) -> None:
+    result = runner.invoke(main, ["agents", "link", "maria", "maria"])
+    assert result.exit_code == 1 and "is not a Slack user id" in result.output
+    assert runner.invoke(main, ["agents", "link", "U0A", "  "]).exit_code == 1

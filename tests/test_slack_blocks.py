@@ -1,0 +1,139 @@
+"""Block Kit and plain-text replies, rendered from hand-made results: numbers, dates, ranking, escaping."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bot.slack.blocks import (
+    MAX_ROWS,
+    Answer,
+    answer_message,
+    change_words,
+    code,
+    error_message,
+    escape,
+    help_message,
+    period_words,
+    ranked_rows,
+)
+from bot.slack.grammar import HELP_WORDS, Question, parse
+from metrics.query import Counts, MetricQuery, MetricResult, Row
+from metrics.timeutil import US_PER_DAY, parse_instant
+
+AS_OF = parse_instant("2026-11-23T12:00:00Z", UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def result(total: Counts, rows: list[Row] | None = None, by: str | None = None, days: int = 30) -> MetricResult:
+    query = MetricQuery("acr", 7 * US_PER_DAY, AS_OF - days * US_PER_DAY, AS_OF, AS_OF, by=by)  # type: ignore[arg-type]
+    return MetricResult(query, query.since_us, query.until_us, total, rows or [])
+
+
+def answer(text: str, res: MetricResult, previous: MetricResult | None = None) -> Answer:
+    parsed = parse("/acr", text)
+    assert isinstance(parsed, Question)
+    return Answer(parsed, res, previous)
+
+
+def test_answer_states_rate_counts_interval_period_and_change() -> None:
+    now = result(Counts(matured=10, resolved=8, pending=2))
+    before = MetricResult(now.query, AS_OF - 60 * US_PER_DAY, AS_OF - 30 * US_PER_DAY, Counts(20, 15, 0))
+    message = answer_message(answer("agent:maria", now, before), UTC)
+    assert message.blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "ACR 80.0%", "emoji": False}}
+    text = json.dumps(message.blocks)
+    assert "8 of 10 matured contacts had no repeat contact within 7 days" in text
+    assert "2 more are pending" in text
+    assert "95% interval 49.0%\\u201394.3%" in text
+    assert "last 30 days: 2026-10-24 12:00 to 2026-11-23 12:00 (UTC)" in text
+    assert "Previous 30 days" in text and "75.0% (20 matured), up 5.0 points" in text
+    assert "ACR 80.0%" in message.plain and "8 of 10 matured" in message.plain and "up 5.0 points" in message.plain
+
+
+def test_no_data_is_never_zero() -> None:
+    message = answer_message(answer("", result(Counts(matured=0, resolved=0, pending=4))), UTC)
+    assert message.blocks[0]["text"]["text"] == "ACR no data"
+    assert "all 4 are pending" in message.plain and "0.0%" not in message.plain
+
+
+def test_change_words() -> None:
+    assert change_words(Counts(10, 8), Counts(10, 9)) == "down 10.0 points"
+    assert change_words(Counts(10, 8), Counts(10, 8)) == "unchanged"
+    assert change_words(Counts(100, 81), Counts(100, 80)) == "up 1.0 point"
+    assert change_words(Counts(10, 8), Counts(0, 0, 3)) is None
+    assert change_words(Counts(10, 8), None) is None
+
+
+def test_period_words_in_the_bot_zone_across_dst() -> None:
+    spring = parse_instant("2026-03-29T00:00:00", BERLIN)
+    assert period_words(spring, spring + 23 * 3600 * 10**6, BERLIN) == "Sun 2026-03-29 (CET)"
+    autumn = parse_instant("2026-10-24T00:00:00", BERLIN)
+    assert period_words(autumn, autumn + 49 * 3600 * 10**6, BERLIN) == "Sat 2026-10-24 to Sun 2026-10-25 (CEST)"
+    assert period_words(AS_OF - US_PER_DAY, AS_OF, BERLIN) == "2026-11-22 13:00 to 2026-11-23 13:00 (CET)"
+    new_york = ZoneInfo("America/New_York")
+    start = parse_instant("2026-03-07T12:00:00", new_york)
+    assert period_words(start, start + US_PER_DAY, new_york) == "2026-03-07 12:00 to 2026-03-08 13:00 (EST/EDT)"
+
+
+def test_breakdown_worst_first_small_samples_marked_and_capped() -> None:
+    rows = [Row(f"agent{i:02d}", Counts(100, 50 + i)) for i in range(MAX_ROWS + 5)]
+    rows.append(Row("tiny", Counts(3, 0)))
+    rows.append(Row("waiting", Counts(0, 0, 9)))
+    ans = answer("by:agent", result(Counts(1000, 700), rows, by="agent"))
+    ranked = ranked_rows(ans)
+    assert [r.key for r in ranked[:2]] == ["tiny", "agent00"] and ranked[-1].key == "waiting"
+    message = answer_message(ans, UTC)
+    table = next(b["text"]["text"] for b in message.blocks if "```" in b.get("text", {}).get("text", ""))
+    lines = table.split("\n")[3:-1]
+    assert len(lines) == MAX_ROWS
+    assert re.match(r"\s+1\s+tiny\s+0\.0% †", lines[0])
+    assert re.match(r"\s+2\s+agent00\s+50\.0%\s+\d", lines[1])
+    text = json.dumps(message.blocks)
+    assert "7 more rows not shown" in text and "fewer than 30 matured contacts" in text
+    assert "7 more rows not shown" in message.plain
+
+
+def test_by_day_stays_in_date_order() -> None:
+    rows = [Row("2026-11-20", Counts(10, 9)), Row("2026-11-21", Counts(10, 1)), Row("2026-11-22", Counts(10, 5))]
+    ans = answer("by:day", result(Counts(30, 15), rows, by="day"))
+    assert [r.key for r in ranked_rows(ans)] == ["2026-11-20", "2026-11-21", "2026-11-22"]
+
+
+def test_slack_limits_are_respected() -> None:
+    rows = [Row("x" * 200 + str(i), Counts(1000, 500)) for i in range(200)]
+    message = answer_message(answer("by:queue", result(Counts(10**6, 5 * 10**5, 10**5), rows, by="queue")), UTC)
+    assert len(message.blocks) <= 50
+    for block in message.blocks:
+        if block["type"] == "header":
+            assert len(block["text"]["text"]) <= 150
+        if block["type"] == "section":
+            assert len(block["text"]["text"]) <= 3000
+
+
+_mention_words = st.sampled_from(["@channel", "@here", "@everyone", "<!channel>", "<@U123>", "<#C1|x>", "*", "`", "&"])
+
+
+@given(st.lists(st.one_of(st.text(max_size=10), _mention_words), max_size=8).map("".join))
+def test_escape_never_lets_text_ping_or_link(text: str) -> None:
+    shown = escape(text)
+    assert "<" not in shown and ">" not in shown
+    assert not re.search(r"@(channel|here|everyone)\b", shown, re.IGNORECASE)
+    cleaned = re.sub(r"[\x00-\x1f\x7f]", " ", text)
+    assert html.unescape(shown.replace("\u2060", "")) == cleaned
+    inner = code(text)[1:-1]
+    assert "`" not in inner
+
+
+def test_help_and_errors() -> None:
+    message = help_message()
+    for word in HELP_WORDS:
+        assert escape(word) in json.dumps(message.blocks, ensure_ascii=False)
+        assert word in message.plain
+    error = error_message("unknown word '<!channel>'")
+    assert "<!channel>" not in json.dumps(error.blocks) and error.plain.startswith("Error: ")

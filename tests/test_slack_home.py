@@ -1,0 +1,97 @@
+"""The App Home tab over HTTP: app_home_opened -> views.publish at the fake Slack, per caller."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.storage.sqlite import SQLiteContactStore
+from tests.fake_slack import FakeSlack
+from tests.slack_support import SlackServer, running, seed, slack_settings
+
+SUPERVISOR = "U0SUPER"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack() as slack:
+        yield slack
+
+
+@pytest.fixture
+def server(fake: FakeSlack, fresh_db: SQLiteContactStore, db_path: Path) -> Iterator[SlackServer]:
+    seed(fresh_db, time.time())
+    fresh_db.link_agent("U0MARIA", "maria")
+    fresh_db.link_agent(SUPERVISOR, "bob")
+    with running(slack_settings(db_path, fake.api_url, slack_supervisor_ids=SUPERVISOR), fresh_db) as running_server:
+        yield running_server
+
+
+def open_home(server: SlackServer, fake: FakeSlack, user: str, count: int = 1) -> dict[str, Any]:
+    response = server.event({"type": "app_home_opened", "user": user, "channel": "D0", "tab": "home", "event_ts": "1"})
+    assert response.status_code == 200
+    call = fake.wait_for("/api/views.publish", count=count)[-1]
+    assert call.body["user_id"] == user
+    assert call.headers["Authorization"] == "Bearer xoxb-test-token"
+    view = call.body["view"]
+    assert isinstance(view, dict) and view["type"] == "home"
+    return view
+
+
+def headers(view: dict[str, Any]) -> list[str]:
+    return [b["text"]["text"] for b in view["blocks"] if b["type"] == "header"]
+
+
+def test_linked_agent_sees_own_numbers_only(server: SlackServer, fake: FakeSlack) -> None:
+    view = open_home(server, fake, "U0MARIA")
+    text = json.dumps(view)
+    assert headers(view) == ["ACR Bot", "ACR 80.0%", "Tier-1 resolution 70.0%"]
+    assert "agent `maria`" in text and "*Teams*" not in text
+
+
+def test_supervisor_sees_teams_and_own(server: SlackServer, fake: FakeSlack) -> None:
+    view = open_home(server, fake, SUPERVISOR)
+    text = json.dumps(view)
+    assert "*Teams*" in text and "Worst first, by team" in text and "billing" in text and "sales" in text
+    assert "agent `bob`" in text
+
+
+def test_unlinked_user_is_told_how_to_get_linked(server: SlackServer, fake: FakeSlack) -> None:
+    view = open_home(server, fake, "U0NEW")
+    assert "/acr link @you agent:NAME" in json.dumps(view)
+    assert headers(view) == ["ACR Bot"]
+
+
+def test_refresh_button_and_rate_limited_publish(server: SlackServer, fake: FakeSlack) -> None:
+    open_home(server, fake, "U0MARIA")
+    fake.fail("views.publish", 429, times=1, retry_after=1)
+    assert server.action("U0MARIA", "home_refresh").status_code == 200
+    calls = fake.wait_for("/api/views.publish", count=2, timeout=15)
+    assert [c.status for c in fake.calls_to("views.publish")] == [200, 429, 200]
+    assert calls[-1].body["user_id"] == "U0MARIA"
+
+
+def test_messages_tab_is_ignored(server: SlackServer, fake: FakeSlack) -> None:
+    server.event({"type": "app_home_opened", "user": "U0MARIA", "channel": "D0", "tab": "messages", "event_ts": "1"})
+    time.sleep(0.3)
+    assert fake.calls_to("views.publish") == []
+
+
+def test_url_verification_answers_the_challenge(server: SlackServer) -> None:
+    """What Slack sends when the Event Subscriptions request URL is saved (README step 5)."""
+    body = json.dumps(
+        {
+            "token": "legacy-unused",
+            "challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P",
+            "type": "url_verification",
+        }
+    )
+    response = server.post(body, "application/json")
+    assert response.status_code == 200
+    assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
+    assert server.post(body, "application/json", secret="wrong").status_code == 401

@@ -1,0 +1,131 @@
+"""``/acr subscribe|unsubscribe|subscriptions|alert|alerts`` and the alert buttons, through the real server
+(signed requests, the fake Slack for response_url and the Web API)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from bot.scheduler.alerts import ACK_ACTION, SNOOZE_ACTION
+from bot.scheduler.times import ManualClock
+from bot.storage.sqlite import SQLiteContactStore
+from tests.scheduler_support import UploadingFakeSlack, add_contacts, at, contacts_for, jobs_for, settings_for
+from tests.scheduler_support import fake as fake
+from tests.slack_support import SlackServer, all_text, slack_settings
+
+SUPERVISOR = "U0SUPER"
+AGENT = "U0AGENT"
+
+
+@pytest.fixture
+def server(db_path: Path, fake: UploadingFakeSlack) -> Any:
+    store = SQLiteContactStore(db_path)
+    config = slack_settings(db_path, fake.api_url, slack_supervisor_ids=SUPERVISOR)
+    with SlackServer(config, store) as running:
+        yield running
+    store.close()
+
+
+def ask(
+    server: SlackServer, fake: UploadingFakeSlack, text: str, user: str = SUPERVISOR, name: str = "r1"
+) -> dict[str, Any]:
+    response = server.command(text, user=user, response_url=fake.response_url(name))
+    assert response.status_code == 200
+    return fake.reply(name)
+
+
+def test_supervisor_subscribes_lists_and_unsubscribes(
+    server: SlackServer, fake: UploadingFakeSlack, db_path: Path
+) -> None:
+    reply = ask(server, fake, "subscribe <#C0LEADS1|leads> daily 09:00 team:billing weekdays")
+    assert reply["response_type"] == "ephemeral"
+    assert "Subscribed #1: <#C0LEADS1> weekdays at 09:00 UTC, team billing" in all_text(reply)
+    assert "invite the bot" in all_text(reply)
+    listed = ask(server, fake, "subscriptions", name="r2")
+    assert "#1: <#C0LEADS1> weekdays at 09:00" in all_text(listed)
+    here = ask(server, fake, "subscribe 08:30 tz:Europe/Berlin", name="r3")  # no channel: where it was typed
+    assert "<#C0CHAN>" in all_text(here) and "Europe/Berlin" in all_text(here)
+    gone = ask(server, fake, "unsubscribe <#C0LEADS1|leads> team:billing", name="r4")
+    assert "Unsubscribed <#C0LEADS1> from the team billing digest" in all_text(gone)
+    reader = SQLiteContactStore(db_path)
+    try:
+        assert [(s.channel, s.zone) for s in reader.schedules().list_subscriptions()] == [("C0CHAN", "Europe/Berlin")]
+    finally:
+        reader.close()
+
+
+def test_only_supervisors_manage_and_mistakes_are_explained(server: SlackServer, fake: UploadingFakeSlack) -> None:
+    refused = ask(server, fake, "subscribe <#C0LEADS1|leads> 09:00", user=AGENT)
+    assert "only supervisors can manage digests and alerts" in all_text(refused)
+    wrong = ask(server, fake, "subscribe <#C0LEADS1|leads> 25:00", name="r2")
+    assert "time '25:00' is not a time of day" in all_text(wrong) and "Usage:" in all_text(wrong)
+    wrong = ask(server, fake, "alert tier1 above 75%", name="r3")
+    assert "unknown word 'above' for alert" in all_text(wrong)
+
+
+def test_alert_rule_from_slack_defaults_to_this_channel_and_questions_still_work(
+    server: SlackServer, fake: UploadingFakeSlack
+) -> None:
+    added = ask(server, fake, "alert tier1 below 75% team:billing 7d last:7d min:30 strict")
+    assert "Added alert #1: tier-1 below 75% for team billing" in all_text(added) and "<#C0CHAN>" in all_text(added)
+    listed = ask(server, fake, "alerts", name="r2")
+    assert "#1: tier-1 below 75%" in all_text(listed) and "[ok]" in all_text(listed)
+    snoozed = ask(server, fake, "alert snooze 1 2h", name="r3")
+    assert "Alert #1 is snoozed until" in all_text(snoozed)
+    removed = ask(server, fake, "alert remove 1", name="r4")
+    assert "Removed alert #1" in all_text(removed)
+    question = ask(server, fake, "help", name="r5")  # an ordinary /acr still goes to the metric questions
+    assert "agent:NAME" in all_text(question)
+
+
+def press(server: SlackServer, action_id: str, value: str, user: str, ts: str) -> None:
+    payload = {
+        "type": "block_actions",
+        "team": {"id": "T0TEAM", "domain": "acme"},
+        "user": {"id": user, "team_id": "T0TEAM"},
+        "api_app_id": "A0APP",
+        "container": {"type": "message", "message_ts": ts, "channel_id": "C0ALERTS"},
+        "channel": {"id": "C0ALERTS", "name": "alerts"},
+        "message": {"ts": ts, "text": "alert"},
+        "trigger_id": "1.2.3",
+        "response_url": "",
+        "actions": [{"action_id": action_id, "block_id": "b", "type": "button", "value": value, "action_ts": "1"}],
+    }
+    response = server.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+    assert response.status_code == 200
+
+
+def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: UploadingFakeSlack, db_path: Path) -> None:
+    t0 = at("2026-03-09 09:00")
+    store = SQLiteContactStore(db_path)
+    try:
+        add_contacts(store, contacts_for("billing", "maria", 40, 0.5, t0 / 1e6 - 8.5 * 86_400, prefix="a", span_days=3))
+        store.schedules().add_alert_rule(
+            "tier1", 0.75, 7 * 86_400_000_000, 7, "team:billing", 30, "C0ALERTS", False, None, t0
+        )
+        jobs = jobs_for(settings_for(db_path, fake), store, ManualClock(t0))
+        jobs.run_alerts()
+        [fired] = fake.posts()
+        ts = store.outbox().outbox_entry("alert:1:1:fire").ts
+        value = next(b for b in fired.body["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+        assert value == "1:1"
+
+        press(server, SNOOZE_ACTION, value, AGENT, ts)  # not a supervisor
+        press(server, SNOOZE_ACTION, value, SUPERVISOR, ts)
+        note = fake.wait_for("chat.postMessage", count=2)[-1]
+        assert note.body["thread_ts"] == ts and f"<@{SUPERVISOR}> snoozed alert #1" in note.body["text"]
+        rule = store.schedules().alert_rule(1)
+        assert rule is not None and rule.snoozed_until_us is not None
+
+        press(server, ACK_ACTION, value, SUPERVISOR, ts)
+        note = fake.wait_for("chat.postMessage", count=3)[-1]
+        assert "acknowledged alert #1" in note.body["text"]
+        rule = store.schedules().alert_rule(1)
+        assert rule is not None and rule.state.acknowledged_by == SUPERVISOR
+        assert len(fake.posts()) == 3  # the refused press posted nothing in the thread
+    finally:
+        store.close()
