@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint docs digest-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ lint: install  ## ruff and mypy
 	$(BIN)/ruff check bot metrics tests bench
 	$(BIN)/ruff format --check bot metrics tests bench
 	$(BIN)/mypy
+
+docs: install  ## regenerate docs/cli.md from the commands' --help
+	$(BIN)/cog -r -I . docs/cli.md
+
+digest-example: install  ## render the README's digest example from demo data: docs/digest-example.md and .png
+	$(BIN)/python -m bot.scheduler.example docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

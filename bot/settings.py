@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -28,11 +29,18 @@ class Settings(BaseSettings):
     slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_supervisor_ids: str = ""
+    slack_supervisor_group: str | None = None
     host: str = "127.0.0.1"
     port: int = Field(default=3000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
+    scheduler_enabled: bool = True
+    digest_grace_hours: float = Field(default=6.0, ge=0, le=24 * 7)
+    digest_min_sample: int = Field(default=30, ge=1)
+    alert_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    alert_hysteresis_points: float = Field(default=2.0, ge=0, le=50)
 
     @field_validator("bot_timezone")
     @classmethod
@@ -63,6 +71,19 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value if value.endswith("/") else value + "/"
 
+    @field_validator("slack_supervisor_ids")
+    @classmethod
+    def _slack_user_ids(cls, value: str) -> str:
+        for user_id in _split_ids(value):
+            if not _SLACK_USER_ID.fullmatch(user_id):
+                raise ValueError(f"{user_id!r} is not a Slack user id (like U0123ABCD)")
+        return value
+
+    @property
+    def supervisor_ids(self) -> frozenset[str]:
+        """The Slack user ids named in SLACK_SUPERVISOR_IDS (comma or space separated)."""
+        return frozenset(_split_ids(self.slack_supervisor_ids))
+
     @cached_property
     def zone(self) -> ZoneInfo:
         return load_zone(self.bot_timezone)
@@ -71,6 +92,13 @@ class Settings(BaseSettings):
     def database_path(self) -> Path:
         """The SQLite file named by ``sqlite:///relative`` or ``sqlite:////absolute``."""
         return Path(self.database_url.removeprefix("sqlite:///"))
+
+
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+
+
+def _split_ids(text: str) -> list[str]:
+    return [part for part in re.split(r"[\s,]+", text.strip()) if part]
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -50,7 +50,19 @@ def main() -> None:
 def _register() -> None:
     """Attach the commands. Each lives in its own module of ``bot.cli``, named like the command."""
     # (imports here keep ``acr-bot --help`` fast and avoid import cycles)
-    commands: list[click.Command] = []
+    from bot.cli.agents import agents
+    from bot.cli.alerts import alerts
+    from bot.cli.ask import ask
+    from bot.cli.demo import demo
+    from bot.cli.digest import digest
+    from bot.cli.ingest import ingest
+    from bot.cli.report import report
+    from bot.cli.serve import serve
+    from bot.cli.subscriptions import subscriptions
+
+    commands: list[click.Command] = [serve, ask, agents, report]
+    commands += [digest, alerts, subscriptions]  # the scheduler's jobs and what they run on
+    commands += [ingest, demo]  # bulk import and demo data
     for command in commands:
         main.add_command(command)
 

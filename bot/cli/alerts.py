@@ -1,0 +1,95 @@
+"""``acr-bot alerts``: evaluate the alert rules now; ``alerts add|list|remove|snooze`` manage them."""
+
+from __future__ import annotations
+
+import click
+
+from bot.cli.common import settings, setup_logging, store_for
+from bot.cli.schedule_common import cli_channel, clock_for, jobs_for, manager_for
+from bot.scheduler.digest import rule_words
+from bot.scheduler.words import AddAlert, parse_schedule_command, parse_snooze
+from bot.slack.blocks import percent
+
+
+@click.group("alerts", invoke_without_command=True)
+@click.option("--as-of", "as_of", default=None, help="Evaluate as if it were this instant [default: now].")
+@click.option("--dry-run", is_flag=True, help="Print what each rule would do; change and post nothing.")
+@click.pass_context
+def alerts(ctx: click.Context, as_of: str | None, dry_run: bool) -> None:
+    """Evaluate every alert rule now and post what fires, reminds or recovers (like the server's hourly job)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    config = settings()
+    setup_logging(config)
+    clock = clock_for(config, as_of)
+    store = store_for(config)
+    try:
+        jobs = jobs_for(config, store, clock)
+        results = jobs.run_alerts(dry_run=dry_run)
+        if not results:
+            click.echo("No alert rules. Add one with: acr-bot alerts add CHANNEL tier1 below 75% team:NAME")
+        for rule, evaluation in results:
+            counts = evaluation.counts
+            verb = f"would {evaluation.transition}" if dry_run else evaluation.transition
+            if evaluation.transition == "none":
+                verb = "quiet"
+            click.echo(
+                f"#{rule.id} {rule_words(rule)}: {percent(counts.rate)} ({counts.resolved}/{counts.matured} matured, "
+                f"{counts.pending} pending) -> {verb}: {evaluation.reason}"
+            )
+    finally:
+        store.close()
+
+
+@alerts.command("add")
+@click.argument("channel")
+@click.argument("words", nargs=-1, required=True)
+def add(channel: str, words: tuple[str, ...]) -> None:
+    """Alert to CHANNEL (id or name), e.g.: add support-leads tier1 below 75% team:billing 7d last:7d min:30
+    strict."""
+    command = parse_schedule_command(["alert", *words])
+    assert isinstance(command, AddAlert)
+    config = settings()
+    store = store_for(config)
+    try:
+        message = manager_for(config, store).add_alert(command, cli_channel(channel), None)
+    finally:
+        store.close()
+    click.echo(message.plain)
+
+
+@alerts.command("list")
+def list_rules() -> None:
+    """Every rule with its state (ok / firing, last rate, snoozed until)."""
+    config = settings()
+    store = store_for(config)
+    try:
+        click.echo(manager_for(config, store).list_alerts().plain)
+    finally:
+        store.close()
+
+
+@alerts.command("remove")
+@click.argument("rule_id", type=int)
+def remove(rule_id: int) -> None:
+    """Remove rule RULE_ID."""
+    config = settings()
+    store = store_for(config)
+    try:
+        click.echo(manager_for(config, store).remove_alert(rule_id).plain)
+    finally:
+        store.close()
+
+
+@alerts.command("snooze")
+@click.argument("rule_id", type=int)
+@click.argument("duration")
+def snooze(rule_id: int, duration: str) -> None:
+    """Quiet rule RULE_ID for DURATION (30m, 2h, 1d; at most 30d): no firing or reminders until then."""
+    duration_us = parse_snooze(duration)
+    config = settings()
+    store = store_for(config)
+    try:
+        click.echo(manager_for(config, store).snooze(rule_id, duration_us).plain)
+    finally:
+        store.close()

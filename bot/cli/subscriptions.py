@@ -1,0 +1,58 @@
+"""``acr-bot subscriptions add|remove|list``: daily digests of a scope posted to a Slack channel."""
+
+from __future__ import annotations
+
+import click
+
+from bot.cli.common import settings, store_for
+from bot.cli.schedule_common import cli_channel, manager_for
+from bot.scheduler.words import Subscribe, parse_schedule_command
+
+
+@click.group("subscriptions")
+def subscriptions() -> None:
+    """Daily digests: which channel gets one, about what, and when (in BOT_TIMEZONE unless tz: is given)."""
+
+
+@subscriptions.command("add")
+@click.argument("channel")
+@click.argument("words", nargs=-1, required=True)
+def add(channel: str, words: tuple[str, ...]) -> None:
+    """Digest to CHANNEL (id C0123ABCD or name) at a time, e.g.: add support-leads 09:00 team:billing weekdays
+    tz:Europe/Berlin. A second add for the same channel and scope changes its time."""
+    command = parse_schedule_command(["subscribe", *words])
+    assert isinstance(command, Subscribe)
+    config = settings()
+    store = store_for(config)
+    try:
+        message = manager_for(config, store).subscribe(
+            cli_channel(channel), command.scope, command.local_time, command.zone, command.weekdays_only, None
+        )
+    finally:
+        store.close()
+    click.echo(message.plain)
+
+
+@subscriptions.command("remove")
+@click.argument("subscription_id", type=int)
+def remove(subscription_id: int) -> None:
+    """Remove subscription SUBSCRIPTION_ID (the number shown by list)."""
+    config = settings()
+    store = store_for(config)
+    try:
+        message = manager_for(config, store).remove_subscription(subscription_id)
+    finally:
+        store.close()
+    click.echo(message.plain)
+
+
+@subscriptions.command("list")
+def list_subscriptions() -> None:
+    """Every subscription: number, channel, days, time and zone, scope."""
+    config = settings()
+    store = store_for(config)
+    try:
+        message = manager_for(config, store).list_subscriptions()
+    finally:
+        store.close()
+    click.echo(message.plain)

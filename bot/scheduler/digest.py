@@ -1,0 +1,271 @@
+"""The daily digest: what a supervisor reads with the morning coffee. ``gather`` asks the engine; the rest is pure.
+
+Numbers are as of the digest's scheduled instant (not when it was actually sent), so a digest sent late after a
+restart says exactly what it would have said on time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta, tzinfo
+from typing import Any
+
+from bot.slack.blocks import Message, change_words, escape, percent
+from bot.storage.schedules import AlertRule, scope_filters, scope_label
+from metrics.engine import MetricSource, compute
+from metrics.periods import format_window, last_period, local_date, local_midnight_us
+from metrics.query import Breakdown, Counts, Dimension, Metric, MetricQuery, MetricResult
+from metrics.timeutil import US_PER_DAY, from_us
+
+Compute = Callable[[MetricSource, MetricQuery, tzinfo], MetricResult]
+PERIOD_DAYS = 30
+EXTREMES = 3  # lowest and highest agents shown
+MAX_GROUP_LINES = 15
+Block = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DigestInputs:
+    """Every engine answer a digest is made of (all as of the same instant, last 30 days unless named)."""
+
+    scope: str
+    as_of_us: int
+    acr_7d: MetricResult
+    acr_7d_before: MetricResult  # the 30 days before
+    acr_1d: MetricResult
+    acr_1d_before: MetricResult
+    tier1: MetricResult
+    tier1_before: MetricResult
+    yesterday: MetricResult  # ACR 7d over yesterday's local calendar day: its candidates are the volume
+    groups_acr: MetricResult  # by team (by agent for a scoped digest)
+    groups_tier1: MetricResult
+    agents_acr: MetricResult  # by agent: the lowest and highest
+    days_acr: MetricResult  # by day
+    days_tier1: MetricResult
+
+
+def gather(
+    source: MetricSource, scope: str, as_of_us: int, zone: tzinfo, compute_fn: Compute = compute
+) -> DigestInputs:
+    """Ask the engine every question of the digest for ``scope`` as of ``as_of_us``."""
+    filters = scope_filters(scope)
+    since_us, until_us = last_period(PERIOD_DAYS, as_of_us)
+    before = (since_us - PERIOD_DAYS * US_PER_DAY, since_us)
+    group: Breakdown = "agent" if filters else "team"
+
+    def ask(metric: Metric, window_days: int, period: tuple[int, int], by: Breakdown | None = None) -> MetricResult:
+        query = MetricQuery(metric, window_days * US_PER_DAY, period[0], period[1], as_of_us, filters, by)
+        return compute_fn(source, query, zone)
+
+    this = (since_us, until_us)
+    today = local_date(as_of_us, zone)
+    yesterday = (local_midnight_us(today - timedelta(days=1), zone), local_midnight_us(today, zone))
+    return DigestInputs(
+        scope=scope,
+        as_of_us=as_of_us,
+        acr_7d=ask("acr", 7, this),
+        acr_7d_before=ask("acr", 7, before),
+        acr_1d=ask("acr", 1, this),
+        acr_1d_before=ask("acr", 1, before),
+        tier1=ask("tier1", 7, this),
+        tier1_before=ask("tier1", 7, before),
+        yesterday=ask("acr", 7, yesterday),
+        groups_acr=ask("acr", 7, this, group),
+        groups_tier1=ask("tier1", 7, this, group),
+        agents_acr=ask("acr", 7, this, "agent"),
+        days_acr=ask("acr", 7, this, "day"),
+        days_tier1=ask("tier1", 7, this, "day"),
+    )
+
+
+# --- composition (pure) --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Headline:
+    label: str
+    now: Counts
+    before: Counts
+
+    @property
+    def change(self) -> str | None:
+        return change_words(self.now, self.before)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupLine:
+    key: str
+    acr: Counts
+    tier1: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class DayPoint:
+    day: date
+    acr: Counts
+    tier1: Counts
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    scope: str
+    as_of_us: int
+    day: date  # the local day the digest is for
+    headlines: list[Headline]
+    yesterday: date
+    yesterday_volume: int
+    group_dimension: Dimension
+    groups: list[GroupLine]
+    min_sample: int
+    lowest: list[GroupLine]
+    highest: list[GroupLine]
+    pending_7d: int
+    pending_1d: int
+    firing: list[AlertRule]
+    days: list[DayPoint] = field(default_factory=list)
+
+
+def compose(inputs: DigestInputs, firing: list[AlertRule], min_sample: int, zone: tzinfo) -> Digest:
+    """The digest's content from the engine's answers and the alerts now firing."""
+    today = local_date(inputs.as_of_us, zone)
+    tier1_by_key = {row.key: row.counts for row in inputs.groups_tier1.rows}
+    groups = [GroupLine(row.key, row.counts, tier1_by_key.get(row.key, Counts())) for row in inputs.groups_acr.rows]
+    groups.sort(key=lambda g: (g.acr.rate is None, g.acr.rate if g.acr.rate is not None else 0.0, g.key))
+    eligible = [
+        GroupLine(row.key, row.counts, Counts()) for row in inputs.agents_acr.rows if row.counts.matured >= min_sample
+    ]
+    eligible.sort(key=lambda g: (g.acr.rate or 0.0, -g.acr.matured, g.key))
+    shown = min(EXTREMES, len(eligible) // 2)
+    tier1_days = {row.key: row.counts for row in inputs.days_tier1.rows}
+    days = [
+        DayPoint(date.fromisoformat(row.key), row.counts, tier1_days.get(row.key, Counts()))
+        for row in inputs.days_acr.rows
+    ]
+    relevant = [rule for rule in firing if rule.state.firing and (not inputs.scope or rule.scope == inputs.scope)]
+    return Digest(
+        scope=inputs.scope,
+        as_of_us=inputs.as_of_us,
+        day=today,
+        headlines=[
+            Headline("ACR (7-day window)", inputs.acr_7d.total, inputs.acr_7d_before.total),
+            Headline("ACR (1-day window)", inputs.acr_1d.total, inputs.acr_1d_before.total),
+            Headline("Tier-1 resolution (7-day window)", inputs.tier1.total, inputs.tier1_before.total),
+        ],
+        yesterday=today - timedelta(days=1),
+        yesterday_volume=inputs.yesterday.total.matured + inputs.yesterday.total.pending,
+        group_dimension="agent" if inputs.scope else "team",
+        groups=groups,
+        min_sample=min_sample,
+        lowest=eligible[:shown],
+        highest=list(reversed(eligible[-shown:])) if shown else [],
+        pending_7d=inputs.acr_7d.total.pending,
+        pending_1d=inputs.acr_1d.total.pending,
+        firing=relevant,
+        days=days,
+    )
+
+
+# --- rendering (pure) ----------------------------------------------------------------------------------
+
+
+def _interval(counts: Counts) -> str:
+    interval = counts.interval
+    return "no interval" if interval is None else f"{interval[0] * 100:.1f}–{interval[1] * 100:.1f}%"
+
+
+def _n(counts: Counts) -> str:
+    return f"n={counts.matured:,}"
+
+
+def _headline_text(headline: Headline) -> str:
+    now = headline.now
+    change = headline.change
+    versus = f"{change} vs the 30 days before ({percent(headline.before.rate)})" if change else "no earlier data"
+    return (
+        f"{headline.label}: {percent(now.rate)} (95% CI {_interval(now)}, {_n(now)}), {versus}; {now.pending:,} pending"
+    )
+
+
+def rule_words(rule: AlertRule) -> str:
+    """``tier-1 below 75% for team billing (7d window, latest 7 matured days, min 30)`` for lists and digests."""
+    metric = "ACR" if rule.metric == "acr" else "tier-1"
+    strict = ", strict" if rule.strict else ""
+    return (
+        f"{metric} below {rule.threshold * 100:g}% for {scope_label(rule.scope)} ({format_window(rule.window_us)} "
+        f"window, latest {rule.last_days} matured days, min {rule.min_matured}{strict})"
+    )
+
+
+def _group_table(digest: Digest) -> list[str]:
+    name = "Agent" if digest.group_dimension == "agent" else "Team"
+    width = max([len(name), *(len(_cell(g.key)) for g in digest.groups[:MAX_GROUP_LINES])])
+    lines = [f"{name:<{width}}  {'ACR 7d':>7} {'n':>6}  {'Tier-1':>7} {'n':>6}"]
+    for group in digest.groups[:MAX_GROUP_LINES]:
+        mark = "*" if group.acr.matured < digest.min_sample else " "
+        lines.append(
+            f"{_cell(group.key):<{width}}  {percent(group.acr.rate):>7} {group.acr.matured:>6,}  "
+            f"{percent(group.tier1.rate):>7} {group.tier1.matured:>6,}{mark}".rstrip()
+        )
+    left_out = len(digest.groups) - MAX_GROUP_LINES
+    if left_out > 0:
+        lines.append(f"… {left_out} more not shown")
+    return lines
+
+
+def _cell(text: str) -> str:
+    text = "".join(" " if ord(ch) < 32 else ch for ch in text).replace("`", "ˋ")
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def _extremes(lines: list[GroupLine], mark: Callable[[str], str]) -> str:
+    return "; ".join(f"{mark(g.key)} {percent(g.acr.rate)} ({_interval(g.acr)}, {_n(g.acr)})" for g in lines)
+
+
+def _sections(digest: Digest, zone: tzinfo, mark: Callable[[str], str]) -> dict[str, Any]:
+    as_of = from_us(digest.as_of_us, zone)
+    title = f"ACR daily digest — {scope_label(digest.scope)} — {as_of:%a %Y-%m-%d}"
+    sample = f"agents with at least {digest.min_sample} matured contacts"
+    firing = [f"{mark(rule_words(rule))}: now {percent(rule.state.last_rate)} (#{rule.id})" for rule in digest.firing]
+    return {
+        "title": title,
+        "headlines": [_headline_text(h) for h in digest.headlines],
+        "volume": f"Yesterday ({digest.yesterday:%a %Y-%m-%d}): {digest.yesterday_volume:,} inbound contacts handled",
+        "table_title": f"By {digest.group_dimension}, last 30 days (worst ACR first; * fewer than "
+        f"{digest.min_sample} matured):",
+        "table": _group_table(digest),
+        "lowest": f"Lowest ACR ({sample}): {_extremes(digest.lowest, mark)}" if digest.lowest else None,
+        "highest": f"Highest ACR: {_extremes(digest.highest, mark)}" if digest.highest else None,
+        "no_extremes": None if digest.lowest else f"No lowest/highest agents: fewer than two {sample}.",
+        "pending": f"Pending (window not closed yet, not in the rates): {digest.pending_7d:,} for the 7-day window, "
+        f"{digest.pending_1d:,} for the 1-day window.",
+        "alerts": ("Alerts firing: " + "; ".join(firing)) if firing else "Alerts firing: none.",
+        "footer": f"As of {as_of:%Y-%m-%d %H:%M %Z} · period: last 30 days · a contact counts once its repeat "
+        "window has closed",
+    }
+
+
+def render(digest: Digest, zone: tzinfo) -> Message:
+    """The digest as Block Kit (for Slack) and as plain text (for ``--dry-run`` and the README example)."""
+    mrk = _sections(digest, zone, escape)
+    plain_parts = _sections(digest, zone, lambda text: text)
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": mrk["title"][:150], "emoji": False}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(f"• {h}" for h in mrk["headlines"])}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": mrk["volume"] + "\n" + mrk["pending"]}},
+    ]
+    if digest.groups:
+        table = "\n".join(mrk["table"])
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{mrk['table_title']}\n```{table}```"}})
+    extremes = [line for line in (mrk["lowest"], mrk["highest"], mrk["no_extremes"]) if line]
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(extremes)}})
+    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": mrk["alerts"]}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrk["footer"]}]})
+    first = digest.headlines[0]
+    notification = f"{mrk['title']}: {first.label} {percent(first.now.rate)}"
+    lines = [plain_parts["title"], "", *plain_parts["headlines"], plain_parts["volume"], plain_parts["pending"], ""]
+    if digest.groups:
+        lines += [plain_parts["table_title"], *plain_parts["table"], ""]
+    lines += [line for line in (plain_parts["lowest"], plain_parts["highest"], plain_parts["no_extremes"]) if line]
+    lines += [plain_parts["alerts"], "", plain_parts["footer"]]
+    return Message(blocks=blocks, text=notification, plain="\n".join(lines))

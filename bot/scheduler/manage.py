@@ -1,0 +1,226 @@
+"""Managing subscriptions and alert rules: the one place that validates and stores them, for Slack and the CLI.
+
+Every method returns a short confirmation as a ``Message`` (Block Kit + plain text) or raises UserError.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Callable
+from datetime import tzinfo
+
+from bot.scheduler.digest import rule_words
+from bot.scheduler.jobs import schedule_of
+from bot.scheduler.times import Clock
+from bot.scheduler.words import (
+    AddAlert,
+    ListAlerts,
+    ListSubscriptions,
+    RemoveAlert,
+    ScheduleCommand,
+    SnoozeAlert,
+    Subscribe,
+    Unsubscribe,
+)
+from bot.slack.blocks import Message, escape, note_message, percent
+from bot.storage import ContactStore
+from bot.storage.schedules import AlertRule, Subscription, scope_filters, scope_label
+from metrics.errors import UserError
+from metrics.timeutil import from_us
+
+log = logging.getLogger("acr_bot.scheduler")
+
+
+def channel_mrkdwn(channel: str) -> str:
+    """A stored channel as Slack shows it: ``<#C123>`` for an id, the name otherwise."""
+    return f"<#{channel}>" if channel[:1] in ("C", "G") and channel.isalnum() else escape(channel)
+
+
+def subscription_words(subscription: Subscription, zone: tzinfo, mark: Callable[[str], str]) -> str:
+    schedule = schedule_of(subscription, zone)
+    days = "weekdays" if subscription.weekdays_only else "daily"
+    return (
+        f"#{subscription.id}: {mark(subscription.channel)} {days} at {subscription.local_time} "
+        f"{getattr(schedule.zone, 'key', str(schedule.zone))}, {scope_label(subscription.scope)}"
+    )
+
+
+def alert_words(
+    rule: AlertRule, zone: tzinfo, now_us: int, mark: Callable[[str], str], text: Callable[[str], str] = str
+) -> str:
+    state = rule.state
+    if state.firing:
+        status = f"FIRING since {from_us(state.fired_us or now_us, zone):%Y-%m-%d %H:%M %Z}"
+        if state.acknowledged_by:
+            status += f", acknowledged by {state.acknowledged_by}"
+    else:
+        status = "ok"
+    if state.evaluated_us is not None:
+        status += f"; last {percent(state.last_rate)} (n={state.last_matured:,})"
+    if rule.snoozed_until_us is not None and rule.snoozed_until_us > now_us:
+        status += f"; snoozed until {from_us(rule.snoozed_until_us, zone):%Y-%m-%d %H:%M %Z}"
+    return f"#{rule.id}: {text(rule_words(rule))} → {mark(rule.channel)} [{text(status)}]"
+
+
+class ScheduleManager:
+    """Adds, lists and removes subscriptions and alert rules; ``on_change`` tells the running scheduler."""
+
+    def __init__(self, store: ContactStore, zone: tzinfo, clock: Clock, on_change: Callable[[], None] | None = None):
+        self.store = store
+        self.zone = zone
+        self.clock = clock
+        self.on_change = on_change
+
+    def execute(self, command: ScheduleCommand, user_id: str | None, here: str | None) -> Message:
+        """Run a parsed command for ``user_id`` typed in channel ``here`` (the default channel)."""
+        if isinstance(command, ListSubscriptions):
+            return self.list_subscriptions()
+        if isinstance(command, ListAlerts):
+            return self.list_alerts()
+        if isinstance(command, Subscribe):
+            channel = _channel(command.channel, here)
+            return self.subscribe(
+                channel, command.scope, command.local_time, command.zone, command.weekdays_only, user_id
+            )
+        if isinstance(command, Unsubscribe):
+            return self.unsubscribe(_channel(command.channel, here), command.scope)
+        if isinstance(command, AddAlert):
+            return self.add_alert(command, _channel(command.channel, here), user_id)
+        if isinstance(command, RemoveAlert):
+            return self.remove_alert(command.rule_id)
+        assert isinstance(command, SnoozeAlert)
+        return self.snooze(command.rule_id, command.duration_us)
+
+    # --- subscriptions ---------------------------------------------------------------------------------
+
+    def subscribe(
+        self, channel: str, scope: str, local_time: str, zone: str | None, weekdays_only: bool, user_id: str | None
+    ) -> Message:
+        self.check_scope(scope)
+        subscription, new = self.store.schedules().save_subscription(
+            channel, scope, local_time, zone, weekdays_only, user_id, self.clock.now_us()
+        )
+        self._changed()
+        log.info("subscription %s by %s: %s", "added" if new else "updated", user_id or "cli", subscription)
+        verb = "Subscribed" if new else "Updated"
+        schedule = schedule_of(subscription, self.zone)
+        _, next_us = schedule.next_after(self.clock.now_us())
+        first = f" First digest: {from_us(next_us, schedule.zone):%a %Y-%m-%d %H:%M %Z}."
+        return _note(
+            f"{verb} {subscription_words(subscription, self.zone, channel_mrkdwn)}.{first}",
+            f"{verb} {subscription_words(subscription, self.zone, str)}.{first}",
+        )
+
+    def unsubscribe(self, channel: str, scope: str) -> Message:
+        schedules = self.store.schedules()
+        matches = [s for s in schedules.list_subscriptions() if s.channel == channel and s.scope == scope]
+        if not matches:
+            raise UserError(f"no digest subscription for {channel} ({scope_label(scope)}); see /acr subscriptions")
+        schedules.remove_subscription(matches[0].id)
+        self._changed()
+        return _note(
+            f"Unsubscribed {channel_mrkdwn(channel)} from the {scope_label(scope)} digest.",
+            f"Unsubscribed {channel} from the {scope_label(scope)} digest.",
+        )
+
+    def remove_subscription(self, subscription_id: int) -> Message:
+        if not self.store.schedules().remove_subscription(subscription_id):
+            raise UserError(f"no subscription #{subscription_id}; see acr-bot subscriptions list")
+        self._changed()
+        return _note(f"Removed subscription #{subscription_id}.", f"Removed subscription #{subscription_id}.")
+
+    def list_subscriptions(self) -> Message:
+        subscriptions = self.store.schedules().list_subscriptions()
+        if not subscriptions:
+            text = "No digest subscriptions yet. Add one with /acr subscribe #channel daily 09:00 [team:NAME]"
+            return _note(text, text)
+        return _note(
+            "\n".join(subscription_words(s, self.zone, channel_mrkdwn) for s in subscriptions),
+            "\n".join(subscription_words(s, self.zone, str) for s in subscriptions),
+        )
+
+    # --- alerts ----------------------------------------------------------------------------------------
+
+    def add_alert(self, command: AddAlert, channel: str, user_id: str | None) -> Message:
+        note = self.check_scope(command.scope)
+        rule = self.store.schedules().add_alert_rule(
+            command.metric,
+            command.threshold,
+            command.window_us,
+            command.last_days,
+            command.scope,
+            command.min_matured,
+            channel,
+            command.strict,
+            user_id,
+            self.clock.now_us(),
+        )
+        log.info("alert rule #%d added by %s: %s", rule.id, user_id or "cli", rule_words(rule))
+        return _note(
+            f"Added alert #{rule.id}: {escape(rule_words(rule))} → {channel_mrkdwn(channel)}.{escape(note)} It is "
+            "checked on the alert schedule.",
+            f"Added alert #{rule.id}: {rule_words(rule)} -> {channel}.{note}",
+        )
+
+    def check_scope(self, scope: str) -> str:
+        """Refuse a likely typo in a scope (a close match exists in the data); accept a new name with a note."""
+        filters = scope_filters(scope)
+        if not filters:
+            return ""
+        dimension, value = filters[0]
+        known = self.store.dimension_values(dimension)
+        if value in known:
+            return ""
+        close = difflib.get_close_matches(value, known, n=3, cutoff=0.75)
+        if close:
+            names = ", ".join(f"{dimension}:{name}" for name in close)
+            raise UserError(f"no {dimension} named {value!r} in the data. Did you mean {names}?")
+        return f" (no contacts for {dimension} {value} yet)"
+
+    def remove_alert(self, rule_id: int) -> Message:
+        if not self.store.schedules().remove_alert_rule(rule_id):
+            raise UserError(f"no alert rule #{rule_id}; see /acr alerts")
+        return _note(f"Removed alert #{rule_id}.", f"Removed alert #{rule_id}.")
+
+    def snooze(self, rule_id: int, duration_us: int, user_id: str | None = None) -> Message:
+        until_us = self.clock.now_us() + duration_us
+        if not self.store.schedules().snooze_alert_rule(rule_id, until_us):
+            raise UserError(f"no alert rule #{rule_id}; see /acr alerts")
+        until = from_us(until_us, self.zone)
+        log.info("alert #%d snoozed until %s by %s", rule_id, until.isoformat(), user_id or "cli")
+        text = f"Alert #{rule_id} is snoozed until {until:%a %Y-%m-%d %H:%M %Z}."
+        return _note(text, text)
+
+    def list_alerts(self) -> Message:
+        rules = self.store.schedules().list_alert_rules()
+        if not rules:
+            text = "No alert rules yet. Add one with /acr alert tier1 below 75% team:NAME #channel"
+            return _note(text, text)
+        now_us = self.clock.now_us()
+        return _note(
+            "\n".join(alert_words(r, self.zone, now_us, channel_mrkdwn, escape) for r in rules),
+            "\n".join(alert_words(r, self.zone, now_us, str) for r in rules),
+        )
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.exception("could not reschedule after a subscription change (the next sync will)")
+
+
+def _channel(channel: str | None, here: str | None) -> str:
+    if channel is not None:
+        return channel
+    if here is None:
+        raise UserError("name the Slack channel, like #support-leads")
+    return here
+
+
+def _note(mrkdwn: str, plain_text: str) -> Message:
+    """A confirmation or list; unlike ``note_message`` the plain text keeps its lines (one per item)."""
+    message = note_message(mrkdwn, plain_text)
+    lines = [note_message("", line).plain for line in plain_text.splitlines()]
+    return Message(blocks=message.blocks, text=message.text, plain="\n".join(lines))
