@@ -15,7 +15,7 @@ from bot.cli import main
 from bot.scheduler.delivery import Poster
 from bot.scheduler.example import write_example
 from bot.scheduler.jobs import Jobs
-from bot.scheduler.service import SchedulerService
+from bot.scheduler.service import ROLLUP_DAYS_PER_RUN, ROLLUP_MINUTES, SchedulerService
 from bot.scheduler.times import ManualClock
 from bot.storage.schedules import AlertState
 from bot.storage.sqlite import SQLiteContactStore
@@ -248,3 +248,25 @@ def test_digest_example_command_writes_text_and_chart(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text()
     assert f"```\n{plain}\n```" in readme, "README's digest example differs from docs/digest-example.md"
     assert "docs/digest-example.png" in readme
+
+
+def test_scheduler_rebuilds_stale_metric_rollups_in_bounded_runs(seeded: Path, fake: UploadingFakeSlack) -> None:
+    """After an import the rollups are stale; the server's rollup job brings them back, a few days per run."""
+    store = SQLiteContactStore(seeded)
+    config = settings_for(seeded, fake)
+    service = SchedulerService(config, store, quick_client(config), ManualClock(DUE))
+    try:
+        stale = store.stale_rollup_days(config.zone)
+        assert stale != 0, "the seeded import should leave rollups to build"
+        service.start()
+        job = service.scheduler.get_job("rollups")
+        assert job is not None and job.trigger.interval.total_seconds() == ROLLUP_MINUTES * 60
+        runs = 0
+        while store.stale_rollup_days(config.zone) != 0:
+            assert 0 < service.refresh_rollups() <= ROLLUP_DAYS_PER_RUN
+            runs += 1
+            assert runs < 1000
+        assert service.refresh_rollups() == 0
+    finally:
+        service.shutdown()
+        store.close()

@@ -39,6 +39,10 @@ from metrics.timeutil import from_us, to_us
 log = logging.getLogger("acr_bot.scheduler")
 
 OUTBOX_SECONDS = 30
+# Metric rollups go stale where contacts are written; rebuilding a bounded number of days per run keeps
+# questions on the fast path without holding the writer lock long enough to delay webhook deliveries.
+ROLLUP_MINUTES = 5
+ROLLUP_DAYS_PER_RUN = 14
 _running: list[SchedulerService] = []  # the scheduler of this process, while it runs (one per server)
 
 
@@ -108,6 +112,14 @@ class SchedulerService:
             next_run_time=now + timedelta(seconds=OUTBOX_SECONDS),
             misfire_grace_time=OUTBOX_SECONDS,
         )
+        self.scheduler.add_job(
+            self._guarded(self.refresh_rollups),
+            IntervalTrigger(minutes=ROLLUP_MINUTES, timezone=UTC),
+            id="rollups",
+            name=f"metric rollups every {ROLLUP_MINUTES} min",
+            next_run_time=now + timedelta(seconds=5),
+            misfire_grace_time=ROLLUP_MINUTES * 60,
+        )
         self.sync_subscriptions()
         _running.append(self)
         log.info("scheduler started: %d digest subscription(s), alerts every %d min", len(self._digest_jobs), minutes)
@@ -125,6 +137,13 @@ class SchedulerService:
         self.poster.deliver_due()
         self.jobs.run_digests()
         self.jobs.run_alerts()
+
+    def refresh_rollups(self) -> int:
+        """Rebuild the most recent stale metric rollup days (a bounded number per run); returns how many."""
+        rebuilt = self.store.refresh_rollups(self.settings.zone, max_days=ROLLUP_DAYS_PER_RUN)
+        if rebuilt:
+            log.info("rebuilt metric rollups of %d day(s)", rebuilt)
+        return rebuilt
 
     def drain(self) -> None:
         self.poster.deliver_due()
