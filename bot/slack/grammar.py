@@ -407,4 +407,6 @@ HELP_WORDS: dict[str, str] = {
     "share": "post the answer in the channel instead of only to you",
     "help": "this help",
     "link @user agent:NAME": "(supervisors) link a Slack user to an agent; also unlink @user and links",
+    "subscribe #channel daily 09:00 [team:NAME]": "(supervisors) a daily digest; also unsubscribe and subscriptions",
+    "alert tier1 below 75% [team:NAME] 7d last:7d min:30 #channel": "(supervisors) a threshold alert; also alerts",
 }
