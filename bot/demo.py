@@ -22,29 +22,13 @@ import numpy as np
 import orjson
 
 from bot.storage import ContactStore, UpsertCounts
-from metrics.records import Contact, parse_contact
+from metrics.records import KNOWN_FIELDS, Contact, parse_contact
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, from_us
 
 DEFAULT_CONTACTS = 20_000
 DEFAULT_DAYS = 60
 SOURCE = "demo"
-CSV_COLUMNS = (
-    "id",
-    "source",
-    "customer_id",
-    "agent",
-    "team",
-    "queue",
-    "reason",
-    "channel",
-    "direction",
-    "tier",
-    "escalated",
-    "resolved",
-    "parent_id",
-    "started_at",
-    "ended_at",
-)
+CSV_COLUMNS = KNOWN_FIELDS  # the contract's fields, in its order
 
 _FIRST_NAMES = (
     "maria", "james", "aisha", "liam", "sofia", "noah", "chen", "olivia", "mateo", "emma", "yuki", "lucas",
