@@ -22,9 +22,9 @@ from bot.scheduler.times import ManualClock
 from bot.settings import Settings, load_settings
 from bot.slack.app import build_web_client
 from bot.storage.sqlite import SQLiteContactStore
-from metrics.records import Contact, parse_contact
 from metrics.timeutil import to_us
 from tests.fake_slack import Call, FakeSlack
+from tests.slack_support import add_contacts as add_contacts
 
 DAY_S = 86_400
 
@@ -110,15 +110,6 @@ def quick_client(settings: Settings) -> WebClient:
 def at(text: str, zone: Any = UTC) -> int:
     """``2026-03-08 09:00`` in ``zone`` as µs."""
     return to_us(datetime.fromisoformat(text).replace(tzinfo=zone))
-
-
-def add_contacts(store: SQLiteContactStore, records: list[dict[str, Any]]) -> None:
-    contacts: list[Contact] = []
-    for record in records:
-        parsed = parse_contact(record, UTC)
-        assert isinstance(parsed, Contact), parsed
-        contacts.append(parsed)
-    store.upsert(contacts)
 
 
 def contacts_for(

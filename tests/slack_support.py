@@ -61,6 +61,11 @@ def seed(store: ContactStore, now: float) -> None:
     add("bp1", "cbp1", "bob", "billing", 45)
     add("bp1r", "cbp1", "bob", "billing", 44, direction="outbound")  # outbound: never a repeat
     add("bp2r", "cbp0", "nobody", "billing", 44.5)  # a repeat of bp0
+    add_contacts(store, records)
+
+
+def add_contacts(store: ContactStore, records: list[dict[str, Any]]) -> None:
+    """Validate ``records`` (naive times in UTC) and store them as one batch; a bad record fails the test."""
     contacts: list[Contact] = []
     for record in records:
         parsed = parse_contact(record, UTC)
