@@ -15,6 +15,7 @@ from sqlite_utils import Database
 
 from bot.storage import AgentLink, UpsertCounts, sqlite_links, sqlite_metrics, sqlite_schedules
 from bot.storage.sqlite_migrations import migrations
+from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 
 CHUNK = 5000
@@ -130,22 +131,13 @@ class SQLiteContactStore:
 
     @contextmanager
     def bulk(self) -> Iterator[_SQLiteBulkWriter]:
-        with self._write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM temp.touched_customers")
-                writer = _SQLiteBulkWriter(conn)
-                yield writer
-                writer.finish()
-                sqlite_metrics.mark_dirty(conn)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
-                conn.execute(
-                    "UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,)
-                )
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._write_lock, immediate_transaction(self._writer) as conn:
+            conn.execute("DELETE FROM temp.touched_customers")
+            writer = _SQLiteBulkWriter(conn)
+            yield writer
+            writer.finish()
+            sqlite_metrics.mark_dirty(conn)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
+            conn.execute("UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,))
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -214,16 +206,8 @@ class SQLiteContactStore:
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
         returns the number of UTC days rebuilt. For the scheduler, and after a big import."""
-        with self._write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                rebuilt = sqlite_metrics.refresh(conn, zone, max_days)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        return rebuilt
+        with self._write_lock, immediate_transaction(self._writer) as conn:
+            return sqlite_metrics.refresh(conn, zone, max_days)
 
     def stale_rollup_days(self, zone: tzinfo) -> int:
         """How many UTC days the rollups for ``zone`` still have to rebuild (-1: never built for this zone)."""

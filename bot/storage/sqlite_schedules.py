@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from bot.storage.schedules import AlertRule, AlertState, OutboxEntry, OutboxMessage, Subscription
+from bot.storage.sqlite_transactions import immediate_transaction
 
 SCHEMA = [
     """CREATE TABLE subscriptions (
@@ -92,15 +93,8 @@ class SQLiteSchedules:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._lock, immediate_transaction(self._writer) as conn:
+            yield conn
 
     # --- subscriptions ---------------------------------------------------------------------------------
 
