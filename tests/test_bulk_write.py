@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bot.storage.sqlite as sqlite_store
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage.sqlite import ROWS_PER_INSERT, SQLiteContactStore
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone
 
@@ -132,6 +132,8 @@ versions = st.builds(
     batch=st.lists(versions, min_size=1, max_size=30),
     chunk=st.integers(1, 7),
     bulk=st.booleans(),
+    flat=st.booleans(),
+    rows_per_insert=st.sampled_from([1, 2, 3, 100]),
 )
 def test_counts_and_next_repeat_match_a_naive_model(
     tmp_path_factory: pytest.TempPathFactory,
@@ -139,6 +141,8 @@ def test_counts_and_next_repeat_match_a_naive_model(
     batch: list[tuple[str, str, int, bool, bool]],
     chunk: int,
     bulk: bool,
+    flat: bool,
+    rows_per_insert: int,
 ) -> None:
     def build(key: int, customer: str, start: int, outbound: bool, leg: bool) -> Contact:
         extra: dict[str, Any] = {"direction": "outbound" if outbound else "inbound"}
@@ -147,6 +151,7 @@ def test_counts_and_next_repeat_match_a_naive_model(
         return contact(f"id{key}", customer, start, **extra)
 
     store = SQLiteContactStore(tmp_path_factory.mktemp("model") / "acr.db")
+    sqlite_store.ROWS_PER_INSERT = rows_per_insert  # multi-row INSERTs: whole statements and the remainder
     try:
         model: dict[str, Contact] = {}
         for item in before:
@@ -161,7 +166,10 @@ def test_counts_and_next_repeat_match_a_naive_model(
                     old = model.get(c.id)
                     expected[0 if old is None else 2 if old.raw == c.raw else 1] += 1
                     model[c.id] = c
-                writer.add(part)
+                if flat:  # as the import's reader process sends them
+                    writer.add_flat([value for c in part for value in c])
+                else:
+                    writer.add(part)
         counts = writer.counts
         assert [counts.inserted, counts.updated, counts.unchanged] == expected
         rows = snapshot(store)
@@ -171,4 +179,12 @@ def test_counts_and_next_repeat_match_a_naive_model(
         assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
         assert store.count_contacts() == len(model)
     finally:
+        sqlite_store.ROWS_PER_INSERT = ROWS_PER_INSERT
         store.close()
+
+
+def test_flat_values_must_be_whole_rows(fresh_db: SQLiteContactStore) -> None:
+    values = list(contact("a", "k", 0))
+    with pytest.raises(ValueError, match="not whole rows"), fresh_db.bulk() as writer:
+        writer.add_flat(values[:-1])
+    assert fresh_db.count_contacts() == 0

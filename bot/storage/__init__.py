@@ -55,6 +55,11 @@ class BulkWriter(Protocol):
 
     def add(self, contacts: Sequence[Contact]) -> None: ...
 
+    def add_flat(self, values: list[Any]) -> None:
+        """Like ``add``, for rows given as one list of their values one after another, in Contact field order
+        (how the import's reader process sends them: unpacking one flat list is far cheaper than many tuples)."""
+        ...
+
     def expect(self, more_rows: int) -> None:
         """A hint that about ``more_rows`` more rows follow, so a large load can be written the fast way."""
         ...
