@@ -20,6 +20,10 @@ from metrics.records import Contact
 
 CHUNK = 5000
 BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see _SQLiteBulkWriter)
+# The writer checkpoints once the WAL holds this many pages (SQLite's default is 1,000): a stream of small
+# writes dirties the same index pages again and again, and each checkpoint copies a page once however
+# often it was rewritten.
+WAL_CHECKPOINT_PAGES = 10_000
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.3 s at 27k contacts a day)
 _WRITE_COLUMNS = Contact._fields  # a Contact is written as it is: its fields are the columns, in order
 _UPSERT_SQL = "INSERT INTO contacts ({cols}) VALUES ({marks}) ON CONFLICT (source, id) DO UPDATE SET {sets}".format(
@@ -39,26 +43,65 @@ _ROW_MARKS = "({marks}, :received_at)".format(marks=", ".join("?" * _WIDTH))
 _SOURCE: Final = 0
 _ID: Final = 1
 _CUSTOMER: Final = 2
+_STARTED: Final = 13
 _RAW: Final = 15
-assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _RAW)] == ["source", "id", "customer_id", "raw"]
-# The derived data: for every contact of a touched customer, the start of the first repeatable contact of
-# that customer strictly after it. Computed from the customer index alone, and only the rows whose value
-# changes are written, in primary-key order. Rows inserted by this transaction (pk > :first_pk) still hold
-# NULL, so their old value is known without reading the row: on a big import that read was 2/3 of the cost.
+assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _STARTED, _RAW)] == [
+    "source",
+    "id",
+    "customer_id",
+    "started_us",
+    "raw",
+]
+# The derived data: the start of the customer's first repeatable contact strictly after each contact.
+# A write can change it only for contacts of the customers it touched, and only in a stretch of time:
+# with ``since_us`` and ``until_us`` the earliest and latest starts the write added, removed or moved for
+# that customer (old and new values), the last repeatable start before ``since_us`` (``from_us``) is
+# unchanged, so a contact that starts before ``from_us`` keeps its value; so does one that starts after
+# ``until_us``, as nothing after it changed. Every written contact starts in between. A contact that
+# arrives in time order thus re-reads one or two of its customer's contacts, not the whole history.
+_TOUCHED_BY_INSERTS_SQL = """
+INSERT INTO temp.touched_customers (customer_id, since_us, until_us)
+SELECT customer_id, min(started_us), max(started_us) FROM contacts NOT INDEXED WHERE pk > ? GROUP BY customer_id
+ON CONFLICT (customer_id) DO UPDATE
+SET since_us = min(since_us, excluded.since_us), until_us = max(until_us, excluded.until_us)
+"""
+_TOUCHED_BY_UPDATES_SQL = """
+INSERT INTO temp.touched_customers (customer_id, since_us, until_us) VALUES (?, ?, ?)
+ON CONFLICT (customer_id) DO UPDATE
+SET since_us = min(since_us, excluded.since_us), until_us = max(until_us, excluded.until_us)
+"""
+_TOUCHED_FROM_SQL = """
+UPDATE temp.touched_customers SET from_us = coalesce(
+    (
+        SELECT max(p.started_us) FROM contacts AS p
+        WHERE p.customer_id = touched_customers.customer_id AND p.repeatable = 1 AND p.started_us < since_us
+    ),
+    -9223372036854775808
+)
+"""
+# Only the rows whose value changes are written, in primary-key order. Rows inserted by this transaction
+# (pk > :first_pk) still hold NULL, so their old value is known without reading the row.
 _NEXT_REPEAT_CHANGES_SQL = """
 INSERT INTO temp.next_repeat_changes (pk, next_repeat_us)
 SELECT pk, fresh FROM (
     SELECT c.pk AS pk,
-        CASE WHEN c.pk > :first_pk THEN NULL ELSE c.next_repeat_us END AS old,
+        {old} AS old,
         (
             SELECT min(r.started_us) FROM contacts AS r
             WHERE r.customer_id = c.customer_id AND r.repeatable = 1 AND r.started_us > c.started_us
         ) AS fresh
-    FROM contacts AS c
-    WHERE c.customer_id IN (SELECT customer_id FROM temp.touched_customers)
+    FROM {scope}
+    LIMIT -1 OFFSET 0  -- not flattened into the outer query, which would run the subquery twice a row
 )
 WHERE old IS NOT fresh
 """
+_OLD_NEXT_REPEAT = "CASE WHEN c.pk > :first_pk THEN NULL ELSE c.next_repeat_us END"
+# The rows a write may change (see above), and all of them when the table was empty before it.
+TOUCHED_ROWS = (
+    "temp.touched_customers AS t CROSS JOIN contacts AS c ON c.customer_id = t.customer_id "
+    "WHERE c.started_us BETWEEN t.from_us AND t.until_us"
+)
+ALL_ROWS = "contacts AS c"
 _APPLY_NEXT_REPEAT_SQL = """
 UPDATE contacts
 SET next_repeat_us = (SELECT n.next_repeat_us FROM temp.next_repeat_changes AS n WHERE n.pk = contacts.pk)
@@ -81,10 +124,15 @@ class SQLiteContactStore:
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
         self._writer.execute("PRAGMA temp_store = FILE")
         self._writer.execute("PRAGMA cache_size = -32768")
+        self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
+        self._writer.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * 16384}")  # bytes kept after
         db = Database(self._writer)
         with self._write_lock:
             migrations.apply(db)
-        self._writer.execute("CREATE TEMP TABLE IF NOT EXISTS touched_customers (customer_id TEXT PRIMARY KEY)")
+        self._writer.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS touched_customers "
+            "(customer_id TEXT PRIMARY KEY, since_us INTEGER NOT NULL, until_us INTEGER NOT NULL, from_us INTEGER)"
+        )
         self._writer.execute(
             "CREATE TEMP TABLE IF NOT EXISTS next_repeat_changes (pk INTEGER PRIMARY KEY, next_repeat_us INTEGER)"
         )
@@ -138,8 +186,8 @@ class SQLiteContactStore:
             conn.execute("DELETE FROM temp.touched_customers")
             writer = _SQLiteBulkWriter(conn)
             yield writer
-            writer.finish()
-            sqlite_metrics.mark_dirty(conn)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
+            scope = writer.finish()
+            sqlite_metrics.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
             conn.execute("UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,))
 
     # --- reading -------------------------------------------------------------------------------------
@@ -251,6 +299,7 @@ class _SQLiteBulkWriter:
         self.counts = UpsertCounts()
         self._max_pk: int = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
         self._first_pk = self._max_pk  # rows above it were inserted by this transaction
+        self._was_empty = self._max_pk == 0
         received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         # received_at is one literal per write (it is ours, not user input): binding it per row, or the
         # column default's strftime per row, cost about 2 us a row.
@@ -288,22 +337,28 @@ class _SQLiteBulkWriter:
                 keep.append((name, sql))
         self._deferred_indexes = keep
 
-    def finish(self) -> None:
-        """Bring the derived data up to date (and the deferred indexes back) before the commit."""
+    def finish(self) -> str:
+        """Bring the derived data up to date (and the deferred indexes back) before the commit.
+
+        Returns the SQL source (``TOUCHED_ROWS`` or ``ALL_ROWS``) of the rows the write may have changed.
+        """
         conn = self._conn
         self.rebuild_indexes(with_next_repeat=False)
-        # The customers of the rows inserted by this transaction, set-based: one ordered pass instead of a
-        # temp-table insert per row (which cost 5 us a row once temp_store is FILE).
-        conn.execute(
-            "INSERT OR IGNORE INTO temp.touched_customers (customer_id) "
-            "SELECT customer_id FROM contacts WHERE pk > ? ORDER BY customer_id",
-            (self._first_pk,),
-        )
+        if self._was_empty:  # every row is new: no customer to look up, no old value to compare
+            scope = ALL_ROWS
+        else:
+            # The customers of the rows inserted by this transaction, set-based (a temp-table insert per row
+            # cost 5 us a row once temp_store is FILE). NOT INDEXED: a pk range, never a customer index scan.
+            conn.execute(_TOUCHED_BY_INSERTS_SQL, (self._first_pk,))
+            conn.execute(_TOUCHED_FROM_SQL)
+            scope = TOUCHED_ROWS
         conn.execute("DELETE FROM temp.next_repeat_changes")
-        conn.execute(_NEXT_REPEAT_CHANGES_SQL, {"first_pk": self._first_pk})
+        old = "NULL" if scope is ALL_ROWS else _OLD_NEXT_REPEAT  # NULL: the customer index alone is read
+        conn.execute(_NEXT_REPEAT_CHANGES_SQL.format(scope=scope, old=old), {"first_pk": self._first_pk})
         conn.execute(_APPLY_NEXT_REPEAT_SQL)
         conn.execute("DELETE FROM temp.next_repeat_changes")
         self.rebuild_indexes(with_next_repeat=True)
+        return scope
 
     def add(self, contacts: Sequence[Contact]) -> None:
         """Write a chunk (Contacts, or plain tuples in Contact field order)."""
@@ -334,10 +389,11 @@ class _SQLiteBulkWriter:
         if inserted < count:
             if contacts is None:
                 contacts = [tuple(values[i : i + _WIDTH]) for i in range(0, len(values), _WIDTH)]  # type: ignore[misc]
-            # Customers of inserted rows are collected in finish(); an update touches its old and new customer.
-            touched: set[str] = set()
+            # Customers of inserted rows are collected in finish(); an update touches its old and new customer,
+            # between its old and new start.
+            touched: dict[str, tuple[int, int]] = {}
             self._replay_conflicts(contacts, first_pk, touched)
-            conn.executemany("INSERT OR IGNORE INTO temp.touched_customers (customer_id) VALUES (?)", _singles(touched))
+            conn.executemany(_TOUCHED_BY_UPDATES_SQL, ((k, since, until) for k, (since, until) in touched.items()))
 
     def _insert(self, rows: int) -> str:
         """The INSERT of ``rows`` new rows (made once per size)."""
@@ -348,7 +404,9 @@ class _SQLiteBulkWriter:
             )
         return sql
 
-    def _replay_conflicts(self, contacts: Sequence[Contact], first_pk: int, touched: set[str]) -> None:
+    def _replay_conflicts(
+        self, contacts: Sequence[Contact], first_pk: int, touched: dict[str, tuple[int, int]]
+    ) -> None:
         """Apply, in order, the rows of a chunk that were not inserted: as updates or as unchanged."""
         new_keys = set(self._conn.execute("SELECT source, id FROM contacts WHERE pk > ?", (first_pk,)).fetchall())
         pending: list[Contact] = []
@@ -364,35 +422,32 @@ class _SQLiteBulkWriter:
         for contact in pending:
             key = (contact[_SOURCE], contact[_ID])
             before = known[key]
-            if before[1] == contact[_RAW]:
+            if before[2] == contact[_RAW]:
                 counts.unchanged += 1
                 continue
             counts.updated += 1
-            touched.add(before[0])
-            touched.add(contact[_CUSTOMER])
-            known[key] = (contact[_CUSTOMER], contact[_RAW])
+            for customer, started in ((before[0], before[1]), (contact[_CUSTOMER], contact[_STARTED])):
+                since, until = touched.get(customer, (started, started))
+                touched[customer] = (min(since, started), max(until, started))
+            known[key] = (contact[_CUSTOMER], contact[_STARTED], contact[_RAW])
             changed.append(contact)
         if changed:
             self._conn.executemany(_UPSERT_SQL, changed)
 
-    def _stored_versions(self, contacts: Sequence[Contact]) -> dict[tuple[str, str], tuple[str, str]]:
-        """(source, id) -> (customer_id, raw) of the stored versions of these contacts."""
+    def _stored_versions(self, contacts: Sequence[Contact]) -> dict[tuple[str, str], tuple[str, int, str]]:
+        """(source, id) -> (customer_id, started_us, raw) of the stored versions of these contacts."""
         ids_by_source: dict[str, list[str]] = {}
         for contact in contacts:
             ids_by_source.setdefault(contact[_SOURCE], []).append(contact[_ID])
-        known: dict[tuple[str, str], tuple[str, str]] = {}
+        known: dict[tuple[str, str], tuple[str, int, str]] = {}
         for source, ids in ids_by_source.items():
             for start in range(0, len(ids), 30_000):
                 part = ids[start : start + 30_000]
                 rows = self._conn.execute(
-                    f"SELECT id, customer_id, raw FROM contacts WHERE source = ? AND id IN ({','.join('?' * len(part))})",
+                    f"SELECT id, customer_id, started_us, raw FROM contacts "
+                    f"WHERE source = ? AND id IN ({','.join('?' * len(part))})",
                     (source, *part),
                 )
-                for contact_id, customer_id, raw in rows:
-                    known[(source, contact_id)] = (customer_id, raw)
+                for contact_id, customer_id, started_us, raw in rows:
+                    known[(source, contact_id)] = (customer_id, started_us, raw)
         return known
-
-
-def _singles(values: Iterable[str]) -> Iterator[tuple[str]]:
-    for value in values:
-        yield (value,)

@@ -83,18 +83,18 @@ SCHEMA = [
 
 _MARK_DIRTY_SQL = f"""
 INSERT OR IGNORE INTO metric_rollup_dirty (utc_day)
-SELECT DISTINCT started_us / {US_PER_DAY} FROM contacts
-WHERE customer_id IN (SELECT customer_id FROM temp.touched_customers)
+SELECT DISTINCT c.started_us / {US_PER_DAY} FROM {{scope}}
 """
 
 
-def mark_dirty(conn: sqlite3.Connection) -> None:
-    """End-of-write hook: every day holding a contact of a touched customer may have changed.
+def mark_dirty(conn: sqlite3.Connection, scope: str) -> None:
+    """End-of-write hook: every day holding a contact the write may have changed must be rolled up again.
 
-    A touched customer's contacts are exactly those whose own fields or next_repeat_us the write can
-    change, and the customer index covers started_us, so this reads only what the write just read.
+    ``scope`` is the SQL source of those contacts (as ``c``) that the writer has just worked out (its own
+    fields or its next_repeat_us may have changed); the customer index covers started_us, so this reads
+    only what the write just read.
     """
-    conn.execute(_MARK_DIRTY_SQL)
+    conn.execute(_MARK_DIRTY_SQL.format(scope=scope))
 
 
 # --- refreshing ---------------------------------------------------------------------------------------
