@@ -55,8 +55,14 @@ class Phase:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-def make_record(n: int, rng: random.Random, customers: int) -> dict[str, object]:
-    started = START_US + rng.randrange(90 * 86_400) * 1_000_000
+def make_record(n: int, rng: random.Random, customers: int, order: str = "random") -> dict[str, object]:
+    """Record number ``n``. ``order="time"``: one contact every 3 s in the order they happen, as a platform
+    sends them when they end; ``"random"``: starts anywhere in 90 days (a backfill in no order: the hard case,
+    every write lands on random pages of the time-ordered indexes)."""
+    if order == "time":
+        started = START_US + (n * 3 + rng.randrange(3)) * 1_000_000
+    else:
+        started = START_US + rng.randrange(90 * 86_400) * 1_000_000
     return {
         "id": f"bench-{n}",
         "customer_id": f"cust-{rng.randrange(customers)}",
@@ -171,23 +177,32 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4, help="client connections")
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound of each phase")
     parser.add_argument("--customers", type=int, default=20_000, help="distinct customers the records spread over")
+    parser.add_argument(
+        "--order", choices=["time", "random"], default="time", help="start times: in time order, or random in 90 days"
+    )
     parser.add_argument("--log-level", default="INFO", help="server LOG_LEVEL (INFO keeps the access log on)")
     parser.add_argument("--keep", action="store_true", help="keep the database and server log")
     args = parser.parse_args()
 
     rng = random.Random(42)
-    single_bodies = [orjson.dumps(make_record(n, rng, args.customers)) for n in range(args.single)]
+    single_bodies = [orjson.dumps(make_record(n, rng, args.customers, args.order)) for n in range(args.single)]
     offset = args.single
     batch_bodies = [
         orjson.dumps(
-            [make_record(offset + b * args.batch_size + i, rng, args.customers) for i in range(args.batch_size)]
+            [
+                make_record(offset + b * args.batch_size + i, rng, args.customers, args.order)
+                for i in range(args.batch_size)
+            ]
         )
         for b in range(args.batches)
     ]
 
     workdir = Path(tempfile.mkdtemp(prefix="acr-bench-webhook-"))
     proc, port = start_server(workdir / "acr.db", workdir / "serve.log", args.log_level)
-    print(f"server pid {proc.pid} on 127.0.0.1:{port}, database {workdir / 'acr.db'}, {args.threads} client threads")
+    print(
+        f"server pid {proc.pid} on 127.0.0.1:{port}, database {workdir / 'acr.db'}, {args.threads} client threads,"
+        f" records in {args.order} order"
+    )
     try:
         single = Phase("single-record requests", 1)
         run_phase(single, port, single_bodies, args.threads, args.seconds)
