@@ -3,24 +3,29 @@
 The engine only plans; the store counts. The period is cut at local midnights into calendar days. When the
 store has rollups for the question's window and scope, each day's buckets (one per dimension value) that
 are decided, i.e. entirely inside or outside the period and entirely matured or pending, are summed from
-the rollups (``metrics.rollup``); the few undecided buckets, the days changed since they were rolled up,
-and every question the rollups do not cover are counted from contacts. Both ways count the same thing
-(``metrics.definitions``), so the split never changes a number, only how fast it comes back.
+the rollups (``metrics.rollup``); a day with undecided buckets (the period's edges, the day of as_of - W)
+is answered from its hour buckets the same way; the few undecided buckets or hours, the days changed since
+they were rolled up, and every question the rollups do not cover are counted from contacts. Both ways count
+the same thing (``metrics.definitions``), so the split never changes a number, only how fast it comes back.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, tzinfo
+from functools import partial
 from typing import Protocol
+
+import numpy as np
 
 from metrics import rollup
 from metrics.definitions import clip_until
 from metrics.periods import local_days
 from metrics.query import Counts, Dimension, Metric, MetricQuery, MetricResult, Row
-from metrics.rollup import EVERYONE, RollupDays
+from metrics.rollup import EVERYONE, SLOTS_PER_UNIT_DAY, RollupDays, hour_bounds
+from metrics.timeutil import US_PER_SECOND
 
 NO_VALUE = None  # the key of contacts without a value for the breakdown's dimension (left out of rows)
 
@@ -59,6 +64,11 @@ class MetricReader(Protocol):
         the rollups cannot answer at all (then everything is counted from contacts)."""
         ...
 
+    def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
+        """The hour buckets of ``dimension`` on ``days`` (days without them are returned as stale), or None
+        when the store keeps none."""
+        ...
+
     def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
         """Counts from contacts, keyed by the group value (None: contacts without one), the span day as
         ISO text for spans with a day, or "" with neither."""
@@ -77,23 +87,71 @@ def compute(
     zone: tzinfo,
     *,
     use_rollups: bool = True,
+    use_hours: bool = True,
     per_value_limit: int | None = None,
 ) -> MetricResult:
     """Answer ``query``; calendar days (for ``by=day`` and for the rollups) are days in ``zone``.
 
-    ``use_rollups=False`` forces counting from contacts only, and ``per_value_limit`` overrides how many
-    undecided buckets a day may have before it is counted whole: the tests compare every way.
+    ``use_rollups=False`` forces counting from contacts only, ``use_hours=False`` answers undecided days
+    without the hour buckets, and ``per_value_limit`` overrides how many undecided buckets a day (or an
+    hour) may have before it is counted whole: the tests compare every way.
     """
     since_us = query.since_us
     until_us = clip_until(query.until_us, query.as_of_us)
     with source.metric_reader(zone) as reader:
-        counts = _count(reader, query, zone, since_us, until_us, use_rollups, per_value_limit)
+        counts = _count(reader, query, zone, since_us, until_us, use_rollups, use_hours, per_value_limit)
     return _result(query, zone, since_us, until_us, counts)
 
 
-# A day with more undecided buckets than this is counted from contacts whole, rather than value by value:
-# one value of an agent is a short walk of the agent index; other dimensions scan the day's time index.
-_PER_VALUE_LIMIT = {"agent": 60, "team": 3, "queue": 3, "channel": 2}
+# How many undecided buckets a day may have before it is counted whole (or from its hour buckets) rather
+# than value by value: one value of an agent is a short walk of the agent index; other dimensions scan
+# the day's time index, which the hour buckets narrow to an hour. In an hour, a few agents (long contacts
+# across as_of - W) are counted one by one, but most of the hour of as_of - W is cheaper counted whole.
+_PER_VALUE_LIMIT = {"agent": 8}
+_PER_VALUE_LIMIT_IN_HOUR = {"agent": 60}
+_PER_VALUE_LIMIT_WITHOUT_HOURS = {"agent": 60, "team": 3, "queue": 3, "channel": 2}
+# Without hour buckets, an edge day is taken whole minus its outside part whenever that part is the
+# shorter; with them, only when that part is at most a quarter of an hour (else the hour buckets answer
+# the day for less: at most half an hour of contacts, in its edge hour).
+_UNLIMITED_US = 2**62
+_DAY_COMPLEMENT_WITH_HOURS_US = 15 * 60 * US_PER_SECOND
+
+
+@dataclass
+class _RowPlan:
+    """What is left to count from contacts: stretches counted whole, per value, or to subtract."""
+
+    by_day: bool
+    whole: list[Span] = field(default_factory=list)
+    among: list[tuple[Span, tuple[str, ...]]] = field(default_factory=list)
+    outside: list[Span] = field(default_factory=list)
+    moved: list[Span] = field(default_factory=list)  # counted as pending: move the matured ones
+
+    def add_whole(self, day: date, start_us: int, end_us: int, since_us: int, until_us: int) -> None:
+        lo, hi = max(start_us, since_us), min(end_us, until_us)
+        if lo < hi:
+            self.whole.append(Span(lo, hi, day if self.by_day else None))
+
+    def add_among(self, day: date, start_us: int, end_us: int, since_us: int, until_us: int, values: set[str]) -> None:
+        span = Span(max(start_us, since_us), min(end_us, until_us), day if self.by_day else None)
+        self.among.append((span, tuple(sorted(values))))
+
+    def add_outside(self, day: date, start_us: int, end_us: int, since_us: int, until_us: int) -> None:
+        label = day if self.by_day else None
+        if start_us < since_us:
+            self.outside.append(Span(start_us, since_us, label))
+        if until_us < end_us:
+            self.outside.append(Span(until_us, end_us, label))
+
+    def whole_spans(self) -> tuple[Span, ...]:
+        """The whole stretches in time order, adjacent ones with the same label merged (fewer queries)."""
+        merged: list[Span] = []
+        for span in sorted(self.whole, key=lambda s: s.since_us):
+            if merged and merged[-1].until_us == span.since_us and merged[-1].day == span.day:
+                merged[-1] = Span(merged[-1].since_us, span.until_us, span.day)
+            else:
+                merged.append(span)
+        return tuple(merged)
 
 
 def _count(
@@ -103,27 +161,24 @@ def _count(
     since_us: int,
     until_us: int,
     use_rollups: bool,
+    use_hours: bool,
     per_value_limit: int | None,
-) -> dict[str | None, Counts]:
+) -> _Tally:
     days = local_days(since_us, until_us, zone)
     if not days:
         return {}
-    counts: dict[str | None, Counts] = {}
-    from_rows: set[date] = {day for day, _, _ in days}  # until the rollups answer some of them
-    per_value: dict[date, set[str]] = {}
-    subtract: set[date] = set()
+    counts: _Tally = {}
+    plan = _RowPlan(by_day=query.by == "day")
+    bounds = {day.toordinal(): (start, end) for day, start, end in days}
+    whole_days: set[date] = {day for day, _, _ in days}  # until the rollups answer some of them
     target = _rollup_target(query) if use_rollups else None
     if target is not None and query.window_us in reader.rollup_windows():
         dimension, value, group = target
-        data = reader.rollup_days(dimension or EVERYONE, days[0][0], days[-1][0])
-        complement_shorter = set()
-        for day, start, end in days:
-            inside = min(end, until_us) - max(start, since_us)
-            if 0 < (end - start) - inside <= inside:
-                complement_shorter.add(day)
+        dim = dimension or EVERYONE
+        data = reader.rollup_days(dim, days[0][0], days[-1][0])
         if data is not None:
-            part = rollup.answer(
-                data,
+            answer = partial(
+                rollup.answer,
                 metric=query.metric,
                 window_us=query.window_us,
                 as_of_us=query.as_of_us,
@@ -131,47 +186,71 @@ def _count(
                 until_us=until_us,
                 value=value,
                 group=group,
-                per_value_limit=_PER_VALUE_LIMIT.get(dimension or EVERYONE, 0)
-                if per_value_limit is None
-                else per_value_limit,
-                complement_shorter=complement_shorter,
             )
-            _merge(counts, part.counts)
-            from_rows = part.whole_days
-            per_value = part.per_value
-            subtract = part.subtract_days
+            limits = _PER_VALUE_LIMIT if use_hours else _PER_VALUE_LIMIT_WITHOUT_HOURS
+            part = answer(
+                data,
+                per_value_limit=limits.get(dim, 0) if per_value_limit is None else per_value_limit,
+                bounds=bounds,
+                complement_at_most_us=_DAY_COMPLEMENT_WITH_HOURS_US if use_hours else _UNLIMITED_US,
+            )
+            counts = part.counts  # the first counts: taken over, not copied
+            whole_days = {date.fromordinal(unit) for unit in part.whole}
+            for unit, values in part.per_value.items():
+                plan.add_among(date.fromordinal(unit), *bounds[unit], since_us, until_us, values)
+            for unit in part.subtract:
+                plan.add_outside(date.fromordinal(unit), *bounds[unit], since_us, until_us)
+            refine = sorted(whole_days) if use_hours else []
+            hours = reader.rollup_hours(dim, refine) if refine else None
+            if hours is not None:
+                hour_units = {
+                    unit: hour_bounds(unit, *bounds[unit // SLOTS_PER_UNIT_DAY])
+                    for unit in np.unique(hours.units if hours.units is not None else hours.days).tolist()
+                }
+                hour_part = answer(
+                    hours,
+                    per_value_limit=_PER_VALUE_LIMIT_IN_HOUR.get(dim, 0)
+                    if per_value_limit is None
+                    else per_value_limit,
+                    bounds=hour_units,
+                    complement_at_most_us=_UNLIMITED_US,
+                    split_at_maturity=True,
+                )
+                _add(counts, hour_part.counts)
+                whole_days = set(hours.stale)  # refined days without hour buckets stay whole
+
+                def day_of(unit: int) -> date:
+                    return date.fromordinal(unit // SLOTS_PER_UNIT_DAY)
+
+                for unit in hour_part.whole:
+                    plan.add_whole(day_of(unit), *hour_units[unit], since_us, until_us)
+                for unit, values in hour_part.per_value.items():
+                    plan.add_among(day_of(unit), *hour_units[unit], since_us, until_us, values)
+                for unit in hour_part.subtract:
+                    plan.add_outside(day_of(unit), *hour_units[unit], since_us, until_us)
+                for unit in hour_part.split:
+                    start = hour_units[unit][0]
+                    matured_by = query.as_of_us - query.window_us
+                    plan.moved.append(Span(start, matured_by + 1, day_of(unit) if plan.by_day else None))
+            whole_days |= data.stale
+    for day in whole_days:
+        plan.add_whole(day, *bounds[day.toordinal()], since_us, until_us)
     group_dimension: Dimension | None = None if query.by in (None, "day") else query.by  # type: ignore[assignment]
-    specs: list[RowSpec] = []
-    spans = _spans(days, from_rows, since_us, until_us, by_day=query.by == "day")
-    if spans:
-        specs.append(
-            RowSpec(query.metric, query.window_us, query.as_of_us, query.filters, group_dimension, tuple(spans))
-        )
-    if per_value:
+
+    def spec(spans: tuple[Span, ...], among: tuple[Dimension, tuple[str, ...]] | None = None) -> RowSpec:
+        return RowSpec(query.metric, query.window_us, query.as_of_us, query.filters, group_dimension, spans, among)
+
+    whole_spans = plan.whole_spans()
+    if whole_spans:
+        _merge(counts, reader.row_counts(spec(whole_spans)))
+    if plan.among:
         assert target is not None and target[0] is not None
-        dimension = target[0]
-        bounds = {day: (max(start, since_us), min(end, until_us)) for day, start, end in days}
-        for day, values in sorted(per_value.items()):
-            lo, hi = bounds[day]
-            span = Span(lo, hi, day if query.by == "day" else None)
-            among = (dimension, tuple(sorted(values)))
-            specs.append(
-                RowSpec(query.metric, query.window_us, query.as_of_us, query.filters, group_dimension, (span,), among)
-            )
-    for spec in specs:
-        _merge(counts, reader.row_counts(spec))
-    outside: list[Span] = []
-    for day, start, end in days:
-        if day in subtract:
-            label = day if query.by == "day" else None
-            if start < since_us:
-                outside.append(Span(start, since_us, label))
-            if until_us < end:
-                outside.append(Span(until_us, end, label))
-    if outside:
-        spec = RowSpec(query.metric, query.window_us, query.as_of_us, query.filters, group_dimension, tuple(outside))
-        for key, extra in reader.row_counts(spec).items():
-            _merge(counts, {key: Counts(-extra.matured, -extra.resolved, -extra.pending)})
+        for span, among in plan.among:
+            _merge(counts, reader.row_counts(spec((span,), (target[0], among))))
+    if plan.outside:
+        _merge(counts, reader.row_counts(spec(tuple(plan.outside))), sign=-1)
+    if plan.moved:
+        _merge(counts, reader.row_counts(spec(tuple(plan.moved))), move_matured=True)
     return counts
 
 
@@ -192,43 +271,48 @@ def _rollup_target(query: MetricQuery) -> tuple[Dimension | None, str | None, st
     return (query.by, value, "value")
 
 
-def _spans(
-    days: list[tuple[date, int, int]], from_rows: set[date], since_us: int, until_us: int, *, by_day: bool
-) -> list[Span]:
-    """The stretches to count from contacts: one per day for ``by=day``, else consecutive days merged."""
-    spans: list[Span] = []
-    for day, start, end in days:
-        if day not in from_rows:
-            continue
-        lo, hi = max(start, since_us), min(end, until_us)
-        if by_day:
-            spans.append(Span(lo, hi, day))
-        elif spans and spans[-1].until_us == lo:
-            spans[-1] = Span(spans[-1].since_us, hi)
+# Counts being summed, per key: [matured, resolved, pending] (lists: hundreds of keys are added up per question).
+_Tally = dict[str | None, list[int]]
+
+
+def _add(into: _Tally, more: _Tally) -> None:
+    for key, sums in more.items():
+        tally = into.get(key)
+        if tally is None:
+            into[key] = sums
         else:
-            spans.append(Span(lo, hi))
-    return spans
+            tally[0] += sums[0]
+            tally[1] += sums[1]
+            tally[2] += sums[2]
 
 
-def _merge(into: dict[str | None, Counts], more: dict[str | None, Counts]) -> None:
+def _merge(into: _Tally, more: dict[str | None, Counts], sign: int = 1, move_matured: bool = False) -> None:
+    """Add (or with sign=-1 subtract) ``more``; with ``move_matured``, ``more`` counted contacts already
+    taken as pending: add their matured and resolved, and take the matured off the pending."""
     for key, counts in more.items():
-        before = into.get(key)
-        into[key] = counts if before is None else before + counts
+        matured, resolved = sign * counts.matured, sign * counts.resolved
+        pending = -matured if move_matured else sign * counts.pending
+        tally = into.get(key)
+        if tally is None:
+            into[key] = [matured, resolved, pending]
+        else:
+            tally[0] += matured
+            tally[1] += resolved
+            tally[2] += pending
 
 
-def _result(
-    query: MetricQuery, zone: tzinfo, since_us: int, until_us: int, counts: dict[str | None, Counts]
-) -> MetricResult:
-    total = Counts()
-    for key_counts in counts.values():
-        total = total + key_counts
+def _result(query: MetricQuery, zone: tzinfo, since_us: int, until_us: int, tally: _Tally) -> MetricResult:
+    total = Counts(*(sum(column) for column in zip(*tally.values(), strict=True))) if tally else Counts()
     rows: list[Row] = []
     if query.by == "day":
         # Every day of the period, with or without contacts, so a day series has no silent gaps.
-        rows = [Row(day.isoformat(), counts.get(day.isoformat(), Counts())) for day in _days(since_us, until_us, zone)]
+        empty = [0, 0, 0]
+        rows = [
+            Row(day, Counts(*tally.get(day, empty))) for day in map(date.isoformat, _days(since_us, until_us, zone))
+        ]
     elif query.by is not None:
-        kept = [key for key, key_counts in counts.items() if key is not NO_VALUE and key_counts != Counts()]
-        rows = [Row(key, counts[key]) for key in sorted(kept)]
+        kept = sorted(key for key, sums in tally.items() if key is not NO_VALUE and any(sums))
+        rows = [Row(key, Counts(*tally[key])) for key in kept]
     return MetricResult(query=query, since_us=since_us, until_us=until_us, total=total, rows=rows)
 
 

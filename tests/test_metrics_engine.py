@@ -5,14 +5,16 @@ rollups made stale by later writes; and the rollups' invalidation, refresh and t
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import date, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -21,7 +23,7 @@ from metrics.engine import MetricReader, RowSpec, compute
 from metrics.periods import calendar_period, local_date
 from metrics.query import Counts, MetricQuery, MetricResult
 from metrics.records import Contact, parse_contact
-from metrics.rollup import RollupDays
+from metrics.rollup import RollupDays, pack_hours, unpack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -88,6 +90,7 @@ class Spy:
     def __init__(self, store: SQLiteContactStore):
         self.store = store
         self.rollup_days = 0
+        self.hour_days: list[date] = []
         self.row_spans: list[Any] = []
 
     @contextmanager
@@ -104,6 +107,10 @@ class Spy:
                     if data is not None:
                         spy.rollup_days += (last_day - first_day).days + 1 - len(data.stale)
                     return data
+
+                def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
+                    spy.hour_days.extend(days)
+                    return reader.rollup_hours(dimension, days)
 
                 def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
                     spy.row_spans.extend(spec.spans)
@@ -205,22 +212,29 @@ def test_engine_equals_reference(
             for query in asked:
                 expected = reference(contacts, query, NEW_YORK)
                 assert as_reference(compute(store, query, NEW_YORK, use_rollups=False)) == expected
-                assert as_reference(compute(NoRefresh(store), query, NEW_YORK)) == expected
+                for hours in (True, False):
+                    assert as_reference(compute(NoRefresh(store), query, NEW_YORK, use_hours=hours)) == expected
             store.refresh_rollups(NEW_YORK)
             for query in asked:
                 expected = reference(contacts, query, NEW_YORK)
-                for limit in (None, 0, 1, 1000):  # undecided buckets: whole days, one value at a time, mixed
-                    result = compute(NoRefresh(store), query, NEW_YORK, per_value_limit=limit)
-                    assert as_reference(result) == expected
+                for limit in (None, 0, 1, 1000):  # undecided buckets: whole units, one value at a time, mixed
+                    for hours in (True, False):  # undecided days from their hour buckets, or from contacts
+                        result = compute(NoRefresh(store), query, NEW_YORK, use_hours=hours, per_value_limit=limit)
+                        assert as_reference(result) == expected
         finally:
             store.close()
 
 
 @st.composite
-def edge_questions(draw: st.DrawFn) -> MetricQuery:
-    """Questions whose period edges and as_of - W fall inside days full of contacts (the rollups' hard part)."""
+def edge_questions(draw: st.DrawFn, starts: tuple[int, ...] = ()) -> MetricQuery:
+    """Questions whose period edges and as_of - W fall inside days full of contacts (the rollups' hard part),
+    often with as_of - W within minutes of one of the contacts' ``starts`` (inside its hour bucket)."""
     window = draw(st.sampled_from([DAY, 3 * DAY]))
-    as_of = BASE + draw(st.integers(1 * 24, 6 * 24)) * HOUR + draw(st.integers(0, 59)) * 60 * US_PER_SECOND
+    near_a_start = draw(st.booleans())
+    if starts and near_a_start:
+        as_of = draw(st.sampled_from(starts)) + window + draw(st.integers(-40, 40)) * 60 * US_PER_SECOND
+    else:
+        as_of = BASE + draw(st.integers(1 * 24, 6 * 24)) * HOUR + draw(st.integers(0, 59)) * 60 * US_PER_SECOND
     since = as_of - window + draw(st.integers(-36, 36)) * HOUR
     until = as_of if draw(st.booleans()) else since + draw(st.integers(1, 72)) * HOUR
     filters = draw(st.sampled_from([(), (("agent", "maria"),), (("team", "blue"),)]))
@@ -229,29 +243,36 @@ def edge_questions(draw: st.DrawFn) -> MetricQuery:
 
 
 dense_records = st.builds(
-    lambda record, start_h, duration: {**record, "start_h": start_h, "duration_min": duration},
+    lambda record, start_h, start_min, duration: {
+        **record,
+        "start_h": start_h,
+        "start_min": start_min,
+        "duration_min": duration,
+    },
     records,
-    st.integers(0, 96),
-    st.sampled_from([None, 0, 30, 240, 600]),  # long contacts straddle as_of - W
+    st.sampled_from([3, 9, 14, 15, 27, 33, 38, 39, 51, 57, 62, 63, 75, 81, 86, 87, 96]),  # hours shared by several
+    st.integers(0, 59),  # contacts, on both sides of as_of - W
+    st.sampled_from([None, 0, 5, 30, 240, 600]),  # long contacts straddle as_of - W
 )
 
 
 @settings(max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "80")), deadline=None)
-@given(
-    contacts=st.lists(dense_records, min_size=8, max_size=30), asked=st.lists(edge_questions(), min_size=2, max_size=5)
-)
-def test_rollup_edges_equal_reference(contacts: list[dict[str, Any]], asked: list[MetricQuery]) -> None:
+@given(contacts=st.lists(dense_records, min_size=8, max_size=30), data=st.data())
+def test_rollup_edges_equal_reference(contacts: list[dict[str, Any]], data: st.DataObject) -> None:
     with tempfile.TemporaryDirectory() as folder:
         store = SQLiteContactStore(Path(folder) / "acr.db")
         try:
             final = {c.id: c for c in (to_contact({**record, "id": f"e{i}"}) for i, record in enumerate(contacts))}
+            starts = tuple(sorted({c.started_us for c in final.values()}))
+            asked = data.draw(st.lists(edge_questions(starts), min_size=2, max_size=5))
             store.upsert(final.values())
             store.refresh_rollups(NEW_YORK)
             for query in asked:
                 expected = reference(list(final.values()), query, NEW_YORK)
                 for limit in (None, 0, 1000):
-                    result = compute(NoRefresh(store), query, NEW_YORK, per_value_limit=limit)
-                    assert as_reference(result) == expected
+                    for hours in (True, False):
+                        result = compute(NoRefresh(store), query, NEW_YORK, use_hours=hours, per_value_limit=limit)
+                        assert as_reference(result) == expected
         finally:
             store.close()
 
@@ -298,16 +319,27 @@ def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> Non
     edge = MetricQuery("acr", 3 * DAY, BASE + 10 * HOUR, BASE + 20 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day")
     spy = Spy(fresh_db)
     assert as_reference(compute(spy, edge, NEW_YORK)) == reference(contacts, edge, NEW_YORK)
-    # The first day's bucket straddles 10:00 and the part of that day before the period is the shorter: the
-    # whole day comes from the rollup, minus what is counted from contacts before 10:00.
-    assert [(span.day, span.since_us, span.until_us) for span in spy.row_spans] == [
-        (date(2026, 3, 4), BASE, BASE + 10 * HOUR)
-    ]
+    # The first day's bucket straddles 10:00: that day is answered from its hour buckets, and its hours
+    # (09:00, 10:00, 11:00) are each entirely outside or inside the period: nothing counted from contacts.
+    assert spy.hour_days == [date(2026, 3, 4)]
+    assert spy.row_spans == []
+    # Without hour buckets: the part of that day before the period is the shorter, so the whole day comes
+    # from the rollup, minus what is counted from contacts before 10:00.
+    spy = Spy(fresh_db)
+    assert as_reference(compute(spy, edge, NEW_YORK, use_hours=False)) == reference(contacts, edge, NEW_YORK)
+    assert (spy.hour_days, [(span.day, span.since_us, span.until_us) for span in spy.row_spans]) == (
+        [],
+        [(date(2026, 3, 4), BASE, BASE + 10 * HOUR)],
+    )
     late = MetricQuery(
         "acr", 3 * DAY, BASE + 10 * HOUR + 1, BASE + 20 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day"
     )
     spy = Spy(fresh_db)
     assert as_reference(compute(spy, late, NEW_YORK)) == reference(contacts, late, NEW_YORK)
+    # The 10:00 hour is cut 1 µs after its start: taken whole, minus the contacts of that microsecond.
+    assert [(span.day, span.since_us, span.until_us) for span in spy.row_spans] == [
+        (date(2026, 3, 4), BASE + 10 * HOUR, BASE + 10 * HOUR + 1)
+    ]
 
 
 def test_a_write_makes_its_days_stale_until_refreshed(fresh_db: SQLiteContactStore) -> None:
@@ -358,7 +390,8 @@ def test_rollups_are_rebuilt_for_another_time_zone(fresh_db: SQLiteContactStore)
 
 
 def test_mixed_days_are_counted_from_contacts(fresh_db: SQLiteContactStore) -> None:
-    """A day whose contacts are partly matured and partly pending cannot use the rollup's whole-day counts."""
+    """A day whose contacts are partly matured and partly pending cannot use the rollup's whole-day counts:
+    it is answered from its hour buckets, or without them from contacts."""
     contacts = two_weeks(fresh_db)
     fresh_db.refresh_rollups(NEW_YORK)
     # 7d window; as_of is 11:00 EDT on 2026-03-14, i.e. 10:00 EST: of the 09:00, 10:00 and 11:00 EST
@@ -366,9 +399,14 @@ def test_mixed_days_are_counted_from_contacts(fresh_db: SQLiteContactStore) -> N
     as_of = BASE + 10 * DAY + 10 * HOUR
     query = MetricQuery("acr", 7 * DAY, BASE, as_of, as_of, (), "day")
     spy = Spy(fresh_db)
-    result = compute(spy, query, NEW_YORK)
+    result = compute(spy, query, NEW_YORK, use_hours=False)
     assert date(2026, 3, 7) in {span.day for span in spy.row_spans}
     assert as_reference(result) == reference(contacts, query, NEW_YORK)
+    # Its hour buckets are each entirely matured or pending: with them, nothing is counted from contacts.
+    spy = Spy(fresh_db)
+    assert compute(spy, query, NEW_YORK) == result
+    assert date(2026, 3, 7) in spy.hour_days
+    assert spy.row_spans == []
     assert result.rows[3].key == "2026-03-07"
     assert (result.rows[3].counts.matured, result.rows[3].counts.pending) == (2, 1)
 
@@ -385,3 +423,100 @@ def test_edge_day_with_contacts_straddling_as_of_minus_w(fresh_db: SQLiteContact
         for limit in (None, 0, 1000):
             result = compute(NoRefresh(fresh_db), query, NEW_YORK, per_value_limit=limit)
             assert as_reference(result) == reference(contacts, query, NEW_YORK)
+
+
+def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(fresh_db: SQLiteContactStore) -> None:
+    """In the hour holding T = as_of - W, a contact starting after T is pending whatever its end: the hour's
+    buckets are taken as pending and only the contacts starting up to T are counted, to move the matured."""
+    day = parse_instant("2026-05-04T00:00:00", NEW_YORK)
+    minute = 60 * US_PER_SECOND
+    contacts = [
+        contact("m-a", "k1", day + 14 * HOUR + 5 * minute),  # no end: matured at T
+        contact("m-b", "k2", day + 14 * HOUR + 20 * minute, ended_at=(day + 14 * HOUR + 50 * minute) / US_PER_SECOND),
+        contact("m-c", "k1", day + 14 * HOUR + 45 * minute, agent="omar"),  # a repeat of m-a, after T: pending
+        contact("m-d", "k3", day + 14 * HOUR + 37 * minute),  # ends exactly at T: matured
+        contact("m-e", "k4", day + 9 * HOUR),
+    ]
+    fresh_db.upsert(contacts)
+    fresh_db.refresh_rollups(NEW_YORK)
+    as_of = day + DAY + 14 * HOUR + 37 * minute  # T = 14:37 on the contacts' day, W = 1 day
+    for by in (None, "agent"):
+        query = MetricQuery("acr", DAY, as_of - 3 * DAY, as_of, as_of, (), by)
+        spy = Spy(fresh_db)
+        result = compute(spy, query, NEW_YORK, per_value_limit=0)
+        assert as_reference(result) == reference(contacts, query, NEW_YORK)
+        assert (result.total.matured, result.total.pending) == (3, 2)
+        assert [(span.since_us, span.until_us) for span in spy.row_spans] == [
+            (day + 14 * HOUR, as_of - DAY + 1)  # 14:00 up to and including T, nothing after it
+        ]
+
+
+def test_a_refresh_by_another_store_on_the_file_is_seen_at_once(db_path: Path) -> None:
+    """Decoded rollups are kept per store for the next question; a refresh anywhere (another process, e.g.
+    the scheduler) makes them old, so no question ever sees rollups older than its own snapshot."""
+    asking, writing = SQLiteContactStore(db_path), SQLiteContactStore(db_path)
+    try:
+        contacts = two_weeks(writing)
+        writing.refresh_rollups(NEW_YORK)
+        query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "agent")
+        assert as_reference(compute(NoRefresh(asking), query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        moved = contact("d3-1", "k-new", BASE + 3 * DAY + 10 * HOUR, agent="omar", team="blue")
+        writing.upsert([moved])
+        writing.refresh_rollups(NEW_YORK)
+        contacts = [moved if c.id == "d3-1" else c for c in contacts]
+        spy = Spy(asking)
+        assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        assert spy.row_spans == []  # from the refreshed rollups, not from contacts
+    finally:
+        asking.close()
+        writing.close()
+
+
+def test_a_day_without_hour_buckets_is_counted_from_contacts(db_path: Path) -> None:
+    """Hour buckets missing for a day (never the case after a refresh; checked anyway) leave that day whole."""
+    store = SQLiteContactStore(db_path)
+    try:
+        contacts = two_weeks(store)
+        store.refresh_rollups(NEW_YORK)
+        with closing(sqlite3.connect(db_path)) as conn, conn:
+            conn.execute("DELETE FROM metric_rollup_hour WHERE day = ?", (date(2026, 3, 4).toordinal(),))
+        query = MetricQuery("acr", 3 * DAY, BASE + 10 * HOUR, BASE + 20 * DAY, BASE + 20 * DAY, (), "day")
+        spy = Spy(store)
+        assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        assert spy.hour_days == [date(2026, 3, 4)]
+        assert [(span.day, span.since_us, span.until_us) for span in spy.row_spans] == [
+            (date(2026, 3, 4), BASE + 10 * HOUR, BASE + DAY)
+        ]
+    finally:
+        store.close()
+
+
+@given(
+    day_start=st.integers(0, 2**50),
+    buckets=st.lists(
+        st.tuples(
+            st.integers(0, 24),  # slot
+            st.integers(0, 3600 * 10**6 - 1),  # earliest start within the hour
+            st.integers(0, 10**12),  # earliest end after that start
+            st.integers(0, 2**61),  # latest end after the earliest end (up to "year 9999" and beyond)
+        ),
+        max_size=8,
+    ),
+)
+def test_hour_buckets_round_ends_outwards(day_start: int, buckets: list[tuple[int, int, int, int]]) -> None:
+    """Stored as int32 seconds, an hour bucket's ends can only widen: it is never judged matured or pending
+    unless it truly is. Its start bounds are its hour's."""
+    day_end = day_start + 25 * HOUR
+    rows = []
+    for value_id, (slot, start, min_gap, max_gap) in enumerate(buckets):
+        min_end = day_start + slot * HOUR + start + min_gap
+        rows.append([value_id, slot, 3, 1, min_end, min_end + max_gap, *range(10)])
+    table, slots = unpack_hours(
+        pack_hours(np.array(rows, dtype=np.int64).reshape(-1, 16), day_start), day_start, day_end
+    )
+    for row, (value_id, slot, _, _, min_end, max_end, *successes) in zip(table.tolist(), rows, strict=True):
+        assert row[:3] == [value_id, 3, 1] and row[7:] == successes
+        assert row[3] == day_start + slot * HOUR and row[4] == day_start + (slot + 1) * HOUR - 1
+        assert min_end - US_PER_SECOND < row[5] <= min_end or min_end - day_start >= (2**31 - 2) * US_PER_SECOND
+        assert max_end <= row[6] < max_end + US_PER_SECOND or row[6] == 2**62
+    assert slots.tolist() == [row[1] for row in rows]

@@ -119,6 +119,7 @@ class SQLiteContactStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.RLock()
         self._local = threading.local()
+        self._rollup_cache = sqlite_metrics.RollupCache()  # decoded metric rollups (exact: see the class)
         self._writer = self._connect(check_same_thread=False)
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
@@ -250,7 +251,7 @@ class SQLiteContactStore:
         conn = self._reader()
         conn.execute("BEGIN")
         try:
-            yield sqlite_metrics.SQLiteMetricReader(conn, zone)
+            yield sqlite_metrics.SQLiteMetricReader(conn, zone, self._rollup_cache)
         finally:
             conn.execute("COMMIT")
 

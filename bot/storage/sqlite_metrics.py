@@ -6,8 +6,9 @@ The rules are those of ``metrics.definitions``, stated over indexed columns:
   matured        end_us + W <= as_of
   tier-1 success tier = 1 AND escalated = 0 AND resolved IS NOT 0 AND no repeat in W
 
-Rollups (``metric_rollup_day``: one packed table of buckets per dimension and local day, in the zone they
-were built for; their columns and how they answer are in ``metrics/rollup.py``). They are invalidated, never
+Rollups (``metric_rollup_day`` and ``metric_rollup_hour``: one packed table of day buckets, and one of hour
+buckets, per dimension and local day, in the zone they were built for; their columns and how they answer
+are in ``metrics/rollup.py``). They are invalidated, never
 maintained inline: a write marks the UTC days it may have changed in ``metric_rollup_dirty`` (one cheap
 statement at the end of the write transaction, and a trigger for the old day of an updated contact); a local
 day overlapping a dirty UTC day is counted from contacts until ``refresh`` rebuilds it.
@@ -15,12 +16,14 @@ day overlapping a dirty UTC day is counted from contacts until ``refresh`` rebui
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
 from datetime import date, timedelta, tzinfo
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from metrics.engine import RowSpec
@@ -32,12 +35,16 @@ from metrics.rollup import (
     ROLLUP_COLUMNS,
     ROLLUP_WINDOW_DAYS,
     ROLLUP_WINDOWS_US,
+    SLOTS_PER_UNIT_DAY,
     RollupDays,
     Table,
+    hour_rows,
     pack,
+    pack_hours,
     unpack,
+    unpack_hours,
 )
-from metrics.timeutil import US_PER_DAY
+from metrics.timeutil import US_PER_DAY, US_PER_HOUR
 
 DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
 CANDIDATE = "direction = 'inbound' AND agent IS NOT NULL"
@@ -79,6 +86,14 @@ SCHEMA = [
         END""",
     # Existing contacts: every day of them still has to be rolled up.
     f"INSERT OR IGNORE INTO metric_rollup_dirty (utc_day) SELECT DISTINCT started_us / {US_PER_DAY} FROM contacts",
+]
+
+HOUR_SCHEMA = [
+    # One packed table of hour buckets per (dimension, local day): answers the days whose day buckets cannot.
+    "CREATE TABLE metric_rollup_hour (dim TEXT NOT NULL, day INTEGER NOT NULL, data BLOB NOT NULL, "
+    "PRIMARY KEY (dim, day)) WITHOUT ROWID",
+    # Forget which zone the day rollups were built for: the next refresh rebuilds every day, hours included.
+    "DELETE FROM metric_rollup_state WHERE name = 'zone'",
 ]
 
 _MARK_DIRTY_SQL = f"""
@@ -124,7 +139,9 @@ def refresh(conn: sqlite3.Connection, zone: tzinfo, max_days: int | None = None)
     """
     name = zone_name(zone)
     if _rollup_zone(conn) != name:
+        _bump_generation(conn)
         conn.execute("DELETE FROM metric_rollup_day")
+        conn.execute("DELETE FROM metric_rollup_hour")
         conn.execute(
             f"INSERT OR IGNORE INTO metric_rollup_dirty (utc_day) "
             f"SELECT DISTINCT started_us / {US_PER_DAY} FROM contacts WHERE {CANDIDATE}"
@@ -137,6 +154,7 @@ def refresh(conn: sqlite3.Connection, zone: tzinfo, max_days: int | None = None)
     ]
     if not utc_days:
         return 0
+    _bump_generation(conn)
     local: set[date] = set()
     for utc_day in utc_days:
         local.update(_local_days_of_utc_day(utc_day, zone))
@@ -145,6 +163,68 @@ def refresh(conn: sqlite3.Connection, zone: tzinfo, max_days: int | None = None)
         _rebuild_day(conn, day, zone, ids)
     conn.executemany("DELETE FROM metric_rollup_dirty WHERE utc_day = ?", [(d,) for d in utc_days])
     return len(utc_days)
+
+
+def _bump_generation(conn: sqlite3.Connection) -> None:
+    """Mark that the rollup tables change (in the same transaction): decoded copies of them are now old."""
+    conn.execute(
+        "INSERT INTO metric_rollup_state (name, value) VALUES ('generation', '1') "
+        "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+    )
+
+
+class RollupCache:
+    """Decoded rollup tables of recent questions, kept by the store for its process: a question about the
+    same days (the next one, usually) reuses them instead of reading and unpacking megabytes of blobs.
+
+    Exact: entries are keyed by the rollups' generation, which every refresh bumps in its own transaction,
+    so a snapshot only ever finds tables decoded from what it would read itself. Stale days are not part of
+    an entry (they change with every write) but read by each question. Least recently used entries go first.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20):
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[object, ...], RollupDays] = OrderedDict()
+        self._values: dict[tuple[object, ...], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> RollupDays | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def get_values(self, key: tuple[object, ...]) -> list[str] | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def put_values(self, key: tuple[object, ...], values: list[str]) -> None:
+        with self._lock:
+            if len(self._values) >= 64:  # a handful of dimensions per generation: old generations go
+                self._values.clear()
+            self._values[key] = values
+
+    def put(self, key: tuple[object, ...], entry: RollupDays) -> None:
+        size = _size(entry)
+        if size > self._max_bytes:
+            return
+        for array in (entry.days, entry.table, entry.units):
+            if array is not None:
+                array.setflags(write=False)  # shared by every question that finds it
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = entry
+            self._bytes += size
+            while self._bytes > self._max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= _size(old)
+
+
+def _size(entry: RollupDays) -> int:
+    return sum(array.nbytes for array in (entry.days, entry.table, entry.units) if array is not None)
 
 
 class _ValueIds:
@@ -173,17 +253,20 @@ class _ValueIds:
 
 
 def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: _ValueIds) -> None:
-    """Roll up one local day: one pass over its candidates (time index), grouped five ways with numpy."""
+    """Roll up one local day: one pass over its candidates (time index), grouped five ways with numpy,
+    each by value (day buckets) and by value and hour (hour buckets)."""
     lo = local_midnight_us(day, zone)
     hi = local_midnight_us(day + timedelta(days=1), zone)
     ordinal = day.toordinal()
     conn.execute("DELETE FROM metric_rollup_day WHERE day = ?", (ordinal,))
+    conn.execute("DELETE FROM metric_rollup_hour WHERE day = ?", (ordinal,))
     rows = conn.execute(_DAY_ROWS_SQL, (lo, hi)).fetchall()
     if not rows:
         return
     agent, team, queue, channel, tier, escalated, resolved, started, ended, next_repeat = zip(*rows, strict=True)
     start = np.array(started, dtype=np.int64)
     end = np.array(ended, dtype=np.int64)
+    slot = (start - lo) // US_PER_HOUR
     following = np.array([_NO_NEXT_REPEAT if v is None else v for v in next_repeat], dtype=np.int64)
     tier1 = np.array(tier, dtype=np.int64) == 1
     # tier = 1 AND escalated = 0 AND resolved IS NOT 0 (a missing disposition is not a failure)
@@ -192,7 +275,7 @@ def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: _ValueI
     measures = np.stack(
         [np.ones(len(rows), dtype=bool), tier1, *no_repeat, *(tier1_base & ok for ok in no_repeat)], axis=1
     ).astype(np.int64)
-    blobs = []
+    day_blobs, hour_blobs = [], []
     for dim, column in ((EVERYONE, None), ("agent", agent), ("team", team), ("queue", queue), ("channel", channel)):
         if column is None:
             keys = np.zeros(len(rows), dtype=np.int64)
@@ -201,24 +284,32 @@ def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: _ValueI
             codes, uniques = pd.factorize(np.asarray(column, dtype=object))  # None -> code -1
             numbers = np.array([*(ids.get(dim, str(v)) for v in uniques), ids.get(dim, "")], dtype=np.int64)
             keys = numbers[codes]  # code -1 picks the last: the number of "" (no value)
-        order = np.argsort(keys, kind="stable")
-        sorted_keys = keys[order]
-        firsts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
-        sums = np.add.reduceat(measures[order], firsts, axis=0)
-        table = np.column_stack(
-            [
-                sorted_keys[firsts],
-                sums[:, 0],
-                sums[:, 1],
-                np.minimum.reduceat(start[order], firsts),
-                np.maximum.reduceat(start[order], firsts),
-                np.minimum.reduceat(end[order], firsts),
-                np.maximum.reduceat(end[order], firsts),
-                sums[:, 2:],
-            ]
-        )
-        blobs.append((dim, ordinal, pack(table)))
-    conn.executemany("INSERT INTO metric_rollup_day (dim, day, data) VALUES (?, ?, ?)", blobs)
+        value_ids, sums, (min_start, max_start, min_end, max_end) = _buckets(keys, measures, start, end)
+        day_table = np.column_stack([value_ids, sums[:, :2], min_start, max_start, min_end, max_end, sums[:, 2:]])
+        day_blobs.append((dim, ordinal, pack(day_table)))
+        units, sums, (_, _, min_end, max_end) = _buckets(keys * SLOTS_PER_UNIT_DAY + slot, measures, start, end)
+        value_ids, slots = np.divmod(units, SLOTS_PER_UNIT_DAY)
+        hour_table = np.column_stack([value_ids, slots, sums[:, :2], min_end, max_end, sums[:, 2:]])
+        hour_blobs.append((dim, ordinal, pack_hours(hour_table, lo)))
+    conn.executemany("INSERT INTO metric_rollup_day (dim, day, data) VALUES (?, ?, ?)", day_blobs)
+    conn.executemany("INSERT INTO metric_rollup_hour (dim, day, data) VALUES (?, ?, ?)", hour_blobs)
+
+
+def _buckets(
+    keys: npt.NDArray[np.int64], measures: Table, start: npt.NDArray[np.int64], end: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], Table, tuple[npt.NDArray[np.int64], ...]]:
+    """Group rows by key: the keys in order, the measures' sums, and min/max of start and end."""
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    firsts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    start, end = start[order], end[order]
+    bounds = (
+        np.minimum.reduceat(start, firsts),
+        np.maximum.reduceat(start, firsts),
+        np.minimum.reduceat(end, firsts),
+        np.maximum.reduceat(end, firsts),
+    )
+    return sorted_keys[firsts], np.add.reduceat(measures[order], firsts, axis=0), bounds
 
 
 def stale_days(conn: sqlite3.Connection, zone: tzinfo) -> int:
@@ -244,10 +335,13 @@ def _local_days_of_utc_day(utc_day: int, zone: tzinfo) -> Iterator[date]:
 class SQLiteMetricReader:
     """The engine's ``MetricReader`` over one read transaction of a reader connection."""
 
-    def __init__(self, conn: sqlite3.Connection, zone: tzinfo):
+    def __init__(self, conn: sqlite3.Connection, zone: tzinfo, cache: RollupCache | None = None):
         self._conn = conn
         self._zone = zone
-        self._rollups_current = _rollup_zone(conn) == zone_name(zone)
+        state = dict(conn.execute("SELECT name, value FROM metric_rollup_state").fetchall())
+        self._rollups_current = state.get("zone") == zone_name(zone)
+        self._generation = (int(state.get("generation", 0)), zone_name(zone))
+        self._cache = cache if cache is not None else RollupCache(max_bytes=0)
 
     def rollup_windows(self) -> frozenset[int]:
         return ROLLUP_WINDOWS_US if self._rollups_current else frozenset()
@@ -256,26 +350,75 @@ class SQLiteMetricReader:
         if not self._rollups_current or dimension not in (EVERYONE, *DIMENSIONS):
             return None
         first, last = first_day.toordinal(), last_day.toordinal()
-        tables: list[Table] = []
-        day_numbers: list[int] = []
-        sizes: list[int] = []
-        for day, data in self._conn.execute(
-            "SELECT day, data FROM metric_rollup_day WHERE dim = ? AND day BETWEEN ? AND ?", (dimension, first, last)
-        ):
-            table = unpack(data)
-            tables.append(table)
-            day_numbers.append(day)
-            sizes.append(len(table))
-        (values_json,) = self._conn.execute(
-            "SELECT json_group_object(id, value) FROM metric_rollup_value WHERE dim = ?", (dimension,)
-        ).fetchone()
-        by_number = json.loads(values_json)
+        key = (*self._generation, "day", dimension, first, last)
+        found = self._cache.get(key)
+        if found is None:
+            blobs = self._conn.execute(
+                "SELECT day, data FROM metric_rollup_day WHERE dim = ? AND day BETWEEN ? AND ?",
+                (dimension, first, last),
+            ).fetchall()
+            tables = [unpack(data) for _, data in blobs]
+            sizes = [len(table) for table in tables]
+            table = np.empty((sum(sizes), len(ROLLUP_COLUMNS)), dtype=np.int64, order="F")  # answered by column
+            position = 0
+            for day_table in tables:
+                table[position : position + len(day_table)] = day_table
+                position += len(day_table)
+            found = RollupDays(
+                values=self._values(dimension),
+                days=np.repeat(np.asarray([day for day, _ in blobs], dtype=np.int64), sizes),
+                table=table,
+            )
+            self._cache.put(key, found)
+        return RollupDays(found.values, found.days, found.table, stale=self._stale_days(first_day, last_day))
+
+    def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
+        if not self._rollups_current or dimension not in (EVERYONE, *DIMENSIONS):
+            return None
+        key = (*self._generation, "hour", dimension, *(day.toordinal() for day in days))
+        found = self._cache.get(key)
+        if found is None:
+            found = self._read_hours(dimension, days)
+            self._cache.put(key, found)
+        return found
+
+    def _read_hours(self, dimension: str, days: Sequence[date]) -> RollupDays:
+        wanted = {day.toordinal(): day for day in days}
+        placeholders = ", ".join("?" * len(wanted))
+        blobs = self._conn.execute(
+            f"SELECT day, data FROM metric_rollup_hour WHERE dim = ? AND day IN ({placeholders})",
+            (dimension, *wanted),
+        ).fetchall()
+        sizes = [hour_rows(data) for _, data in blobs]
+        table = np.empty((sum(sizes), len(ROLLUP_COLUMNS)), dtype=np.int64, order="F")  # answered by column
+        units = np.empty(len(table), dtype=np.int64)
+        position = 0
+        for (ordinal, data), size in zip(blobs, sizes, strict=True):
+            day = wanted.pop(ordinal)
+            start, end = local_midnight_us(day, self._zone), local_midnight_us(day + timedelta(days=1), self._zone)
+            _, slots = unpack_hours(data, start, end, out=table[position : position + size])
+            units[position : position + size] = slots + ordinal * SLOTS_PER_UNIT_DAY
+            position += size
         return RollupDays(
-            values=[by_number.get(str(number), NO_VALUE) for number in range(len(by_number))],  # numbers are dense
-            days=np.repeat(np.asarray(day_numbers, dtype=np.int64), sizes),
-            table=np.concatenate(tables) if tables else np.zeros((0, len(ROLLUP_COLUMNS)), dtype=np.int64),
-            stale=self._stale_days(first_day, last_day),
+            values=self._values(dimension),
+            days=units // SLOTS_PER_UNIT_DAY,
+            table=table,
+            stale=set(wanted.values()),  # no hour buckets stored for these days
+            units=units,
         )
+
+    def _values(self, dimension: str) -> list[str]:
+        """The texts of the value numbers of ``dimension`` (dense: 0..n-1); numbers are only ever added by a
+        refresh, so the list is kept with the decoded tables of the same generation."""
+        key = (*self._generation, "values", dimension)
+        found = self._cache.get_values(key)
+        if found is None:
+            by_number = dict(
+                self._conn.execute("SELECT id, value FROM metric_rollup_value WHERE dim = ?", (dimension,)).fetchall()
+            )
+            found = [by_number.get(number, NO_VALUE) for number in range(len(by_number))]
+            self._cache.put_values(key, found)
+        return found
 
     def _stale_days(self, first_day: date, last_day: date) -> set[date]:
         """Local days in first..last overlapping a dirty UTC day."""
@@ -292,7 +435,7 @@ class SQLiteMetricReader:
         no_repeat = NO_REPEAT.format(w=":w")
         success = no_repeat if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {no_repeat}"
         where = f"{CANDIDATE} AND started_us >= :lo AND started_us < :hi"
-        params: dict[str, object] = {"w": spec.window_us, "as_of": spec.as_of_us}
+        params: dict[str, object] = {"w": spec.window_us, "matured_by": spec.as_of_us - spec.window_us}
         if spec.metric == "tier1":
             where += " AND tier = 1"
         for index, (dimension, value) in enumerate(spec.filters):
@@ -308,18 +451,33 @@ class SQLiteMetricReader:
             params.update({f"a{i}": value for i, value in enumerate(values)})
         if spec.group is not None and spec.group not in DIMENSIONS:
             raise ValueError(f"unknown dimension {spec.group!r}")
-        key = spec.group or "''"
-        sql = f"""SELECT {key},
-                sum(end_us + :w <= :as_of),
-                sum(end_us + :w <= :as_of AND {success}),
-                sum(end_us + :w > :as_of)
-            FROM contacts WHERE {where} GROUP BY 1"""
+        # Matured is end_us <= as_of - W. Ungrouped spans are summed by SQLite; grouped ones are summed here
+        # while the rows stream by, which costs about half of SQLite's GROUP BY sorter (measured).
+        matured = "end_us <= :matured_by"
         result: dict[str | None, Counts] = {}
+        if spec.group is None:
+            sql = f"SELECT count(*), sum({matured}), sum({matured} AND {success}) FROM contacts WHERE {where}"
+            for span in spec.spans:
+                params["lo"], params["hi"] = span.since_us, span.until_us
+                total, n_matured, n_resolved = self._conn.execute(sql, params).fetchone()
+                if total:
+                    label = span.day.isoformat() if span.day is not None else ""
+                    counts = Counts(int(n_matured), int(n_resolved), int(total) - int(n_matured))
+                    before = result.get(label)
+                    result[label] = counts if before is None else before + counts
+            return result
+        # One code a row: 0 pending, 1 matured and not resolved, 2 resolved; counted by Counter (in C).
+        sql = f"SELECT {spec.group}, ({matured}) + ({matured} AND {success}) FROM contacts WHERE {where}"
+        coded: Counter[tuple[str | None, int]] = Counter()
         for span in spec.spans:
             params["lo"], params["hi"] = span.since_us, span.until_us
-            for group_key, matured, resolved, pending in self._conn.execute(sql, params):
-                label = span.day.isoformat() if span.day is not None else group_key
-                counts = Counts(int(matured), int(resolved), int(pending))
-                before = result.get(label)
-                result[label] = counts if before is None else before + counts
-        return result
+            coded.update(self._conn.execute(sql, params))
+        sums: dict[str | None, list[int]] = {}
+        for (key, code), number in coded.items():
+            tally = sums.setdefault(key, [0, 0, 0])
+            if code == 0:
+                tally[2] += number
+            else:
+                tally[0] += number
+                tally[1] += number if code == 2 else 0
+        return {key: Counts(*tally) for key, tally in sums.items()}

@@ -84,3 +84,13 @@ def m_schedules(db: Database) -> None:
 
     for statement in SCHEMA:
         db.execute(statement)
+
+
+@migrations()
+def m_metric_hour_rollups(db: Database) -> None:
+    """Hour buckets next to the day buckets, for the days those cannot answer (a period's edges, the day of
+    as_of - W). The day rollups are marked as built for no zone, so the next refresh rebuilds both."""
+    from bot.storage.sqlite_metrics import HOUR_SCHEMA
+
+    for statement in HOUR_SCHEMA:
+        db.execute(statement)
