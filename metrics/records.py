@@ -175,7 +175,6 @@ def parse_contact_full(
 
 
 _new_contact = Contact._make
-_dumps = orjson.dumps
 _TEXT_BOOLS = {
     variant: word in _TRUE_WORDS
     for word in _TRUE_WORDS | _FALSE_WORDS
@@ -309,7 +308,7 @@ def contact_row(
         parent_id,
         started_us,
         ended_us,
-        raw if raw is not None else _dumps(obj, default=str).decode(),
+        raw if raw is not None else raw_json(obj),
     )
 
 
