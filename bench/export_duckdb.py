@@ -39,7 +39,12 @@ def main() -> None:
     began = time.perf_counter()
     conn = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
     duck = duckdb.connect(str(target))
-    cursor = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM contacts ORDER BY started_us")
+    # next_repeat_us lives with the candidates (metric_contacts); other contacts have none.
+    selected = ", ".join(f"m.{c}" if c == "next_repeat_us" else f"c.{c}" for c in COLUMNS)
+    cursor = conn.execute(
+        f"SELECT {selected} FROM contacts AS c LEFT JOIN metric_contacts AS m "
+        "ON m.started_us = c.started_us AND m.pk = c.pk ORDER BY c.started_us"
+    )
     created = False
     total = 0
     while rows := cursor.fetchmany(500_000):

@@ -196,6 +196,12 @@ def fast_instant(value: object, cache: InstantCache) -> int | None:
         us = value * US_PER_SECOND
         if MIN_US <= us < MAX_US:
             return us
+    elif type(value) is float:  # epoch seconds from a JSON sender; as _epoch_us rounds them
+        scaled = value * US_PER_SECOND
+        if MIN_US <= scaled < MAX_US:  # False for nan and infinities
+            us = round(scaled)
+            if us < MAX_US:
+                return us
     return None
 
 

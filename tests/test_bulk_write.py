@@ -18,6 +18,7 @@ import bot.storage.sqlite as sqlite_store
 from bot.storage.sqlite import ROWS_PER_INSERT, SQLiteContactStore
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone
+from tests.store_support import assert_candidates_mirror_contacts, is_counted
 
 UTC_ZONE = load_zone("UTC")
 T0 = 1_780_000_000
@@ -42,7 +43,7 @@ def expected_next_repeat(rows: list[dict[str, Any]]) -> dict[str, int | None]:
             and other["parent_id"] is None
             and other["started_us"] > row["started_us"]
         ]
-        result[row["id"]] = min(later) if later else None
+        result[row["id"]] = min(later) if later and is_counted(row) else None
     return result
 
 
@@ -117,12 +118,13 @@ def test_bulk_load_into_a_small_table_fixes_old_and_new_customers(
 
 
 versions = st.builds(
-    lambda key, customer, start, outbound, leg: (key, customer, start, outbound, leg),
+    lambda key, customer, start, outbound, leg, agent: (key, customer, start, outbound, leg, agent),
     st.integers(0, 9),
     st.sampled_from(["k1", "k2", "k3"]),
     st.integers(0, 30),
     st.booleans(),
     st.booleans(),
+    st.sampled_from(["ana", "ana", "bo", None]),  # without an agent no metric counts it
 )
 
 
@@ -137,15 +139,15 @@ versions = st.builds(
 )
 def test_counts_and_next_repeat_match_a_naive_model(
     tmp_path_factory: pytest.TempPathFactory,
-    before: list[tuple[str, str, int, bool, bool]],
-    batch: list[tuple[str, str, int, bool, bool]],
+    before: list[tuple[int, str, int, bool, bool, str | None]],
+    batch: list[tuple[int, str, int, bool, bool, str | None]],
     chunk: int,
     bulk: bool,
     flat: bool,
     rows_per_insert: int,
 ) -> None:
-    def build(key: int, customer: str, start: int, outbound: bool, leg: bool) -> Contact:
-        extra: dict[str, Any] = {"direction": "outbound" if outbound else "inbound"}
+    def build(key: int, customer: str, start: int, outbound: bool, leg: bool, agent: str | None) -> Contact:
+        extra: dict[str, Any] = {"direction": "outbound" if outbound else "inbound", "agent": agent}
         if leg:
             extra["parent_id"] = "p"
         return contact(f"id{key}", customer, start, **extra)
@@ -177,6 +179,7 @@ def test_counts_and_next_repeat_match_a_naive_model(
             k: (c.customer_id, c.started_us, c.raw) for k, c in model.items()
         }
         assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
+        assert_candidates_mirror_contacts(store)
         assert store.count_contacts() == len(model)
     finally:
         sqlite_store.ROWS_PER_INSERT = ROWS_PER_INSERT

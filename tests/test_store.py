@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlite_utils import Database
 
 from bot.storage.sqlite import SQLiteContactStore
+from bot.storage.sqlite_migrations import migrations
 from metrics.records import Contact, parse_contact
+from tests.store_support import assert_candidates_mirror_contacts
 
 T0 = 1_780_000_000  # 2026-05-28, epoch seconds
 
@@ -75,7 +78,8 @@ def test_next_repeat_is_first_repeatable_contact_strictly_after(fresh_db: SQLite
     )
     assert next_repeat(fresh_db, "first") == 3600  # not the same-instant one, the callback or the transfer leg
     assert next_repeat(fresh_db, "same-instant") == 3600
-    assert next_repeat(fresh_db, "outbound") == 3600
+    assert next_repeat(fresh_db, "leg") == 3600  # a transfer leg is counted for its agent, so it has one
+    assert next_repeat(fresh_db, "outbound") is None  # no metric counts an outbound contact: nothing derived
     assert next_repeat(fresh_db, "back") is None
     assert next_repeat(fresh_db, "other-customer") is None
 
@@ -132,6 +136,40 @@ def test_schema_is_migrated_once_and_recorded(db_path: Path) -> None:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+def test_upgrade_moves_the_candidates_with_their_next_repeats(db_path: Path) -> None:
+    """A database of the schema before ``m_metric_contacts`` (next_repeat_us kept on contacts, two candidate
+    indexes) keeps every derived value: the candidates move to metric_contacts, the old column and indexes go."""
+    db = Database(db_path)
+    migrations.apply(db, stop_before="m_metric_contacts")
+    rows = [  # (id, customer, agent, direction, started s, next_repeat s) as the previous store wrote them
+        ("a", "k1", "maria", "inbound", 0, 100),
+        ("b", "k1", "maria", "inbound", 100, None),
+        ("c", "k1", "maria", "outbound", 50, 100),
+        ("d", "k2", None, "inbound", 0, None),
+    ]
+    db.conn.executemany(
+        "INSERT INTO contacts (source, id, customer_id, agent, channel, direction, tier, escalated, started_us,"
+        " raw, next_repeat_us) VALUES ('api', ?, ?, ?, 'phone', ?, 1, 0, ?, '{}', ?)",
+        [(i, k, a, d, (T0 + s) * 1_000_000, None if n is None else (T0 + n) * 1_000_000) for i, k, a, d, s, n in rows],
+    )
+    db.conn.commit()
+    db.close()
+
+    store = SQLiteContactStore(db_path)
+    try:
+        assert_candidates_mirror_contacts(store)
+        assert [next_repeat(store, cid) for cid in "abcd"] == [100, None, None, None]
+        columns = [row[1] for row in store._writer.execute("PRAGMA table_info(contacts)")]
+        assert "next_repeat_us" not in columns
+        indexes = {row[0] for row in store._writer.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert not indexes & {"contacts_candidates_time", "contacts_candidates_agent"}
+        store.upsert([contact("e", "k1", 50)])  # the maintained path takes over: a's repeat is now e
+        assert [next_repeat(store, cid) for cid in "abe"] == [50, None, 100]
+        assert_candidates_mirror_contacts(store)
+    finally:
+        store.close()
+
+
 # --- the delivery-order property --------------------------------------------------------------------------
 
 _versions = st.fixed_dictionaries(
@@ -142,6 +180,12 @@ _versions = st.fixed_dictionaries(
         "direction": st.sampled_from(["inbound", "inbound", "outbound"]),
         "parent_id": st.sampled_from([None, None, None, "c0"]),
         "resolved": st.sampled_from([None, True, False]),
+        "agent": st.sampled_from([None, "ana", "ana", "bo"]),  # without an agent no metric counts it
+        "team": st.sampled_from([None, "north", "south"]),
+        "queue": st.sampled_from([None, "billing", "tech"]),
+        "channel": st.sampled_from(["phone", "chat"]),
+        "tier": st.sampled_from([1, 1, 2]),
+        "escalated": st.booleans(),
     }
 )
 
@@ -161,7 +205,8 @@ def _dump(store: SQLiteContactStore) -> list[dict[str, Any]]:
 
 
 def _reference_next_repeat(records: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Straight from the contract: the first inbound, non-continuation contact of the customer strictly after."""
+    """Straight from the contract: the first inbound, non-continuation contact of the customer strictly after,
+    for each contact the metrics count (inbound, with an agent)."""
     answer: dict[str, int | None] = {}
     for this in records:
         later = [
@@ -172,7 +217,8 @@ def _reference_next_repeat(records: list[dict[str, Any]]) -> dict[str, int | Non
             and other.get("parent_id") is None
             and other["started_at"] > this["started_at"]
         ]
-        answer[this["id"]] = min(later) * 1_000_000 if later else None
+        counted = this.get("direction", "inbound") == "inbound" and this.get("agent") is not None
+        answer[this["id"]] = min(later) * 1_000_000 if later and counted else None
     return answer
 
 
@@ -206,6 +252,7 @@ def test_any_delivery_order_gives_the_same_store(
         assert _dump(streamed) == _dump(once)
         expected = _reference_next_repeat(list(last_version.values()))
         assert {row["id"]: row["next_repeat_us"] for row in streamed.iter_contacts()} == expected
+        assert_candidates_mirror_contacts(streamed)
         assert streamed.count_contacts() == len(last_version)
     finally:
         streamed.close()

@@ -81,34 +81,55 @@ UPDATE temp.touched_customers SET from_us = coalesce(
     -9223372036854775808
 )
 """
-# Only the rows whose value changes are written, in primary-key order. Rows inserted by this transaction
-# (pk > :first_pk) still hold NULL, so their old value is known without reading the row.
-_NEXT_REPEAT_CHANGES_SQL = """
-INSERT INTO temp.next_repeat_changes (pk, next_repeat_us)
-SELECT pk, fresh FROM (
-    SELECT c.pk AS pk,
-        {old} AS old,
-        (
-            SELECT min(r.started_us) FROM contacts AS r
-            WHERE r.customer_id = c.customer_id AND r.repeatable = 1 AND r.started_us > c.started_us
-        ) AS fresh
-    FROM {scope}
+# The start of the customer's first repeatable contact strictly after contact ``c`` (the customer index
+# answers it), worked out once every row of the write is in.
+_FRESH_NEXT_REPEAT = (
+    "(SELECT min(r.started_us) FROM contacts AS r "
+    "WHERE r.customer_id = c.customer_id AND r.repeatable = 1 AND r.started_us > c.started_us)"
+)
+# The candidates among the rows this write inserted, with their next repeat. OR REPLACE: a row inserted and
+# then updated by the same write already has a candidate row, from the update trigger.
+_INSERT_METRIC_CONTACTS_SQL = f"""
+INSERT OR REPLACE INTO metric_contacts ({", ".join(sqlite_metrics.METRIC_CONTACTS_COLUMNS)})
+SELECT c.started_us, c.pk, c.end_us, {_FRESH_NEXT_REPEAT}, c.tier, c.escalated, c.resolved, c.agent, c.team,
+    c.queue, c.channel
+FROM contacts AS c WHERE c.pk > ? AND {sqlite_metrics.CANDIDATE.replace("direction", "c.direction")}
+ORDER BY c.started_us, c.pk
+"""
+# The candidates that were stored before this write and whose next repeat it changed. Only those rows are
+# written; the customer index and the candidates' primary key answer everything, no contacts row is read.
+_NEXT_REPEAT_CHANGES_SQL = f"""
+INSERT INTO temp.next_repeat_changes (started_us, pk, next_repeat_us)
+SELECT started_us, pk, fresh FROM (
+    SELECT m.started_us AS started_us, m.pk AS pk, m.next_repeat_us AS old, {_FRESH_NEXT_REPEAT} AS fresh
+    FROM temp.touched_customers AS t
+    CROSS JOIN contacts AS c ON c.customer_id = t.customer_id
+    CROSS JOIN metric_contacts AS m ON m.started_us = c.started_us AND m.pk = c.pk
+    WHERE c.started_us BETWEEN t.from_us AND t.until_us AND c.pk <= ?
     LIMIT -1 OFFSET 0  -- not flattened into the outer query, which would run the subquery twice a row
 )
 WHERE old IS NOT fresh
 """
-_OLD_NEXT_REPEAT = "CASE WHEN c.pk > :first_pk THEN NULL ELSE c.next_repeat_us END"
+# (Not UPDATE ... FROM: SQLite scans the whole target for that form; this one looks up each changed row.)
+_APPLY_NEXT_REPEAT_SQL = """
+UPDATE metric_contacts
+SET next_repeat_us = (
+    SELECT n.next_repeat_us FROM temp.next_repeat_changes AS n
+    WHERE n.started_us = metric_contacts.started_us AND n.pk = metric_contacts.pk
+)
+WHERE (started_us, pk) IN (SELECT started_us, pk FROM temp.next_repeat_changes)
+"""
 # The rows a write may change (see above), and all of them when the table was empty before it.
 TOUCHED_ROWS = (
     "temp.touched_customers AS t CROSS JOIN contacts AS c ON c.customer_id = t.customer_id "
     "WHERE c.started_us BETWEEN t.from_us AND t.until_us"
 )
 ALL_ROWS = "contacts AS c"
-_APPLY_NEXT_REPEAT_SQL = """
-UPDATE contacts
-SET next_repeat_us = (SELECT n.next_repeat_us FROM temp.next_repeat_changes AS n WHERE n.pk = contacts.pk)
-WHERE pk IN (SELECT pk FROM temp.next_repeat_changes)
-"""
+# A contact with the derived next repeat of its candidate row (None for one the metrics do not count).
+_CONTACTS_WITH_NEXT_REPEAT = (
+    "SELECT c.*, m.next_repeat_us FROM contacts AS c "
+    "LEFT JOIN metric_contacts AS m ON m.started_us = c.started_us AND m.pk = c.pk"
+)
 
 
 class SQLiteContactStore:
@@ -137,7 +158,8 @@ class SQLiteContactStore:
             "(customer_id TEXT PRIMARY KEY, since_us INTEGER NOT NULL, until_us INTEGER NOT NULL, from_us INTEGER)"
         )
         self._writer.execute(
-            "CREATE TEMP TABLE IF NOT EXISTS next_repeat_changes (pk INTEGER PRIMARY KEY, next_repeat_us INTEGER)"
+            "CREATE TEMP TABLE IF NOT EXISTS next_repeat_changes "
+            "(started_us INTEGER, pk INTEGER, next_repeat_us INTEGER, PRIMARY KEY (started_us, pk)) WITHOUT ROWID"
         )
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -200,12 +222,14 @@ class SQLiteContactStore:
         return int(row[0])
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
-        cursor = self._reader().execute("SELECT * FROM contacts WHERE source = ? AND id = ?", (source, contact_id))
+        cursor = self._reader().execute(
+            f"{_CONTACTS_WITH_NEXT_REPEAT} WHERE c.source = ? AND c.id = ?", (source, contact_id)
+        )
         row = cursor.fetchone()
         return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
 
     def iter_contacts(self) -> Iterator[dict[str, Any]]:
-        cursor = self._reader().execute("SELECT * FROM contacts ORDER BY source, id")
+        cursor = self._reader().execute(f"{_CONTACTS_WITH_NEXT_REPEAT} ORDER BY c.source, c.id")
         names = [d[0] for d in cursor.description]
         for row in cursor:
             yield dict(zip(names, row, strict=True))
@@ -308,15 +332,15 @@ class _SQLiteBulkWriter:
         # column default's strftime per row, cost about 2 us a row.
         self._row_marks = _ROW_MARKS.replace(":received_at", f"'{received_at}'")
         self._insert_sql: dict[int, str] = {}
-        self._deferred_indexes: list[tuple[str, str]] = []
+        self._deferred_indexes: list[tuple[str, str, str]] = []  # (table, name, sql)
 
     def expect(self, more_rows: int) -> None:
         """Hint that about ``more_rows`` rows will follow in this transaction.
 
         A load at least as large as the table it goes into (and at least BULK_LOAD_MIN_ROWS) drops the
-        secondary indexes of ``contacts`` now and builds them once at the end (a sort), which is several
-        times cheaper than updating each index row by row. The drop is part of the transaction: a rollback
-        restores them, and readers keep seeing the indexed committed data meanwhile.
+        secondary indexes of ``contacts`` and ``metric_contacts`` now and builds them once at the end (a
+        sort), which is several times cheaper than updating each index row by row. The drop is part of the
+        transaction: a rollback restores them, and readers keep seeing the indexed committed data meanwhile.
         """
         if self._deferred_indexes or more_rows < BULK_LOAD_MIN_ROWS:
             return
@@ -324,21 +348,17 @@ class _SQLiteBulkWriter:
         if more_rows < existing:
             return
         self._deferred_indexes = self._conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts' AND sql IS NOT NULL"
+            "SELECT tbl_name, name, sql FROM sqlite_master "
+            "WHERE type = 'index' AND tbl_name IN ('contacts', 'metric_contacts') AND sql IS NOT NULL"
         ).fetchall()
-        for name, _ in self._deferred_indexes:
+        for _, name, _ in self._deferred_indexes:
             self._conn.execute(f'DROP INDEX "{name}"')
 
-    def rebuild_indexes(self, *, with_next_repeat: bool) -> None:
-        """Recreate the indexes dropped by ``expect``: first those the refresh reads, the rest after it
-        (an index on ``next_repeat_us`` is cheaper to build once than to update for every refreshed row)."""
-        keep = []
-        for name, sql in self._deferred_indexes:
-            if ("next_repeat_us" in sql) == with_next_repeat:
-                self._conn.execute(sql)
-            else:
-                keep.append((name, sql))
-        self._deferred_indexes = keep
+    def rebuild_indexes(self, table: str) -> None:
+        """Recreate the indexes of ``table`` dropped by ``expect``."""
+        for _, _, sql in (deferred for deferred in self._deferred_indexes if deferred[0] == table):
+            self._conn.execute(sql)
+        self._deferred_indexes = [deferred for deferred in self._deferred_indexes if deferred[0] != table]
 
     def finish(self) -> str:
         """Bring the derived data up to date (and the deferred indexes back) before the commit.
@@ -346,22 +366,20 @@ class _SQLiteBulkWriter:
         Returns the SQL source (``TOUCHED_ROWS`` or ``ALL_ROWS``) of the rows the write may have changed.
         """
         conn = self._conn
-        self.rebuild_indexes(with_next_repeat=False)
-        if self._was_empty:  # every row is new: no customer to look up, no old value to compare
-            scope = ALL_ROWS
-        else:
-            # The customers of the rows inserted by this transaction, set-based (a temp-table insert per row
-            # cost 5 us a row once temp_store is FILE). NOT INDEXED: a pk range, never a customer index scan.
-            conn.execute(_TOUCHED_BY_INSERTS_SQL, (self._first_pk,))
-            conn.execute(_TOUCHED_FROM_SQL)
-            scope = TOUCHED_ROWS
+        self.rebuild_indexes("contacts")  # the customer index answers every next repeat below
+        conn.execute(_INSERT_METRIC_CONTACTS_SQL, (self._first_pk,))
+        self.rebuild_indexes("metric_contacts")
+        if self._was_empty:  # every row is new, and got its next repeat as it was inserted
+            return ALL_ROWS
+        # The customers of the rows inserted by this transaction, set-based (a temp-table insert per row
+        # cost 5 us a row once temp_store is FILE). NOT INDEXED: a pk range, never a customer index scan.
+        conn.execute(_TOUCHED_BY_INSERTS_SQL, (self._first_pk,))
+        conn.execute(_TOUCHED_FROM_SQL)
         conn.execute("DELETE FROM temp.next_repeat_changes")
-        old = "NULL" if scope is ALL_ROWS else _OLD_NEXT_REPEAT  # NULL: the customer index alone is read
-        conn.execute(_NEXT_REPEAT_CHANGES_SQL.format(scope=scope, old=old), {"first_pk": self._first_pk})
+        conn.execute(_NEXT_REPEAT_CHANGES_SQL, (self._first_pk,))
         conn.execute(_APPLY_NEXT_REPEAT_SQL)
         conn.execute("DELETE FROM temp.next_repeat_changes")
-        self.rebuild_indexes(with_next_repeat=True)
-        return scope
+        return TOUCHED_ROWS
 
     def add(self, contacts: Sequence[Contact]) -> None:
         """Write a chunk (Contacts, or plain tuples in Contact field order)."""

@@ -94,3 +94,13 @@ def m_metric_hour_rollups(db: Database) -> None:
 
     for statement in HOUR_SCHEMA:
         db.execute(statement)
+
+
+@migrations()
+def m_metric_contacts(db: Database) -> None:
+    """The candidates move to their own narrow table, with the derived next repeat: a write then changes a
+    narrow row, not a wide contacts row (see ``METRIC_CONTACTS_SCHEMA``). Contacts keep no next repeat."""
+    from bot.storage.sqlite_metrics import METRIC_CONTACTS_SCHEMA
+
+    for statement in METRIC_CONTACTS_SCHEMA:
+        db.execute(statement)
