@@ -4,9 +4,11 @@ Each file is one batch: it is validated whole and stored in one transaction, or 
 not at all, with every problem listed as ``file:line: field: message``. Files are independent of each other.
 
 Reading streams, so memory stays flat whatever the file size. A file big enough to be worth it is read and
-validated in a child process while this process writes the previous chunk: on two cores that nearly doubles
-the import rate. Chunks travel as one pickled flat list of the rows' values in Contact field order, with
-repeated values shared (see ``_flat_values``), and the store takes that list as it is (``add_flat``).
+validated by child processes while this process writes what they have read: a JSONL or CSV file is cut at
+line ends into blocks that READERS processes take in turn, and the blocks are stored in file order (a JSON
+array is read by one child). Chunks travel as one pickled flat list of the rows' values in Contact field
+order, with repeated values shared (see ``_flat_values``), and the store takes that list as it is
+(``add_flat``).
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ STDIN = "-"
 CHUNK_RECORDS = 5000  # records per chunk handed to the store
 READ_BYTES = 1 << 20
 PARALLEL_MIN_BYTES = 4 << 20  # smaller files are read in this process: a child costs ~50 ms to start
-_QUEUE_CHUNKS = 4  # chunks in flight between the reader process and the writer: bounds memory
+_QUEUE_CHUNKS = 4  # chunks in flight between a reader process and the writer: bounds memory
+# JSONL and CSV files are cut at line ends into blocks that READERS processes read in turn (block i by reader
+# i % READERS) while the writer stores them in file order: on two cores the readers, not the writer, were
+# the slower side. A CSV cut that falls inside a quoted cell is detected, and the file is then read again
+# by one reader (see _SplitInsideRecord).
+READERS = 2
+BLOCK_BYTES = 1 << 20
 
 Progress = Callable[[int], None]  # called with the bytes of the file read so far
 
@@ -67,6 +75,7 @@ class _Chunk:
     records: int
     bytes_read: int
     flat: list[Any] | None = None  # instead of rows: their values one after another (from the reader process)
+    final: bool = False  # nothing after this chunk can be read reliably (a CSV structure error)
 
 
 @dataclass
@@ -77,6 +86,7 @@ class _PackedChunk:
     errors: list[str]
     records: int
     bytes_read: int
+    final: bool
 
 
 def file_format(name: str) -> str:
@@ -98,11 +108,14 @@ def ingest_file(
     stdin: IO[bytes] | None = None,
     progress: Progress | None = None,
     parallel: bool | None = None,
+    readers: int = READERS,
+    block_bytes: int = BLOCK_BYTES,
 ) -> FileResult:
     """Import one file (``-`` reads JSONL from ``stdin``) as one atomic batch.
 
-    ``parallel`` forces (True) or forbids (False) reading in a child process; by default a regular file of
-    at least PARALLEL_MIN_BYTES is read in parallel.
+    ``parallel`` forces (True) or forbids (False) reading in child processes (``readers`` of them, taking
+    blocks of about ``block_bytes`` in turn); by default a regular file of at least PARALLEL_MIN_BYTES is
+    read in parallel.
     """
     result = FileResult(name="<stdin>" if name == STDIN else name)
     opened: IO[bytes] | None = None
@@ -121,7 +134,8 @@ def ingest_file(
             if use_child:
                 opened.close()  # (opened first so that a missing or unreadable file is reported the same way)
                 opened = None
-                chunks = _read_in_child(path, kind, result.name, zone)
+                readers = readers if kind in ("jsonl", "csv") else 1
+                chunks = _read_in_children(path, kind, result.name, zone, readers, block_bytes)
             else:
                 chunks = _read_chunks(opened, kind, result.name, zone)
     except OSError as problem:
@@ -132,6 +146,8 @@ def ingest_file(
         return result
     try:
         _store_chunks(store, chunks, result, size, progress)
+    except _SplitInsideRecord:  # rolled back; a quoted cell spans a cut: read the file in one piece
+        return ingest_file(store, name, zone, progress=progress, parallel=True, readers=1)
     except OSError as problem:
         result.errors.append(f"{result.name}: cannot read: {problem.strerror or problem}")
     finally:
@@ -180,50 +196,93 @@ def _stdin_bytes() -> IO[bytes]:
     return sys.stdin.buffer
 
 
-# --- reading in a child process ---------------------------------------------------------------------
+# --- reading in child processes ---------------------------------------------------------------------
 
 
-def _read_in_child(path: Path, kind: str, name: str, zone: tzinfo) -> Iterator[_Chunk]:
-    """The chunks of ``path``, read and validated by a child process while the caller writes."""
+class _SplitInsideRecord(Exception):
+    """A block of a CSV file ended inside a quoted cell: the cut was not between records."""
+
+
+_BLOCK_DONE = "block done"
+
+
+def _read_in_children(
+    path: Path, kind: str, name: str, zone: tzinfo, readers: int, block_bytes: int
+) -> Iterator[_Chunk]:
+    """The chunks of ``path`` in file order, read and validated by ``readers`` child processes while the
+    caller writes. With one reader it reads the file whole; with more, each reads every ``readers``-th block
+    (``_line_blocks``) and says when it is done with one, so the blocks are handed on in order."""
     context = multiprocessing.get_context("fork")
-    channel: multiprocessing.Queue[Any] = context.Queue(maxsize=_QUEUE_CHUNKS)
-    zone_key = getattr(zone, "key", None)
-    child = context.Process(target=_child_main, args=(str(path), kind, name, zone_key or zone, channel), daemon=True)
-    child.start()
+    zone_arg = getattr(zone, "key", None) or zone
+    channels: list[multiprocessing.Queue[Any]] = []
+    children = []
+    for index in range(readers):
+        channel: multiprocessing.Queue[Any] = context.Queue(maxsize=_QUEUE_CHUNKS)
+        child = context.Process(
+            target=_child_main,
+            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes),
+            daemon=True,
+        )
+        child.start()
+        channels.append(channel)
+        children.append(child)
     try:
+        block = 0
         while True:
+            turn = block % readers
             try:
-                item = channel.get(timeout=1.0)
+                item = channels[turn].get(timeout=1.0)
             except queue.Empty:
-                if not child.is_alive():
+                if not children[turn].is_alive():
                     raise RuntimeError(f"{name}: the reader process stopped unexpectedly") from None
                 continue
-            if item is None:
+            if item is None:  # the reader whose turn it is has no more blocks: the file is done
                 break
+            if item == _BLOCK_DONE:
+                block += 1
+                continue
             if isinstance(item, tuple) and item and item[0] == "oserror":
                 raise OSError(item[1])
             if isinstance(item, tuple) and item and item[0] == "failure":
                 raise RuntimeError(f"{name}: reading failed: {item[1]}")
-            if isinstance(item, _PackedChunk):
-                item = _Chunk([], item.errors, item.records, item.bytes_read, flat=pickle.loads(item.values))
-            yield item
+            if isinstance(item, _SplitInsideRecord):
+                raise item
+            chunk = _Chunk([], item.errors, item.records, item.bytes_read, flat=pickle.loads(item.values))
+            yield chunk
+            if item.final:
+                break
     finally:
-        if child.is_alive():
-            child.terminate()
-        child.join()
-        channel.close()
+        for child, channel in zip(children, channels, strict=True):
+            if child.is_alive():
+                child.terminate()
+            child.join()
+            channel.close()
 
 
-def _child_main(path: str, kind: str, name: str, zone: object, channel: multiprocessing.Queue[Any]) -> None:
+def _child_main(
+    path: str,
+    kind: str,
+    name: str,
+    zone: object,
+    channel: multiprocessing.Queue[Any],
+    index: int = 0,
+    readers: int = 1,
+    block_bytes: int = BLOCK_BYTES,
+) -> None:
     gc.disable()  # the chunks are acyclic; collection passes over millions of young objects cost ~15%
     try:
         real_zone = load_zone(zone) if isinstance(zone, str) else cast(tzinfo, zone)
         shared: dict[Any, Any] = {}
         with open(path, "rb") as stream:
-            for chunk in _read_chunks(stream, kind, name, real_zone):
-                values = _flat_values(chunk.rows, shared)
-                channel.put(_PackedChunk(pickle.dumps(values, 5), chunk.errors, chunk.records, chunk.bytes_read))
+            for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes):
+                for chunk in chunks:
+                    values = pickle.dumps(_flat_values(chunk.rows, shared), 5)
+                    channel.put(_PackedChunk(values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final))
+                if readers > 1:
+                    channel.put(_BLOCK_DONE)
         channel.put(None)
+    except _SplitInsideRecord as split:
+        channel.put(split)
     except OSError as problem:
         channel.put(("oserror", problem.strerror or str(problem)))
     except BaseException as problem:  # reported to the parent as a failure, never silently lost
@@ -231,6 +290,56 @@ def _child_main(path: str, kind: str, name: str, zone: object, channel: multipro
     finally:
         channel.close()
         channel.join_thread()
+
+
+def _my_blocks(
+    stream: IO[bytes], kind: str, name: str, zone: tzinfo, index: int, readers: int, block_bytes: int
+) -> Iterator[Iterator[_Chunk]]:
+    """The chunks of each block reader ``index`` of ``readers`` reads (the whole file when it is the only one)."""
+    if readers == 1:
+        yield _read_chunks(stream, kind, name, zone)
+        return
+    columns: list[str] | None = None
+    for number, (offset, first_line, data, last) in enumerate(_line_blocks(stream, block_bytes)):
+        if kind == "csv" and number == 0:
+            columns = _csv_columns(data)
+        if number % readers != index:
+            continue
+        counter = _CountingReader(io.BytesIO(data), offset)
+        if kind == "jsonl":
+            yield _jsonl_chunks(counter, name, zone, first_line=first_line)
+        elif number == 0:  # the header, then records
+            yield _csv_chunks(counter, name, zone, block_end=not last)
+        elif columns is not None:  # (else block 0 reports what is wrong with the header)
+            yield _csv_chunks(counter, name, zone, columns=columns, first_line=first_line, block_end=not last)
+        else:
+            yield iter(())
+
+
+def _line_blocks(stream: IO[bytes], block_bytes: int) -> Iterator[tuple[int, int, bytes, bool]]:
+    """The file in blocks of whole lines of about ``block_bytes``: (offset, number of the first line, the
+    bytes, is it the last block). Every reader cuts the file the same way, as each reads all of it."""
+    offset, line, carry = 0, 1, b""
+    pending = (0, 1, b"")  # (an empty file is one empty block)
+    while True:
+        data = stream.read(block_bytes)
+        if data:
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # one line longer than a block: keep reading it
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+        elif carry:
+            block, carry = carry, b""
+        else:
+            yield (*pending, True)
+            return
+        if pending[2]:
+            yield (*pending, False)
+        pending = (offset, line, block)
+        offset += len(block)
+        line += block.count(b"\n")
 
 
 # Columns with few distinct values (source, agent, team, queue, reason, channel, direction): one shared
@@ -293,9 +402,9 @@ def _read_chunks(stream: IO[bytes], kind: str, name: str, zone: tzinfo) -> Itera
 class _CountingReader(io.RawIOBase):
     """A binary stream that counts the bytes read through it (for the progress bar)."""
 
-    def __init__(self, stream: IO[bytes]):
+    def __init__(self, stream: IO[bytes], offset: int = 0):
         self._stream = stream
-        self.bytes_read = 0
+        self.bytes_read = offset  # where in the file the stream starts (a block of it may start further on)
 
     def readable(self) -> bool:
         return True
@@ -316,19 +425,21 @@ class _CountingReader(io.RawIOBase):
 Item = tuple[int, Any, "str | None"]  # (line number, the record, or a problem with it)
 
 
-def _jsonl_chunks(counter: _CountingReader, name: str, zone: tzinfo) -> Iterator[_Chunk]:
+def _jsonl_chunks(counter: _CountingReader, name: str, zone: tzinfo, first_line: int = 1) -> Iterator[_Chunk]:
     """``_read_chunks`` for JSONL: one JSON value per line, blank lines skipped, in one loop.
 
     Reads whole blocks and splits them. Written as a single loop rather than a record generator feeding the
-    chunk loop: handing each record over cost a tenth of the reading.
+    chunk loop: handing each record over cost a tenth of the reading. ``first_line``: the number of the
+    stream's first line in the file.
     """
     loads, row_of, malformed = orjson.loads, contact_row, orjson.JSONDecodeError
     rows: list[Sequence[Any]] = []
     errors: list[str] = []
-    records = line_number = 0
+    records = 0
+    line_number = first_line - 1
     failed = False
     rest = b""
-    first = True
+    first = counter.bytes_read == 0  # at the start of the file
     while True:
         block = counter.read_block()
         if first:
@@ -369,33 +480,48 @@ def _json_problem(problem: orjson.JSONDecodeError) -> str:
     return f"{problem.msg} (column {problem.colno})"
 
 
-def _csv_chunks(counter: _CountingReader, name: str, zone: tzinfo) -> Iterator[_Chunk]:
+def _csv_chunks(
+    counter: _CountingReader,
+    name: str,
+    zone: tzinfo,
+    *,
+    columns: list[str] | None = None,
+    first_line: int = 1,
+    block_end: bool = False,
+) -> Iterator[_Chunk]:
     """``_read_chunks`` for CSV: a header row, then one record per row, in one loop (as ``_jsonl_chunks``).
 
-    Quoted cells may span lines; a record's line is where it starts.
+    Quoted cells may span lines; a record's line is where it starts. For a block of the file after the
+    first: ``columns`` are the header's, ``first_line`` the block's first line, and ``block_end`` says the
+    file goes on after it, so a quoted cell still open at its end means the cut was inside a record.
     """
-    text = io.TextIOWrapper(io.BufferedReader(counter, READ_BYTES), encoding="utf-8-sig", newline="")
+    encoding = "utf-8-sig" if counter.bytes_read == 0 else "utf-8"
+    text = io.TextIOWrapper(io.BufferedReader(counter, READ_BYTES), encoding=encoding, newline="")
     reader = csv.reader(text, strict=True)
-    try:
-        header = next(reader, None)
-    except (csv.Error, UnicodeDecodeError) as problem:
-        problem_text: str | None = f"header: {_csv_problem(problem)}"
-    else:
-        problem_text = _csv_header_problem(header)
-    if problem_text is not None or header is None:
-        yield _Chunk([], [f"{name}:1: {problem_text}"], 1, counter.bytes_read)
-        return
-    columns = [cell.strip() for cell in header]
+    if columns is None:
+        try:
+            header = next(reader, None)
+        except (csv.Error, UnicodeDecodeError) as problem:
+            if block_end and _open_quote_at_end(problem):
+                raise _SplitInsideRecord from None
+            problem_text: str | None = f"header: {_csv_problem(problem)}"
+        else:
+            problem_text = _csv_header_problem(header)
+        if problem_text is not None or header is None:
+            yield _Chunk([], [f"{name}:1: {problem_text}"], 1, counter.bytes_read, final=True)
+            return
+        columns = [cell.strip() for cell in header]
     width = len(columns)
+    base = first_line - 1  # reader.line_num counts the lines of this stream
     row_of = contact_row
     rows: list[Sequence[Any]] = []
     errors: list[str] = []
     records = 0
     failed = False
-    line = reader.line_num + 1
+    line = base + reader.line_num + 1
     try:
         for row in reader:
-            start, line = line, reader.line_num + 1
+            start, line = line, base + reader.line_num + 1
             if not row:
                 continue  # a blank line
             records += 1
@@ -415,13 +541,34 @@ def _csv_chunks(counter: _CountingReader, name: str, zone: tzinfo) -> Iterator[_
                 yield _Chunk(rows, errors, records, counter.bytes_read)
                 rows, errors, records = [], [], 0
     except (csv.Error, UnicodeDecodeError) as problem:
+        if block_end and _open_quote_at_end(problem):
+            raise _SplitInsideRecord from None
         # The rest of the file cannot be split into records reliably.
         records += 1
         errors.append(f"{name}:{line}: record: {_csv_problem(problem)}")
         if records >= CHUNK_RECORDS:
             yield _Chunk(rows, errors, records, counter.bytes_read)
             rows, errors, records = [], [], 0
+        yield _Chunk(rows, errors, records, counter.bytes_read, final=True)
+        return
     yield _Chunk(rows, errors, records, counter.bytes_read)
+
+
+def _open_quote_at_end(problem: Exception) -> bool:
+    """The csv module's complaint (strict mode) about data that ends inside a quoted cell."""
+    return isinstance(problem, csv.Error) and str(problem) == "unexpected end of data"
+
+
+def _csv_columns(first_block: bytes) -> list[str] | None:
+    """The header's column names, as ``_csv_chunks`` reads them; None if the header is not sound (the reader of
+    the first block reports it)."""
+    try:
+        header = next(csv.reader(io.StringIO(first_block.decode("utf-8-sig"), newline=""), strict=True), None)
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    if header is None or _csv_header_problem(header) is not None:
+        return None
+    return [cell.strip() for cell in header]
 
 
 def _csv_header_problem(header: list[str] | None) -> str | None:

@@ -1,0 +1,140 @@
+"""Reading a file in blocks by several reader processes stores and reports exactly what one reader does.
+
+The cut points are forced small (tens of bytes) so that they land everywhere: between records, inside quoted
+multi-line CSV cells (the import must notice and read the file in one piece), next to blank lines, a BOM, CRLF
+line ends and a last line without a line end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import bot.ingest as ingest
+from bot.ingest import FileResult, ingest_file
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.timeutil import load_zone
+
+ZONE = load_zone("Europe/Berlin")
+HEADER = "id,customer_id,agent,started_at,ended_at,reason,tier"
+
+
+def outcome(path: Path, folder: Path, **how: Any) -> tuple[Any, ...]:
+    """What importing ``path`` reports and stores, read ``how`` (parallel=, readers=, block_bytes=)."""
+    store = SQLiteContactStore(folder / f"{len(list(folder.iterdir()))}.db")
+    try:
+        result: FileResult = ingest_file(store, str(path), ZONE, **how)
+        rows = [{k: v for k, v in row.items() if k != "received_at"} for row in store.iter_contacts()]
+        return result.counts.as_dict(), result.records, result.errors, rows
+    finally:
+        store.close()
+
+
+def assert_blocks_read_like_one_reader(path: Path, folder: Path, block_bytes: int) -> None:
+    alone = outcome(path, folder, parallel=False)
+    for readers in (2, 3):
+        assert outcome(path, folder, parallel=True, readers=readers, block_bytes=block_bytes) == alone
+
+
+def csv_line(n: int, reason: str = "billing", tier: str = "1") -> str:
+    return f"r{n},k{n % 3},ana,2026-03-29 0{n % 4}:30:00,,{reason},{tier}"
+
+
+def jsonl_line(n: int, **fields: Any) -> str:
+    record = {"id": f"r{n}", "customer_id": f"k{n % 3}", "agent": "ana", "started_at": f"2026-03-29T0{n % 4}:30:00"}
+    return orjson.dumps({**record, **fields}).decode()
+
+
+CSV_LINES = st.one_of(
+    st.integers(0, 40).map(csv_line),
+    st.integers(0, 40).map(lambda n: csv_line(n, reason='"two\nlines, quoted"')),  # a record over two lines
+    st.integers(0, 40).map(lambda n: csv_line(n, reason='"say ""hi""\n\nthen go"')),
+    st.integers(0, 40).map(lambda n: csv_line(n, tier="x")),  # invalid: listed with its line
+    st.just(""),  # a blank line
+    st.just('r9,k1,ana,"2026-03-29 01:00:00,,x,1'),  # a quote never closed: the rest cannot be read
+    st.just('r8,k1,ana,"2026-03-29 01:00:00"x,,y,1'),  # text after a closing quote: nor here
+)
+JSONL_LINES = st.one_of(
+    st.integers(0, 40).map(jsonl_line),
+    st.integers(0, 40).map(lambda n: jsonl_line(n, reason="a\nb")),  # an escaped line end stays inside
+    st.integers(0, 40).map(lambda n: jsonl_line(n, tier=0)),
+    st.just(""),
+    st.just("   "),
+    st.just('{"id": "broken"'),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    kind=st.sampled_from(["csv", "jsonl"]),
+    data=st.data(),
+    block_bytes=st.integers(1, 120),
+    bom=st.booleans(),
+    line_end=st.sampled_from(["\n", "\r\n"]),
+    final_line_end=st.booleans(),
+)
+def test_any_cut_reads_like_one_reader(
+    tmp_path_factory: pytest.TempPathFactory,
+    kind: str,
+    data: st.DataObject,
+    block_bytes: int,
+    bom: bool,
+    line_end: str,
+    final_line_end: bool,
+) -> None:
+    lines = data.draw(st.lists(CSV_LINES if kind == "csv" else JSONL_LINES, max_size=12))
+    if kind == "csv":
+        lines = [HEADER, *lines]
+    text = line_end.join(lines) + (line_end if final_line_end and lines else "")
+    folder = tmp_path_factory.mktemp("blocks")
+    path = folder / f"contacts.{kind}"
+    path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
+    assert_blocks_read_like_one_reader(path, folder, block_bytes)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        HEADER,
+        "id,id\nr1,r2\n",  # a header problem: one error, nothing else read
+        "\n".join([HEADER, *(csv_line(n) for n in range(30))]),
+        "\n".join([HEADER, *(csv_line(n, reason='"a\nb\nc"') for n in range(30))]),
+        # malformed CSV stops the reading where it is, whatever the later blocks hold
+        "\n".join([HEADER, csv_line(1), 'r8,k1,ana,"2026-03-29 01:00:00"x,,y,1', csv_line(3, tier="x"), csv_line(5)]),
+    ],
+)
+def test_csv_files_read_like_one_reader(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text(text)
+    for block_bytes in (1, 7, 50, 1 << 20):
+        assert_blocks_read_like_one_reader(path, tmp_path, block_bytes)
+
+
+def test_a_cut_inside_a_quoted_cell_reads_the_file_again_in_one_piece(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "contacts.csv"
+    path.write_text("\n".join([HEADER, csv_line(1), csv_line(5, reason='"line one\nline two"'), csv_line(3)]) + "\n")
+    asked: list[int] = []
+    real = ingest._read_in_children
+
+    def spy(*args: Any) -> Any:
+        asked.append(args[4])  # readers
+        return real(*args)
+
+    monkeypatch.setattr(ingest, "_read_in_children", spy)
+    store = SQLiteContactStore(tmp_path / "acr.db")
+    try:
+        cut_inside = path.read_text().index("line one\n") + len("line one\n") + 2  # the first cut: after it
+        result = ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=cut_inside)
+        assert result.ok and result.counts.inserted == 3
+        assert store.get_contact("api", "r5")["reason"] == "line one\nline two"  # type: ignore[index]
+    finally:
+        store.close()
+    assert asked == [2, 1]  # cut in two, noticed, read again by one reader
