@@ -1,7 +1,8 @@
 """Build the benchmark database: ~10 million contacts, a year of a 500-seat contact center.
 
-Written through the real write path (``store.bulk()``), one transaction per day of data, so the derived
-next-repeat column, the metric indexes and the rollup dirty marks are exactly what production would have;
+Written through the real write path (``store.bulk()``), one transaction per day of data, so the candidates
+(``metric_contacts``) with their derived next repeats and the rollup dirty marks are exactly what production
+would have;
 then the rollups are built (``store.refresh_rollups``). Columns are generated with numpy.
 
 Model: ~500 agents in 30 teams (each team serves two of 20 queues), six channels; customers whose contact

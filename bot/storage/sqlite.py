@@ -93,7 +93,7 @@ _INSERT_METRIC_CONTACTS_SQL = f"""
 INSERT OR REPLACE INTO metric_contacts ({", ".join(sqlite_metrics.METRIC_CONTACTS_COLUMNS)})
 SELECT c.started_us, c.pk, c.end_us, {_FRESH_NEXT_REPEAT}, c.tier, c.escalated, c.resolved, c.agent, c.team,
     c.queue, c.channel
-FROM contacts AS c WHERE c.pk > ? AND {sqlite_metrics.CANDIDATE.replace("direction", "c.direction")}
+FROM contacts AS c WHERE c.pk > ? AND {sqlite_metrics.CANDIDATE}
 ORDER BY c.started_us, c.pk
 """
 # The candidates that were stored before this write and whose next repeat it changed. Only those rows are
