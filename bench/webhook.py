@@ -15,8 +15,8 @@ import argparse
 import http.client
 import os
 import random
-import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -87,24 +87,25 @@ def start_server(db: Path, log: Path, log_level: str) -> tuple[subprocess.Popen[
         "LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
     }
+    with socket.socket() as probe:  # a free port (the server's own log line is not there at every --log-level)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     with log.open("wb") as sink:
-        proc = subprocess.Popen([str(ACR_BOT), "serve", "--port", "0"], env=env, stdout=sink, stderr=sink)
+        proc = subprocess.Popen(
+            [str(ACR_BOT), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=sink, stderr=sink
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             sys.exit(f"server exited: {log.read_text()}")
-        found = re.search(r"listening on http://127\.0\.0\.1:(\d+)", log.read_text())
-        if found:
-            port = int(found.group(1))
-            while time.monotonic() < deadline:
-                try:
-                    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                    conn.request("GET", "/healthz")
-                    if conn.getresponse().status == 200:
-                        conn.close()
-                        return proc, port
-                except OSError:
-                    time.sleep(0.05)
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc, port
+        except OSError:
+            pass
         time.sleep(0.05)
     proc.kill()
     sys.exit(f"server did not start: {log.read_text()}")
