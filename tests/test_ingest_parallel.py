@@ -7,6 +7,7 @@ line ends and a last line without a line end.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,27 @@ def test_a_cut_inside_a_quoted_cell_reads_the_file_again_in_one_piece(
     finally:
         store.close()
     assert asked == [2, 1]  # cut in two, noticed, read again by one reader
+
+
+def test_a_reader_that_dies_fails_the_import_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader process killed mid-file (here: exits on its second block) is noticed when its turn comes."""
+    path = tmp_path / "contacts.jsonl"
+    path.write_text("".join(jsonl_line(n % 2) + "\n" for n in range(40)))  # hours 00 and 01: no DST gap
+    real = ingest._jsonl_chunks
+
+    def dies_on_the_second_block(counter: Any, *args: Any, **kwargs: Any) -> Any:
+        if counter.bytes_read > 0 and kwargs.get("first_line", 1) > 1 and os.getpid() != parent:
+            os._exit(3)
+        return real(counter, *args, **kwargs)
+
+    parent = os.getpid()
+    monkeypatch.setattr(ingest, "_jsonl_chunks", dies_on_the_second_block)
+    store = SQLiteContactStore(tmp_path / "acr.db")
+    try:
+        with pytest.raises(RuntimeError, match="the reader process stopped unexpectedly"):
+            ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=200)
+        assert store.count_contacts() == 0
+    finally:
+        store.close()
