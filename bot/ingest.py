@@ -495,9 +495,7 @@ def _csv_chunks(
     first: ``columns`` are the header's, ``first_line`` the block's first line, and ``block_end`` says the
     file goes on after it, so a quoted cell still open at its end means the cut was inside a record.
     """
-    encoding = "utf-8-sig" if counter.bytes_read == 0 else "utf-8"
-    text = io.TextIOWrapper(io.BufferedReader(counter, READ_BYTES), encoding=encoding, newline="")
-    reader = csv.reader(text, strict=True)
+    reader = _csv_reader(counter)
     if columns is None:
         try:
             header = next(reader, None)
@@ -559,11 +557,18 @@ def _open_quote_at_end(problem: Exception) -> bool:
     return isinstance(problem, csv.Error) and str(problem) == "unexpected end of data"
 
 
+def _csv_reader(counter: _CountingReader) -> Any:
+    """CSV rows of the stream (a BOM is dropped only at the start of the file)."""
+    encoding = "utf-8-sig" if counter.bytes_read == 0 else "utf-8"
+    text = io.TextIOWrapper(io.BufferedReader(counter, READ_BYTES), encoding=encoding, newline="")
+    return csv.reader(text, strict=True)
+
+
 def _csv_columns(first_block: bytes) -> list[str] | None:
     """The header's column names, as ``_csv_chunks`` reads them; None if the header is not sound (the reader of
     the first block reports it)."""
     try:
-        header = next(csv.reader(io.StringIO(first_block.decode("utf-8-sig"), newline=""), strict=True), None)
+        header = next(_csv_reader(_CountingReader(io.BytesIO(first_block))), None)
     except (csv.Error, UnicodeDecodeError):
         return None
     if header is None or _csv_header_problem(header) is not None:

@@ -48,7 +48,8 @@ from metrics.rollup import (
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR
 
 DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
-CANDIDATE = "direction = 'inbound' AND agent IS NOT NULL"
+_CANDIDATE_OF = "{row}direction = 'inbound' AND {row}agent IS NOT NULL"  # the contacts the metrics count
+CANDIDATE = _CANDIDATE_OF.format(row="")
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + {w})"
 TIER1_SUCCESS = "(tier = 1 AND escalated = 0 AND resolved IS NOT 0)"
 
@@ -131,7 +132,7 @@ METRIC_CONTACTS_SCHEMA = [
             INSERT INTO metric_contacts ({", ".join(METRIC_CONTACTS_COLUMNS)})
             SELECT new.started_us, new.pk, new.end_us, NULL, new.tier, new.escalated, new.resolved, new.agent,
                 new.team, new.queue, new.channel
-            WHERE new.direction = 'inbound' AND new.agent IS NOT NULL;
+            WHERE {_CANDIDATE_OF.format(row="new.")};
         END""",
     """CREATE TRIGGER contacts_metric_delete AFTER DELETE ON contacts
         BEGIN
