@@ -11,18 +11,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.slack.blocks import (
-    MAX_ROWS,
-    Answer,
-    answer_message,
-    change_words,
-    code,
-    error_message,
-    escape,
-    help_message,
-    period_words,
-    ranked_rows,
-)
+from bot.presentation import change_words, code, error_message, escape, period_words
+from bot.slack.blocks import MAX_ROWS, Answer, answer_message, help_message, ranked_rows
 from bot.slack.grammar import HELP_WORDS, Question, parse
 from metrics.query import Counts, MetricQuery, MetricResult, Row
 from metrics.timeutil import US_PER_DAY, parse_instant

@@ -12,6 +12,7 @@ import click
 import orjson
 
 from bot.cli.common import settings, store_for
+from bot.presentation import interval_span, percent
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.periods import (
@@ -190,15 +191,6 @@ def as_csv(result: MetricResult) -> str:
     return buffer.getvalue()
 
 
-def percent(value: float | None) -> str:
-    return "no data" if value is None else f"{value * 100:.1f}%"
-
-
-def interval_text(counts: Counts) -> str:
-    interval = counts.interval
-    return "" if interval is None else f"{interval[0] * 100:.1f}–{interval[1] * 100:.1f}%"
-
-
 def as_text(result: MetricResult, zone: tzinfo) -> str:
     """A readable report: what was asked (so nobody guesses how options were read), then the table."""
     query = result.query
@@ -233,7 +225,7 @@ def _text_row(key: str, counts: Counts) -> tuple[str, ...]:
     return (
         key,
         percent(counts.rate),
-        interval_text(counts),
+        interval_span(counts),
         f"{counts.matured:,}",
         f"{counts.resolved:,}",
         f"{counts.pending:,}",

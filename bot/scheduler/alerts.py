@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import tzinfo
-from typing import Any, Literal
+from typing import Literal
 
 from bot.scheduler.digest import rule_words
-from bot.slack.blocks import escape, percent
+from bot.presentation import Block, context, escape, interval_span, percent, section
 from bot.storage.schedules import AlertRule, AlertState, OutboxMessage, scope_filters
 from metrics.periods import last_period, local_date
 from metrics.query import Counts, MetricQuery
@@ -117,8 +117,7 @@ def message_key(rule: AlertRule, transition: Transition, now_us: int, zone: tzin
 def _message(rule: AlertRule, counts: Counts, transition: Transition, now_us: int, zone: tzinfo) -> OutboxMessage:
     what = escape(rule_words(rule))
     rate = percent(counts.rate)
-    interval = counts.interval
-    ci = f"95% CI {interval[0] * 100:.1f}–{interval[1] * 100:.1f}%" if interval else "no interval"
+    ci = f"95% CI {interval_span(counts)}" if counts.interval else "no interval"
     query = alert_query(rule, now_us)
     since, until = from_us(query.since_us, zone), from_us(query.until_us, zone)
     detail = (
@@ -132,10 +131,7 @@ def _message(rule: AlertRule, counts: Counts, transition: Transition, now_us: in
         headline = f":hourglass: *Still firing (#{rule.id})* since {since:%a %Y-%m-%d %H:%M %Z}: now *{rate}*"
     else:
         headline = f":white_check_mark: *Recovered (#{rule.id})*: now *{rate}*, at or above the threshold plus margin"
-    blocks: list[dict[str, Any]] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": headline}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": detail}]},
-    ]
+    blocks: list[Block] = [section(headline), context(detail)]
     if transition != "recover":
         value = f"{rule.id}:{rule.state.episode}"
         blocks.append(

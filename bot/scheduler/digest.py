@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from typing import Any
 
-from bot.slack.blocks import Message, change_words, escape, percent
+from bot.presentation import Block, Message, cell, change_words, context, escape, interval_span, percent, section
 from bot.storage.schedules import AlertRule, scope_filters, scope_label
 from metrics.engine import MetricSource, compute
 from metrics.periods import format_window, last_period, local_date, local_midnight_us
@@ -22,7 +22,6 @@ Compute = Callable[[MetricSource, MetricQuery, tzinfo], MetricResult]
 PERIOD_DAYS = 30
 EXTREMES = 3  # lowest and highest agents shown
 MAX_GROUP_LINES = 15
-Block = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,8 +169,7 @@ def compose(inputs: DigestInputs, firing: list[AlertRule], min_sample: int, zone
 
 
 def _interval(counts: Counts) -> str:
-    interval = counts.interval
-    return "no interval" if interval is None else f"{interval[0] * 100:.1f}–{interval[1] * 100:.1f}%"
+    return interval_span(counts, none="no interval")
 
 
 def _n(counts: Counts) -> str:
@@ -199,23 +197,18 @@ def rule_words(rule: AlertRule) -> str:
 
 def _group_table(digest: Digest) -> list[str]:
     name = "Agent" if digest.group_dimension == "agent" else "Team"
-    width = max([len(name), *(len(_cell(g.key)) for g in digest.groups[:MAX_GROUP_LINES])])
+    width = max([len(name), *(len(cell(g.key)) for g in digest.groups[:MAX_GROUP_LINES])])
     lines = [f"{name:<{width}}  {'ACR 7d':>7} {'n':>6}  {'Tier-1':>7} {'n':>6}"]
     for group in digest.groups[:MAX_GROUP_LINES]:
         mark = "*" if group.acr.matured < digest.min_sample else " "
         lines.append(
-            f"{_cell(group.key):<{width}}  {percent(group.acr.rate):>7} {group.acr.matured:>6,}  "
+            f"{cell(group.key):<{width}}  {percent(group.acr.rate):>7} {group.acr.matured:>6,}  "
             f"{percent(group.tier1.rate):>7} {group.tier1.matured:>6,}{mark}".rstrip()
         )
     left_out = len(digest.groups) - MAX_GROUP_LINES
     if left_out > 0:
         lines.append(f"… {left_out} more not shown")
     return lines
-
-
-def _cell(text: str) -> str:
-    text = "".join(" " if ord(ch) < 32 else ch for ch in text).replace("`", "ˋ")
-    return text if len(text) <= 24 else text[:23] + "…"
 
 
 def _extremes(lines: list[GroupLine], mark: Callable[[str], str]) -> str:
@@ -251,16 +244,16 @@ def render(digest: Digest, zone: tzinfo) -> Message:
     plain_parts = _sections(digest, zone, lambda text: text)
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": mrk["title"][:150], "emoji": False}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(f"• {h}" for h in mrk["headlines"])}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": mrk["volume"] + "\n" + mrk["pending"]}},
+        section("\n".join(f"• {h}" for h in mrk["headlines"])),
+        section(mrk["volume"] + "\n" + mrk["pending"]),
     ]
     if digest.groups:
         table = "\n".join(mrk["table"])
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"{mrk['table_title']}\n```{table}```"}})
+        blocks.append(section(f"{mrk['table_title']}\n```{table}```"))
     extremes = [line for line in (mrk["lowest"], mrk["highest"], mrk["no_extremes"]) if line]
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(extremes)}})
-    blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": mrk["alerts"]}})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": mrk["footer"]}]})
+    blocks.append(section("\n".join(extremes)))
+    blocks.append(section(mrk["alerts"]))
+    blocks.append(context(mrk["footer"]))
     first = digest.headlines[0]
     notification = f"{mrk['title']}: {first.label} {percent(first.now.rate)}"
     lines = [plain_parts["title"], "", *plain_parts["headlines"], plain_parts["volume"], plain_parts["pending"], ""]

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Callable
 from datetime import tzinfo
 
+from bot.presentation import Message, escape, instant_words, list_message, percent
 from bot.scheduler.digest import rule_words
 from bot.scheduler.jobs import schedule_of
 from bot.scheduler.times import Clock
@@ -23,7 +24,6 @@ from bot.scheduler.words import (
     Subscribe,
     Unsubscribe,
 )
-from bot.slack.blocks import Message, escape, note_message, percent
 from bot.storage import ContactStore
 from bot.storage.schedules import AlertRule, Subscription, scope_filters, scope_label
 from metrics.errors import UserError
@@ -51,7 +51,7 @@ def alert_words(
 ) -> str:
     state = rule.state
     if state.firing:
-        status = f"FIRING since {from_us(state.fired_us or now_us, zone):%Y-%m-%d %H:%M %Z}"
+        status = f"FIRING since {instant_words(state.fired_us or now_us, zone)}"
         if state.acknowledged_by:
             status += f", acknowledged by {state.acknowledged_by}"
     else:
@@ -59,7 +59,7 @@ def alert_words(
     if state.evaluated_us is not None:
         status += f"; last {percent(state.last_rate)} (n={state.last_matured:,})"
     if rule.snoozed_until_us is not None and rule.snoozed_until_us > now_us:
-        status += f"; snoozed until {from_us(rule.snoozed_until_us, zone):%Y-%m-%d %H:%M %Z}"
+        status += f"; snoozed until {instant_words(rule.snoozed_until_us, zone)}"
     return f"#{rule.id}: {text(rule_words(rule))} → {mark(rule.channel)} [{text(status)}]"
 
 
@@ -107,7 +107,7 @@ class ScheduleManager:
         schedule = schedule_of(subscription, self.zone)
         _, next_us = schedule.next_after(self.clock.now_us())
         first = f" First digest: {from_us(next_us, schedule.zone):%a %Y-%m-%d %H:%M %Z}."
-        return _note(
+        return list_message(
             f"{verb} {subscription_words(subscription, self.zone, channel_mrkdwn)}.{first}",
             f"{verb} {subscription_words(subscription, self.zone, str)}.{first}",
         )
@@ -119,7 +119,7 @@ class ScheduleManager:
             raise UserError(f"no digest subscription for {channel} ({scope_label(scope)}); see /acr subscriptions")
         schedules.remove_subscription(matches[0].id)
         self._changed()
-        return _note(
+        return list_message(
             f"Unsubscribed {channel_mrkdwn(channel)} from the {scope_label(scope)} digest.",
             f"Unsubscribed {channel} from the {scope_label(scope)} digest.",
         )
@@ -128,14 +128,14 @@ class ScheduleManager:
         if not self.store.schedules().remove_subscription(subscription_id):
             raise UserError(f"no subscription #{subscription_id}; see acr-bot subscriptions list")
         self._changed()
-        return _note(f"Removed subscription #{subscription_id}.", f"Removed subscription #{subscription_id}.")
+        return list_message(f"Removed subscription #{subscription_id}.", f"Removed subscription #{subscription_id}.")
 
     def list_subscriptions(self) -> Message:
         subscriptions = self.store.schedules().list_subscriptions()
         if not subscriptions:
             text = "No digest subscriptions yet. Add one with /acr subscribe #channel daily 09:00 [team:NAME]"
-            return _note(text, text)
-        return _note(
+            return list_message(text, text)
+        return list_message(
             "\n".join(subscription_words(s, self.zone, channel_mrkdwn) for s in subscriptions),
             "\n".join(subscription_words(s, self.zone, str) for s in subscriptions),
         )
@@ -157,7 +157,7 @@ class ScheduleManager:
             self.clock.now_us(),
         )
         log.info("alert rule #%d added by %s: %s", rule.id, user_id or "cli", rule_words(rule))
-        return _note(
+        return list_message(
             f"Added alert #{rule.id}: {escape(rule_words(rule))} → {channel_mrkdwn(channel)}.{escape(note)} It is "
             "checked on the alert schedule.",
             f"Added alert #{rule.id}: {rule_words(rule)} -> {channel}.{note}",
@@ -181,7 +181,7 @@ class ScheduleManager:
     def remove_alert(self, rule_id: int) -> Message:
         if not self.store.schedules().remove_alert_rule(rule_id):
             raise UserError(f"no alert rule #{rule_id}; see /acr alerts")
-        return _note(f"Removed alert #{rule_id}.", f"Removed alert #{rule_id}.")
+        return list_message(f"Removed alert #{rule_id}.", f"Removed alert #{rule_id}.")
 
     def snooze(self, rule_id: int, duration_us: int, user_id: str | None = None) -> Message:
         until_us = self.clock.now_us() + duration_us
@@ -190,15 +190,15 @@ class ScheduleManager:
         until = from_us(until_us, self.zone)
         log.info("alert #%d snoozed until %s by %s", rule_id, until.isoformat(), user_id or "cli")
         text = f"Alert #{rule_id} is snoozed until {until:%a %Y-%m-%d %H:%M %Z}."
-        return _note(text, text)
+        return list_message(text, text)
 
     def list_alerts(self) -> Message:
         rules = self.store.schedules().list_alert_rules()
         if not rules:
             text = "No alert rules yet. Add one with /acr alert tier1 below 75% team:NAME #channel"
-            return _note(text, text)
+            return list_message(text, text)
         now_us = self.clock.now_us()
-        return _note(
+        return list_message(
             "\n".join(alert_words(r, self.zone, now_us, channel_mrkdwn, escape) for r in rules),
             "\n".join(alert_words(r, self.zone, now_us, str) for r in rules),
         )
@@ -217,10 +217,3 @@ def _channel(channel: str | None, here: str | None) -> str:
     if here is None:
         raise UserError("name the Slack channel, like #support-leads")
     return here
-
-
-def _note(mrkdwn: str, plain_text: str) -> Message:
-    """A confirmation or list; unlike ``note_message`` the plain text keeps its lines (one per item)."""
-    message = note_message(mrkdwn, plain_text)
-    lines = [note_message("", line).plain for line in plain_text.splitlines()]
-    return Message(blocks=message.blocks, text=message.text, plain="\n".join(lines))

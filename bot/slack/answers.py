@@ -20,7 +20,8 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.settings import Settings
-from bot.slack.blocks import Answer, Message, answer_message, code, error_message, help_message, note_message
+from bot.presentation import Message, code, error_message, instant_words, note_message, period_words
+from bot.slack.blocks import Answer, answer_message, help_message
 from bot.slack.grammar import USAGE, LinkCommand, Question, parse
 from bot.storage import ContactStore
 from metrics.engine import compute
@@ -153,7 +154,7 @@ class Answerer:
         result = self._compute(self.store, query, zone)
         length = result.until_us - result.since_us
         if length <= 0:
-            raise UserError(f"the period starts after now (as of {_day(as_of_us, zone)}): nothing to count yet")
+            raise UserError(f"the period starts after now (as of {instant_words(as_of_us, zone)}): nothing to count yet")
         previous_query = replace(query, since_us=result.since_us - length, until_us=result.since_us, by=None)
         previous = self._compute(self.store, previous_query, zone)
         return Answer(question, result, previous)
@@ -221,8 +222,6 @@ class Answerer:
                 close = [by_lower[m] for m in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)]
                 hint = f" Did you mean {', '.join(f'{dimension}:{_quote(c)}' for c in close)}?" if close else ""
                 raise UserError(f"no {dimension} named {value!r} in the data.{hint} {USAGE}")
-        from bot.slack.blocks import period_words
-
         scope = ", ".join(f"{d} {v!r}" for d, v in question.filters) or "any agent"
         period = period_words(answer.result.since_us, answer.result.until_us, self.settings.zone)
         raise UserError(f"no inbound contacts handled by {scope} in {period}. Try a longer period (last:90d). {USAGE}")
@@ -275,12 +274,6 @@ class Answerer:
 
 def _quote(name: str) -> str:
     return f'"{name}"' if any(ch.isspace() for ch in name) else name
-
-
-def _day(us: int, zone: Any) -> str:
-    from metrics.timeutil import from_us
-
-    return f"{from_us(us, zone):%Y-%m-%d %H:%M %Z}"
 
 
 def _internal_error(rid: str) -> Message:

@@ -10,7 +10,8 @@ from slack_bolt import App
 from slack_sdk import WebClient
 
 from bot.slack.answers import Answerer
-from bot.slack.blocks import Block, answer_message, code, escape
+from bot.presentation import Block, code, escape, section
+from bot.slack.blocks import answer_message
 from bot.slack.commands import acknowledge
 from bot.slack.grammar import USAGE, Question
 from metrics.errors import UserError
@@ -44,18 +45,18 @@ def home_view(answerer: Answerer, user_id: str, as_of_us: int | None = None) -> 
     agent = answerer.caller_agent(user_id)
     everyone = answerer.may_see_everyone(user_id)
     if agent is not None:
-        blocks.append(_section(f"*Your numbers* (agent {code(agent)}), last 30 days, 7-day repeat window"))
+        blocks.append(section(f"*Your numbers* (agent {code(agent)}), last 30 days, 7-day repeat window"))
         for metric in METRICS:
             blocks.extend(_answer_blocks(answerer, Question(metric, filters=(("agent", agent),)), now))
         blocks.append({"type": "divider"})
     if everyone:
-        blocks.append(_section("*Teams*, last 30 days, 7-day repeat window, worst first"))
+        blocks.append(section("*Teams*, last 30 days, 7-day repeat window, worst first"))
         for metric in METRICS:
             blocks.extend(_answer_blocks(answerer, Question(metric, by="team"), now))
         blocks.append({"type": "divider"})
     if agent is None and not everyone:
         blocks.append(
-            _section(
+            section(
                 "Your Slack user is not linked to an agent name yet, so there is nothing personal to show. "
                 "A supervisor can link you with `/acr link @you agent:NAME`; then `/acr me` and this tab show "
                 "your numbers."
@@ -77,14 +78,10 @@ def _answer_blocks(answerer: Answerer, question: Question, as_of_us: int) -> lis
     try:
         answer = answerer.compute_answer(question, as_of_us)
     except UserError as problem:
-        return [_section(f":warning: {escape(str(problem))}")]
+        return [section(f":warning: {escape(str(problem))}")]
     except Exception:
         rid = uuid.uuid4().hex[:12]
         log.exception("request %s: App Home %s failed", rid, question.metric)
-        return [_section(f":x: Could not compute this (request id {rid}).")]
+        return [section(f":x: Could not compute this (request id {rid}).")]
     blocks = answer_message(answer, answerer.settings.zone).blocks
     return [block for block in blocks if not (block["type"] == "context" and "asked:" in str(block))]
-
-
-def _section(mrkdwn: str) -> Block:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}}

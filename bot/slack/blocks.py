@@ -1,7 +1,8 @@
 """Replies a supervisor reads at a glance: Block Kit for Slack and the same reply as plain text. Pure, no I/O.
 
 Every piece of user-controlled text (agent, team, queue names; the words typed) goes through ``escape`` or a
-code span, so nothing stored in the data can ping a channel, mention someone or inject formatting.
+code span (``bot.presentation``), so nothing stored in the data can ping a channel, mention someone or inject
+formatting.
 """
 
 from __future__ import annotations
@@ -11,19 +12,30 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
+from bot.presentation import (
+    NAME_WIDTH,
+    Block,
+    Message,
+    cell,
+    change_words,
+    code,
+    context,
+    escape,
+    instant_words,
+    interval_span,
+    interval_words,
+    length_words,
+    percent,
+    period_words,
+    plain,
+    section,
+)
 from bot.slack.grammar import HELP_WORDS, LINK_USAGE, USAGE, Question, describe_window
-from metrics.periods import local_midnight_us
 from metrics.query import Counts, MetricResult, Row
-from metrics.timeutil import US_PER_DAY, from_us
 
 MAX_ROWS = 20  # rows of a breakdown shown in Slack; the rest are counted in a note
 SMALL_SAMPLE = 30  # fewer matured contacts than this: the rate is shown but marked as unreliable
-NAME_WIDTH = 24
 METRIC_LABELS = {"acr": "ACR", "tier1": "Tier-1 resolution"}
-Block = dict[str, Any]
-_SPECIAL_MENTION = re.compile(r"@(channel|here|everyone)\b", re.IGNORECASE)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_WORD_JOINER = "\u2060"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,88 +45,6 @@ class Answer:
     question: Question
     result: MetricResult
     previous: MetricResult | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """What to post: Block Kit blocks, the notification text, and the same reply as plain text."""
-
-    blocks: list[Block]
-    text: str
-    plain: str
-
-
-# --- escaping ------------------------------------------------------------------------------------------
-
-
-def escape(text: str) -> str:
-    """Text safe inside mrkdwn: Slack's three entities escaped (so no ``<!channel>``/``<@U..>``/links),
-    ``@channel``/``@here``/``@everyone`` broken with a word joiner, control characters made spaces."""
-    text = _CONTROL.sub(" ", text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _SPECIAL_MENTION.sub(lambda m: "@" + _WORD_JOINER + m.group(1), text)
-
-
-def code(text: str) -> str:
-    """A name as an inline code span: escaped, and formatting characters inside it are shown as they are."""
-    return "`" + escape(text).replace("`", "ˋ") + "`"
-
-
-def _cell(text: str, width: int) -> str:
-    """A name for the monospaced table: one line, no backticks, cut to ``width``."""
-    text = _CONTROL.sub(" ", text).replace("`", "ˋ")
-    return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def plain(text: str) -> str:
-    """User text for a terminal: one line, no control characters."""
-    return _CONTROL.sub(" ", text)
-
-
-# --- numbers and dates ---------------------------------------------------------------------------------
-
-
-def percent(rate: float | None) -> str:
-    return "no data" if rate is None else f"{rate * 100:.1f}%"
-
-
-def interval_words(counts: Counts) -> str:
-    interval = counts.interval
-    if interval is None:
-        return "no interval (nothing matured)"
-    return f"95% interval {interval[0] * 100:.1f}%–{interval[1] * 100:.1f}%"
-
-
-def change_words(now: Counts, before: Counts | None) -> str | None:
-    """``up 3.2 points`` / ``down 1.0 point`` / ``unchanged``; None when either rate is undefined."""
-    if before is None or now.rate is None or before.rate is None:
-        return None
-    points = round((now.rate - before.rate) * 100, 1)
-    if points == 0:
-        return "unchanged"
-    size = abs(points)
-    return f"{'up' if points > 0 else 'down'} {size:.1f} point{'' if size == 1 else 's'}"
-
-
-def period_words(since_us: int, until_us: int, zone: tzinfo) -> str:
-    """The period in the bot's time zone: whole days as dates (last day inclusive), else dates with times."""
-    start, end = from_us(since_us, zone), from_us(until_us, zone)
-    whole_days = local_midnight_us(start.date(), zone) == since_us and local_midnight_us(end.date(), zone) == until_us
-    if whole_days:
-        last = from_us(until_us - 1, zone)
-        if last.date() == start.date():
-            return f"{start:%a %Y-%m-%d} ({start.tzname()})"
-        return f"{start:%a %Y-%m-%d} to {last:%a %Y-%m-%d} ({start.tzname()})"
-    zone_name = end.tzname() if start.tzname() == end.tzname() else f"{start.tzname()}/{end.tzname()}"
-    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} ({zone_name})"
-
-
-def _days(length_us: int) -> str:
-    days = length_us / US_PER_DAY
-    if abs(days - round(days)) < 0.05:  # a DST day is 23 or 25 hours: still "a day" to a reader
-        whole = round(days)
-        return f"{whole} day{'' if whole == 1 else 's'}"
-    hours = length_us / (US_PER_DAY / 24)
-    return f"{hours:.0f} hours"
 
 
 def _scope(question: Question, mark: Any) -> str:
@@ -167,7 +97,7 @@ def _lines(answer: Answer, zone: tzinfo, mark: Any) -> dict[str, str]:
     }
     if answer.previous is not None:
         before = answer.previous.total
-        length = _days(answer.previous.until_us - answer.previous.since_us)
+        length = length_words(answer.previous.until_us - answer.previous.since_us)
         change = change_words(total, before)
         was = f"{percent(before.rate)} ({before.matured:,} matured)" if before.rate is not None else "no data"
         lines["compare"] = (
@@ -182,23 +112,17 @@ def answer_message(answer: Answer, zone: tzinfo) -> Message:
     lines = _lines(answer, zone, code)
     result = answer.result
     asked = f"{answer.question.command} {answer.question.words}".strip()
-    as_of = from_us(result.query.as_of_us, zone)
     summary = [f"*Scope:* {lines['scope']}", lines["counts"], lines["interval"].capitalize() + "."]
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": lines["title"], "emoji": False}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(summary)}},
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": "Period: " + lines["period"]}]},
+        section("\n".join(summary)),
+        context("Period: " + lines["period"]),
     ]
     if "compare" in lines:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": lines["compare"]}})
+        blocks.append(section(lines["compare"]))
     if result.query.by is not None:
         blocks.extend(_table_blocks(answer, MAX_ROWS))
-    blocks.append(
-        {
-            "type": "context",
-            "elements": [{"type": "mrkdwn", "text": f"As of {as_of:%Y-%m-%d %H:%M %Z} · asked: {code(asked)}"}],
-        }
-    )
+    blocks.append(context(f"As of {instant_words(result.query.as_of_us, zone)} · asked: {code(asked)}"))
     text = f"{lines['title']} · {lines['scope']} · {lines['interval']}"
     return Message(blocks=blocks, text=text, plain=answer_text(answer, zone))
 
@@ -215,7 +139,7 @@ def answer_text(answer: Answer, zone: tzinfo, max_rows: int = MAX_ROWS) -> str:
         out.append("")
         out.extend(table)
         out.extend(notes)
-    out.append(f"As of {from_us(answer.result.query.as_of_us, zone):%Y-%m-%d %H:%M %Z}")
+    out.append(f"As of {instant_words(answer.result.query.as_of_us, zone)}")
     return "\n".join(out)
 
 
@@ -242,13 +166,12 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
     small = False
     for rank, row in enumerate(shown, start=1):
         counts = row.counts
-        interval = counts.interval
-        span = f"{interval[0] * 100:.0f}–{interval[1] * 100:.0f}%" if interval else "–"
+        span = interval_span(counts, digits=0, none="–")
         is_small = 0 < counts.matured < SMALL_SAMPLE
         flag = " †" if is_small else "  "
         small = small or is_small
         lines.append(
-            f"{rank:>3}  {_cell(row.key, NAME_WIDTH):<{NAME_WIDTH}}  {percent(counts.rate):>8}{flag}"
+            f"{rank:>3}  {cell(row.key):<{NAME_WIDTH}}  {percent(counts.rate):>8}{flag}"
             f"{span:>13}  {counts.matured:>8,}  {counts.pending:>7,}"
         )
     notes: list[str] = []
@@ -270,18 +193,13 @@ def _table_blocks(answer: Answer, max_rows: int) -> list[Block]:
     by = answer.result.query.by
     title = "By day" if by == "day" else f"Worst first, by {by}"
     body = "\n".join(escape(line) for line in lines)
-    blocks: list[Block] = [
-        {
-            "type": "section",
-            "text": {"type": "mrkdwn", "text": f"*{title}:*\n```\n{body}\n```"},
-        }
-    ]
+    blocks: list[Block] = [section(f"*{title}:*\n```\n{body}\n```")]
     if notes:
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(" ".join(notes))}]})
+        blocks.append(context(escape(" ".join(notes))))
     return blocks
 
 
-# --- help, errors, confirmations -----------------------------------------------------------------------
+# --- help ----------------------------------------------------------------------------------------------
 
 
 def help_text() -> str:
@@ -301,30 +219,11 @@ def help_text() -> str:
 def help_message() -> Message:
     rows = "\n".join(f"`{escape(word)}`  {escape(meaning)}" for word, meaning in HELP_WORDS.items())
     blocks: list[Block] = [
-        {"type": "section", "text": {"type": "mrkdwn", "text": f"*{escape(USAGE)}*"}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": rows}},
-        {
-            "type": "context",
-            "elements": [
-                {
-                    "type": "mrkdwn",
-                    "text": "Examples: `/acr 7d` · `/acr agent:maria last:14d` · `/acr team:billing by:agent` · "
-                    "`/tier1 me by:day share`. " + escape(LINK_USAGE),
-                }
-            ],
-        },
+        section(f"*{escape(USAGE)}*"),
+        section(rows),
+        context(
+            "Examples: `/acr 7d` · `/acr agent:maria last:14d` · `/acr team:billing by:agent` · "
+            "`/tier1 me by:day share`. " + escape(LINK_USAGE)
+        ),
     ]
     return Message(blocks=blocks, text=escape(USAGE), plain=help_text())
-
-
-def error_message(problem: str) -> Message:
-    """A short explanation (it already carries the usage line when the words were wrong)."""
-    shown = escape(problem)
-    blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": f":warning: {shown}"}}]
-    return Message(blocks=blocks, text=shown, plain=f"Error: {plain(problem)}")
-
-
-def note_message(mrkdwn: str, plain_text: str) -> Message:
-    """A short confirmation or refusal: ``mrkdwn`` must already be escaped where it holds user text."""
-    blocks: list[Block] = [{"type": "section", "text": {"type": "mrkdwn", "text": mrkdwn}}]
-    return Message(blocks=blocks, text=mrkdwn, plain=plain(plain_text))

@@ -22,7 +22,7 @@ from bot.scheduler.manage import ScheduleManager
 from bot.scheduler.times import SystemClock
 from bot.scheduler.words import ALERT_USAGE, SUBSCRIBE_USAGE, Subscribe, is_schedule_command, parse_schedule_command
 from bot.slack.answers import Answerer
-from bot.slack.blocks import Message, error_message, note_message
+from bot.presentation import Message, error_message, note_message
 from bot.slack.commands import acknowledge
 from bot.slack.grammar import tokenize
 from metrics.errors import UserError
