@@ -6,9 +6,9 @@ import click
 
 from bot.cli.common import settings, setup_logging, store_for
 from bot.cli.schedule_common import cli_channel, clock_for, jobs_for, manager_for
+from bot.presentation import percent
 from bot.scheduler.digest import rule_words
 from bot.scheduler.words import AddAlert, parse_schedule_command, parse_snooze
-from bot.presentation import percent
 
 
 @click.group("alerts", invoke_without_command=True)

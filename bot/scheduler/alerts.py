@@ -12,8 +12,8 @@ from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Literal
 
-from bot.scheduler.digest import rule_words
 from bot.presentation import Block, context, escape, interval_span, percent, section
+from bot.scheduler.digest import rule_words
 from bot.storage.schedules import AlertRule, AlertState, OutboxMessage, scope_filters
 from metrics.periods import last_period, local_date
 from metrics.query import Counts, MetricQuery

@@ -19,8 +19,8 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.settings import Settings
 from bot.presentation import Message, code, error_message, instant_words, note_message, period_words
+from bot.settings import Settings
 from bot.slack.blocks import Answer, answer_message, help_message
 from bot.slack.grammar import USAGE, LinkCommand, Question, parse
 from bot.storage import ContactStore
@@ -154,7 +154,9 @@ class Answerer:
         result = self._compute(self.store, query, zone)
         length = result.until_us - result.since_us
         if length <= 0:
-            raise UserError(f"the period starts after now (as of {instant_words(as_of_us, zone)}): nothing to count yet")
+            raise UserError(
+                f"the period starts after now (as of {instant_words(as_of_us, zone)}): nothing to count yet"
+            )
         previous_query = replace(query, since_us=result.since_us - length, until_us=result.since_us, by=None)
         previous = self._compute(self.store, previous_query, zone)
         return Answer(question, result, previous)

@@ -9,8 +9,8 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.slack.answers import Answerer
 from bot.presentation import Block, code, escape, section
+from bot.slack.answers import Answerer
 from bot.slack.blocks import answer_message
 from bot.slack.commands import acknowledge
 from bot.slack.grammar import USAGE, Question

@@ -17,12 +17,12 @@ from typing import Any
 
 from slack_bolt import Ack, App, BoltContext
 
+from bot.presentation import Message, error_message, note_message
 from bot.scheduler.alerts import ACK_ACTION, BUTTON_SNOOZE_HOURS, SNOOZE_ACTION
 from bot.scheduler.manage import ScheduleManager
 from bot.scheduler.times import SystemClock
 from bot.scheduler.words import ALERT_USAGE, SUBSCRIBE_USAGE, Subscribe, is_schedule_command, parse_schedule_command
 from bot.slack.answers import Answerer
-from bot.presentation import Message, error_message, note_message
 from bot.slack.commands import acknowledge
 from bot.slack.grammar import tokenize
 from metrics.errors import UserError
