@@ -10,6 +10,9 @@ after two warm-ups, and reports the median; the answers of all three are compare
     flock /tmp/acr-bench.lock .venv/bin/python bench/bench_metrics.py
     flock /tmp/acr-bench.lock .venv/bin/python bench/bench_metrics.py --as-of mid-day
 
+``--database-url`` asks another store than ``--db`` (the SQLite file the DuckDB copy was exported from) for
+our engine, e.g. the same data in another backend.
+
 ``--as-of mid-day`` asks at 14:37 local on the data's last day, the common real case: every edge (the
 period's start 30 or 90 days earlier, as_of - 7d) then falls in the middle of a busy local day.
 """
@@ -55,15 +58,31 @@ def as_of_of(db: Path) -> int:
 # --- the three engines ------------------------------------------------------------------------------
 
 
-def ours(db: Path, as_of: int, use_rollups: bool = True) -> dict[str, Callable[[], Answer]]:
-    from bot.storage.sqlite import SQLiteContactStore
+def stale_rollup_days(db: Path, zone: ZoneInfo) -> int:
+    """How many days the SQLite file's rollups still have to rebuild (read-only: the bench never writes)."""
+    import sqlite3
+
+    from bot.storage.sqlite_metrics import stale_days
+
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return stale_days(conn, zone)
+    finally:
+        conn.close()
+
+
+def ours(database_url: str, as_of: int, use_rollups: bool = True) -> dict[str, Callable[[], Answer]]:
+    from bot.storage import open_store
     from metrics.engine import compute
     from metrics.query import MetricQuery
 
     zone = ZoneInfo(ZONE_NAME)
-    store = SQLiteContactStore(db)
-    if store.stale_rollup_days(zone) != 0:
+    if (
+        database_url.startswith("sqlite:///")
+        and stale_rollup_days(Path(database_url.removeprefix("sqlite:///")), zone) != 0
+    ):
         raise SystemExit("rollups are stale: run store.refresh_rollups first (build_db.py does)")
+    store = open_store(database_url)
 
     def ask(kind: str, days: int) -> Answer:
         filters: tuple[Any, ...] = ()
@@ -169,11 +188,11 @@ def pandas_engine(path: Path, as_of: int) -> dict[str, Callable[[], Answer]]:
 # --- running ----------------------------------------------------------------------------------------
 
 
-def run_engine(engine: str, db: Path, duckdb_path: Path, runs: int, as_of: int) -> dict[str, Any]:
+def run_engine(engine: str, database_url: str, duckdb_path: Path, runs: int, as_of: int) -> dict[str, Any]:
     began = time.perf_counter()
     makers: dict[str, Callable[[], dict[str, Callable[[], Answer]]]] = {
-        "ours": lambda: ours(db, as_of),
-        "ours_rows": lambda: ours(db, as_of, use_rollups=False),
+        "ours": lambda: ours(database_url, as_of),
+        "ours_rows": lambda: ours(database_url, as_of, use_rollups=False),
         "duckdb": lambda: duck(duckdb_path, as_of),
         "pandas": lambda: pandas_engine(duckdb_path, as_of),
     }
@@ -197,12 +216,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=Path, default=Path("bench/out/bench.db"))
     parser.add_argument("--duckdb", type=Path, default=Path("bench/out/bench.duckdb"))
+    parser.add_argument("--database-url", help="the store our engine asks (default: sqlite:///DB)")
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument(
         "--as-of", help="ISO instant instead of the end of the data, or 'mid-day' (14:37 local on its last day)"
     )
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    database_url = args.database_url or f"sqlite:///{args.db}"
     from metrics.timeutil import from_us, iso_utc, parse_instant
 
     zone = ZoneInfo(ZONE_NAME)
@@ -214,11 +235,12 @@ def main() -> None:
     else:
         as_of = parse_instant(args.as_of, zone)
     if args.engine:
-        print(json.dumps(run_engine(args.engine, args.db, args.duckdb, args.runs, as_of)))
+        print(json.dumps(run_engine(args.engine, database_url, args.duckdb, args.runs, as_of)))
         return
     results = {}
     for engine in ("ours", "ours_rows", "duckdb", "pandas"):
         command = [sys.executable, __file__, "--engine", engine, "--db", str(args.db), "--duckdb", str(args.duckdb)]
+        command += ["--database-url", database_url]
         command += ["--runs", str(args.runs), "--as-of", iso_utc(as_of)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
         results[engine] = json.loads(done.stdout)

@@ -12,6 +12,9 @@ at weekends; 7% outbound, 5% without an agent (abandoned/IVR), 3% continuation l
 escalations, dispositions, and e-mails often without an end.
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/build_db.py --contacts 10000000 --out bench/out/bench.db
+
+``--database-url`` writes into another store instead of the SQLite file ``--out`` (the same data, e.g. in
+another backend).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import orjson
 
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from metrics.records import Contact
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
 
@@ -164,14 +167,17 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=365)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path("bench/out/bench.db"))
+    parser.add_argument("--database-url", help="the store to fill instead of the SQLite file --out (must be empty)")
     args = parser.parse_args()
-    if args.out.exists():
+    if args.database_url is None and args.out.exists():
         raise SystemExit(f"{args.out} exists; delete it first to rebuild")
     began = time.perf_counter()
     cols = generate(args.contacts, args.days, args.seed)
     total = len(cols["started"])
     print(f"generated {total:,} contacts in {time.perf_counter() - began:.1f} s", flush=True)
-    store = SQLiteContactStore(args.out)
+    store = open_store(args.database_url or f"sqlite:///{args.out}")
+    if store.count_contacts():
+        raise SystemExit("the store is not empty; use an empty one to rebuild")
     day_index = cols["started"] // US_PER_DAY
     bounds = np.flatnonzero(np.diff(day_index)) + 1
     edges = [0, *bounds.tolist(), total]

@@ -4,33 +4,38 @@ A digest is a scheduled job, so seconds are fine; this checks it stays there at 
 Opens the database through the store (which applies pending migrations, e.g. the scheduler's tables).
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/digest.py --db bench/out/bench.db --team team07
+
+``--database-url`` asks another store with the same data (as_of is still the end of the data in ``--db``).
 """
 
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import statistics
 import time
+from contextlib import closing
 from pathlib import Path
 
 from bot.scheduler.chart import trend_chart
 from bot.scheduler.digest import compose, gather
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from metrics.timeutil import load_zone
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, default=Path("bench/out/bench.db"))
+    parser.add_argument("--database-url", help="the store to ask (default: sqlite:///DB)")
     parser.add_argument("--zone", default="America/New_York")
     parser.add_argument("--team", default="team07")
     parser.add_argument("--runs", type=int, default=3)
     args = parser.parse_args()
     zone = load_zone(args.zone)
-    store = SQLiteContactStore(args.db)
+    with closing(sqlite3.connect(f"file:{args.db}?mode=ro", uri=True)) as conn:
+        as_of_us = int(conn.execute("SELECT max(started_us) FROM contacts").fetchone()[0])  # the end of the data
+    store = open_store(args.database_url or f"sqlite:///{args.db}")
     try:
-        row = store._reader().execute("SELECT max(started_us) FROM contacts").fetchone()
-        as_of_us = int(row[0])
         for scope in ("", f"team:{args.team}"):
             gathered: list[float] = []
             charted: list[float] = []

@@ -7,6 +7,8 @@ reports the ack time (HTTP round trip of the signed request: what Slack's 3-seco
 answer time (until the reply reaches response_url); then a burst of commands sent at once.
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/slack_ack.py --contacts 1000000
+
+``--database-url`` serves another store instead of the SQLite file ``--db`` (built there when it is empty).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.build_db import ZONE, contacts_of, generate  # noqa: E402
-from bot.storage.sqlite import SQLiteContactStore  # noqa: E402
+from bot.storage import open_store  # noqa: E402
 from tests.fake_slack import FakeSlack  # noqa: E402
 from tests.slack_support import SlackServer, slack_settings  # noqa: E402
 
@@ -36,37 +38,37 @@ COMMANDS = [
 ]
 
 
-def build(path: Path, contacts: int) -> None:
+def build(database_url: str, contacts: int) -> None:
     began = time.perf_counter()
     cols = generate(contacts, 90, seed=11)
     total = len(cols["started"])
-    store = SQLiteContactStore(path)
+    store = open_store(database_url)
     try:
         for lo in range(0, total, 50_000):
             with store.bulk() as writer:
                 writer.add(contacts_of(cols, lo, min(total, lo + 50_000)))
-        refresh = getattr(store, "refresh_rollups", None)
-        if refresh is not None:
-            refresh(ZONE)
+        store.refresh_rollups(ZONE)
         count = store.count_contacts()
     finally:
         store.close()
-    print(f"built {path} with {count:,} contacts in {time.perf_counter() - began:.0f} s", flush=True)
+    print(f"built {database_url} with {count:,} contacts in {time.perf_counter() - began:.0f} s", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contacts", type=int, default=1_000_000)
     parser.add_argument("--db", type=Path, default=None, help="default: bench/out/slack-<contacts>.db")
+    parser.add_argument("--database-url", help="the store to serve instead of the SQLite file --db")
     parser.add_argument("--burst", type=int, default=20, help="commands sent at the same time")
     args = parser.parse_args()
     path = args.db or REPO / "bench" / "out" / f"slack-{args.contacts}.db"
     path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        build(path, args.contacts)
-    store = SQLiteContactStore(path)
+    database_url = args.database_url or f"sqlite:///{path}"
+    store = open_store(database_url)
+    if not store.count_contacts():
+        build(database_url, args.contacts)
     with FakeSlack() as fake:
-        settings = slack_settings(path, fake.api_url, bot_timezone=str(ZONE))
+        settings = slack_settings(database_url, fake.api_url, bot_timezone=str(ZONE))
         with SlackServer(settings, store) as server:
             print(f"database: {store.count_contacts():,} contacts; zone {ZONE}")
             print(f"{'command':<55} {'ack ms':>8} {'answer ms':>10}")

@@ -7,8 +7,8 @@ Reading streams, so memory stays flat whatever the file size. A file big enough 
 validated by child processes while this process writes what they have read: a JSONL or CSV file is cut at
 line ends into blocks that READERS processes take in turn, and the blocks are stored in file order (a JSON
 array is read by one child). Chunks travel as one pickled flat list of the rows' values in Contact field
-order, with repeated values shared (see ``_flat_values``), and the store takes that list as it is
-(``add_flat``).
+order, with repeated values shared (see ``_flat_values``), handed to the store as ``PackedContacts`` (the
+SQLite store writes that list as it is).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import IO, Any, cast
 
 import orjson
 
-from bot.storage import ContactStore, UpsertCounts
+from bot.storage import ContactStore, PackedContacts, UpsertCounts
 from metrics.records import Contact, contact_row
 from metrics.timeutil import load_zone
 
@@ -163,22 +163,22 @@ class _Invalid(Exception):
 def _store_chunks(
     store: ContactStore, chunks: Iterator[_Chunk], result: FileResult, size: int, progress: Progress | None
 ) -> None:
+    first = next(chunks, None)
+    expected = 0
+    if first is not None and size and first.bytes_read:
+        # Once the first chunk is read the record size is known: tell the store how many records to expect.
+        expected = int(first.records * size / first.bytes_read)
     try:
-        with store.bulk() as writer:
-            expecting = True
-            for chunk in chunks:
+        with store.bulk(expected) as writer:
+            for chunk in chain([first] if first is not None else [], chunks):
                 result.records += chunk.records
                 if progress is not None:
                     progress(chunk.bytes_read)
                 if chunk.errors:
                     result.errors.extend(chunk.errors)
                     raise _Invalid
-                if expecting and size and chunk.bytes_read:
-                    # Now the record size is known: tell the store how many more to expect.
-                    writer.expect(int(chunk.records * (size - chunk.bytes_read) / chunk.bytes_read))
-                    expecting = False
                 if chunk.flat is not None:
-                    writer.add_flat(chunk.flat)
+                    writer.add(PackedContacts(chunk.flat))
                 else:
                     writer.add(cast(list[Contact], chunk.rows))  # rows in Contact field order: the store indexes them
             result.counts = writer.counts

@@ -54,10 +54,9 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _supported_database(cls, value: str) -> str:
-        if not value.startswith("sqlite:///"):
-            scheme = value.split(":", 1)[0] or value
-            raise ValueError(f"{scheme!r} is not supported yet; use sqlite:///path/to/acr.db")
-        return value
+        from bot.storage import check_database_url  # the backends' table (imported here: no cycle at start-up)
+
+        return check_database_url(value)
 
     @field_validator("log_level", "sqlite_synchronous", mode="before")
     @classmethod

@@ -1,13 +1,16 @@
-"""Shared fixtures: a fresh SQLite store in a temporary file, and settings that never read the developer's .env."""
+"""Shared fixtures: a fresh store on every backend (``store``, ``database_url``), and settings that never read the
+developer's .env."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore, open_store
+from tests.store_support import EXTERNAL, STORE_BACKENDS, TEST_DATABASE_URL, Databases
 
 
 @pytest.fixture(autouse=True)
@@ -32,9 +35,50 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "acr.db"
 
 
+@pytest.fixture(
+    params=[
+        pytest.param(name, id=name, marks=[pytest.mark.external_service] if name in EXTERNAL else [])
+        for name in STORE_BACKENDS
+    ]
+)
+def databases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Databases]:
+    """Fresh databases of one store backend; every test that uses a store runs once per backend."""
+    made = STORE_BACKENDS[request.param](tmp_path)
+    yield made
+    made.close()
+
+
 @pytest.fixture
-def fresh_db(db_path: Path) -> Iterator[SQLiteContactStore]:
-    """A new, migrated store on a real SQLite file."""
-    store = SQLiteContactStore(db_path)
-    yield store
-    store.close()
+def database_url(databases: Databases) -> str:
+    """The URL of a new, empty database (an external backend's needs TEST_DATABASE_URL)."""
+    return databases.fresh_url()
+
+
+@pytest.fixture
+def store(database_url: str) -> Iterator[ContactStore]:
+    """A new, migrated store on each backend (a real SQLite file; a real server for the others)."""
+    opened = open_store(database_url)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def new_store(databases: Databases) -> Iterator[Callable[[], ContactStore]]:
+    """Opens another new store on the same backend, each on its own database; closed after the test."""
+    opened: list[ContactStore] = []
+
+    def make() -> ContactStore:
+        opened.append(open_store(databases.fresh_url()))
+        return opened[-1]
+
+    yield make
+    for each in opened:
+        each.close()
+
+
+def pytest_report_header() -> str:
+    """Say which store backends run, so that a skipped one is never a surprise."""
+    header = f"store backends: {', '.join(STORE_BACKENDS)}"
+    if EXTERNAL and not os.environ.get(TEST_DATABASE_URL):
+        header += f" ({TEST_DATABASE_URL} is not set: the {', '.join(sorted(EXTERNAL))} store tests are skipped)"
+    return header

@@ -9,7 +9,6 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +20,7 @@ from bot.scheduler.jobs import Jobs
 from bot.scheduler.times import ManualClock
 from bot.settings import Settings, load_settings
 from bot.slack.app import build_web_client
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from metrics.timeutil import to_us
 from tests.fake_slack import Call, FakeSlack
 from tests.slack_support import add_contacts as add_contacts
@@ -82,9 +81,9 @@ def fake() -> Iterator[UploadingFakeSlack]:
         yield running
 
 
-def settings_for(db_path: Path, fake: FakeSlack, **overrides: Any) -> Settings:
+def settings_for(database_url: str, fake: FakeSlack, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{db_path}",
+        "database_url": database_url,
         "slack_bot_token": "xoxb-test",
         "slack_api_url": fake.api_url,
     }
@@ -92,7 +91,7 @@ def settings_for(db_path: Path, fake: FakeSlack, **overrides: Any) -> Settings:
     return load_settings(**values)
 
 
-def jobs_for(settings: Settings, store: SQLiteContactStore, clock: ManualClock, **poster: Any) -> Jobs:
+def jobs_for(settings: Settings, store: ContactStore, clock: ManualClock, **poster: Any) -> Jobs:
     """The scheduler's jobs exactly as ``acr-bot serve`` wires them (the real Web API client and its retries)."""
     client = build_web_client(settings)
     return Jobs(settings, store, Poster(client, store.outbox(), clock, **poster), clock)

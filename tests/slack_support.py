@@ -74,9 +74,9 @@ def add_contacts(store: ContactStore, records: list[dict[str, Any]]) -> None:
     store.upsert(contacts)
 
 
-def slack_settings(db_path: Any, api_url: str, **overrides: Any) -> Settings:
+def slack_settings(database_url: str, api_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
-        "database_url": f"sqlite:///{db_path}",
+        "database_url": database_url,
         "slack_signing_secret": SECRET,
         "slack_bot_token": "xoxb-test-token",
         "slack_api_url": api_url,

@@ -1,11 +1,84 @@
-"""Checks of the store's derived data shared by the store, bulk-write and webhook tests."""
+"""The store backends the tests run on, and the test-only readers of a store (a probe per backend).
+
+``STORE_BACKENDS`` feeds the ``databases``, ``database_url``, ``store`` and ``new_store`` fixtures
+(tests/conftest.py): each backend hands out fresh, empty databases for one test. A backend on a server reads
+``TEST_DATABASE_URL`` (``external_url``) and is skipped, saying how to run it, without one. Adding a backend:
+one line in ``STORE_BACKENDS`` (an external one also in ``EXTERNAL``) and one in ``PROBES``.
+
+The production port (``bot.storage.ContactStore``) has no way to list every contact or to ask how stale the
+rollups are: only tests need that, so a probe reads it from the backend's own tables.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import os
+import sqlite3
+from collections.abc import Callable
+from contextlib import closing
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any, Protocol
 
+import pytest
+
+from bot.storage import ContactStore
 from bot.storage.sqlite import SQLiteContactStore
-from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS
+from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS, stale_days
+
+TEST_DATABASE_URL = "TEST_DATABASE_URL"
+
+
+class Databases(Protocol):
+    """Fresh, empty databases of one backend for one test."""
+
+    def fresh_url(self) -> str:
+        """The URL of a new, empty database (the store migrates it when opened)."""
+        ...
+
+    def close(self) -> None:
+        """Drop what the test made (after its stores are closed)."""
+        ...
+
+
+class SQLiteDatabases:
+    """New SQLite files in the test's own directory; the first is ``tmp_path / "acr.db"`` (the ``db_path``)."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.made = 0
+
+    def fresh_url(self) -> str:
+        self.made += 1
+        return sqlite_url(self.folder / ("acr.db" if self.made == 1 else f"acr-{self.made}.db"))
+
+    def close(self) -> None:
+        """Nothing to do: pytest removes the test's directory."""
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def sqlite_path(database_url: str) -> Path:
+    """The file of a SQLite URL; a test about SQLite's own file is skipped on the other backends."""
+    if not database_url.startswith("sqlite:///"):
+        pytest.skip("about SQLite's own file")
+    return Path(database_url.removeprefix("sqlite:///"))
+
+
+def external_url(scheme: str) -> str:
+    """``TEST_DATABASE_URL`` when it names a ``scheme`` server; else the test is skipped, saying how to run it."""
+    url = os.environ.get(TEST_DATABASE_URL, "")
+    if not url.startswith(f"{scheme}://"):
+        pytest.skip(f"{scheme} store tests skipped: set {TEST_DATABASE_URL}={scheme}://... to run them")
+    return url
+
+
+# Backend id (the test id) -> its databases for one test (given the test's tmp_path).
+STORE_BACKENDS: dict[str, Callable[[Path], Databases]] = {
+    "sqlite": SQLiteDatabases,
+}
+EXTERNAL: frozenset[str] = frozenset()  # backends that need a server named by TEST_DATABASE_URL
 
 
 def is_counted(row: dict[str, Any]) -> bool:
@@ -13,15 +86,77 @@ def is_counted(row: dict[str, Any]) -> bool:
     return row["direction"] == "inbound" and row["agent"] is not None
 
 
-def assert_candidates_mirror_contacts(store: SQLiteContactStore) -> None:
-    """``metric_contacts`` holds exactly the counted contacts, with their current values."""
-    stored = {
-        row[1]: row
-        for row in store._writer.execute(f"SELECT {', '.join(METRIC_CONTACTS_COLUMNS)} FROM metric_contacts")
-    }
-    expected = {
-        row["pk"]: tuple(row[column] for column in METRIC_CONTACTS_COLUMNS)
-        for row in store.iter_contacts()
-        if is_counted(row)
-    }
-    assert stored == expected
+class StoreProbe(Protocol):
+    """Reads what only tests need from a store's backend."""
+
+    def contacts(self) -> list[dict[str, Any]]:
+        """Every stored contact as ``get_contact`` gives it, ordered by (source, id)."""
+        ...
+
+    def stale_rollup_days(self, zone: tzinfo) -> int:
+        """Days the metric rollups still have to rebuild for ``zone`` (-1: not built for this zone)."""
+        ...
+
+    def assert_derived_data_consistent(self) -> None:
+        """The backend's derived candidate data holds exactly the counted contacts, with their current values."""
+        ...
+
+
+# A contact with the derived next repeat of its candidate row (None for one the metrics do not count).
+_SQLITE_CONTACTS = (
+    "SELECT c.*, m.next_repeat_us FROM contacts AS c "
+    "LEFT JOIN metric_contacts AS m ON m.started_us = c.started_us AND m.pk = c.pk ORDER BY c.source, c.id"
+)
+
+
+class SQLiteProbe:
+    """Reads the store's file through a read-only connection of its own."""
+
+    def __init__(self, store: SQLiteContactStore):
+        self.path = store.path
+
+    def _connect(self) -> closing[sqlite3.Connection]:
+        return closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True))
+
+    def contacts(self) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            cursor = conn.execute(_SQLITE_CONTACTS)
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def stale_rollup_days(self, zone: tzinfo) -> int:
+        with self._connect() as conn:
+            return stale_days(conn, zone)
+
+    def assert_derived_data_consistent(self) -> None:
+        with self._connect() as conn:
+            stored = {
+                row[1]: row for row in conn.execute(f"SELECT {', '.join(METRIC_CONTACTS_COLUMNS)} FROM metric_contacts")
+            }
+        expected = {
+            row["pk"]: tuple(row[column] for column in METRIC_CONTACTS_COLUMNS)
+            for row in self.contacts()
+            if is_counted(row)
+        }
+        assert stored == expected
+
+
+# Store class -> its probe.
+PROBES: dict[type, Callable[[Any], StoreProbe]] = {
+    SQLiteContactStore: SQLiteProbe,
+}
+
+
+def probe(store: ContactStore) -> StoreProbe:
+    """The test-only reader of ``store``'s backend."""
+    return PROBES[type(store)](store)
+
+
+def stored_contacts(store: ContactStore) -> list[dict[str, Any]]:
+    """Every stored contact with its derived next repeat, ordered by (source, id)."""
+    return probe(store).contacts()
+
+
+def assert_candidates_mirror_contacts(store: ContactStore) -> None:
+    """The derived candidate data holds exactly the counted contacts, with their current values."""
+    probe(store).assert_derived_data_consistent()

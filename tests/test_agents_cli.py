@@ -3,24 +3,23 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore, open_store
 from tests.slack_support import seed
 
 
 @pytest.fixture
-def runner(fresh_db: SQLiteContactStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    seed(fresh_db, time.time())
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db_path}")
+def runner(store: ContactStore, database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    seed(store, time.time())
+    monkeypatch.setenv("DATABASE_URL", database_url)
     return CliRunner()
 
 
-def test_link_list_unlink(runner: CliRunner, db_path: Path) -> None:
+def test_link_list_unlink(runner: CliRunner, database_url: str) -> None:
     assert runner.invoke(main, ["agents", "list"]).output.startswith("No Slack users are linked")
     linked = runner.invoke(main, ["agents", "link", "U0MARIA", "maria"])
     assert linked.exit_code == 0 and linked.output == "Linked U0MARIA to agent 'maria'.\n"
@@ -30,7 +29,7 @@ def test_link_list_unlink(runner: CliRunner, db_path: Path) -> None:
     assert [line.split("\t")[:3] for line in listed] == [["U0MARIA", "maria", "cli"], ["U0NEW", "newbie", "cli"]]
     relinked = runner.invoke(main, ["agents", "link", "U0MARIA", "maria garcia"])
     assert relinked.exit_code == 0
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
         assert store.agent_for_user("U0MARIA") == "maria garcia"
     finally:

@@ -4,7 +4,6 @@ snooze, acknowledge, too few contacts, strict; the CLI."""
 from __future__ import annotations
 
 from datetime import UTC
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +15,8 @@ from bot.cli import main
 from bot.scheduler.alerts import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.jobs import Jobs
 from bot.scheduler.times import ManualClock
+from bot.storage import open_store
 from bot.storage.schedules import AlertRule
-from bot.storage.sqlite import SQLiteContactStore
 from tests.scheduler_support import (
     DAY_S,
     UploadingFakeSlack,
@@ -29,6 +28,7 @@ from tests.scheduler_support import (
     settings_for,
 )
 from tests.scheduler_support import fake as fake
+from tests.store_support import Databases
 
 T0 = at("2026-03-09 09:00")
 T0_S = T0 / 1_000_000
@@ -49,12 +49,12 @@ def batch_b() -> list[dict[str, Any]]:
 class Bench:
     """A store, a rule and the jobs at a manual clock."""
 
-    def __init__(self, db: Path, fake: UploadingFakeSlack, **rule: Any):
-        self.store = SQLiteContactStore(db)
+    def __init__(self, database_url: str, fake: UploadingFakeSlack, **rule: Any):
+        self.store = open_store(database_url)
         add_contacts(self.store, batch_a())
         self.clock = ManualClock(T0)
         self.fake = fake
-        self.jobs: Jobs = jobs_for(settings_for(db, fake), self.store, self.clock)
+        self.jobs: Jobs = jobs_for(settings_for(database_url, fake), self.store, self.clock)
         values: dict[str, Any] = {
             "metric": "tier1", "threshold": 0.75, "window_us": WEEK_US, "last_days": 7, "scope": "team:billing",
             "min_matured": 30, "channel": "C0ALERTS", "strict": False, "created_by": "U1", "now_us": T0,
@@ -72,11 +72,11 @@ class Bench:
 
 
 @pytest.fixture
-def bench_factory(tmp_path: Path, fake: UploadingFakeSlack) -> Any:
+def bench_factory(databases: Databases, fake: UploadingFakeSlack) -> Any:
     made: list[Bench] = []
 
     def make(**rule: Any) -> Bench:
-        made.append(Bench(tmp_path / f"acr{len(made)}.db", fake, **rule))
+        made.append(Bench(databases.fresh_url(), fake, **rule))
         return made[-1]
 
     yield make
@@ -171,15 +171,14 @@ def test_strict_fires_only_when_the_whole_interval_is_below(
     assert strict_low.at_hours(0) == ["fire"]  # the whole interval is below 70%
 
 
-def test_restart_between_evaluations_posts_nothing_twice(tmp_path: Path, fake: UploadingFakeSlack) -> None:
-    db = tmp_path / "acr.db"
-    bench = Bench(db, fake)
+def test_restart_between_evaluations_posts_nothing_twice(database_url: str, fake: UploadingFakeSlack) -> None:
+    bench = Bench(database_url, fake)
     assert bench.at_hours(0) == ["fire"]
     bench.close()
-    again = SQLiteContactStore(db)
+    again = open_store(database_url)
     try:
         clock = ManualClock(T0 + HOUR_US)
-        results = jobs_for(settings_for(db, fake), again, clock).run_alerts()
+        results = jobs_for(settings_for(database_url, fake), again, clock).run_alerts()
         assert [e.transition for _, e in results] == ["none"]
     finally:
         again.close()
@@ -187,13 +186,12 @@ def test_restart_between_evaluations_posts_nothing_twice(tmp_path: Path, fake: U
 
 
 def test_cli_manages_rules_and_evaluates_with_dry_run(
-    tmp_path: Path, fake: UploadingFakeSlack, monkeypatch: pytest.MonkeyPatch
+    database_url: str, fake: UploadingFakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = tmp_path / "acr.db"
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     add_contacts(store, batch_a())
     store.close()
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("SLACK_API_URL", fake.api_url)
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
     runner = CliRunner()

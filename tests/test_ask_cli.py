@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from tests.slack_support import seed
 
 
 @pytest.fixture
-def runner(fresh_db: SQLiteContactStore, db_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    seed(fresh_db, time.time())
-    fresh_db.link_agent("U0MARIA", "maria")
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db_path}")
+def runner(store: ContactStore, database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    seed(store, time.time())
+    store.link_agent("U0MARIA", "maria")
+    monkeypatch.setenv("DATABASE_URL", database_url)
     return CliRunner()
 
 

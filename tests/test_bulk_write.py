@@ -1,4 +1,5 @@
-"""The store's fast write path: insert-first chunks, conflict replay, deferred index builds, set-based refresh.
+"""The store's bulk write path on every backend, and SQLite's fast path (insert-first chunks, conflict replay,
+deferred index builds, set-based refresh).
 
 Checked against a naive model: the last version of each (source, id) wins, counts follow delivery order, and
 every contact's next_repeat_us is recomputed from scratch in plain Python.
@@ -6,7 +7,9 @@ every contact's next_repeat_us is recomputed from scratch in plain Python.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import bot.storage.sqlite as sqlite_store
-from bot.storage.sqlite import ROWS_PER_INSERT, SQLiteContactStore
+from bot.storage import BulkWriter, ContactStore, PackedContacts, open_store
+from bot.storage.sqlite import ROWS_PER_INSERT, SQLiteBulkWriter
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone
-from tests.store_support import assert_candidates_mirror_contacts, is_counted
+from tests.store_support import assert_candidates_mirror_contacts, is_counted, sqlite_url, stored_contacts
 
 UTC_ZONE = load_zone("UTC")
 T0 = 1_780_000_000
@@ -47,15 +51,18 @@ def expected_next_repeat(rows: list[dict[str, Any]]) -> dict[str, int | None]:
     return result
 
 
-def contact_indexes(store: SQLiteContactStore) -> set[str]:
-    rows = store._writer.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts' AND sql IS NOT NULL"
-    )
-    return {name for (name,) in rows}
+def contact_indexes(where: Path | BulkWriter) -> set[str]:
+    """The SQLite indexes of ``contacts``: committed in the file at ``where``, or inside a write transaction."""
+    sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'contacts' AND sql IS NOT NULL"
+    if isinstance(where, Path):
+        with closing(sqlite3.connect(where)) as conn:
+            return {name for (name,) in conn.execute(sql)}
+    assert isinstance(where, SQLiteBulkWriter)
+    return {name for (name,) in where.connection.execute(sql)}
 
 
-def snapshot(store: SQLiteContactStore) -> list[dict[str, Any]]:
-    return [{k: v for k, v in row.items() if k not in ("received_at", "pk")} for row in store.iter_contacts()]
+def snapshot(store: ContactStore) -> list[dict[str, Any]]:
+    return [{k: v for k, v in row.items() if k not in ("received_at", "pk")} for row in stored_contacts(store)]
 
 
 @pytest.fixture
@@ -74,15 +81,15 @@ def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bul
     batch.append(contact("c3", "k9", 5))  # a key repeated within the batch: inserted, then updated
     stores = {}
     for mode in ("rows", "bulk"):
-        store = SQLiteContactStore(tmp_path / f"{mode}.db")
-        indexes = contact_indexes(store)
-        with store.bulk() as writer:
+        path = tmp_path / f"{mode}.db"
+        store = open_store(sqlite_url(path))
+        indexes = contact_indexes(path)
+        with store.bulk(len(batch) if mode == "bulk" else 0) as writer:
             if mode == "bulk":
-                writer.expect(len(batch))
-                assert contact_indexes(store) == set()  # deferred for the load...
+                assert contact_indexes(writer) == set()  # deferred for the load...
             for part in chunks(batch, 8):
                 writer.add(part)
-        assert contact_indexes(store) == indexes  # ...and built again before the commit
+        assert contact_indexes(path) == indexes  # ...and built again before the commit
         assert (writer.counts.inserted, writer.counts.updated, writer.counts.unchanged) == (60, 1, 0)
         stores[mode] = snapshot(store)
         store.close()
@@ -91,30 +98,31 @@ def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bul
     assert {row["id"]: row["next_repeat_us"] for row in stores["bulk"]} == expected
 
 
-def test_a_failed_bulk_load_restores_everything(fresh_db: SQLiteContactStore, small_bulk_threshold: None) -> None:
-    fresh_db.upsert([contact("keep", "k1", 0)])
-    indexes = contact_indexes(fresh_db)
-    with pytest.raises(RuntimeError), fresh_db.bulk() as writer:
-        writer.expect(1000)
+def test_a_failed_bulk_load_restores_everything(db_path: Path, small_bulk_threshold: None) -> None:
+    store = open_store(sqlite_url(db_path))
+    store.upsert([contact("keep", "k1", 0)])
+    indexes = contact_indexes(db_path)
+    with pytest.raises(RuntimeError), store.bulk(1000) as writer:
         writer.add([contact(f"n{i}", "k1", i + 1) for i in range(20)])
         raise RuntimeError("the file had an invalid record")
-    assert contact_indexes(fresh_db) == indexes
-    assert [row["id"] for row in fresh_db.iter_contacts()] == ["keep"]
-    assert fresh_db.count_contacts() == 1
-    assert fresh_db.get_contact("api", "keep")["next_repeat_us"] is None  # type: ignore[index]
+    assert contact_indexes(db_path) == indexes
+    assert [row["id"] for row in stored_contacts(store)] == ["keep"]
+    assert store.count_contacts() == 1
+    assert store.get_contact("api", "keep")["next_repeat_us"] is None  # type: ignore[index]
+    store.close()
 
 
 def test_bulk_load_into_a_small_table_fixes_old_and_new_customers(
-    fresh_db: SQLiteContactStore, small_bulk_threshold: None
+    store: ContactStore, small_bulk_threshold: None
 ) -> None:
-    fresh_db.upsert([contact("a", "old", 0), contact("b", "old", 100), contact("c", "other", 50)])
-    assert fresh_db.get_contact("api", "a")["next_repeat_us"] == (T0 + 100) * 1_000_000  # type: ignore[index]
+    store.upsert([contact("a", "old", 0), contact("b", "old", 100), contact("c", "other", 50)])
+    assert store.get_contact("api", "a")["next_repeat_us"] == (T0 + 100) * 1_000_000  # type: ignore[index]
     moved = [contact("b", "new", 100), contact("d", "other", 20)] + [contact(f"x{i}", f"z{i}", i) for i in range(10)]
-    counts = fresh_db.upsert(moved)  # a Sequence: the store expects 12 rows, more than the 3 stored
+    counts = store.upsert(moved)  # a Sequence: the store expects 12 rows, more than the 3 stored
     assert (counts.inserted, counts.updated, counts.unchanged) == (11, 1, 0)
-    rows = snapshot(fresh_db)
+    rows = snapshot(store)
     assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
-    assert fresh_db.get_contact("api", "a")["next_repeat_us"] is None  # type: ignore[index]
+    assert store.get_contact("api", "a")["next_repeat_us"] is None  # type: ignore[index]
 
 
 versions = st.builds(
@@ -138,7 +146,7 @@ versions = st.builds(
     rows_per_insert=st.sampled_from([1, 2, 3, 100]),
 )
 def test_counts_and_next_repeat_match_a_naive_model(
-    tmp_path_factory: pytest.TempPathFactory,
+    new_store: Callable[[], ContactStore],
     before: list[tuple[int, str, int, bool, bool, str | None]],
     batch: list[tuple[int, str, int, bool, bool, str | None]],
     chunk: int,
@@ -152,7 +160,7 @@ def test_counts_and_next_repeat_match_a_naive_model(
             extra["parent_id"] = "p"
         return contact(f"id{key}", customer, start, **extra)
 
-    store = SQLiteContactStore(tmp_path_factory.mktemp("model") / "acr.db")
+    store = new_store()
     sqlite_store.ROWS_PER_INSERT = rows_per_insert  # multi-row INSERTs: whole statements and the remainder
     try:
         model: dict[str, Contact] = {}
@@ -160,16 +168,14 @@ def test_counts_and_next_repeat_match_a_naive_model(
             model[f"id{item[0]}"] = build(*item)
         store.upsert(list(model.values()))
         expected = [0, 0, 0]
-        with store.bulk() as writer:
-            if bulk:
-                writer.expect(10**6)
+        with store.bulk(10**6 if bulk else 0) as writer:
             for part in chunks([build(*item) for item in batch], chunk):
                 for c in part:
                     old = model.get(c.id)
                     expected[0 if old is None else 2 if old.raw == c.raw else 1] += 1
                     model[c.id] = c
                 if flat:  # as the import's reader process sends them
-                    writer.add_flat([value for c in part for value in c])
+                    writer.add(PackedContacts([value for c in part for value in c]))
                 else:
                     writer.add(part)
         counts = writer.counts
@@ -186,8 +192,8 @@ def test_counts_and_next_repeat_match_a_naive_model(
         store.close()
 
 
-def test_flat_values_must_be_whole_rows(fresh_db: SQLiteContactStore) -> None:
+def test_flat_values_must_be_whole_rows(store: ContactStore) -> None:
     values = list(contact("a", "k", 0))
-    with pytest.raises(ValueError, match="not whole rows"), fresh_db.bulk() as writer:
-        writer.add_flat(values[:-1])
-    assert fresh_db.count_contacts() == 0
+    with pytest.raises(ValueError, match="not whole rows"), store.bulk() as writer:
+        writer.add(PackedContacts(values[:-1]))
+    assert store.count_contacts() == 0

@@ -12,9 +12,10 @@ from click.testing import CliRunner, Result
 
 from bot.cli import main
 from bot.demo import generate, iter_records
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from metrics.records import parse_contact
 from metrics.timeutil import US_PER_DAY, from_us, load_zone, parse_instant
+from tests.store_support import sqlite_path, stored_contacts
 
 ZONE = load_zone("America/New_York")
 AS_OF = "2026-11-20T17:00:00Z"
@@ -31,8 +32,8 @@ def demo() -> list[dict[str, Any]]:
     return records()
 
 
-def run(db_path: Path, *args: str) -> Result:
-    env = {"DATABASE_URL": f"sqlite:///{db_path}", "BOT_TIMEZONE": "America/New_York"}
+def run(database_url: str, *args: str) -> Result:
+    env = {"DATABASE_URL": database_url, "BOT_TIMEZONE": "America/New_York"}
     return CliRunner().invoke(main, ["demo", *args], env=env, catch_exceptions=False)
 
 
@@ -120,41 +121,41 @@ def test_business_hours_and_weekends_in_the_bot_time_zone(demo: list[dict[str, A
     assert min(weekdays[d] for d in range(5)) > 1.5 * max(weekdays[5], weekdays[6])
 
 
-def test_demo_loads_into_the_database_and_if_empty_leaves_it_alone(db_path: Path) -> None:
-    loaded = run(db_path, "--contacts", "2000", "--seed", "3", "--as-of", AS_OF)
+def test_demo_loads_into_the_database_and_if_empty_leaves_it_alone(database_url: str) -> None:
+    loaded = run(database_url, "--contacts", "2000", "--seed", "3", "--as-of", AS_OF)
     assert loaded.exit_code == 0, loaded.output
     assert "Loaded 2000 demo contacts (48 agents in 5 teams and 3 tiers; 60 days up to 2026-11-20T17:00:00Z)" in (
         loaded.stdout
     )
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
-        rows = list(store.iter_contacts())
+        rows = list(stored_contacts(store))
         assert len(rows) == 2000
         assert any(r["next_repeat_us"] is not None for r in rows)  # derived data maintained by the store
     finally:
         store.close()
-    again = run(db_path, "--if-empty", "--contacts", "500", "--seed", "4")
+    again = run(database_url, "--if-empty", "--contacts", "500", "--seed", "4")
     assert again.exit_code == 0
     assert "already has 2000 contacts; demo data not loaded" in again.stdout
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
         assert store.count_contacts() == 2000
     finally:
         store.close()
 
 
-def test_if_empty_loads_an_empty_database(db_path: Path) -> None:
-    result = run(db_path, "--if-empty", "--contacts", "300", "--days", "10")
+def test_if_empty_loads_an_empty_database(database_url: str) -> None:
+    result = run(database_url, "--if-empty", "--contacts", "300", "--days", "10")
     assert result.exit_code == 0 and "Loaded 300 demo contacts" in result.stdout
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".csv", ".json"])
-def test_output_file_imports_back_whole(tmp_path: Path, db_path: Path, suffix: str) -> None:
+def test_output_file_imports_back_whole(tmp_path: Path, database_url: str, suffix: str) -> None:
     path = tmp_path / f"demo{suffix}"
-    written = run(db_path, "-n", "1500", "--seed", "9", "--as-of", AS_OF, "--output", str(path))
+    written = run(database_url, "-n", "1500", "--seed", "9", "--as-of", AS_OF, "--output", str(path))
     assert written.exit_code == 0 and "Wrote 1500 demo contacts" in written.stdout
-    assert not db_path.exists()  # a file was written instead of loading
-    env = {"DATABASE_URL": f"sqlite:///{db_path}", "BOT_TIMEZONE": "America/New_York"}
+    assert not sqlite_path(database_url).exists()  # a file was written instead of loading
+    env = {"DATABASE_URL": database_url, "BOT_TIMEZONE": "America/New_York"}
     imported = CliRunner().invoke(main, ["ingest", str(path)], env=env)
     assert imported.exit_code == 0, imported.output
     assert "1500 records: 1500 inserted, 0 updated, 0 unchanged" in imported.stdout
@@ -163,8 +164,8 @@ def test_output_file_imports_back_whole(tmp_path: Path, db_path: Path, suffix: s
         assert first == records(1500, seed=9)[0]
 
 
-def test_bad_options_are_one_clear_line(tmp_path: Path, db_path: Path) -> None:
-    bad_file = run(db_path, "-n", "10", "--output", str(tmp_path / "demo.txt"))
+def test_bad_options_are_one_clear_line(tmp_path: Path, database_url: str) -> None:
+    bad_file = run(database_url, "-n", "10", "--output", str(tmp_path / "demo.txt"))
     assert bad_file.exit_code == 1 and "unknown extension '.txt'" in bad_file.stderr
-    bad_time = run(db_path, "-n", "10", "--as-of", "soon")
+    bad_time = run(database_url, "-n", "10", "--as-of", "soon")
     assert bad_time.exit_code == 1 and bad_time.stderr.startswith("Error: --as-of:")

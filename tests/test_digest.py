@@ -17,8 +17,8 @@ from bot.scheduler.example import write_example
 from bot.scheduler.jobs import Jobs
 from bot.scheduler.service import ROLLUP_DAYS_PER_RUN, ROLLUP_MINUTES, SchedulerService
 from bot.scheduler.times import ManualClock
+from bot.storage import ContactStore, open_store
 from bot.storage.schedules import AlertState
-from bot.storage.sqlite import SQLiteContactStore
 from tests.scheduler_support import (
     DAY_S,
     UploadingFakeSlack,
@@ -31,6 +31,7 @@ from tests.scheduler_support import (
     settings_for,
 )
 from tests.scheduler_support import fake as fake
+from tests.store_support import probe
 
 REPO = Path(__file__).resolve().parents[1]
 DUE = at("2026-03-09 09:00")  # Monday 09:00 UTC
@@ -38,7 +39,7 @@ DUE_S = DUE / 1_000_000
 HOUR_US = 3600 * 1_000_000
 
 
-def seed(store: SQLiteContactStore) -> None:
+def seed(store: ContactStore) -> None:
     """Billing: maria 30/40 without repeat (75%), bob 36/40 (90%), 30-10 days ago; 3 contacts of maria yesterday
     (pending for the 7-day window). Sales: ann 10/10 (below the minimum sample). The 30 days before: bob 5/10."""
     records: list[dict[str, Any]] = []
@@ -55,25 +56,25 @@ def seed(store: SQLiteContactStore) -> None:
 
 
 @pytest.fixture
-def seeded(tmp_path: Path) -> Path:
-    db = tmp_path / "acr.db"
-    store = SQLiteContactStore(db)
+def seeded(database_url: str) -> str:
+    """The URL of a database holding ``seed``'s contacts."""
+    store = open_store(database_url)
     seed(store)
     store.close()
-    return db
+    return database_url
 
 
-def run_at(db: Path, fake: UploadingFakeSlack, now_us: int, scope: str = "team:billing", **config: Any) -> None:
-    store = SQLiteContactStore(db)
+def run_at(seeded: str, fake: UploadingFakeSlack, now_us: int, scope: str = "team:billing", **config: Any) -> None:
+    store = open_store(seeded)
     try:
         if not store.schedules().list_subscriptions():
             store.schedules().save_subscription("C0LEADS", scope, "09:00", None, False, None, DUE - 48 * HOUR_US)
-        jobs_for(settings_for(db, fake, **config), store, ManualClock(now_us)).run_digests()
+        jobs_for(settings_for(seeded, fake, **config), store, ManualClock(now_us)).run_digests()
     finally:
         store.close()
 
 
-def test_team_digest_numbers_agents_pending_and_yesterday(seeded: Path, fake: UploadingFakeSlack) -> None:
+def test_team_digest_numbers_agents_pending_and_yesterday(seeded: str, fake: UploadingFakeSlack) -> None:
     run_at(seeded, fake, DUE)
     [post] = fake.posts()
     text = blocks_text(post)
@@ -92,9 +93,9 @@ def test_team_digest_numbers_agents_pending_and_yesterday(seeded: Path, fake: Up
 
 
 def test_all_teams_digest_has_team_lines_escapes_names_and_lists_firing_alerts(
-    seeded: Path, fake: UploadingFakeSlack
+    seeded: str, fake: UploadingFakeSlack
 ) -> None:
-    store = SQLiteContactStore(seeded)
+    store = open_store(seeded)
     rule = store.schedules().add_alert_rule(
         "tier1", 0.95, 7 * 24 * HOUR_US, 7, "team:billing", 30, "C0X", False, None, DUE
     )
@@ -113,7 +114,7 @@ def test_all_teams_digest_has_team_lines_escapes_names_and_lists_firing_alerts(
     assert "ann" not in extremes.split("Alerts firing")[0]
 
 
-def test_chart_is_uploaded_in_the_digest_thread(seeded: Path, fake: UploadingFakeSlack) -> None:
+def test_chart_is_uploaded_in_the_digest_thread(seeded: str, fake: UploadingFakeSlack) -> None:
     run_at(seeded, fake, DUE)
     [post] = fake.posts()
     [url_call] = fake.calls_to("files.getUploadURLExternal")
@@ -123,7 +124,7 @@ def test_chart_is_uploaded_in_the_digest_thread(seeded: Path, fake: UploadingFak
     [complete] = fake.calls_to("files.completeUploadExternal")
     body = complete.body
     assert body["channel_id"] == "C0LEADS"
-    store = SQLiteContactStore(seeded)
+    store = open_store(seeded)
     try:
         digest = store.outbox().outbox_entry("digest:C0LEADS:team:billing:2026-03-09")
         chart = store.outbox().outbox_entry("digest:C0LEADS:team:billing:2026-03-09:chart")
@@ -135,7 +136,7 @@ def test_chart_is_uploaded_in_the_digest_thread(seeded: Path, fake: UploadingFak
 
 
 def test_upload_failure_still_sends_the_text_and_is_logged(
-    seeded: Path, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture
+    seeded: str, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.answer("files.getUploadURLExternal", {"ok": False, "error": "not_allowed_token_type"})
     with caplog.at_level(logging.WARNING, logger="acr_bot.scheduler"):
@@ -146,9 +147,9 @@ def test_upload_failure_still_sends_the_text_and_is_logged(
     assert fake.calls_to("files.completeUploadExternal") == []
 
 
-def test_upload_outage_does_not_hold_back_the_text(seeded: Path, fake: UploadingFakeSlack) -> None:
+def test_upload_outage_does_not_hold_back_the_text(seeded: str, fake: UploadingFakeSlack) -> None:
     fake.fail("/upload/F0001", 500, times=100)
-    store = SQLiteContactStore(seeded)
+    store = open_store(seeded)
     try:
         store.schedules().save_subscription("C0LEADS", "", "09:00", None, False, None, DUE - 48 * HOUR_US)
         config = settings_for(seeded, fake)
@@ -163,9 +164,9 @@ def test_upload_outage_does_not_hold_back_the_text(seeded: Path, fake: Uploading
 
 @pytest.mark.parametrize(("late_hours", "sent"), [(5.9, True), (6.1, False)])
 def test_digest_missed_while_down_is_sent_on_start_within_the_grace_period(
-    seeded: Path, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture, late_hours: float, sent: bool
+    seeded: str, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture, late_hours: float, sent: bool
 ) -> None:
-    store = SQLiteContactStore(seeded)
+    store = open_store(seeded)
     try:
         store.schedules().save_subscription("C0LEADS", "", "09:00", None, False, None, DUE - 48 * HOUR_US)
         config = settings_for(seeded, fake, digest_grace_hours=6)
@@ -183,8 +184,8 @@ def test_digest_missed_while_down_is_sent_on_start_within_the_grace_period(
         store.close()
 
 
-def test_scheduler_builds_jobs_from_the_database_and_follows_changes(seeded: Path, fake: UploadingFakeSlack) -> None:
-    store = SQLiteContactStore(seeded)
+def test_scheduler_builds_jobs_from_the_database_and_follows_changes(seeded: str, fake: UploadingFakeSlack) -> None:
+    store = open_store(seeded)
     config = settings_for(seeded, fake, bot_timezone="America/New_York", alert_interval_minutes=15)
     service = SchedulerService(config, store, quick_client(config), ManualClock(DUE))
     try:
@@ -212,15 +213,15 @@ def test_scheduler_builds_jobs_from_the_database_and_follows_changes(seeded: Pat
 
 
 def test_cli_dry_run_prints_and_posts_nothing_then_a_real_run_posts_once(
-    seeded: Path, fake: UploadingFakeSlack, monkeypatch: pytest.MonkeyPatch
+    seeded: str, fake: UploadingFakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{seeded}")
+    monkeypatch.setenv("DATABASE_URL", seeded)
     monkeypatch.setenv("SLACK_API_URL", fake.api_url)
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
     runner = CliRunner()
     added = runner.invoke(main, ["subscriptions", "add", "C0LEADS", "09:00", "team:billing"])
     assert added.exit_code == 0, added.output
-    store = SQLiteContactStore(seeded)  # pretend it was added last week, so today's 09:00 counts
+    store = open_store(seeded)  # pretend it was added last week, so today's 09:00 counts
     sub = store.schedules().list_subscriptions()[0]
     store.schedules().save_subscription(sub.channel, sub.scope, sub.local_time, None, False, None, DUE - 48 * HOUR_US)
     store.close()
@@ -250,19 +251,19 @@ def test_digest_example_command_writes_text_and_chart(tmp_path: Path) -> None:
     assert "docs/digest-example.png" in readme
 
 
-def test_scheduler_rebuilds_stale_metric_rollups_in_bounded_runs(seeded: Path, fake: UploadingFakeSlack) -> None:
+def test_scheduler_rebuilds_stale_metric_rollups_in_bounded_runs(seeded: str, fake: UploadingFakeSlack) -> None:
     """After an import the rollups are stale; the server's rollup job brings them back, a few days per run."""
-    store = SQLiteContactStore(seeded)
+    store = open_store(seeded)
     config = settings_for(seeded, fake)
     service = SchedulerService(config, store, quick_client(config), ManualClock(DUE))
     try:
-        stale = store.stale_rollup_days(config.zone)
+        stale = probe(store).stale_rollup_days(config.zone)
         assert stale != 0, "the seeded import should leave rollups to build"
         service.start()
         job = service.scheduler.get_job("rollups")
         assert job is not None and job.trigger.interval.total_seconds() == ROLLUP_MINUTES * 60
         runs = 0
-        while store.stale_rollup_days(config.zone) != 0:
+        while probe(store).stale_rollup_days(config.zone) != 0:
             assert 0 < service.refresh_rollups() <= ROLLUP_DAYS_PER_RUN
             runs += 1
             assert runs < 1000

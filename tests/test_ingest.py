@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,9 @@ from click.testing import CliRunner, Result
 from bot.cli import main
 from bot.demo import generate, write_file
 from bot.ingest import ingest_file
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore, open_store
 from metrics.timeutil import iso_utc, load_zone, parse_instant
+from tests.store_support import stored_contacts
 
 UTC_ZONE = load_zone("UTC")
 
@@ -39,51 +41,51 @@ def jsonl(path: Path, records: list[Any]) -> Path:
     return path
 
 
-def run(db_path: Path, *args: str, stdin: str | bytes | None = None, zone: str = "UTC") -> Result:
-    env = {"DATABASE_URL": f"sqlite:///{db_path}", "BOT_TIMEZONE": zone}
+def run(database_url: str, *args: str, stdin: str | bytes | None = None, zone: str = "UTC") -> Result:
+    env = {"DATABASE_URL": database_url, "BOT_TIMEZONE": zone}
     return CliRunner().invoke(main, ["ingest", *args], input=stdin, env=env, catch_exceptions=False)
 
 
-def stored(db_path: Path) -> dict[str, dict[str, Any]]:
-    store = SQLiteContactStore(db_path)
+def stored(database_url: str) -> dict[str, dict[str, Any]]:
+    store = open_store(database_url)
     try:
-        return {row["id"]: row for row in store.iter_contacts()}
+        return {row["id"]: row for row in stored_contacts(store)}
     finally:
         store.close()
 
 
-def test_jsonl_import_prints_summary_and_stores_records(tmp_path: Path, db_path: Path) -> None:
+def test_jsonl_import_prints_summary_and_stores_records(tmp_path: Path, database_url: str) -> None:
     path = jsonl(tmp_path / "day.jsonl", [record("a"), record("b", agent=None), record("c", channel="CHAT")])
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 0, result.output
     assert f"{path}: 3 records: 3 inserted, 0 updated, 0 unchanged" in result.stdout
     assert "Total: 1 file: 3 inserted, 0 updated, 0 unchanged" in result.stdout
-    rows = stored(db_path)
+    rows = stored(database_url)
     assert rows["a"]["started_us"] == parse_instant("2026-05-04T10:00:00Z", UTC_ZONE)
     assert rows["b"]["agent"] is None and rows["c"]["channel"] == "chat"
     assert rows["a"]["source"] == "api"
 
 
-def test_reimport_is_unchanged_and_changes_are_updates(tmp_path: Path, db_path: Path) -> None:
+def test_reimport_is_unchanged_and_changes_are_updates(tmp_path: Path, database_url: str) -> None:
     path = jsonl(tmp_path / "c.jsonl", [record("a"), record("b"), record("c")])
-    assert run(db_path, str(path)).exit_code == 0
-    again = run(db_path, str(path))
+    assert run(database_url, str(path)).exit_code == 0
+    again = run(database_url, str(path))
     assert "3 records: 0 inserted, 0 updated, 3 unchanged" in again.stdout
     jsonl(path, [record("a"), record("b", resolved=False), record("c"), record("d")])
-    changed = run(db_path, str(path))
+    changed = run(database_url, str(path))
     assert "4 records: 1 inserted, 1 updated, 2 unchanged" in changed.stdout
-    assert stored(db_path)["b"]["resolved"] == 0
+    assert stored(database_url)["b"]["resolved"] == 0
 
 
-def test_a_key_repeated_in_one_file_counts_in_order(tmp_path: Path, db_path: Path) -> None:
+def test_a_key_repeated_in_one_file_counts_in_order(tmp_path: Path, database_url: str) -> None:
     first, second = record("a"), record("a", resolved=True)
     path = jsonl(tmp_path / "dup.jsonl", [first, second, second, record("b")])
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert "4 records: 2 inserted, 1 updated, 1 unchanged" in result.stdout
-    assert stored(db_path)["a"]["resolved"] == 1
+    assert stored(database_url)["a"]["resolved"] == 1
 
 
-def test_bad_lines_are_all_listed_and_nothing_of_the_file_is_stored(tmp_path: Path, db_path: Path) -> None:
+def test_bad_lines_are_all_listed_and_nothing_of_the_file_is_stored(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "bad.jsonl"
     lines = [
         orjson.dumps(record("ok-1")),
@@ -96,7 +98,7 @@ def test_bad_lines_are_all_listed_and_nothing_of_the_file_is_stored(tmp_path: Pa
         orjson.dumps(record("ok-2")),
     ]
     path.write_bytes(b"\n".join(lines) + b"\n")
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 1
     errors = result.stderr
     assert f"{path}:2: record: malformed JSON:" in errors
@@ -105,40 +107,40 @@ def test_bad_lines_are_all_listed_and_nothing_of_the_file_is_stored(tmp_path: Pa
     assert f"{path}:6: ended_at: '2026-05-04T09:00:00Z' is before started_at" in errors
     assert f"{path}:7: record: expected an object, got an array" in errors
     assert "5 errors in 7 records; nothing stored from this file" in errors
-    assert stored(db_path) == {}
+    assert stored(database_url) == {}
 
 
-def test_files_are_independent_a_good_file_is_stored_next_to_a_bad_one(tmp_path: Path, db_path: Path) -> None:
+def test_files_are_independent_a_good_file_is_stored_next_to_a_bad_one(tmp_path: Path, database_url: str) -> None:
     good = jsonl(tmp_path / "good.jsonl", [record("g1"), record("g2")])
     bad = jsonl(tmp_path / "bad.jsonl", [record("b1"), record("b2", tier=0)])
-    result = run(db_path, str(bad), str(good))
+    result = run(database_url, str(bad), str(good))
     assert result.exit_code == 1
     assert f"{bad}:2: tier: must be >= 1, got 0" in result.stderr
     assert f"{good}: 2 records: 2 inserted" in result.stdout
     assert "Total: 2 files: 2 inserted, 0 updated, 0 unchanged; 1 with errors, not stored" in result.stdout
-    assert set(stored(db_path)) == {"g1", "g2"}
+    assert set(stored(database_url)) == {"g1", "g2"}
 
 
-def test_a_byte_order_mark_and_crlf_line_ends_are_fine(tmp_path: Path, db_path: Path) -> None:
+def test_a_byte_order_mark_and_crlf_line_ends_are_fine(tmp_path: Path, database_url: str) -> None:
     (tmp_path / "win.jsonl").write_bytes(
         b"\xef\xbb\xbf" + orjson.dumps(record("a")) + b"\r\n" + orjson.dumps(record("b"))
     )
     (tmp_path / "win.csv").write_bytes(b"\xef\xbb\xbfid,customer_id,started_at\r\nc,k,2026-05-04 10:00:00\r\n")
-    result = run(db_path, str(tmp_path / "win.jsonl"), str(tmp_path / "win.csv"))
+    result = run(database_url, str(tmp_path / "win.jsonl"), str(tmp_path / "win.csv"))
     assert result.exit_code == 0, result.output
-    assert set(stored(db_path)) == {"a", "b", "c"}
+    assert set(stored(database_url)) == {"a", "b", "c"}
 
 
-def test_stdin_reads_jsonl(db_path: Path) -> None:
+def test_stdin_reads_jsonl(database_url: str) -> None:
     body = b"".join(orjson.dumps(record(f"s{i}")) + b"\n" for i in range(3)) + b'{"id": 5}\n'
-    result = run(db_path, "-", stdin=body)
+    result = run(database_url, "-", stdin=body)
     assert result.exit_code == 1
     assert "<stdin>:4: id: must be a string, got a number 5" in result.stderr
-    ok = run(db_path, "-", stdin=body.rsplit(b"\n", 2)[0] + b"\n")
+    ok = run(database_url, "-", stdin=body.rsplit(b"\n", 2)[0] + b"\n")
     assert ok.exit_code == 0 and "<stdin>: 3 records: 3 inserted" in ok.stdout
 
 
-def test_json_array_is_streamed_with_line_numbers(tmp_path: Path, db_path: Path) -> None:
+def test_json_array_is_streamed_with_line_numbers(tmp_path: Path, database_url: str) -> None:
     nested = record("n", extra={"deep": {"x": "} not the end {"}}, note="a } in text")
     text = (
         "[\n"
@@ -154,47 +156,47 @@ def test_json_array_is_streamed_with_line_numbers(tmp_path: Path, db_path: Path)
     )
     path = tmp_path / "export.json"
     path.write_text(text)
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 1
     assert f"{path}:11: record: expected an object, got a number" in result.stderr
     assert f"{path}:12: agent: must be a string, got a number 7" in result.stderr
     assert "2 errors in 4 records" in result.stderr
 
     path.write_text(text.replace(",\n  42", "").replace('"agent":7', '"agent":"leo"'))
-    assert run(db_path, str(path)).exit_code == 0
-    rows = stored(db_path)
+    assert run(database_url, str(path)).exit_code == 0
+    rows = stored(database_url)
     assert orjson.loads(rows["n"]["raw"])["extra"] == {"deep": {"x": "} not the end {"}}
     assert rows["b"]["agent"] == "leo"
 
 
-def test_json_array_lone_surrogate_is_a_record_error(tmp_path: Path, db_path: Path) -> None:
+def test_json_array_lone_surrogate_is_a_record_error(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "odd.json"
     path.write_text('[{"id": "a", "customer_id": "k", "started_at": 1770000000, "note": "\\ud800"},\n{"id": 1}]')
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 1
     assert f"{path}:1: record: has a \\u escape of a lone surrogate" in result.stderr
     assert f"{path}:2: id: must be a string" in result.stderr
 
 
-def test_json_array_syntax_error_names_its_line(tmp_path: Path, db_path: Path) -> None:
+def test_json_array_syntax_error_names_its_line(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "broken.json"
     path.write_text('[\n{"id": "a", "customer_id": "k", "started_at": 1770000000},\n{"id": "b",\n "x": }\n]')
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 1
     assert f"{path}:4: record: malformed JSON: Expecting value" in result.stderr
     (tmp_path / "object.json").write_text('{"id": "a"}')
-    assert "record: expected a JSON array" in run(db_path, str(tmp_path / "object.json")).stderr
+    assert "record: expected a JSON array" in run(database_url, str(tmp_path / "object.json")).stderr
     (tmp_path / "open.json").write_text('[{"id": "a", "customer_id": "k", "started_at": 1770000000}')
-    assert "the array is not closed" in run(db_path, str(tmp_path / "open.json")).stderr
-    assert stored(db_path) == {}
+    assert "the array is not closed" in run(database_url, str(tmp_path / "open.json")).stderr
+    assert stored(database_url) == {}
 
 
-def test_json_array_and_jsonl_of_the_same_records_are_the_same_bodies(tmp_path: Path, db_path: Path) -> None:
+def test_json_array_and_jsonl_of_the_same_records_are_the_same_bodies(tmp_path: Path, database_url: str) -> None:
     records = [record("a"), record("b", reason="billing ✓")]
     jsonl(tmp_path / "x.jsonl", records)
     (tmp_path / "x.json").write_text(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
-    assert run(db_path, str(tmp_path / "x.jsonl")).exit_code == 0
-    assert "0 inserted, 0 updated, 2 unchanged" in run(db_path, str(tmp_path / "x.json")).stdout
+    assert run(database_url, str(tmp_path / "x.jsonl")).exit_code == 0
+    assert "0 inserted, 0 updated, 2 unchanged" in run(database_url, str(tmp_path / "x.json")).stdout
 
 
 CSV_TEXT = (
@@ -207,12 +209,12 @@ CSV_TEXT = (
 )
 
 
-def test_csv_booleans_empty_cells_and_unknown_columns(tmp_path: Path, db_path: Path) -> None:
+def test_csv_booleans_empty_cells_and_unknown_columns(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "export.csv"
     path.write_text(CSV_TEXT)
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 0, result.output
-    rows = stored(db_path)
+    rows = stored(database_url)
     assert [rows[k]["escalated"] for k in ("c1", "c2", "c3", "c4", "c5")] == [1, 0, 1, 0, 0]
     assert [rows[k]["resolved"] for k in ("c1", "c2", "c3", "c4", "c5")] == [1, 0, 0, None, 1]
     assert rows["c2"]["agent"] is None and rows["c2"]["ended_us"] is None and rows["c2"]["channel"] == "chat"
@@ -220,11 +222,11 @@ def test_csv_booleans_empty_cells_and_unknown_columns(tmp_path: Path, db_path: P
     assert iso_utc(rows["c4"]["started_us"]) == "2026-05-04T10:00:00Z"
     assert orjson.loads(rows["c1"]["raw"])["wrapup_code"] == "W1"
     assert "wrapup_code" not in orjson.loads(rows["c2"]["raw"])  # an empty cell is "not given"
-    assert "4 unchanged" not in run(db_path, str(path)).stdout  # (re-import: all 5 unchanged)
-    assert "5 records: 0 inserted, 0 updated, 5 unchanged" in run(db_path, str(path)).stdout
+    assert "4 unchanged" not in run(database_url, str(path)).stdout  # (re-import: all 5 unchanged)
+    assert "5 records: 0 inserted, 0 updated, 5 unchanged" in run(database_url, str(path)).stdout
 
 
-def test_csv_errors_name_the_line_where_the_record_starts(tmp_path: Path, db_path: Path) -> None:
+def test_csv_errors_name_the_line_where_the_record_starts(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "multi.csv"
     path.write_text(
         "id,customer_id,reason,escalated,started_at\n"
@@ -233,7 +235,7 @@ def test_csv_errors_name_the_line_where_the_record_starts(tmp_path: Path, db_pat
         "b,k1,x,1,2026-05-04 10:00:00,surplus\n"  # line 5: too many cells
         "c,,x,1,not a time\n"  # line 6
     )
-    result = run(db_path, str(path))
+    result = run(database_url, str(path))
     assert result.exit_code == 1
     errors = result.stderr
     assert f'{path}:2: escalated: "maybe" is not a boolean (use true/false, yes/no or 1/0)' in errors
@@ -241,10 +243,10 @@ def test_csv_errors_name_the_line_where_the_record_starts(tmp_path: Path, db_pat
     assert f"{path}:6: customer_id: is required" in errors
     assert f"{path}:6: started_at: 'not a time' is not an ISO 8601 timestamp or epoch seconds" in errors
     (tmp_path / "dupe.csv").write_text("id,id,started_at\n")
-    assert "header: duplicate column 'id'" in run(db_path, str(tmp_path / "dupe.csv")).stderr
+    assert "header: duplicate column 'id'" in run(database_url, str(tmp_path / "dupe.csv")).stderr
 
 
-def test_naive_and_offset_timestamps_in_new_york_across_dst(tmp_path: Path, db_path: Path) -> None:
+def test_naive_and_offset_timestamps_in_new_york_across_dst(tmp_path: Path, database_url: str) -> None:
     """Naive = wall time in BOT_TIMEZONE: EST before the 2026-03-08 jump, EDT after, the first 01:30 on
     2026-11-01 (still EDT); an offset is taken as given; the skipped hour does not exist."""
     cases = {
@@ -257,20 +259,20 @@ def test_naive_and_offset_timestamps_in_new_york_across_dst(tmp_path: Path, db_p
         "epoch": (1772951400, "2026-03-08T06:30:00Z"),
     }
     path = jsonl(tmp_path / "dst.jsonl", [record(k, started_at=v[0], ended_at=None) for k, v in cases.items()])
-    result = run(db_path, str(path), zone="America/New_York")
+    result = run(database_url, str(path), zone="America/New_York")
     assert result.exit_code == 0, result.output
-    rows = stored(db_path)
+    rows = stored(database_url)
     assert {k: iso_utc(rows[k]["started_us"]) for k in cases} == {k: v[1] for k, v in cases.items()}
 
     gap = jsonl(tmp_path / "gap.jsonl", [record("gap", started_at="2026-03-08 02:30:00", ended_at=None)])
-    failed = run(db_path, str(gap), zone="America/New_York")
+    failed = run(database_url, str(gap), zone="America/New_York")
     assert failed.exit_code == 1
     assert f"{gap}:1: started_at: 2026-03-08T02:30:00 does not exist in America/New_York" in failed.stderr
 
 
-def test_unknown_extension_missing_file_and_directory(tmp_path: Path, db_path: Path) -> None:
+def test_unknown_extension_missing_file_and_directory(tmp_path: Path, database_url: str) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    result = run(db_path, str(tmp_path / "notes.txt"), str(tmp_path / "missing.csv"), str(tmp_path))
+    result = run(database_url, str(tmp_path / "notes.txt"), str(tmp_path / "missing.csv"), str(tmp_path))
     assert result.exit_code == 1
     assert "notes.txt: unknown file type (extension '.txt'); use .csv, .json, .jsonl or .ndjson" in result.stderr
     assert f"{tmp_path / 'missing.csv'}: cannot read: No such file or directory" in result.stderr
@@ -278,7 +280,7 @@ def test_unknown_extension_missing_file_and_directory(tmp_path: Path, db_path: P
     assert "Traceback" not in result.output
 
 
-def test_reading_in_a_child_process_stores_the_same(tmp_path: Path) -> None:
+def test_reading_in_a_child_process_stores_the_same(tmp_path: Path, new_store: Callable[[], ContactStore]) -> None:
     """The parallel reader (a forked child) and the in-process reader give identical stores and errors."""
     zone = load_zone("America/New_York")
     data = generate(3000, seed=5, as_of_us=parse_instant("2026-11-20T12:00:00Z", zone), days=20, zone=zone)
@@ -286,11 +288,11 @@ def test_reading_in_a_child_process_stores_the_same(tmp_path: Path) -> None:
     write_file(data, path)
     results = {}
     for parallel in (False, True):
-        store = SQLiteContactStore(tmp_path / f"{parallel}.db")
+        store = new_store()
         try:
             outcome = ingest_file(store, str(path), zone, parallel=parallel)
             assert outcome.ok and outcome.counts.inserted == 3000, outcome.errors[:3]
-            results[parallel] = [{k: v for k, v in r.items() if k != "received_at"} for r in store.iter_contacts()]
+            results[parallel] = [{k: v for k, v in r.items() if k != "received_at"} for r in stored_contacts(store)]
         finally:
             store.close()
     assert results[False] == results[True]
@@ -299,7 +301,7 @@ def test_reading_in_a_child_process_stores_the_same(tmp_path: Path) -> None:
     jsonl(bad, [record("a"), record("b", tier="x"), record("c")])
     errors = {}
     for parallel in (False, True):
-        store = SQLiteContactStore(tmp_path / "bad.db")
+        store = new_store()
         try:
             errors[parallel] = ingest_file(store, str(bad), zone, parallel=parallel).errors
             assert store.count_contacts() == 0
@@ -308,17 +310,17 @@ def test_reading_in_a_child_process_stores_the_same(tmp_path: Path) -> None:
     assert errors[False] == errors[True] == [f'{bad}:2: tier: must be a whole number >= 1, got "x"']
 
 
-def test_no_progress_bar_when_not_a_terminal(tmp_path: Path, db_path: Path) -> None:
+def test_no_progress_bar_when_not_a_terminal(tmp_path: Path, database_url: str) -> None:
     path = jsonl(tmp_path / "p.jsonl", [record("a")])
-    quiet = run(db_path, str(path))
+    quiet = run(database_url, str(path))
     assert quiet.stderr == "" and "%" not in quiet.stdout
 
 
-def test_progress_bar_on_a_terminal(tmp_path: Path, db_path: Path) -> None:
+def test_progress_bar_on_a_terminal(tmp_path: Path, database_url: str) -> None:
     """Run under a pseudo-terminal, as a user would: the bar shows the file's bytes read."""
     path = jsonl(tmp_path / "t.jsonl", [record(f"r{i}") for i in range(2000)])
     primary, secondary = os.openpty()
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "BOT_TIMEZONE": "UTC"}
+    env = {**os.environ, "DATABASE_URL": database_url, "BOT_TIMEZONE": "UTC"}
     command = [str(Path(sys.executable).with_name("acr-bot")), "ingest", str(path)]
     with subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=secondary, stderr=secondary) as child:
         os.close(secondary)
@@ -340,11 +342,11 @@ def test_progress_bar_on_a_terminal(tmp_path: Path, db_path: Path) -> None:
     assert quiet.returncode == 0 and "%" not in quiet.stdout + quiet.stderr
 
 
-def test_real_command_in_a_subprocess(tmp_path: Path, db_path: Path) -> None:
+def test_real_command_in_a_subprocess(tmp_path: Path, database_url: str) -> None:
     good = jsonl(tmp_path / "good.ndjson", [record("a"), record("b")])
     bad = tmp_path / "bad.csv"
     bad.write_text("id,customer_id,started_at\nx,k,yesterday\n")
-    env = {**os.environ, "DATABASE_URL": f"sqlite:///{db_path}", "BOT_TIMEZONE": "UTC"}
+    env = {**os.environ, "DATABASE_URL": database_url, "BOT_TIMEZONE": "UTC"}
     command = [str(Path(sys.executable).with_name("acr-bot")), "ingest", str(good), str(bad)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
@@ -356,10 +358,10 @@ def test_real_command_in_a_subprocess(tmp_path: Path, db_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["a.JSONL", "b.Csv"])
-def test_extensions_are_case_insensitive(tmp_path: Path, db_path: Path, name: str) -> None:
+def test_extensions_are_case_insensitive(tmp_path: Path, database_url: str, name: str) -> None:
     path = tmp_path / name
     if name.lower().endswith(".csv"):
         path.write_text("id,customer_id,started_at\nx,k,2026-05-04 10:00:00\n")
     else:
         jsonl(path, [record("x")])
-    assert run(db_path, str(path)).exit_code == 0
+    assert run(database_url, str(path)).exit_code == 0

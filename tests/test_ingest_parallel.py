@@ -8,6 +8,7 @@ line ends and a last line without a line end.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,28 +19,30 @@ from hypothesis import strategies as st
 
 import bot.ingest as ingest
 from bot.ingest import FileResult, ingest_file
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from metrics.timeutil import load_zone
+from tests.store_support import stored_contacts
 
 ZONE = load_zone("Europe/Berlin")
 HEADER = "id,customer_id,agent,started_at,ended_at,reason,tier"
 
 
-def outcome(path: Path, folder: Path, **how: Any) -> tuple[Any, ...]:
-    """What importing ``path`` reports and stores, read ``how`` (parallel=, readers=, block_bytes=)."""
-    store = SQLiteContactStore(folder / f"{len(list(folder.iterdir()))}.db")
+def outcome(path: Path, new_store: Callable[[], ContactStore], **how: Any) -> tuple[Any, ...]:
+    """What importing ``path`` into a new store reports and stores, read ``how`` (parallel=, readers=,
+    block_bytes=)."""
+    store = new_store()
     try:
         result: FileResult = ingest_file(store, str(path), ZONE, **how)
-        rows = [{k: v for k, v in row.items() if k != "received_at"} for row in store.iter_contacts()]
+        rows = [{k: v for k, v in row.items() if k != "received_at"} for row in stored_contacts(store)]
         return result.counts.as_dict(), result.records, result.errors, rows
     finally:
         store.close()
 
 
-def assert_blocks_read_like_one_reader(path: Path, folder: Path, block_bytes: int) -> None:
-    alone = outcome(path, folder, parallel=False)
+def assert_blocks_read_like_one_reader(path: Path, new_store: Callable[[], ContactStore], block_bytes: int) -> None:
+    alone = outcome(path, new_store, parallel=False)
     for readers in (2, 3):
-        assert outcome(path, folder, parallel=True, readers=readers, block_bytes=block_bytes) == alone
+        assert outcome(path, new_store, parallel=True, readers=readers, block_bytes=block_bytes) == alone
 
 
 def csv_line(n: int, reason: str = "billing", tier: str = "1") -> str:
@@ -81,6 +84,7 @@ JSONL_LINES = st.one_of(
 )
 def test_any_cut_reads_like_one_reader(
     tmp_path_factory: pytest.TempPathFactory,
+    new_store: Callable[[], ContactStore],
     kind: str,
     data: st.DataObject,
     block_bytes: int,
@@ -95,7 +99,7 @@ def test_any_cut_reads_like_one_reader(
     folder = tmp_path_factory.mktemp("blocks")
     path = folder / f"contacts.{kind}"
     path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
-    assert_blocks_read_like_one_reader(path, folder, block_bytes)
+    assert_blocks_read_like_one_reader(path, new_store, block_bytes)
 
 
 @pytest.mark.parametrize(
@@ -110,15 +114,15 @@ def test_any_cut_reads_like_one_reader(
         "\n".join([HEADER, csv_line(1), 'r8,k1,ana,"2026-03-29 01:00:00"x,,y,1', csv_line(3, tier="x"), csv_line(5)]),
     ],
 )
-def test_csv_files_read_like_one_reader(tmp_path: Path, text: str) -> None:
+def test_csv_files_read_like_one_reader(tmp_path: Path, new_store: Callable[[], ContactStore], text: str) -> None:
     path = tmp_path / "contacts.csv"
     path.write_text(text)
     for block_bytes in (1, 7, 50, 1 << 20):
-        assert_blocks_read_like_one_reader(path, tmp_path, block_bytes)
+        assert_blocks_read_like_one_reader(path, new_store, block_bytes)
 
 
 def test_a_cut_inside_a_quoted_cell_reads_the_file_again_in_one_piece(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: ContactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "contacts.csv"
     path.write_text("\n".join([HEADER, csv_line(1), csv_line(5, reason='"line one\nline two"'), csv_line(3)]) + "\n")
@@ -130,19 +134,15 @@ def test_a_cut_inside_a_quoted_cell_reads_the_file_again_in_one_piece(
         return real(*args)
 
     monkeypatch.setattr(ingest, "_read_in_children", spy)
-    store = SQLiteContactStore(tmp_path / "acr.db")
-    try:
-        cut_inside = path.read_text().index("line one\n") + len("line one\n") + 2  # the first cut: after it
-        result = ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=cut_inside)
-        assert result.ok and result.counts.inserted == 3
-        assert store.get_contact("api", "r5")["reason"] == "line one\nline two"  # type: ignore[index]
-    finally:
-        store.close()
+    cut_inside = path.read_text().index("line one\n") + len("line one\n") + 2  # the first cut: after it
+    result = ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=cut_inside)
+    assert result.ok and result.counts.inserted == 3
+    assert store.get_contact("api", "r5")["reason"] == "line one\nline two"  # type: ignore[index]
     assert asked == [2, 1]  # cut in two, noticed, read again by one reader
 
 
 def test_a_reader_that_dies_fails_the_import_and_stores_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, store: ContactStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader process killed mid-file (here: exits on its second block) is noticed when its turn comes."""
     path = tmp_path / "contacts.jsonl"
@@ -156,10 +156,6 @@ def test_a_reader_that_dies_fails_the_import_and_stores_nothing(
 
     parent = os.getpid()
     monkeypatch.setattr(ingest, "_jsonl_chunks", dies_on_the_second_block)
-    store = SQLiteContactStore(tmp_path / "acr.db")
-    try:
-        with pytest.raises(RuntimeError, match="the reader process stopped unexpectedly"):
-            ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=200)
-        assert store.count_contacts() == 0
-    finally:
-        store.close()
+    with pytest.raises(RuntimeError, match="the reader process stopped unexpectedly"):
+        ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=200)
+    assert store.count_contacts() == 0

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from metrics import definitions
 from metrics.engine import compute
 from metrics.errors import UserError
@@ -51,7 +51,7 @@ def contact(cid: str, customer: str, start_us: int, end_us: int | None = None, *
 
 
 def ask(
-    store: SQLiteContactStore,
+    store: ContactStore,
     *,
     as_of: int,
     metric: str = "acr",
@@ -78,7 +78,7 @@ def ask(
     return from_rows
 
 
-def totals(store: SQLiteContactStore, **kwargs: Any) -> tuple[int, int, int]:
+def totals(store: ContactStore, **kwargs: Any) -> tuple[int, int, int]:
     total = ask(store, **kwargs).total
     return (total.matured, total.resolved, total.pending)
 
@@ -224,9 +224,9 @@ def test_wilson_interval() -> None:
 # --- the rules, through the engine and a real store -------------------------------------------------
 
 
-def test_repeat_at_exactly_e_plus_w_counts_one_second_later_does_not(fresh_db: SQLiteContactStore) -> None:
+def test_repeat_at_exactly_e_plus_w_counts_one_second_later_does_not(store: ContactStore) -> None:
     end = T0 + 600 * SECOND
-    fresh_db.upsert(
+    store.upsert(
         [
             contact("a", "k1", T0, end),
             contact("a2", "k1", end + W7),  # exactly e + W: a repeat of a
@@ -236,12 +236,12 @@ def test_repeat_at_exactly_e_plus_w_counts_one_second_later_does_not(fresh_db: S
     )
     as_of = end + W7
     # a and b are matured (e + W == as_of); a2 and b2 start at or after as_of, so they are not candidates.
-    assert totals(fresh_db, as_of=as_of) == (2, 1, 0)
-    assert totals(fresh_db, as_of=as_of + 2 * SECOND, filters=(("agent", "maria"),)) == (2, 1, 2)
+    assert totals(store, as_of=as_of) == (2, 1, 0)
+    assert totals(store, as_of=as_of + 2 * SECOND, filters=(("agent", "maria"),)) == (2, 1, 2)
 
 
-def test_contact_without_end_uses_its_start(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert(
+def test_contact_without_end_uses_its_start(store: ContactStore) -> None:
+    store.upsert(
         [
             contact("a", "k1", T0),
             contact("a2", "k1", T0 + W7, agent=None),  # exactly t + W
@@ -249,39 +249,39 @@ def test_contact_without_end_uses_its_start(fresh_db: SQLiteContactStore) -> Non
             contact("b2", "k2", T0 + W7 + SECOND, agent=None),
         ]
     )
-    assert totals(fresh_db, as_of=T0 + W7) == (2, 1, 0)
-    assert totals(fresh_db, as_of=T0 + W7 - 1) == (0, 0, 2)
+    assert totals(store, as_of=T0 + W7) == (2, 1, 0)
+    assert totals(store, as_of=T0 + W7 - 1) == (0, 0, 2)
 
 
-def test_same_instant_contacts_are_not_repeats(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", T0, T0 + HOUR), contact("b", "k1", T0, T0 + HOUR)])
-    assert totals(fresh_db, as_of=T0 + 30 * DAY) == (2, 2, 0)
+def test_same_instant_contacts_are_not_repeats(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", T0, T0 + HOUR), contact("b", "k1", T0, T0 + HOUR)])
+    assert totals(store, as_of=T0 + 30 * DAY) == (2, 2, 0)
 
 
-def test_outbound_contacts_never_repeat_and_are_not_candidates(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", T0), contact("call-back", "k1", T0 + HOUR, direction="outbound")])
-    assert totals(fresh_db, as_of=T0 + 30 * DAY) == (1, 1, 0)
+def test_outbound_contacts_never_repeat_and_are_not_candidates(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", T0), contact("call-back", "k1", T0 + HOUR, direction="outbound")])
+    assert totals(store, as_of=T0 + 30 * DAY) == (1, 1, 0)
 
 
-def test_continuation_legs_never_repeat_but_are_candidates(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", T0, T0 + HOUR), contact("a-leg", "k1", T0 + HOUR, parent_id="a", tier=2)])
-    assert totals(fresh_db, as_of=T0 + 30 * DAY) == (2, 2, 0)
+def test_continuation_legs_never_repeat_but_are_candidates(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", T0, T0 + HOUR), contact("a-leg", "k1", T0 + HOUR, parent_id="a", tier=2)])
+    assert totals(store, as_of=T0 + 30 * DAY) == (2, 2, 0)
 
 
-def test_agentless_contacts_are_not_candidates_but_are_repeats(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", T0, T0 + HOUR), contact("ivr", "k1", T0 + 2 * HOUR, agent=None)])
-    assert totals(fresh_db, as_of=T0 + 30 * DAY) == (1, 0, 0)
+def test_agentless_contacts_are_not_candidates_but_are_repeats(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", T0, T0 + HOUR), contact("ivr", "k1", T0 + 2 * HOUR, agent=None)])
+    assert totals(store, as_of=T0 + 30 * DAY) == (1, 0, 0)
 
 
-def test_pending_contacts_are_reported_never_scored(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("old", "k1", T0), contact("new", "k2", T0 + 25 * DAY)])
-    result = ask(fresh_db, as_of=T0 + 27 * DAY)
+def test_pending_contacts_are_reported_never_scored(store: ContactStore) -> None:
+    store.upsert([contact("old", "k1", T0), contact("new", "k2", T0 + 25 * DAY)])
+    result = ask(store, as_of=T0 + 27 * DAY)
     assert (result.total.matured, result.total.resolved, result.total.pending) == (1, 1, 1)
     assert result.total.rate == 1.0
 
 
-def test_tier1_rate_rules(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert(
+def test_tier1_rate_rules(store: ContactStore) -> None:
+    store.upsert(
         [
             contact("ok", "k1", T0, resolved=True),
             contact("no-disposition", "k2", T0),  # resolved null: not held against the agent
@@ -292,41 +292,41 @@ def test_tier1_rate_rules(fresh_db: SQLiteContactStore) -> None:
             contact("tier2", "k6", T0, tier=2, resolved=True),
         ]
     )
-    assert totals(fresh_db, as_of=T0 + 30 * DAY, metric="tier1") == (5, 2, 0)
-    assert totals(fresh_db, as_of=T0 + 30 * DAY, metric="acr") == (6, 5, 0)  # ACR ignores disposition and tier
+    assert totals(store, as_of=T0 + 30 * DAY, metric="tier1") == (5, 2, 0)
+    assert totals(store, as_of=T0 + 30 * DAY, metric="acr") == (6, 5, 0)  # ACR ignores disposition and tier
 
 
-def test_no_matured_contacts_is_no_data_not_zero(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", T0)])
-    result = ask(fresh_db, as_of=T0 + DAY)
+def test_no_matured_contacts_is_no_data_not_zero(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", T0)])
+    result = ask(store, as_of=T0 + DAY)
     assert result.total == Counts(0, 0, 1)
     assert result.total.rate is None and result.total.interval is None
-    empty = ask(fresh_db, as_of=T0 + 30 * DAY, filters=(("agent", "nobody"),))
+    empty = ask(store, as_of=T0 + 30 * DAY, filters=(("agent", "nobody"),))
     assert empty.total == Counts() and empty.total.rate is None
-    assert ask(fresh_db, as_of=T0 + 30 * DAY, filters=(("agent", "nobody"),), by="agent").rows == []
+    assert ask(store, as_of=T0 + 30 * DAY, filters=(("agent", "nobody"),), by="agent").rows == []
 
 
-def test_empty_store_and_empty_period(fresh_db: SQLiteContactStore) -> None:
-    assert ask(fresh_db, as_of=T0).total == Counts()
-    fresh_db.upsert([contact("a", "k1", T0)])
-    result = ask(fresh_db, as_of=T0 + 30 * DAY, since=T0 + 40 * DAY, until=T0 + 50 * DAY)
+def test_empty_store_and_empty_period(store: ContactStore) -> None:
+    assert ask(store, as_of=T0).total == Counts()
+    store.upsert([contact("a", "k1", T0)])
+    result = ask(store, as_of=T0 + 30 * DAY, since=T0 + 40 * DAY, until=T0 + 50 * DAY)
     assert result.total == Counts() and result.until_us == T0 + 30 * DAY
 
 
-def test_until_is_clipped_to_as_of(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("before", "k1", T0 - 10 * DAY), contact("after-as-of", "k2", T0 + HOUR)])
-    result = ask(fresh_db, as_of=T0, since=T0 - 20 * DAY, until=T0 + 5 * DAY)
+def test_until_is_clipped_to_as_of(store: ContactStore) -> None:
+    store.upsert([contact("before", "k1", T0 - 10 * DAY), contact("after-as-of", "k2", T0 + HOUR)])
+    result = ask(store, as_of=T0, since=T0 - 20 * DAY, until=T0 + 5 * DAY)
     assert result.until_us == T0
     assert result.total == Counts(1, 1, 0)
 
 
-def test_period_bounds_since_inclusive_until_exclusive(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("at-since", "k1", T0), contact("at-until", "k2", T0 + DAY)])
-    assert totals(fresh_db, as_of=T0 + 30 * DAY, since=T0, until=T0 + DAY) == (1, 1, 0)
+def test_period_bounds_since_inclusive_until_exclusive(store: ContactStore) -> None:
+    store.upsert([contact("at-since", "k1", T0), contact("at-until", "k2", T0 + DAY)])
+    assert totals(store, as_of=T0 + 30 * DAY, since=T0, until=T0 + DAY) == (1, 1, 0)
 
 
-def test_filters_are_exact_and_combine(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert(
+def test_filters_are_exact_and_combine(store: ContactStore) -> None:
+    store.upsert(
         [
             contact("a", "k1", T0, team="blue", queue="billing", channel="chat"),
             contact("b", "k2", T0, agent="Maria", team="blue", channel="phone"),
@@ -334,25 +334,25 @@ def test_filters_are_exact_and_combine(fresh_db: SQLiteContactStore) -> None:
         ]
     )
     as_of = T0 + 30 * DAY
-    assert totals(fresh_db, as_of=as_of, filters=(("agent", "maria"),)) == (1, 1, 0)
-    assert totals(fresh_db, as_of=as_of, filters=(("team", "blue"),)) == (2, 2, 0)
-    assert totals(fresh_db, as_of=as_of, filters=(("team", "blue"), ("channel", "phone"))) == (1, 1, 0)
-    assert totals(fresh_db, as_of=as_of, filters=(("queue", "billing"), ("agent", "omar"))) == (0, 0, 0)
+    assert totals(store, as_of=as_of, filters=(("agent", "maria"),)) == (1, 1, 0)
+    assert totals(store, as_of=as_of, filters=(("team", "blue"),)) == (2, 2, 0)
+    assert totals(store, as_of=as_of, filters=(("team", "blue"), ("channel", "phone"))) == (1, 1, 0)
+    assert totals(store, as_of=as_of, filters=(("queue", "billing"), ("agent", "omar"))) == (0, 0, 0)
 
 
 def test_breakdown_leaves_out_contacts_without_the_value_but_totals_keep_them(
-    fresh_db: SQLiteContactStore,
+    store: ContactStore,
 ) -> None:
-    fresh_db.upsert([contact("a", "k1", T0, team="blue"), contact("b", "k2", T0, team="red"), contact("c", "k3", T0)])
-    result = ask(fresh_db, as_of=T0 + 30 * DAY, by="team")
+    store.upsert([contact("a", "k1", T0, team="blue"), contact("b", "k2", T0, team="red"), contact("c", "k3", T0)])
+    result = ask(store, as_of=T0 + 30 * DAY, by="team")
     assert [(row.key, row.counts.matured) for row in result.rows] == [("blue", 1), ("red", 1)]
     assert result.total.matured == 3
-    by_agent = ask(fresh_db, as_of=T0 + 30 * DAY, by="agent")
+    by_agent = ask(store, as_of=T0 + 30 * DAY, by="agent")
     assert [(row.key, row.counts.matured) for row in by_agent.rows] == [("maria", 3)]
 
 
-def test_by_day_uses_local_days_across_dst_in_new_york(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert(
+def test_by_day_uses_local_days_across_dst_in_new_york(store: ContactStore) -> None:
+    store.upsert(
         [
             contact("sat-late", "k1", at("2026-03-07T23:30:00", NEW_YORK)),  # 04:30Z on the 8th
             contact("sun-early", "k2", at("2026-03-08T00:10:00", NEW_YORK)),
@@ -363,14 +363,14 @@ def test_by_day_uses_local_days_across_dst_in_new_york(fresh_db: SQLiteContactSt
     )
     as_of = at("2026-12-01T00:00:00Z")
     since, until = calendar_period(date(2026, 3, 7), date(2026, 3, 9), NEW_YORK, as_of)
-    result = ask(fresh_db, as_of=as_of, since=since, until=until, by="day", zone=NEW_YORK)
+    result = ask(store, as_of=as_of, since=since, until=until, by="day", zone=NEW_YORK)
     assert [(row.key, row.counts.matured) for row in result.rows] == [
         ("2026-03-07", 1),
         ("2026-03-08", 2),
         ("2026-03-09", 1),
     ]
     since, until = calendar_period(date(2026, 10, 31), date(2026, 11, 2), NEW_YORK, as_of)
-    result = ask(fresh_db, as_of=as_of, since=since, until=until, by="day", zone=NEW_YORK)
+    result = ask(store, as_of=as_of, since=since, until=until, by="day", zone=NEW_YORK)
     assert [(row.key, row.counts.matured) for row in result.rows] == [
         ("2026-10-31", 0),
         ("2026-11-01", 1),
@@ -379,10 +379,10 @@ def test_by_day_uses_local_days_across_dst_in_new_york(fresh_db: SQLiteContactSt
     assert result.rows[0].counts.rate is None
 
 
-def test_attribution_follows_the_contact(fresh_db: SQLiteContactStore) -> None:
+def test_attribution_follows_the_contact(store: ContactStore) -> None:
     """Maria's contact repeated by a contact Omar handled counts against Maria, not Omar."""
-    fresh_db.upsert([contact("a", "k1", T0), contact("b", "k1", T0 + HOUR, agent="omar")])
-    result = ask(fresh_db, as_of=T0 + 30 * DAY, by="agent")
+    store.upsert([contact("a", "k1", T0), contact("b", "k1", T0 + HOUR, agent="omar")])
+    result = ask(store, as_of=T0 + 30 * DAY, by="agent")
     assert {row.key: (row.counts.matured, row.counts.resolved) for row in result.rows} == {
         "maria": (1, 0),
         "omar": (1, 1),

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import date, timedelta, tzinfo
 from pathlib import Path
@@ -18,13 +17,14 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore, open_store
 from metrics.engine import MetricReader, RowSpec, compute
 from metrics.periods import calendar_period, local_date
 from metrics.query import Counts, MetricQuery, MetricResult
 from metrics.records import Contact, parse_contact
 from metrics.rollup import RollupDays, pack_hours, unpack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
+from tests.store_support import probe, sqlite_url
 
 NEW_YORK = ZoneInfo("America/New_York")
 BASE = parse_instant("2026-03-04T00:00:00", NEW_YORK)  # the spring-forward day 2026-03-08 is inside the data
@@ -77,7 +77,7 @@ def as_reference(result: MetricResult) -> tuple[Counts, dict[str, Counts]]:
 class NoRefresh:
     """The store as a MetricSource that never refreshes rollups on read: stale days stay stale."""
 
-    def __init__(self, store: SQLiteContactStore):
+    def __init__(self, store: ContactStore):
         self.store = store
 
     def metric_reader(self, zone: tzinfo) -> AbstractContextManager[MetricReader]:
@@ -87,7 +87,7 @@ class NoRefresh:
 class Spy:
     """Records how the engine split a question between rollups and contacts."""
 
-    def __init__(self, store: SQLiteContactStore):
+    def __init__(self, store: ContactStore):
         self.store = store
         self.rollup_days = 0
         self.hour_days: list[date] = []
@@ -187,7 +187,7 @@ def questions(draw: st.DrawFn) -> MetricQuery:
 @settings(
     max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "120")),
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(
     deliveries=st.lists(st.lists(records, min_size=1, max_size=10), min_size=1, max_size=4),
@@ -195,34 +195,33 @@ def questions(draw: st.DrawFn) -> MetricQuery:
     asked=st.lists(questions(), min_size=1, max_size=4),
 )
 def test_engine_equals_reference(
-    deliveries: list[list[dict[str, Any]]], refresh_after: int, asked: list[MetricQuery]
+    new_store: Callable[[], ContactStore],
+    deliveries: list[list[dict[str, Any]]],
+    refresh_after: int,
+    asked: list[MetricQuery],
 ) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        store = SQLiteContactStore(Path(folder) / "acr.db")
-        try:
-            final: dict[str, Contact] = {}
-            for index, batch in enumerate(deliveries):
-                if index == refresh_after:
-                    store.refresh_rollups(NEW_YORK)  # rollups built, then made stale by the later deliveries
-                contacts = [to_contact(record) for record in batch]
-                store.upsert(contacts)
-                for c in contacts:
-                    final[c.id] = c  # the last delivered version wins
-            contacts = list(final.values())
-            for query in asked:
-                expected = reference(contacts, query, NEW_YORK)
-                assert as_reference(compute(store, query, NEW_YORK, use_rollups=False)) == expected
-                for hours in (True, False):
-                    assert as_reference(compute(NoRefresh(store), query, NEW_YORK, use_hours=hours)) == expected
-            store.refresh_rollups(NEW_YORK)
-            for query in asked:
-                expected = reference(contacts, query, NEW_YORK)
-                for limit in (None, 0, 1, 1000):  # undecided buckets: whole units, one value at a time, mixed
-                    for hours in (True, False):  # undecided days from their hour buckets, or from contacts
-                        result = compute(NoRefresh(store), query, NEW_YORK, use_hours=hours, per_value_limit=limit)
-                        assert as_reference(result) == expected
-        finally:
-            store.close()
+    with closing(new_store()) as store:
+        final: dict[str, Contact] = {}
+        for index, batch in enumerate(deliveries):
+            if index == refresh_after:
+                store.refresh_rollups(NEW_YORK)  # rollups built, then made stale by the later deliveries
+            contacts = [to_contact(record) for record in batch]
+            store.upsert(contacts)
+            for c in contacts:
+                final[c.id] = c  # the last delivered version wins
+        contacts = list(final.values())
+        for query in asked:
+            expected = reference(contacts, query, NEW_YORK)
+            assert as_reference(compute(store, query, NEW_YORK, use_rollups=False)) == expected
+            for hours in (True, False):
+                assert as_reference(compute(NoRefresh(store), query, NEW_YORK, use_hours=hours)) == expected
+        store.refresh_rollups(NEW_YORK)
+        for query in asked:
+            expected = reference(contacts, query, NEW_YORK)
+            for limit in (None, 0, 1, 1000):  # undecided buckets: whole units, one value at a time, mixed
+                for hours in (True, False):  # undecided days from their hour buckets, or from contacts
+                    result = compute(NoRefresh(store), query, NEW_YORK, use_hours=hours, per_value_limit=limit)
+                    assert as_reference(result) == expected
 
 
 @st.composite
@@ -256,25 +255,27 @@ dense_records = st.builds(
 )
 
 
-@settings(max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "80")), deadline=None)
+@settings(
+    max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "80")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(contacts=st.lists(dense_records, min_size=8, max_size=30), data=st.data())
-def test_rollup_edges_equal_reference(contacts: list[dict[str, Any]], data: st.DataObject) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        store = SQLiteContactStore(Path(folder) / "acr.db")
-        try:
-            final = {c.id: c for c in (to_contact({**record, "id": f"e{i}"}) for i, record in enumerate(contacts))}
-            starts = tuple(sorted({c.started_us for c in final.values()}))
-            asked = data.draw(st.lists(edge_questions(starts), min_size=2, max_size=5))
-            store.upsert(final.values())
-            store.refresh_rollups(NEW_YORK)
-            for query in asked:
-                expected = reference(list(final.values()), query, NEW_YORK)
-                for limit in (None, 0, 1000):
-                    for hours in (True, False):
-                        result = compute(NoRefresh(store), query, NEW_YORK, use_hours=hours, per_value_limit=limit)
-                        assert as_reference(result) == expected
-        finally:
-            store.close()
+def test_rollup_edges_equal_reference(
+    new_store: Callable[[], ContactStore], contacts: list[dict[str, Any]], data: st.DataObject
+) -> None:
+    with closing(new_store()) as store:
+        final = {c.id: c for c in (to_contact({**record, "id": f"e{i}"}) for i, record in enumerate(contacts))}
+        starts = tuple(sorted({c.started_us for c in final.values()}))
+        asked = data.draw(st.lists(edge_questions(starts), min_size=2, max_size=5))
+        store.upsert(final.values())
+        store.refresh_rollups(NEW_YORK)
+        for query in asked:
+            expected = reference(list(final.values()), query, NEW_YORK)
+            for limit in (None, 0, 1000):
+                for hours in (True, False):
+                    result = compute(NoRefresh(store), query, NEW_YORK, use_hours=hours, per_value_limit=limit)
+                    assert as_reference(result) == expected
 
 
 # --- the rollups ------------------------------------------------------------------------------------
@@ -288,7 +289,7 @@ def contact(cid: str, customer: str, start_us: int, **fields: Any) -> Contact:
     return parsed
 
 
-def two_weeks(store: SQLiteContactStore) -> list[Contact]:
+def two_weeks(store: ContactStore) -> list[Contact]:
     contacts = [
         contact(f"d{day}-{n}", f"k{(day * 3 + n) % 7}", BASE + day * DAY + (9 + n) * HOUR, team="blue")
         for day in range(14)
@@ -298,16 +299,16 @@ def two_weeks(store: SQLiteContactStore) -> list[Contact]:
     return contacts
 
 
-def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> None:
-    contacts = two_weeks(fresh_db)
+def test_whole_days_come_from_fresh_rollups(store: ContactStore) -> None:
+    contacts = two_weeks(store)
     query = MetricQuery("acr", 3 * DAY, BASE + 12 * HOUR, BASE + 13 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day")
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     before = compute(spy, query, NEW_YORK)
     assert spy.rollup_days == 0  # never built: every day counted from contacts
-    assert fresh_db.stale_rollup_days(NEW_YORK) == -1
-    fresh_db.refresh_rollups(NEW_YORK)
-    assert fresh_db.stale_rollup_days(NEW_YORK) == 0
-    spy = Spy(fresh_db)
+    assert probe(store).stale_rollup_days(NEW_YORK) == -1
+    store.refresh_rollups(NEW_YORK)
+    assert probe(store).stale_rollup_days(NEW_YORK) == 0
+    spy = Spy(store)
     after = compute(spy, query, NEW_YORK)
     assert after == before
     # Every day from the rollups, the partial first and last days too: 13 x 24 h after midnight EST ends at
@@ -317,7 +318,7 @@ def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> Non
     assert spy.row_spans == []
     assert as_reference(after) == reference(contacts, query, NEW_YORK)
     edge = MetricQuery("acr", 3 * DAY, BASE + 10 * HOUR, BASE + 20 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day")
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     assert as_reference(compute(spy, edge, NEW_YORK)) == reference(contacts, edge, NEW_YORK)
     # The first day's bucket straddles 10:00: that day is answered from its hour buckets, and its hours
     # (09:00, 10:00, 11:00) are each entirely outside or inside the period: nothing counted from contacts.
@@ -325,7 +326,7 @@ def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> Non
     assert spy.row_spans == []
     # Without hour buckets: the part of that day before the period is the shorter, so the whole day comes
     # from the rollup, minus what is counted from contacts before 10:00.
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     assert as_reference(compute(spy, edge, NEW_YORK, use_hours=False)) == reference(contacts, edge, NEW_YORK)
     assert (spy.hour_days, [(span.day, span.since_us, span.until_us) for span in spy.row_spans]) == (
         [],
@@ -334,7 +335,7 @@ def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> Non
     late = MetricQuery(
         "acr", 3 * DAY, BASE + 10 * HOUR + 1, BASE + 20 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day"
     )
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     assert as_reference(compute(spy, late, NEW_YORK)) == reference(contacts, late, NEW_YORK)
     # The 10:00 hour is cut 1 µs after its start: taken whole, minus the contacts of that microsecond.
     assert [(span.day, span.since_us, span.until_us) for span in spy.row_spans] == [
@@ -342,68 +343,68 @@ def test_whole_days_come_from_fresh_rollups(fresh_db: SQLiteContactStore) -> Non
     ]
 
 
-def test_a_write_makes_its_days_stale_until_refreshed(fresh_db: SQLiteContactStore) -> None:
-    contacts = two_weeks(fresh_db)
-    fresh_db.refresh_rollups(NEW_YORK)
+def test_a_write_makes_its_days_stale_until_refreshed(store: ContactStore) -> None:
+    contacts = two_weeks(store)
+    store.refresh_rollups(NEW_YORK)
     # Move a contact to another day and customer: its old day, its new day, and the days of both
     # customers' contacts may all change.
     moved = contact("d2-0", "k-new", BASE + 5 * DAY + 20 * HOUR, team="blue")
-    fresh_db.upsert([moved])
+    store.upsert([moved])
     contacts = [moved if c.id == "d2-0" else c for c in contacts]
-    assert fresh_db.stale_rollup_days(NEW_YORK) > 0
+    assert probe(store).stale_rollup_days(NEW_YORK) > 0
     query = MetricQuery("tier1", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "day")
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
     assert date(2026, 3, 6) in {span.day for span in spy.row_spans}  # the old day of the moved contact
     assert 0 < spy.rollup_days < 15
-    fresh_db.refresh_rollups(NEW_YORK)
-    spy = Spy(fresh_db)
+    store.refresh_rollups(NEW_YORK)
+    spy = Spy(store)
     assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
     assert spy.row_spans == []  # 15 local days (the last one partial), all from the rollups
 
 
-def test_a_question_refreshes_a_few_stale_days_itself(fresh_db: SQLiteContactStore) -> None:
-    two_weeks(fresh_db)
-    fresh_db.refresh_rollups(NEW_YORK)
-    fresh_db.upsert([contact("late", "k-late", BASE + 13 * DAY + 2 * HOUR)])
-    stale = fresh_db.stale_rollup_days(NEW_YORK)
+def test_a_question_refreshes_a_few_stale_days_itself(store: ContactStore) -> None:
+    two_weeks(store)
+    store.refresh_rollups(NEW_YORK)
+    store.upsert([contact("late", "k-late", BASE + 13 * DAY + 2 * HOUR)])
+    stale = probe(store).stale_rollup_days(NEW_YORK)
     assert stale >= 1
     query = MetricQuery("acr", 7 * DAY, BASE, BASE + 14 * DAY, BASE + 30 * DAY)
-    compute(fresh_db, query, NEW_YORK)  # the store's own reader rolls up one stale UTC day first
-    assert fresh_db.stale_rollup_days(NEW_YORK) == stale - 1
+    compute(store, query, NEW_YORK)  # the store's own reader rolls up one stale UTC day first
+    assert probe(store).stale_rollup_days(NEW_YORK) == stale - 1
 
 
-def test_rollups_are_rebuilt_for_another_time_zone(fresh_db: SQLiteContactStore) -> None:
-    contacts = two_weeks(fresh_db)
-    fresh_db.refresh_rollups(NEW_YORK)
+def test_rollups_are_rebuilt_for_another_time_zone(store: ContactStore) -> None:
+    contacts = two_weeks(store)
+    store.refresh_rollups(NEW_YORK)
     tokyo = ZoneInfo("Asia/Tokyo")
-    assert fresh_db.stale_rollup_days(tokyo) == -1
+    assert probe(store).stale_rollup_days(tokyo) == -1
     query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "day")
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     result = compute(spy, query, tokyo)
     assert spy.rollup_days == 0  # New York days cannot answer Tokyo days
     assert as_reference(result) == reference(contacts, query, tokyo)
-    fresh_db.refresh_rollups(tokyo)
-    spy = Spy(fresh_db)
+    store.refresh_rollups(tokyo)
+    spy = Spy(store)
     assert compute(spy, query, tokyo) == result
     assert spy.rollup_days > 0
 
 
-def test_mixed_days_are_counted_from_contacts(fresh_db: SQLiteContactStore) -> None:
+def test_mixed_days_are_counted_from_contacts(store: ContactStore) -> None:
     """A day whose contacts are partly matured and partly pending cannot use the rollup's whole-day counts:
     it is answered from its hour buckets, or without them from contacts."""
-    contacts = two_weeks(fresh_db)
-    fresh_db.refresh_rollups(NEW_YORK)
+    contacts = two_weeks(store)
+    store.refresh_rollups(NEW_YORK)
     # 7d window; as_of is 11:00 EDT on 2026-03-14, i.e. 10:00 EST: of the 09:00, 10:00 and 11:00 EST
     # contacts of 2026-03-07, two are matured and one is pending.
     as_of = BASE + 10 * DAY + 10 * HOUR
     query = MetricQuery("acr", 7 * DAY, BASE, as_of, as_of, (), "day")
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     result = compute(spy, query, NEW_YORK, use_hours=False)
     assert date(2026, 3, 7) in {span.day for span in spy.row_spans}
     assert as_reference(result) == reference(contacts, query, NEW_YORK)
     # Its hour buckets are each entirely matured or pending: with them, nothing is counted from contacts.
-    spy = Spy(fresh_db)
+    spy = Spy(store)
     assert compute(spy, query, NEW_YORK) == result
     assert date(2026, 3, 7) in spy.hour_days
     assert spy.row_spans == []
@@ -411,21 +412,21 @@ def test_mixed_days_are_counted_from_contacts(fresh_db: SQLiteContactStore) -> N
     assert (result.rows[3].counts.matured, result.rows[3].counts.pending) == (2, 1)
 
 
-def test_edge_day_with_contacts_straddling_as_of_minus_w(fresh_db: SQLiteContactStore) -> None:
+def test_edge_day_with_contacts_straddling_as_of_minus_w(store: ContactStore) -> None:
     """The period starts early on a day whose bucket is partly matured, partly pending: that bucket cannot be
     taken whole (even though the part of the day before the period is the shorter one)."""
     day = parse_instant("2026-05-04T00:00:00", NEW_YORK)
     contacts = [contact(f"s{h}", f"k{h}", day + h * HOUR) for h in (0, 2, 9, 15)]
-    fresh_db.upsert(contacts)
-    fresh_db.refresh_rollups(NEW_YORK)
+    store.upsert(contacts)
+    store.refresh_rollups(NEW_YORK)
     for since_h, as_of_h in ((1, 36), (1, 33), (3, 40), (10, 30)):
         query = MetricQuery("acr", DAY, day + since_h * HOUR, day + 2 * DAY, day + as_of_h * HOUR)
         for limit in (None, 0, 1000):
-            result = compute(NoRefresh(fresh_db), query, NEW_YORK, per_value_limit=limit)
+            result = compute(NoRefresh(store), query, NEW_YORK, per_value_limit=limit)
             assert as_reference(result) == reference(contacts, query, NEW_YORK)
 
 
-def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(fresh_db: SQLiteContactStore) -> None:
+def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(store: ContactStore) -> None:
     """In the hour holding T = as_of - W, a contact starting after T is pending whatever its end: the hour's
     buckets are taken as pending and only the contacts starting up to T are counted, to move the matured."""
     day = parse_instant("2026-05-04T00:00:00", NEW_YORK)
@@ -437,12 +438,12 @@ def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(fresh
         contact("m-d", "k3", day + 14 * HOUR + 37 * minute),  # ends exactly at T: matured
         contact("m-e", "k4", day + 9 * HOUR),
     ]
-    fresh_db.upsert(contacts)
-    fresh_db.refresh_rollups(NEW_YORK)
+    store.upsert(contacts)
+    store.refresh_rollups(NEW_YORK)
     as_of = day + DAY + 14 * HOUR + 37 * minute  # T = 14:37 on the contacts' day, W = 1 day
     for by in (None, "agent"):
         query = MetricQuery("acr", DAY, as_of - 3 * DAY, as_of, as_of, (), by)
-        spy = Spy(fresh_db)
+        spy = Spy(store)
         result = compute(spy, query, NEW_YORK, per_value_limit=0)
         assert as_reference(result) == reference(contacts, query, NEW_YORK)
         assert (result.total.matured, result.total.pending) == (3, 2)
@@ -451,10 +452,10 @@ def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(fresh
         ]
 
 
-def test_a_refresh_by_another_store_on_the_file_is_seen_at_once(db_path: Path) -> None:
+def test_a_refresh_by_another_store_on_the_file_is_seen_at_once(database_url: str) -> None:
     """Decoded rollups are kept per store for the next question; a refresh anywhere (another process, e.g.
     the scheduler) makes them old, so no question ever sees rollups older than its own snapshot."""
-    asking, writing = SQLiteContactStore(db_path), SQLiteContactStore(db_path)
+    asking, writing = open_store(database_url), open_store(database_url)
     try:
         contacts = two_weeks(writing)
         writing.refresh_rollups(NEW_YORK)
@@ -474,7 +475,7 @@ def test_a_refresh_by_another_store_on_the_file_is_seen_at_once(db_path: Path) -
 
 def test_a_day_without_hour_buckets_is_counted_from_contacts(db_path: Path) -> None:
     """Hour buckets missing for a day (never the case after a refresh; checked anyway) leave that day whole."""
-    store = SQLiteContactStore(db_path)
+    store = open_store(sqlite_url(db_path))  # the hour buckets are SQLite's: removed below in its own table
     try:
         contacts = two_weeks(store)
         store.refresh_rollups(NEW_YORK)

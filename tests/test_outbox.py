@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from pathlib import Path
 
 import pytest
 
 from bot.scheduler.delivery import STALE_CLAIM_SECONDS, Poster
 from bot.scheduler.times import ManualClock
 from bot.slack.app import build_web_client
+from bot.storage import ContactStore, open_store
 from bot.storage.schedules import OutboxMessage
-from bot.storage.sqlite import SQLiteContactStore
 from tests.scheduler_support import UploadingFakeSlack, at, quick_client, settings_for
 from tests.scheduler_support import fake as fake
 
@@ -22,10 +21,10 @@ SECOND_US = 1_000_000
 
 
 def poster_for(
-    db: Path, fake: UploadingFakeSlack, clock: ManualClock, *, quick: bool = False, **options: object
-) -> tuple[SQLiteContactStore, Poster]:
-    store = SQLiteContactStore(db)
-    config = settings_for(db, fake)
+    database_url: str, fake: UploadingFakeSlack, clock: ManualClock, *, quick: bool = False, **options: object
+) -> tuple[ContactStore, Poster]:
+    store = open_store(database_url)
+    config = settings_for(database_url, fake)
     client = quick_client(config) if quick else build_web_client(config)
     return store, Poster(client, store.outbox(), clock, **options)  # type: ignore[arg-type]
 
@@ -35,12 +34,12 @@ def message(key: str = "digest:C1:*:2026-03-09", **more: object) -> OutboxMessag
 
 
 def test_outage_500_then_429_then_success_delays_but_delivers_exactly_once(
-    tmp_path: Path, fake: UploadingFakeSlack
+    database_url: str, fake: UploadingFakeSlack
 ) -> None:
     fake.fail("chat.postMessage", 500)
     fake.fail("chat.postMessage", 429, retry_after=1)
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", fake, clock)
+    store, poster = poster_for(database_url, fake, clock)
     try:
         assert store.outbox().enqueue([message()], NOW) == [True]
         report = poster.deliver_due()
@@ -59,9 +58,11 @@ def test_outage_500_then_429_then_success_delays_but_delivers_exactly_once(
         store.close()
 
 
-def test_long_outage_leaves_the_message_pending_until_slack_is_back(tmp_path: Path, fake: UploadingFakeSlack) -> None:
+def test_long_outage_leaves_the_message_pending_until_slack_is_back(
+    database_url: str, fake: UploadingFakeSlack
+) -> None:
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", fake, clock, quick=True, attempts_now=2, backoff_seconds=0.05)
+    store, poster = poster_for(database_url, fake, clock, quick=True, attempts_now=2, backoff_seconds=0.05)
     try:
         store.outbox().enqueue([message()], NOW)
         fake.fail("chat.postMessage", 503, times=1_000)  # down for good, as far as this run can tell
@@ -80,12 +81,12 @@ def test_long_outage_leaves_the_message_pending_until_slack_is_back(tmp_path: Pa
         store.close()
 
 
-def test_network_error_is_retried(tmp_path: Path) -> None:
+def test_network_error_is_retried(database_url: str) -> None:
     """Nothing listens on the API URL: a network error, retried later, never a crash or a lost row."""
     with UploadingFakeSlack() as down:
         pass  # started and stopped: its port now refuses connections
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", down, clock, quick=True, attempts_now=1)
+    store, poster = poster_for(database_url, down, clock, quick=True, attempts_now=1)
     try:
         store.outbox().enqueue([message()], NOW)
         report = poster.deliver_due()
@@ -96,13 +97,14 @@ def test_network_error_is_retried(tmp_path: Path) -> None:
         store.close()
 
 
-def test_crash_after_writing_before_posting_is_delivered_on_restart(tmp_path: Path, fake: UploadingFakeSlack) -> None:
-    db = tmp_path / "acr.db"
+def test_crash_after_writing_before_posting_is_delivered_on_restart(
+    database_url: str, fake: UploadingFakeSlack
+) -> None:
     clock = ManualClock(NOW)
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     store.outbox().enqueue([message()], NOW)
     store.close()  # the process dies here
-    store, poster = poster_for(db, fake, clock)
+    store, poster = poster_for(database_url, fake, clock)
     try:
         poster.recover_in_doubt()
         assert poster.deliver_due().sent == ["digest:C1:*:2026-03-09"]
@@ -114,10 +116,9 @@ def test_crash_after_writing_before_posting_is_delivered_on_restart(tmp_path: Pa
 
 @pytest.mark.parametrize("slack_has_it", [True, False])
 def test_crash_during_posting_is_checked_against_the_channel_before_posting_again(
-    tmp_path: Path, fake: UploadingFakeSlack, slack_has_it: bool
+    database_url: str, fake: UploadingFakeSlack, slack_has_it: bool
 ) -> None:
-    db = tmp_path / "acr.db"
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     store.outbox().enqueue([message()], NOW)
     assert store.outbox().begin_attempt("digest:C1:*:2026-03-09", NOW)  # claimed, then the process died
     store.close()
@@ -125,7 +126,7 @@ def test_crash_during_posting_is_checked_against_the_channel_before_posting_agai
                 "event_payload": {"key": "digest:C1:*:2026-03-09"}}}] if slack_has_it else []  # fmt: skip
     fake.answer("conversations.history", {"ok": True, "messages": history})
     clock = ManualClock(NOW + (STALE_CLAIM_SECONDS + 1) * SECOND_US)
-    store, poster = poster_for(db, fake, clock)
+    store, poster = poster_for(database_url, fake, clock)
     try:
         assert poster.recover_in_doubt() == (1 if slack_has_it else 0)
         poster.deliver_due()
@@ -138,10 +139,9 @@ def test_crash_during_posting_is_checked_against_the_channel_before_posting_agai
         store.close()
 
 
-def test_a_fresh_claim_of_another_process_is_left_alone(tmp_path: Path, fake: UploadingFakeSlack) -> None:
-    db = tmp_path / "acr.db"
+def test_a_fresh_claim_of_another_process_is_left_alone(database_url: str, fake: UploadingFakeSlack) -> None:
     clock = ManualClock(NOW)
-    store, poster = poster_for(db, fake, clock)
+    store, poster = poster_for(database_url, fake, clock)
     try:
         store.outbox().enqueue([message()], NOW)
         assert store.outbox().begin_attempt("digest:C1:*:2026-03-09", NOW)  # someone is posting it right now
@@ -154,13 +154,12 @@ def test_a_fresh_claim_of_another_process_is_left_alone(tmp_path: Path, fake: Up
 
 
 def test_concurrent_deliveries_from_two_processes_post_each_message_once(
-    tmp_path: Path, fake: UploadingFakeSlack
+    database_url: str, fake: UploadingFakeSlack
 ) -> None:
-    db = tmp_path / "acr.db"
     clock = ManualClock(NOW)
     keys = [f"alert:{i}:1:fire" for i in range(12)]
-    store_a, poster_a = poster_for(db, fake, clock)
-    store_b, poster_b = poster_for(db, fake, clock)
+    store_a, poster_a = poster_for(database_url, fake, clock)
+    store_b, poster_b = poster_for(database_url, fake, clock)
     try:
         store_a.outbox().enqueue([message(k) for k in keys], NOW)
         threads = [threading.Thread(target=p.deliver_due) for p in (poster_a, poster_b)]
@@ -175,9 +174,9 @@ def test_concurrent_deliveries_from_two_processes_post_each_message_once(
         store_b.close()
 
 
-def test_thread_reply_waits_for_its_parent_and_uses_its_ts(tmp_path: Path, fake: UploadingFakeSlack) -> None:
+def test_thread_reply_waits_for_its_parent_and_uses_its_ts(database_url: str, fake: UploadingFakeSlack) -> None:
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", fake, clock, quick=True, attempts_now=1)
+    store, poster = poster_for(database_url, fake, clock, quick=True, attempts_now=1)
     try:
         parent, reply = message("alert:1:1:fire"), message("alert:1:1:recover", thread_key="alert:1:1:fire")
         store.outbox().enqueue([parent, reply], NOW)
@@ -194,11 +193,11 @@ def test_thread_reply_waits_for_its_parent_and_uses_its_ts(tmp_path: Path, fake:
 
 
 def test_a_message_slack_refuses_is_failed_and_logged_not_retried(
-    tmp_path: Path, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture
+    database_url: str, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.answer("chat.postMessage", {"ok": False, "error": "channel_not_found"})
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", fake, clock)
+    store, poster = poster_for(database_url, fake, clock)
     try:
         store.outbox().enqueue([message()], NOW)
         with caplog.at_level(logging.ERROR, logger="acr_bot.scheduler"):
@@ -214,17 +213,16 @@ def test_a_message_slack_refuses_is_failed_and_logged_not_retried(
 
 
 def test_server_start_delivers_what_was_pending_and_shutdown_stops_the_scheduler(
-    tmp_path: Path, fake: UploadingFakeSlack
+    database_url: str, fake: UploadingFakeSlack
 ) -> None:
     """The real app lifespan of ``acr-bot serve``: the scheduler starts with the app and first empties the outbox."""
     from bot.http.app import build_app
     from bot.scheduler.service import SchedulerService, scheduler_lifespan
 
-    db = tmp_path / "acr.db"
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     try:
         store.outbox().enqueue([message()], NOW)  # written by a process that died before posting
-        config = settings_for(db, fake)
+        config = settings_for(database_url, fake)
         service = SchedulerService(config, store, quick_client(config))
         app = build_app(config, store, lifespans=[scheduler_lifespan(service)])
 
@@ -243,14 +241,13 @@ def test_server_start_delivers_what_was_pending_and_shutdown_stops_the_scheduler
         store.close()
 
 
-def test_offline_mode_logs_instead_of_posting(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_offline_mode_logs_instead_of_posting(database_url: str, caplog: pytest.LogCaptureFixture) -> None:
     """Without SLACK_BOT_TOKEN the server still runs its jobs: messages and uploads are logged, not sent."""
     from bot.settings import load_settings
 
-    db = tmp_path / "acr.db"
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     try:
-        client = build_web_client(load_settings(database_url=f"sqlite:///{db}"))
+        client = build_web_client(load_settings(database_url=database_url))
         poster = Poster(client, store.outbox(), ManualClock(NOW))
         chart = message("digest:C1:*:2026-03-09:chart", file=b"\x89PNG...", filename="c.png", thread_key="x")
         store.outbox().enqueue([message(), chart], NOW)

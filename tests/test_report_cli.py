@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import UTC
 
@@ -44,7 +44,7 @@ def docs_blocks() -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 @pytest.fixture
-def example_db(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def example_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The worked example of docs/metrics.md in a real store, configured through the environment."""
     records, _ = docs_blocks()
     contacts = []
@@ -52,11 +52,11 @@ def example_db(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         parsed = parse_contact(record, UTC)
         assert isinstance(parsed, Contact), parsed
         contacts.append(parsed)
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     store.upsert(contacts)
     store.close()
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db_path}")
-    return db_path
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    return database_url
 
 
 def run(*args: str) -> Any:

@@ -4,7 +4,6 @@ posted exactly once at the right instant against the fake Slack (with a restart 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -13,7 +12,7 @@ from hypothesis import strategies as st
 
 from bot.scheduler.service import DailyTrigger
 from bot.scheduler.times import DailySchedule, ManualClock, parse_local_time, wall_time_us
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from metrics.errors import UserError
 from metrics.timeutil import from_us, iso_utc, to_us
 from tests.scheduler_support import UploadingFakeSlack, at, jobs_for, settings_for
@@ -120,16 +119,15 @@ def test_apscheduler_trigger_follows_local_time(zone: ZoneInfo, spring: date, au
 @pytest.mark.parametrize("zone_name", ["America/New_York", "Europe/Berlin"])
 @pytest.mark.parametrize("change", ["spring", "autumn"])
 def test_digest_posted_once_at_local_time_on_a_dst_day_and_not_again_after_restart(
-    tmp_path: Path, fake: UploadingFakeSlack, zone_name: str, change: str
+    database_url: str, fake: UploadingFakeSlack, zone_name: str, change: str
 ) -> None:
     zone = ZoneInfo(zone_name)
     day = {"America/New_York": {"spring": "2026-03-08", "autumn": "2026-11-01"},
            "Europe/Berlin": {"spring": "2026-03-29", "autumn": "2026-10-25"}}[zone_name][change]  # fmt: skip
-    db = tmp_path / "acr.db"
-    config = settings_for(db, fake, bot_timezone=zone_name)
+    config = settings_for(database_url, fake, bot_timezone=zone_name)
     due_us = at(f"{day} 09:00", zone)
     clock = ManualClock(due_us - 3 * 3600 * 1_000_000)
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     subscribed_us = due_us - 30 * 3600 * 1_000_000
     store.schedules().save_subscription("C0LEADS", "", "09:00", None, False, "U1", subscribed_us)
     jobs = jobs_for(config, store, clock)
@@ -150,7 +148,7 @@ def test_digest_posted_once_at_local_time_on_a_dst_day_and_not_again_after_resta
 
     # restart: a new process (new store, new jobs) an hour later finds the digest already posted
     clock.set(due_us + 80 * MINUTE_US)  # in the autumn: the repeated hour has passed, clocks show ~10:20
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     try:
         jobs_for(config, store, clock).run_digests()
     finally:
@@ -162,14 +160,13 @@ def test_digest_posted_once_at_local_time_on_a_dst_day_and_not_again_after_resta
 
 @pytest.mark.parametrize("zone_name", ["America/New_York", "Europe/Berlin"])
 def test_weekdays_only_skips_the_weekend_and_a_new_subscription_does_not_fire_for_today(
-    tmp_path: Path, fake: UploadingFakeSlack, zone_name: str
+    database_url: str, fake: UploadingFakeSlack, zone_name: str
 ) -> None:
     zone = ZoneInfo(zone_name)
-    db = tmp_path / "acr.db"
-    config = settings_for(db, fake, bot_timezone="UTC")  # the subscription's own zone wins
+    config = settings_for(database_url, fake, bot_timezone="UTC")  # the subscription's own zone wins
     saturday_10 = at("2026-03-14 10:00", zone)
     clock = ManualClock(saturday_10)
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     try:
         store.schedules().save_subscription("C0LEADS", "team:billing", "09:00", zone_name, True, None, saturday_10)
         jobs = jobs_for(config, store, clock)

@@ -18,8 +18,8 @@ import orjson
 import pytest
 
 from bot.http.signing import signed_headers
-from bot.storage.sqlite import SQLiteContactStore
-from tests.store_support import is_counted
+from bot.storage import open_store
+from tests.store_support import is_counted, stored_contacts
 
 SECRET = "serve-test-secret"
 PATH = "/webhooks/interactions"
@@ -37,11 +37,11 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
-def start_serve(db_path: Path, log: Path, **env: str) -> Process:
+def start_serve(database_url: str, log: Path, **env: str) -> Process:
     """Run ``acr-bot serve --port 0`` and wait until it answers /healthz."""
     environment = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{db_path}",
+        "DATABASE_URL": database_url,
         "WEBHOOK_SECRET": SECRET,
         "PYTHONUNBUFFERED": "1",
         **env,
@@ -131,11 +131,11 @@ class Sender:
                     return
 
 
-def check_store(db_path: Path, acknowledged: list[str]) -> int:
+def check_store(database_url: str, acknowledged: list[str]) -> int:
     """Every acknowledged id is stored, and the stored data is consistent (count and derived next repeat)."""
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
-        rows = list(store.iter_contacts())
+        rows = list(stored_contacts(store))
         stored = {row["id"] for row in rows}
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}"
@@ -153,9 +153,9 @@ def check_store(db_path: Path, acknowledged: list[str]) -> int:
 
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(
-    db_path: Path, tmp_path: Path, processes: list[Process]
+    database_url: str, tmp_path: Path, processes: list[Process]
 ) -> None:
-    server = start_serve(db_path, tmp_path / "serve.log")
+    server = start_serve(database_url, tmp_path / "serve.log")
     processes.append(server)
     senders = [Sender(server.url, worker) for worker in range(3)]
     threads = [threading.Thread(target=sender.run) for sender in senders]
@@ -196,16 +196,16 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(
     assert slow_answer[0].json()["inserted"] == 200
     acknowledged = slow_ids + [i for sender in senders for i in sender.acknowledged]
     assert sum(len(sender.acknowledged) for sender in senders) > 0
-    check_store(db_path, acknowledged)
+    check_store(database_url, acknowledged)
     log = server.log_text()
     assert "SIGTERM handled" in log and "stopped cleanly" in log
     assert "Traceback" not in log
 
 
 def test_sigkill_mid_stream_loses_no_acknowledged_record(
-    db_path: Path, tmp_path: Path, processes: list[Process]
+    database_url: str, tmp_path: Path, processes: list[Process]
 ) -> None:
-    server = start_serve(db_path, tmp_path / "serve.log")
+    server = start_serve(database_url, tmp_path / "serve.log")
     processes.append(server)
     senders = [Sender(server.url, worker, size=200) for worker in range(3)]
     threads = [threading.Thread(target=sender.run) for sender in senders]
@@ -224,10 +224,10 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(
         assert all(counts["inserted"] == sender.size for counts in sender.counts), sender.counts
         assert set(sender.answered) <= {200}, sender.answered
 
-    restarted = start_serve(db_path, tmp_path / "restarted.log")
+    restarted = start_serve(database_url, tmp_path / "restarted.log")
     processes.append(restarted)
     health = httpx.get(restarted.url + "/healthz").json()
-    stored = check_store(db_path, acknowledged)
+    stored = check_store(database_url, acknowledged)
     assert health["contacts"] == stored >= len(acknowledged)
     # The restarted server takes the same records again as unchanged (re-delivery after a crash is safe).
     # (a batch that was acknowledged: a sender may have had no answer at all before the kill)
@@ -243,13 +243,13 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(
     assert restarted.proc.wait(timeout=30) == 0
 
 
-def test_a_port_in_use_is_one_clear_error(db_path: Path, tmp_path: Path, processes: list[Process]) -> None:
-    server = start_serve(db_path, tmp_path / "serve.log")
+def test_a_port_in_use_is_one_clear_error(database_url: str, tmp_path: Path, processes: list[Process]) -> None:
+    server = start_serve(database_url, tmp_path / "serve.log")
     processes.append(server)
     port = server.url.rsplit(":", 1)[1]
     result = subprocess.run(
         [str(ACR_BOT), "serve", "--port", port],
-        env={**os.environ, "DATABASE_URL": f"sqlite:///{db_path}"},
+        env={**os.environ, "DATABASE_URL": database_url},
         capture_output=True,
         text=True,
         timeout=30,

@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from bench.build_db import ZONE, contacts_of, generate
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from tests.fake_slack import FakeSlack
 from tests.slack_support import SlackServer, slack_settings
+from tests.store_support import sqlite_url
 
 CONTACTS = 1_000_000
 BURST = 16
@@ -26,7 +27,7 @@ BURST = 16
 def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("scale") / "million.db"
     cols = generate(CONTACTS, 90, seed=11)
-    store = SQLiteContactStore(path)
+    store = open_store(sqlite_url(path))
     try:
         for lo in range(0, len(cols["started"]), 100_000):
             with store.bulk() as writer:
@@ -38,12 +39,12 @@ def million(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_acks_are_immediate_against_a_million_contacts(million: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    store = SQLiteContactStore(million)
+    store = open_store(sqlite_url(million))
     acks: list[float] = []
     lock = threading.Lock()
     try:
         with FakeSlack() as fake:
-            config = slack_settings(million, fake.api_url, bot_timezone=str(ZONE))
+            config = slack_settings(sqlite_url(million), fake.api_url, bot_timezone=str(ZONE))
             with SlackServer(config, store) as server:
 
                 def ask(i: int) -> None:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from bot.slack.app import LISTENER_THREADS
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from metrics.engine import compute
 from metrics.query import MetricQuery, MetricResult
 from tests.fake_slack import FakeSlack
@@ -42,23 +42,24 @@ def fake() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def store(fresh_db: SQLiteContactStore) -> SQLiteContactStore:
-    seed(fresh_db, time.time())
-    return fresh_db
+def store(store: ContactStore) -> ContactStore:
+    """The conftest store (on each backend), with the seeded contacts."""
+    seed(store, time.time())
+    return store
 
 
 @pytest.fixture
-def server(fake: FakeSlack, store: SQLiteContactStore, db_path: Path) -> Iterator[SlackServer]:
+def server(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
     """Everyone may ask everything (no supervisors configured)."""
-    with running(slack_settings(db_path, fake.api_url), store) as running_server:
+    with running(slack_settings(database_url, fake.api_url), store) as running_server:
         yield running_server
 
 
 @pytest.fixture
-def guarded(fake: FakeSlack, store: SQLiteContactStore, db_path: Path) -> Iterator[SlackServer]:
+def guarded(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
     """One supervisor configured; maria's Slack user linked to her agent name."""
     store.link_agent(MARIA_USER, "maria")
-    settings = slack_settings(db_path, fake.api_url, slack_supervisor_ids=SUPERVISOR)
+    settings = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)
     with running(settings, store) as running_server:
         yield running_server
 
@@ -138,7 +139,7 @@ def test_help_lists_every_word(server: SlackServer, fake: FakeSlack) -> None:
         assert word in text
 
 
-def test_mentions_resolve_to_the_linked_agent(server: SlackServer, fake: FakeSlack, store: SQLiteContactStore) -> None:
+def test_mentions_resolve_to_the_linked_agent(server: SlackServer, fake: FakeSlack, store: ContactStore) -> None:
     store.link_agent(MARIA_USER, "maria")
     reply = ask(server, fake, f"<@{MARIA_USER}|maria.s>", "m1")
     assert reply["blocks"][0]["text"]["text"] == "ACR 80.0%"
@@ -148,7 +149,7 @@ def test_mentions_resolve_to_the_linked_agent(server: SlackServer, fake: FakeSla
     assert "is not linked to an agent" in body_text(reply)
 
 
-def test_me_answers_about_the_caller(server: SlackServer, fake: FakeSlack, store: SQLiteContactStore) -> None:
+def test_me_answers_about_the_caller(server: SlackServer, fake: FakeSlack, store: ContactStore) -> None:
     store.link_agent(MARIA_USER, "maria")
     assert ask(server, fake, "me", "me1", user=MARIA_USER)["blocks"][0]["text"]["text"] == "ACR 80.0%"
     assert "not linked to an agent name yet" in body_text(ask(server, fake, "me", "me2", user=OTHER_USER))
@@ -188,12 +189,12 @@ def test_errors_are_short_ephemeral_explanations_with_usage(
 
 
 def test_unexpected_failure_shows_a_request_id_and_logs_it(
-    fake: FakeSlack, store: SQLiteContactStore, db_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeSlack, store: ContactStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     def broken(source: Any, query: MetricQuery, zone: Any) -> MetricResult:
         raise RuntimeError("disk on fire")
 
-    with running(slack_settings(db_path, fake.api_url), store, broken) as server:
+    with running(slack_settings(database_url, fake.api_url), store, broken) as server:
         reply = ask(server, fake, "7d", "x")
     text = body_text(reply)
     found = re.search(r"request id ([0-9a-f]+)", text)
@@ -219,9 +220,9 @@ def test_stale_timestamp_is_refused(server: SlackServer, fake: FakeSlack) -> Non
 
 
 def test_without_signing_secret_the_endpoint_says_how_to_set_it(
-    fake: FakeSlack, store: SQLiteContactStore, db_path: Path
+    fake: FakeSlack, store: ContactStore, database_url: str
 ) -> None:
-    settings = slack_settings(db_path, fake.api_url, slack_signing_secret=None)
+    settings = slack_settings(database_url, fake.api_url, slack_signing_secret=None)
     with running(settings, store) as server:
         response = server.command("7d", response_url=fake.response_url("n"))
     assert response.status_code == 503 and "SLACK_SIGNING_SECRET" in response.text
@@ -251,10 +252,10 @@ def test_team_numbers_are_for_everyone(guarded: SlackServer, fake: FakeSlack) ->
     assert "only supervisors" in refused and "Once a supervisor links" in refused
 
 
-def test_supervisor_group_members_are_supervisors(fake: FakeSlack, store: SQLiteContactStore, db_path: Path) -> None:
+def test_supervisor_group_members_are_supervisors(fake: FakeSlack, store: ContactStore, database_url: str) -> None:
     fake.answer("usergroups.list", {"ok": True, "usergroups": [{"id": "S0LEADS", "handle": "support-leads"}]})
     fake.answer("usergroups.users.list", {"ok": True, "users": ["U0LEAD"]})
-    settings = slack_settings(db_path, fake.api_url, slack_supervisor_group="@support-leads")
+    settings = slack_settings(database_url, fake.api_url, slack_supervisor_group="@support-leads")
     with running(settings, store) as server:
         assert ask(server, fake, "agent:bob", "g1", user="U0LEAD")["blocks"][0]["text"]["text"] == "ACR 100.0%"
         assert "only supervisors" in body_text(ask(server, fake, "agent:bob", "g2", user=OTHER_USER))
@@ -263,7 +264,7 @@ def test_supervisor_group_members_are_supervisors(fake: FakeSlack, store: SQLite
     assert fake.calls_to("usergroups.users.list")[0].headers["Authorization"] == "Bearer xoxb-test-token"
 
 
-def test_link_by_supervisor_then_me(guarded: SlackServer, fake: FakeSlack, store: SQLiteContactStore) -> None:
+def test_link_by_supervisor_then_me(guarded: SlackServer, fake: FakeSlack, store: ContactStore) -> None:
     refused = body_text(ask(guarded, fake, f"link <@{OTHER_USER}|o> agent:bob", "l0", user=MARIA_USER))
     assert "only supervisors can link" in refused
     done = body_text(ask(guarded, fake, f"link <@{OTHER_USER}|o> agent:bob", "l1", user=SUPERVISOR))
@@ -304,16 +305,16 @@ def test_rate_limited_response_url_is_retried(server: SlackServer, fake: FakeSla
     assert calls[2].body["blocks"][0]["text"]["text"] == "ACR 80.0%"
 
 
-def test_rate_limited_web_api_is_retried(fake: FakeSlack, store: SQLiteContactStore, db_path: Path) -> None:
+def test_rate_limited_web_api_is_retried(fake: FakeSlack, store: ContactStore, database_url: str) -> None:
     fake.fail("usergroups.users.list", 429, times=1, retry_after=1)
     fake.answer("usergroups.users.list", {"ok": True, "users": ["U0LEAD"]})
-    settings = slack_settings(db_path, fake.api_url, slack_supervisor_group="S0LEADS")
+    settings = slack_settings(database_url, fake.api_url, slack_supervisor_group="S0LEADS")
     with running(settings, store) as server:
         assert ask(server, fake, "agent:bob", "w", user="U0LEAD")["blocks"][0]["text"]["text"] == "ACR 100.0%"
     assert [c.status for c in fake.calls_to("usergroups.users.list")] == [429, 200]
 
 
-def test_ack_is_immediate_while_questions_are_slow(fake: FakeSlack, store: SQLiteContactStore, db_path: Path) -> None:
+def test_ack_is_immediate_while_questions_are_slow(fake: FakeSlack, store: ContactStore, database_url: str) -> None:
     """Every question is held until the test releases it, and there are more questions than listener threads:
     each ack must still come back at once (Slack gives up after 3 s), and every answer must follow."""
     release = threading.Event()
@@ -323,7 +324,7 @@ def test_ack_is_immediate_while_questions_are_slow(fake: FakeSlack, store: SQLit
         return compute(source, query, zone)
 
     questions = LISTENER_THREADS + 4
-    with running(slack_settings(db_path, fake.api_url), store, slow) as server:
+    with running(slack_settings(database_url, fake.api_url), store, slow) as server:
         acks = []
         for n in range(questions):
             started = time.perf_counter()
@@ -339,11 +340,11 @@ def test_ack_is_immediate_while_questions_are_slow(fake: FakeSlack, store: SQLit
 
 
 def test_offline_mode_logs_instead_of_calling_slack(
-    fake: FakeSlack, store: SQLiteContactStore, db_path: Path, caplog: pytest.LogCaptureFixture
+    fake: FakeSlack, store: ContactStore, database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("INFO")
     settings = slack_settings(
-        db_path, fake.api_url, slack_bot_token=None, slack_supervisor_ids=SUPERVISOR, slack_supervisor_group="S0X"
+        database_url, fake.api_url, slack_bot_token=None, slack_supervisor_ids=SUPERVISOR, slack_supervisor_group="S0X"
     )
     with running(settings, store) as server:
         reply = ask(server, fake, "agent:maria", "off", user=SUPERVISOR)
@@ -367,13 +368,13 @@ def test_supervisor_ids_setting_is_validated() -> None:
 
 
 def test_the_acr_bot_serve_process_answers_slack(
-    fake: FakeSlack, store: SQLiteContactStore, db_path: Path, tmp_path: Path
+    fake: FakeSlack, store: ContactStore, database_url: str, tmp_path: Path
 ) -> None:
     """The real ``acr-bot serve`` process, as deployed: signed command in, Block Kit reply out."""
     from tests.test_serve import start_serve
 
     env = {"SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-test-token", "SLACK_API_URL": fake.api_url}
-    process = start_serve(db_path, tmp_path / "serve.log", **env)
+    process = start_serve(database_url, tmp_path / "serve.log", **env)
     try:
         with httpx.Client(timeout=10) as http:
             form = command_form("agent:maria share", "/acr", SUPERVISOR, fake.response_url("proc"))

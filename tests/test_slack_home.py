@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from tests.fake_slack import FakeSlack
 from tests.slack_support import SlackServer, running, seed, slack_settings
 
@@ -24,11 +23,11 @@ def fake() -> Iterator[FakeSlack]:
 
 
 @pytest.fixture
-def server(fake: FakeSlack, fresh_db: SQLiteContactStore, db_path: Path) -> Iterator[SlackServer]:
-    seed(fresh_db, time.time())
-    fresh_db.link_agent("U0MARIA", "maria")
-    fresh_db.link_agent(SUPERVISOR, "bob")
-    with running(slack_settings(db_path, fake.api_url, slack_supervisor_ids=SUPERVISOR), fresh_db) as running_server:
+def server(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
+    seed(store, time.time())
+    store.link_agent("U0MARIA", "maria")
+    store.link_agent(SUPERVISOR, "bob")
+    with running(slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR), store) as running_server:
         yield running_server
 
 

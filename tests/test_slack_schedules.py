@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,7 +11,7 @@ import pytest
 
 from bot.scheduler.alerts import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.times import ManualClock
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from tests.scheduler_support import UploadingFakeSlack, add_contacts, at, contacts_for, jobs_for, settings_for
 from tests.scheduler_support import fake as fake
 from tests.slack_support import SlackServer, all_text, slack_settings
@@ -22,9 +21,9 @@ AGENT = "U0AGENT"
 
 
 @pytest.fixture
-def server(db_path: Path, fake: UploadingFakeSlack) -> Any:
-    store = SQLiteContactStore(db_path)
-    config = slack_settings(db_path, fake.api_url, slack_supervisor_ids=SUPERVISOR)
+def server(database_url: str, fake: UploadingFakeSlack) -> Any:
+    store = open_store(database_url)
+    config = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)
     with SlackServer(config, store) as running:
         yield running
     store.close()
@@ -39,7 +38,7 @@ def ask(
 
 
 def test_supervisor_subscribes_lists_and_unsubscribes(
-    server: SlackServer, fake: UploadingFakeSlack, db_path: Path
+    server: SlackServer, fake: UploadingFakeSlack, database_url: str
 ) -> None:
     reply = ask(server, fake, "subscribe <#C0LEADS1|leads> daily 09:00 team:billing weekdays")
     assert reply["response_type"] == "ephemeral"
@@ -51,7 +50,7 @@ def test_supervisor_subscribes_lists_and_unsubscribes(
     assert "<#C0CHAN>" in all_text(here) and "Europe/Berlin" in all_text(here)
     gone = ask(server, fake, "unsubscribe <#C0LEADS1|leads> team:billing", name="r4")
     assert "Unsubscribed <#C0LEADS1> from the team billing digest" in all_text(gone)
-    reader = SQLiteContactStore(db_path)
+    reader = open_store(database_url)
     try:
         assert [(s.channel, s.zone) for s in reader.schedules().list_subscriptions()] == [("C0CHAN", "Europe/Berlin")]
     finally:
@@ -99,15 +98,15 @@ def press(server: SlackServer, action_id: str, value: str, user: str, ts: str) -
     assert response.status_code == 200
 
 
-def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: UploadingFakeSlack, db_path: Path) -> None:
+def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: UploadingFakeSlack, database_url: str) -> None:
     t0 = at("2026-03-09 09:00")
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
         add_contacts(store, contacts_for("billing", "maria", 40, 0.5, t0 / 1e6 - 8.5 * 86_400, prefix="a", span_days=3))
         store.schedules().add_alert_rule(
             "tier1", 0.75, 7 * 86_400_000_000, 7, "team:billing", 30, "C0ALERTS", False, None, t0
         )
-        jobs = jobs_for(settings_for(db_path, fake), store, ManualClock(t0))
+        jobs = jobs_for(settings_for(database_url, fake), store, ManualClock(t0))
         jobs.run_alerts()
         [fired] = fake.posts()
         ts = store.outbox().outbox_entry("alert:1:1:fire").ts

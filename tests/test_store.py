@@ -1,8 +1,11 @@
-"""The SQLite contact store: atomic upserts, re-delivery, updates, and the derived next-repeat data."""
+"""The contact store on every backend: atomic upserts, re-delivery, updates, and the derived next-repeat data
+(and the SQLite schema's migrations)."""
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
+from contextlib import closing
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -12,10 +15,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore, open_store
 from bot.storage.sqlite_migrations import migrations
 from metrics.records import Contact, parse_contact
-from tests.store_support import assert_candidates_mirror_contacts
+from tests.store_support import assert_candidates_mirror_contacts, sqlite_url, stored_contacts
 
 T0 = 1_780_000_000  # 2026-05-28, epoch seconds
 
@@ -30,43 +33,43 @@ def contact(cid: str, customer: str, start: int, end: int | None = None, **field
     return parsed
 
 
-def next_repeat(store: SQLiteContactStore, cid: str) -> int | None:
+def next_repeat(store: ContactStore, cid: str) -> int | None:
     row = store.get_contact("api", cid)
     assert row is not None
     value = row["next_repeat_us"]
     return None if value is None else (value // 1_000_000) - T0
 
 
-def test_insert_then_redeliver_is_unchanged(fresh_db: SQLiteContactStore) -> None:
+def test_insert_then_redeliver_is_unchanged(store: ContactStore) -> None:
     batch = [contact("a", "k1", 0, 60), contact("b", "k1", 100, 160)]
-    assert fresh_db.upsert(batch).as_dict() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0}
-    assert fresh_db.upsert(batch).as_dict() == {"accepted": 2, "inserted": 0, "updated": 0, "unchanged": 2}
-    assert fresh_db.count_contacts() == 2
+    assert store.upsert(batch).as_dict() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0}
+    assert store.upsert(batch).as_dict() == {"accepted": 2, "inserted": 0, "updated": 0, "unchanged": 2}
+    assert store.count_contacts() == 2
 
 
-def test_same_key_twice_in_one_batch_is_inserted_then_updated(fresh_db: SQLiteContactStore) -> None:
-    counts = fresh_db.upsert([contact("a", "k1", 0), contact("a", "k1", 5), contact("a", "k1", 5)])
+def test_same_key_twice_in_one_batch_is_inserted_then_updated(store: ContactStore) -> None:
+    counts = store.upsert([contact("a", "k1", 0), contact("a", "k1", 5), contact("a", "k1", 5)])
     assert (counts.inserted, counts.updated, counts.unchanged) == (1, 1, 1)
-    row = fresh_db.get_contact("api", "a")
+    row = store.get_contact("api", "a")
     assert row is not None and row["started_us"] == (T0 + 5) * 1_000_000
-    assert fresh_db.count_contacts() == 1
+    assert store.count_contacts() == 1
 
 
-def test_source_scopes_the_id(fresh_db: SQLiteContactStore) -> None:
-    counts = fresh_db.upsert([contact("a", "k1", 0), contact("a", "k1", 0, source="genesys")])
+def test_source_scopes_the_id(store: ContactStore) -> None:
+    counts = store.upsert([contact("a", "k1", 0), contact("a", "k1", 0, source="genesys")])
     assert counts.inserted == 2
-    assert fresh_db.get_contact("genesys", "a") is not None
+    assert store.get_contact("genesys", "a") is not None
 
 
-def test_raw_record_keeps_unknown_fields(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", 0, wrapup_code="W42", sentiment=0.7)])
-    row = fresh_db.get_contact("api", "a")
+def test_raw_record_keeps_unknown_fields(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", 0, wrapup_code="W42", sentiment=0.7)])
+    row = store.get_contact("api", "a")
     assert row is not None
     assert '"wrapup_code":"W42"' in row["raw"] and '"sentiment":0.7' in row["raw"]
 
 
-def test_next_repeat_is_first_repeatable_contact_strictly_after(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert(
+def test_next_repeat_is_first_repeatable_contact_strictly_after(store: ContactStore) -> None:
+    store.upsert(
         [
             contact("first", "k1", 0, 60),
             contact("same-instant", "k1", 0, 30),
@@ -76,42 +79,42 @@ def test_next_repeat_is_first_repeatable_contact_strictly_after(fresh_db: SQLite
             contact("other-customer", "k2", 10),
         ]
     )
-    assert next_repeat(fresh_db, "first") == 3600  # not the same-instant one, the callback or the transfer leg
-    assert next_repeat(fresh_db, "same-instant") == 3600
-    assert next_repeat(fresh_db, "leg") == 3600  # a transfer leg is counted for its agent, so it has one
-    assert next_repeat(fresh_db, "outbound") is None  # no metric counts an outbound contact: nothing derived
-    assert next_repeat(fresh_db, "back") is None
-    assert next_repeat(fresh_db, "other-customer") is None
+    assert next_repeat(store, "first") == 3600  # not the same-instant one, the callback or the transfer leg
+    assert next_repeat(store, "same-instant") == 3600
+    assert next_repeat(store, "leg") == 3600  # a transfer leg is counted for its agent, so it has one
+    assert next_repeat(store, "outbound") is None  # no metric counts an outbound contact: nothing derived
+    assert next_repeat(store, "back") is None
+    assert next_repeat(store, "other-customer") is None
 
 
-def test_out_of_order_arrival_fixes_earlier_contacts(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("late", "k1", 7200)])
-    fresh_db.upsert([contact("early", "k1", 0)])
-    assert next_repeat(fresh_db, "early") == 7200
-    fresh_db.upsert([contact("middle", "k1", 3600)])
-    assert next_repeat(fresh_db, "early") == 3600
-    assert next_repeat(fresh_db, "middle") == 7200
+def test_out_of_order_arrival_fixes_earlier_contacts(store: ContactStore) -> None:
+    store.upsert([contact("late", "k1", 7200)])
+    store.upsert([contact("early", "k1", 0)])
+    assert next_repeat(store, "early") == 7200
+    store.upsert([contact("middle", "k1", 3600)])
+    assert next_repeat(store, "early") == 3600
+    assert next_repeat(store, "middle") == 7200
 
 
-def test_changed_customer_fixes_both_customers(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", 0), contact("b", "k1", 100), contact("c", "k2", 0)])
-    assert next_repeat(fresh_db, "a") == 100 and next_repeat(fresh_db, "c") is None
-    counts = fresh_db.upsert([contact("b", "k2", 100)])
+def test_changed_customer_fixes_both_customers(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", 0), contact("b", "k1", 100), contact("c", "k2", 0)])
+    assert next_repeat(store, "a") == 100 and next_repeat(store, "c") is None
+    counts = store.upsert([contact("b", "k2", 100)])
     assert counts.updated == 1
-    assert next_repeat(fresh_db, "a") is None
-    assert next_repeat(fresh_db, "c") == 100
+    assert next_repeat(store, "a") is None
+    assert next_repeat(store, "c") == 100
 
 
-def test_changed_start_and_direction_fix_derived_data(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", 0), contact("b", "k1", 100)])
-    fresh_db.upsert([contact("b", "k1", -100)])  # b now starts before a
-    assert next_repeat(fresh_db, "a") is None and next_repeat(fresh_db, "b") == 0
-    fresh_db.upsert([contact("a", "k1", 0, direction="outbound")])
-    assert next_repeat(fresh_db, "b") is None
+def test_changed_start_and_direction_fix_derived_data(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", 0), contact("b", "k1", 100)])
+    store.upsert([contact("b", "k1", -100)])  # b now starts before a
+    assert next_repeat(store, "a") is None and next_repeat(store, "b") == 0
+    store.upsert([contact("a", "k1", 0, direction="outbound")])
+    assert next_repeat(store, "b") is None
 
 
-def test_failed_batch_writes_nothing(fresh_db: SQLiteContactStore) -> None:
-    fresh_db.upsert([contact("a", "k1", 0)])
+def test_failed_batch_writes_nothing(store: ContactStore) -> None:
+    store.upsert([contact("a", "k1", 0)])
 
     def batch_that_breaks() -> Any:
         yield contact("b", "k1", 100)
@@ -119,16 +122,16 @@ def test_failed_batch_writes_nothing(fresh_db: SQLiteContactStore) -> None:
         raise RuntimeError("connection to the platform dropped")
 
     with pytest.raises(RuntimeError):
-        fresh_db.upsert(batch_that_breaks())
-    assert fresh_db.count_contacts() == 1
-    assert fresh_db.get_contact("api", "b") is None
-    row = fresh_db.get_contact("api", "a")
+        store.upsert(batch_that_breaks())
+    assert store.count_contacts() == 1
+    assert store.get_contact("api", "b") is None
+    row = store.get_contact("api", "a")
     assert row is not None and row["customer_id"] == "k1" and row["next_repeat_us"] is None
 
 
 def test_schema_is_migrated_once_and_recorded(db_path: Path) -> None:
-    SQLiteContactStore(db_path).close()
-    store = SQLiteContactStore(db_path)  # reopening applies nothing twice
+    open_store(sqlite_url(db_path)).close()
+    store = open_store(sqlite_url(db_path))  # reopening applies nothing twice
     store.close()
     with sqlite3.connect(db_path) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
@@ -155,14 +158,15 @@ def test_upgrade_moves_the_candidates_with_their_next_repeats(db_path: Path) -> 
     db.conn.commit()
     db.close()
 
-    store = SQLiteContactStore(db_path)
+    store = open_store(sqlite_url(db_path))
     try:
         assert_candidates_mirror_contacts(store)
         assert [next_repeat(store, cid) for cid in "abcd"] == [100, None, None, None]
-        columns = [row[1] for row in store._writer.execute("PRAGMA table_info(contacts)")]
-        assert "next_repeat_us" not in columns
-        indexes = {row[0] for row in store._writer.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
-        assert not indexes & {"contacts_candidates_time", "contacts_candidates_agent"}
+        with sqlite3.connect(db_path) as conn:
+            columns = [row[1] for row in conn.execute("PRAGMA table_info(contacts)")]
+            assert "next_repeat_us" not in columns
+            indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+            assert not indexes & {"contacts_candidates_time", "contacts_candidates_agent"}
         store.upsert([contact("e", "k1", 50)])  # the maintained path takes over: a's repeat is now e
         assert [next_repeat(store, cid) for cid in "abe"] == [50, None, 100]
         assert_candidates_mirror_contacts(store)
@@ -198,9 +202,9 @@ def _record(cid: str, version: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _dump(store: SQLiteContactStore) -> list[dict[str, Any]]:
+def _dump(store: ContactStore) -> list[dict[str, Any]]:
     return [
-        {key: value for key, value in row.items() if key not in ("pk", "received_at")} for row in store.iter_contacts()
+        {key: value for key, value in row.items() if key not in ("pk", "received_at")} for row in stored_contacts(store)
     ]
 
 
@@ -228,7 +232,7 @@ def _reference_next_repeat(records: list[dict[str, Any]]) -> dict[str, int | Non
     cuts=st.lists(st.integers(1, 30), max_size=4),
 )
 def test_any_delivery_order_gives_the_same_store(
-    tmp_path_factory: pytest.TempPathFactory, history: Any, cuts: Any
+    new_store: Callable[[], ContactStore], history: Any, cuts: Any
 ) -> None:
     """Deliver versions in any order and batching: the store equals delivering each key's last version once."""
     delivered = [_record(f"c{key}", version) for key, version in history]
@@ -240,10 +244,7 @@ def test_any_delivery_order_gives_the_same_store(
             batches.append(delivered[start:cut])
             start = cut
 
-    directory = tmp_path_factory.mktemp("order")
-    streamed = SQLiteContactStore(directory / "streamed.db")
-    once = SQLiteContactStore(directory / "once.db")
-    try:
+    with closing(new_store()) as streamed, closing(new_store()) as once:
         for batch in batches:
             streamed.upsert([_parsed(record) for record in batch])
         final_in_time_order = sorted(last_version.values(), key=lambda r: (r["started_at"], r["id"]))
@@ -251,12 +252,9 @@ def test_any_delivery_order_gives_the_same_store(
 
         assert _dump(streamed) == _dump(once)
         expected = _reference_next_repeat(list(last_version.values()))
-        assert {row["id"]: row["next_repeat_us"] for row in streamed.iter_contacts()} == expected
+        assert {row["id"]: row["next_repeat_us"] for row in stored_contacts(streamed)} == expected
         assert_candidates_mirror_contacts(streamed)
         assert streamed.count_contacts() == len(last_version)
-    finally:
-        streamed.close()
-        once.close()
 
 
 def _parsed(record: dict[str, Any]) -> Contact:

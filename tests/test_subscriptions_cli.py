@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from click.testing import CliRunner
 
@@ -16,18 +14,18 @@ from bot.scheduler.words import (
     Unsubscribe,
     parse_schedule_command,
 )
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import open_store
 from metrics.errors import UserError
 
 
 @pytest.fixture
-def runner(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db_path}")
+def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("BOT_TIMEZONE", "America/New_York")
     return CliRunner()
 
 
-def test_add_list_update_remove(runner: CliRunner, db_path: Path) -> None:
+def test_add_list_update_remove(runner: CliRunner, database_url: str) -> None:
     added = runner.invoke(main, ["subscriptions", "add", "support-leads", "daily", "09:00", "team:billing", "weekdays"])
     assert added.exit_code == 0, added.output
     assert added.output.startswith("Subscribed #1: #support-leads weekdays at 09:00 America/New_York, team billing.")
@@ -41,7 +39,7 @@ def test_add_list_update_remove(runner: CliRunner, db_path: Path) -> None:
         "#1: #support-leads daily at 10:15 America/New_York, team billing",
         "#2: C0123ABCD daily at 07:30 Europe/Berlin, all teams",
     ]
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
         stored = store.schedules().list_subscriptions()
     finally:
@@ -71,12 +69,12 @@ def test_add_list_update_remove(runner: CliRunner, db_path: Path) -> None:
     ],
 )
 def test_bad_input_is_one_error_line_and_nothing_is_stored(
-    runner: CliRunner, db_path: Path, args: list[str], message: str
+    runner: CliRunner, database_url: str, args: list[str], message: str
 ) -> None:
     result = runner.invoke(main, ["subscriptions", "add", *args])
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and message in result.output and "Traceback" not in result.output
-    store = SQLiteContactStore(db_path)
+    store = open_store(database_url)
     try:
         assert store.schedules().list_subscriptions() == []
     finally:

@@ -33,10 +33,10 @@ from bot.http.coalesce import WriteCoalescer
 from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_headers, verify
 from bot.http.webhook import Item, MalformedBody, decode_body
 from bot.settings import load_settings
-from bot.storage import UpsertCounts
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore, UpsertCounts, open_store
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import to_us
+from tests.store_support import sqlite_path
 
 SECRET = "test-secret-1234"
 PATH = "/webhooks/interactions"
@@ -62,7 +62,7 @@ class Server:
     """A running app: its URL, its store, and a keep-alive client that signs by default."""
 
     url: str
-    store: SQLiteContactStore
+    store: ContactStore
     client: httpx.Client
     events: list[str] = field(default_factory=list)
 
@@ -90,13 +90,13 @@ class Server:
 
 
 @pytest.fixture
-def start(db_path: Path) -> Iterator[Callable[..., Server]]:
+def start(database_url: str) -> Iterator[Callable[..., Server]]:
     """Start the real app under uvicorn in a background thread; stopped (gracefully) after the test."""
     running: list[tuple[uvicorn.Server, threading.Thread, Server]] = []
 
     def _start(**overrides: Any) -> Server:
-        settings = load_settings(**{"database_url": f"sqlite:///{db_path}", "webhook_secret": SECRET, **overrides})
-        store = SQLiteContactStore(db_path)
+        settings = load_settings(**{"database_url": database_url, "webhook_secret": SECRET, **overrides})
+        store = open_store(database_url)
         events: list[str] = []
 
         @asynccontextmanager
@@ -130,7 +130,7 @@ def start(db_path: Path) -> Iterator[Callable[..., Server]]:
         _stopping.append((thread, handle.store))
 
 
-_stopping: list[tuple[threading.Thread, SQLiteContactStore]] = []
+_stopping: list[tuple[threading.Thread, ContactStore]] = []
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -281,8 +281,8 @@ def _contacts(*records: dict[str, Any]) -> list[Contact]:
     return parsed  # type: ignore[return-value]
 
 
-def test_group_commit_counts_each_request_as_if_it_were_alone(fresh_db: SQLiteContactStore) -> None:
-    coalescer = WriteCoalescer(fresh_db)
+def test_group_commit_counts_each_request_as_if_it_were_alone(store: ContactStore) -> None:
+    coalescer = WriteCoalescer(store)
     results: dict[int, UpsertCounts] = {}
     batches = {n: _contacts(*(record(i, customer=f"k{i % 5}") for i in range(n, n + 10))) for n in range(0, 50, 5)}
 
@@ -298,13 +298,13 @@ def test_group_commit_counts_each_request_as_if_it_were_alone(fresh_db: SQLiteCo
     for thread in threads:
         thread.join()
     # Overlapping batches: each record is inserted once in all, the overlaps are unchanged re-deliveries.
-    assert sum(c.inserted for c in results.values()) == 55 == fresh_db.count_contacts()
+    assert sum(c.inserted for c in results.values()) == 55 == store.count_contacts()
     assert sum(c.unchanged for c in results.values()) == 100 - 55
     assert all(c.accepted == 10 for c in results.values())
 
 
-def test_group_commit_isolates_a_failing_batch(fresh_db: SQLiteContactStore) -> None:
-    coalescer = WriteCoalescer(fresh_db)
+def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:
+    coalescer = WriteCoalescer(store)
     good_one, good_two = _contacts(record(1)), _contacts(record(2), record(3))
     [valid] = _contacts(record(4))
     broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
@@ -329,7 +329,7 @@ def test_group_commit_isolates_a_failing_batch(fresh_db: SQLiteContactStore) -> 
         thread.join()
     assert outcomes["one"] == 1 and outcomes["two"] == 2
     assert isinstance(outcomes["broken"], sqlite3.IntegrityError)
-    assert fresh_db.count_contacts() == 3 and fresh_db.get_contact("api", "c4") is None
+    assert store.count_contacts() == 3 and store.get_contact("api", "c4") is None
 
 
 # --- refused requests ---------------------------------------------------------------------------------------
@@ -557,8 +557,9 @@ def test_healthz_reports_the_count_and_what_an_operator_needs(start: Callable[..
     assert body["version"]
 
 
-def test_healthz_is_503_when_the_database_does_not_answer(start: Callable[..., Server], db_path: Path) -> None:
+def test_healthz_is_503_when_the_database_does_not_answer(start: Callable[..., Server], database_url: str) -> None:
     server = start()
+    db_path = sqlite_path(database_url)
     for path in db_path.parent.glob(db_path.name + "*"):
         path.unlink()  # the database file disappears under the running server (a lost volume, say)
     down = server.client.get("/healthz")

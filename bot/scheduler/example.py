@@ -14,8 +14,8 @@ from pathlib import Path
 from bot.demo import generate, iter_records
 from bot.scheduler.chart import trend_chart
 from bot.scheduler.digest import compose, gather, render
+from bot.storage import open_store
 from bot.storage.schedules import scope_label
-from bot.storage.sqlite import SQLiteContactStore
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone, to_us
 
@@ -39,7 +39,7 @@ def write_example(out_dir: Path) -> tuple[Path, Path]:
         assert isinstance(parsed, Contact), parsed
         contacts.append(parsed)
     with tempfile.TemporaryDirectory() as scratch:
-        store = SQLiteContactStore(Path(scratch) / "example.db")
+        store = open_store(f"sqlite:///{Path(scratch) / 'example.db'}")
         try:
             store.upsert(contacts)
             digest = compose(gather(store, SCOPE, as_of_us, zone), [], MIN_SAMPLE, zone)

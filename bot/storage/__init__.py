@@ -1,16 +1,22 @@
-"""The contact store: the one place that knows how contacts are kept.
+"""The contact store port: the one interface through which the bot keeps contacts and what it derives from them.
 
-Callers use the ``ContactStore`` interface and ``open_store``; all SQL lives in the backend modules
-beside this file, so a PostgreSQL store can be added without touching them.
+Callers depend on ``ContactStore`` (with ``BulkWriter``, ``metrics.engine.MetricReader`` and the scheduler's
+``ScheduleStore`` and ``Outbox`` in ``bot.storage.schedules``) and get a store from ``open_store(url)``; every SQL
+statement lives in the backend modules beside this file. A backend promises what each method's docstring says;
+what a method may raise is named there (besides the backend's own errors when the database itself fails, such
+as ``sqlite3.OperationalError`` for a locked or unreadable file).
+
+Adding a backend: implement ``ContactStore`` in ``bot/storage/<name>.py``, add one line to ``BACKENDS``, and run
+the store-facing tests on it (``tests/conftest.py``, fixture ``store``; see CONTRIBUTING.md or the README).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 from bot.storage.schedules import Outbox, ScheduleStore
 from metrics.engine import MetricReader
@@ -48,46 +54,96 @@ class AgentLink:
     linked_at: str
 
 
+_WIDTH = len(Contact._fields)
+
+
+class PackedContacts(Sequence[Contact]):
+    """Contacts given as one flat list of their values, row after row, in Contact field order.
+
+    How the import's reader processes hand over what they read: one pickled list is far cheaper to send and
+    unpack than many tuples. To a caller it is a sequence of Contacts; a backend may write ``values`` as they
+    are (SQLite does). Raises ValueError when the values are not whole rows.
+    """
+
+    __slots__ = ("values",)
+
+    def __init__(self, values: list[Any]):
+        if len(values) % _WIDTH:
+            raise ValueError(f"{len(values)} values are not whole rows of {_WIDTH}")
+        self.values = values
+
+    def __len__(self) -> int:
+        return len(self.values) // _WIDTH
+
+    @overload
+    def __getitem__(self, index: int) -> Contact: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Contact]: ...
+
+    def __getitem__(self, index: int | slice) -> Contact | Sequence[Contact]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return Contact._make(self.values[index * _WIDTH : (index + 1) * _WIDTH])
+
+
 class BulkWriter(Protocol):
-    """Receives a large batch in chunks, inside one transaction; see ``ContactStore.bulk``."""
+    """Receives one large batch in chunks, inside the one transaction of ``ContactStore.bulk``."""
 
     counts: UpsertCounts
+    """What the chunks added so far did (as ``ContactStore.upsert`` counts them); final once the block ends."""
 
-    def add(self, contacts: Sequence[Contact]) -> None: ...
+    def add(self, contacts: Sequence[Contact]) -> None:
+        """Write a chunk, in order, after the chunks before it (the same upsert rules as ``upsert``).
 
-    def add_flat(self, values: list[Any]) -> None:
-        """Like ``add``, for rows given as one list of their values one after another, in Contact field order
-        (how the import's reader process sends them: unpacking one flat list is far cheaper than many tuples)."""
-        ...
-
-    def expect(self, more_rows: int) -> None:
-        """A hint that about ``more_rows`` more rows follow, so a large load can be written the fast way."""
+        Each item is a Contact, or a plain tuple of a Contact's fields in order (``PackedContacts`` too).
+        Nothing is visible to readers before the transaction commits.
+        """
         ...
 
 
 class ContactStore(Protocol):
-    """Storage of contacts and of the derived data the metrics need."""
+    """Contacts, the data derived from them for the metrics, Slack links and the scheduler's records.
+
+    Thread-safe: one store serves every thread of a process; writes are serialised by the store, and reads
+    never wait for a write. Several processes may open the same database.
+    """
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
-        """Store a batch atomically: all of it, or (on an exception) none of it."""
+        """Store a batch atomically: all of it, or (when anything raises) none of it.
+
+        A contact whose ``(source, id)`` is stored replaces it (counted ``updated``), or is counted
+        ``unchanged`` when its raw record is identical; a key repeated in one batch is applied in order.
+        Every derived value (next repeats, rollup marks) is correct when the transaction commits.
+        """
         ...
 
-    def bulk(self) -> AbstractContextManager[BulkWriter]:
-        """A transaction for a batch too large for memory: committed on a clean exit, else rolled back."""
+    def bulk(self, expected_rows: int = 0) -> AbstractContextManager[BulkWriter]:
+        """A transaction for a batch too large for memory: committed on a clean exit, else rolled back.
+
+        ``expected_rows`` (0: unknown) says about how many records the caller will add: a backend may load a
+        large batch a faster way (it never changes the result). Readers see the stored data as it was before
+        the block until it commits.
+        """
         ...
 
-    def count_contacts(self) -> int: ...
+    def count_contacts(self) -> int:
+        """How many contacts are stored (constant time)."""
+        ...
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
-        """One stored contact with its derived columns, or None."""
-        ...
-
-    def iter_contacts(self) -> Iterator[dict[str, Any]]:
-        """Every stored contact with its derived columns, ordered by (source, id), streamed."""
+        """One stored contact, or None: the Contact fields (instants in µs since the epoch, UTC; ``raw`` the
+        record as delivered, JSON text), ``received_at`` (ISO 8601 UTC text) and the derived
+        ``next_repeat_us`` (None when the metrics do not count the contact, or it has no later repeat)."""
         ...
 
     def dimension_values(self, dimension: str) -> list[str]:
-        """Distinct stored values of agent, team, queue or channel (for "did you mean" suggestions)."""
+        """Distinct non-empty stored values of ``agent``, ``team``, ``queue`` or ``channel``, sorted (for "did
+        you mean" suggestions). Raises ValueError for any other dimension."""
         ...
 
     def link_agent(self, slack_user_id: str, agent: str, linked_by: str | None = None) -> None:
@@ -98,20 +154,23 @@ class ContactStore(Protocol):
         """Remove a user's link; False when there was none."""
         ...
 
-    def agent_for_user(self, slack_user_id: str) -> str | None: ...
+    def agent_for_user(self, slack_user_id: str) -> str | None:
+        """The agent linked to this Slack user, or None."""
+        ...
 
-    def list_agent_links(self) -> list[AgentLink]: ...
+    def list_agent_links(self) -> list[AgentLink]:
+        """Every link, by agent then user."""
+        ...
 
-    def metric_reader(self, zone: tzinfo) -> AbstractContextManager[MetricReader]:
-        """One consistent read snapshot for one metric question (see ``metrics.engine.MetricSource``)."""
+    def metric_reader(self, zone: tzinfo, *, refresh_days: int = ...) -> AbstractContextManager[MetricReader]:
+        """One consistent read snapshot for one metric question, with calendar days in ``zone`` (see
+        ``metrics.engine.MetricSource``). First rebuilds up to ``refresh_days`` stale rollup days (default: a
+        few; 0: none, as tests do to see stale rollups), but never waits for a write in progress to do so."""
         ...
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
-        """Rebuild stale metric rollups for ``zone`` (all, or the ``max_days`` most recent stale days)."""
-        ...
-
-    def stale_rollup_days(self, zone: tzinfo) -> int:
-        """Days the metric rollups still have to rebuild for ``zone`` (-1: not built for this zone)."""
+        """Rebuild stale metric rollups for ``zone`` (all, or the ``max_days`` most recent stale UTC days);
+        returns how many UTC days were rebuilt. Rollups only make answers faster, never different."""
         ...
 
     def schedules(self) -> ScheduleStore:
@@ -122,12 +181,36 @@ class ContactStore(Protocol):
         """The outbox of scheduled Slack messages (``bot.storage.schedules``)."""
         ...
 
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Release the store's connections; the store is not used afterwards (closing it again does nothing)."""
+        ...
+
+
+def _open_sqlite(url: str, synchronous: str, busy_timeout_ms: int) -> ContactStore:
+    from bot.storage.sqlite import SQLiteContactStore
+
+    return SQLiteContactStore(url.removeprefix("sqlite:///"), synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+
+
+Opener = Callable[[str, str, int], ContactStore]  # (url, SQLite synchronous, busy timeout in ms) -> a store
+# The backends by URL prefix: adding one is one line here (its module is imported only when it is used).
+BACKENDS: dict[str, Opener] = {
+    "sqlite:///": _open_sqlite,
+}
+
+
+def check_database_url(database_url: str) -> str:
+    """``database_url`` when a backend serves it, else ValueError naming its scheme (the settings ask this)."""
+    if database_url.startswith(tuple(BACKENDS)):
+        return database_url
+    scheme = database_url.split(":", 1)[0] or database_url
+    raise ValueError(f"{scheme!r} is not supported yet; use sqlite:///path/to/acr.db")
 
 
 def open_store(database_url: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000) -> ContactStore:
-    """Open (creating and migrating if needed) the store named by ``database_url``."""
-    from bot.storage.sqlite import SQLiteContactStore
-
-    path = database_url.removeprefix("sqlite:///")
-    return SQLiteContactStore(path, synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+    """Open (creating and migrating if needed) the store named by ``database_url``; the backend is chosen by
+    the URL's scheme (``BACKENDS``). ``synchronous`` and ``busy_timeout_ms`` tune SQLite; other backends may
+    ignore them. Raises ValueError for a URL no backend serves."""
+    check_database_url(database_url)
+    prefix = next(prefix for prefix in BACKENDS if database_url.startswith(prefix))
+    return BACKENDS[prefix](database_url, synchronous, busy_timeout_ms)

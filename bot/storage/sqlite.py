@@ -13,13 +13,13 @@ from typing import Any, Final
 
 from sqlite_utils import Database
 
-from bot.storage import AgentLink, UpsertCounts, sqlite_links, sqlite_metrics, sqlite_schedules
+from bot.storage import AgentLink, PackedContacts, UpsertCounts, sqlite_links, sqlite_metrics, sqlite_schedules
 from bot.storage.sqlite_migrations import migrations
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 
 CHUNK = 5000
-BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see _SQLiteBulkWriter)
+BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see SQLiteBulkWriter)
 # The writer checkpoints once the WAL holds this many pages (SQLite's default is 1,000): a stream of small
 # writes dirties the same index pages again and again, and each checkpoint copies a page once however
 # often it was rewritten.
@@ -197,19 +197,18 @@ class SQLiteContactStore:
     # --- writing -------------------------------------------------------------------------------------
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
-        with self.bulk() as writer:
-            if isinstance(contacts, Sized):
-                writer.expect(len(contacts))
+        with self.bulk(len(contacts) if isinstance(contacts, Sized) else 0) as writer:
             iterator = iter(contacts)
             while chunk := list(islice(iterator, CHUNK)):
                 writer.add(chunk)
         return writer.counts
 
     @contextmanager
-    def bulk(self) -> Iterator[_SQLiteBulkWriter]:
+    def bulk(self, expected_rows: int = 0) -> Iterator[SQLiteBulkWriter]:
         with self._write_lock, immediate_transaction(self._writer) as conn:
             conn.execute("DELETE FROM temp.touched_customers")
-            writer = _SQLiteBulkWriter(conn)
+            writer = SQLiteBulkWriter(conn)
+            writer.defer_indexes_for(expected_rows)
             yield writer
             scope = writer.finish()
             sqlite_metrics.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
@@ -227,12 +226,6 @@ class SQLiteContactStore:
         )
         row = cursor.fetchone()
         return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
-
-    def iter_contacts(self) -> Iterator[dict[str, Any]]:
-        cursor = self._reader().execute(f"{_CONTACTS_WITH_NEXT_REPEAT} ORDER BY c.source, c.id")
-        names = [d[0] for d in cursor.description]
-        for row in cursor:
-            yield dict(zip(names, row, strict=True))
 
     # --- Slack links and dimension values (SQL in sqlite_links.py) ------------------------------------
 
@@ -287,10 +280,6 @@ class SQLiteContactStore:
         with self._write_lock, immediate_transaction(self._writer) as conn:
             return sqlite_metrics.refresh(conn, zone, max_days)
 
-    def stale_rollup_days(self, zone: tzinfo) -> int:
-        """How many UTC days the rollups for ``zone`` still have to rebuild (-1: never built for this zone)."""
-        return sqlite_metrics.stale_days(self._reader(), zone)
-
     def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
         if sqlite_metrics.stale_days(self._reader(), zone) == 0 or not self._write_lock.acquire(blocking=False):
             return
@@ -312,7 +301,7 @@ class SQLiteContactStore:
             self._write_lock.release()
 
 
-class _SQLiteBulkWriter:
+class SQLiteBulkWriter:
     """Writes chunks inside the transaction opened by ``SQLiteContactStore.bulk``.
 
     Fast path: a chunk is inserted with ``ON CONFLICT DO NOTHING``; when every row got a new primary key
@@ -334,8 +323,13 @@ class _SQLiteBulkWriter:
         self._insert_sql: dict[int, str] = {}
         self._deferred_indexes: list[tuple[str, str, str]] = []  # (table, name, sql)
 
-    def expect(self, more_rows: int) -> None:
-        """Hint that about ``more_rows`` rows will follow in this transaction.
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection of the write transaction (what SQLite-specific tests inspect inside it)."""
+        return self._conn
+
+    def defer_indexes_for(self, more_rows: int) -> None:
+        """Called with about how many rows will follow in this transaction (``ContactStore.bulk``'s hint).
 
         A load at least as large as the table it goes into (and at least BULK_LOAD_MIN_ROWS) drops the
         secondary indexes of ``contacts`` and ``metric_contacts`` now and builds them once at the end (a
@@ -355,7 +349,7 @@ class _SQLiteBulkWriter:
             self._conn.execute(f'DROP INDEX "{name}"')
 
     def rebuild_indexes(self, table: str) -> None:
-        """Recreate the indexes of ``table`` dropped by ``expect``."""
+        """Recreate the indexes of ``table`` dropped by ``defer_indexes_for``."""
         for _, _, sql in (deferred for deferred in self._deferred_indexes if deferred[0] == table):
             self._conn.execute(sql)
         self._deferred_indexes = [deferred for deferred in self._deferred_indexes if deferred[0] != table]
@@ -382,18 +376,17 @@ class _SQLiteBulkWriter:
         return TOUCHED_ROWS
 
     def add(self, contacts: Sequence[Contact]) -> None:
-        """Write a chunk (Contacts, or plain tuples in Contact field order)."""
-        if contacts:
-            self.add_flat(list(chain.from_iterable(contacts)), contacts)
+        """Write a chunk (Contacts, plain tuples in Contact field order, or ``PackedContacts``)."""
+        if isinstance(contacts, PackedContacts):
+            self._add_flat(contacts.values)
+        elif contacts:
+            self._add_flat(list(chain.from_iterable(contacts)), contacts)
 
-    def add_flat(self, values: list[Any], contacts: Sequence[Contact] | None = None) -> None:
-        """Write a chunk given as one list: the rows' values one after another, in Contact field order.
-
-        (What the import's reader process sends; ``contacts`` are the same rows, when the caller has them.)
-        """
-        count, odd = divmod(len(values), _WIDTH)
-        if odd:
-            raise ValueError(f"{len(values)} values are not whole rows of {_WIDTH}")
+    def _add_flat(self, values: list[Any], contacts: Sequence[Contact] | None = None) -> None:
+        """Write a chunk given as one list: the rows' values one after another, in Contact field order
+        (the fast path: multi-row INSERTs take the list as it is). ``contacts`` are the same rows, when the
+        caller has them."""
+        count = len(values) // _WIDTH
         if not count:
             return
         conn = self._conn
