@@ -17,6 +17,8 @@ import uvicorn
 from slack_sdk.signature import SignatureVerifier
 
 from bot.http.app import build_app
+from bot.scheduler.manage import ScheduleManager
+from bot.scheduler.times import SystemClock
 from bot.settings import Settings, load_settings
 from bot.slack.answers import Answerer, Compute, Supervisors
 from bot.slack.app import SlackBot, build_slack
@@ -88,9 +90,16 @@ def slack_settings(database_url: str, api_url: str, **overrides: Any) -> Setting
 class SlackServer:
     """``build_app`` with the Slack routes, exactly as ``acr-bot serve`` builds it, under uvicorn in a thread."""
 
-    def __init__(self, settings: Settings, store: ContactStore, compute_fn: Compute = compute):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ContactStore,
+        compute_fn: Compute = compute,
+        schedules: ScheduleManager | None = None,
+    ):
         answerer = Answerer(settings, store, Supervisors.from_settings(settings, None), compute_fn)
-        self.bot: SlackBot = build_slack(settings, store, answerer)
+        schedules = schedules or ScheduleManager(store, settings.zone, SystemClock())
+        self.bot: SlackBot = build_slack(settings, store, answerer, schedules)
         answerer.supervisors = Supervisors.from_settings(settings, self.bot.client)
         self.answerer = answerer
         app = build_app(settings, store, extra_routes=self.bot.routes)

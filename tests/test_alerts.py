@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
-from bot.scheduler.alerts import ACK_ACTION, SNOOZE_ACTION
+from bot.ports import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.jobs import Jobs
 from bot.scheduler.times import ManualClock
 from bot.storage import open_store

@@ -11,8 +11,10 @@ import pytest
 BOT = Path(__file__).resolve().parent.parent / "bot"
 ADAPTERS = ("bot.slack", "bot.scheduler", "bot.cli", "bot.http")
 FORBIDDEN = {
+    "bot/slack": ("bot.scheduler",),
     "bot/scheduler": ("bot.slack",),
     "bot/presentation.py": ADAPTERS,
+    "bot/ports.py": ADAPTERS,
 }
 
 

@@ -9,8 +9,11 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bot.scheduler.alerts import ACK_ACTION, SNOOZE_ACTION
-from bot.scheduler.times import ManualClock
+from bot.ports import ACK_ACTION, SNOOZE_ACTION
+from bot.scheduler.manage import ScheduleManager
+from bot.scheduler.service import SchedulerService
+from bot.scheduler.times import ManualClock, SystemClock
+from bot.slack.app import build_web_client
 from bot.storage import open_store
 from tests.scheduler_support import UploadingFakeSlack, add_contacts, at, contacts_for, jobs_for, settings_for
 from tests.scheduler_support import fake as fake
@@ -127,4 +130,25 @@ def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: UploadingFake
         assert rule is not None and rule.state.acknowledged_by == SUPERVISOR
         assert len(fake.posts()) == 3  # the refused press posted nothing in the thread
     finally:
+        store.close()
+
+
+def test_a_subscription_made_in_slack_reschedules_the_running_scheduler(
+    database_url: str, fake: UploadingFakeSlack
+) -> None:
+    """Wired as ``acr-bot serve`` wires it: the schedules given to Slack tell the running scheduler at once."""
+    store = open_store(database_url)
+    config = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)
+    service = SchedulerService(config, store, build_web_client(config))
+    schedules = ScheduleManager(store, config.zone, SystemClock(), service.request_sync)
+    service.start()
+    try:
+        with SlackServer(config, store, schedules=schedules) as server:
+            ask(server, fake, "subscribe <#C0LEADS1|leads> daily 09:00")
+            job = service.scheduler.get_job("digest:1")
+            assert job is not None and "daily at 09:00" in job.name
+            ask(server, fake, "unsubscribe <#C0LEADS1|leads>", name="r2")
+            assert service.scheduler.get_job("digest:1") is None
+    finally:
+        service.shutdown()
         store.close()

@@ -32,8 +32,10 @@ def serve(host: str | None, port: int | None) -> None:
     import uvicorn
 
     from bot.http.app import build_app
-    from bot.scheduler.service import server_lifespans
-    from bot.slack.app import build_slack
+    from bot.scheduler.manage import ScheduleManager
+    from bot.scheduler.service import scheduler_lifespan, server_scheduler
+    from bot.scheduler.times import SystemClock
+    from bot.slack.app import build_slack, build_web_client
 
     config = settings()
     setup_logging(config)
@@ -42,9 +44,13 @@ def serve(host: str | None, port: int | None) -> None:
     listener = _listen(host, port)
     store = store_for(config)
     try:
-        slack = build_slack(config, store)  # POST /slack/events; slack.app.client posts for the scheduler
-        scheduler = server_lifespans(config, store, slack.client)  # digests and alerts, started with the app
-        app = build_app(config, store, extra_routes=slack.routes, lifespans=scheduler)
+        client = build_web_client(config)  # the Web API, for the listeners and the scheduler's posts alike
+        scheduler = server_scheduler(config, store, client)  # digests and alerts, started with the app
+        # /acr subscribe ... & co. from Slack, telling the running scheduler when a subscription changes
+        schedules = ScheduleManager(store, config.zone, SystemClock(), scheduler.request_sync if scheduler else None)
+        slack = build_slack(config, store, schedules=schedules, client=client)  # POST /slack/events
+        lifespans = [scheduler_lifespan(scheduler)] if scheduler else []
+        app = build_app(config, store, extra_routes=slack.routes, lifespans=lifespans)
         server = uvicorn.Server(
             uvicorn.Config(
                 app,

@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Literal
 
+from bot.ports import ACK_ACTION, SNOOZE_ACTION
 from bot.presentation import Block, context, escape, interval_span, percent, section
 from bot.scheduler.digest import rule_words
 from bot.storage.schedules import AlertRule, AlertState, OutboxMessage, scope_filters
@@ -19,8 +20,6 @@ from metrics.periods import last_period, local_date
 from metrics.query import Counts, MetricQuery
 from metrics.timeutil import US_PER_DAY, from_us
 
-SNOOZE_ACTION = "acr_alert_snooze"
-ACK_ACTION = "acr_alert_ack"
 BUTTON_SNOOZE_HOURS = 24
 REMIND_EVERY_US = US_PER_DAY
 Transition = Literal["fire", "remind", "recover", "none"]

@@ -1,6 +1,7 @@
 """Managing subscriptions and alert rules: the one place that validates and stores them, for Slack and the CLI.
 
 Every method returns a short confirmation as a ``Message`` (Block Kit + plain text) or raises UserError.
+``ScheduleManager`` is the ``bot.ports.Schedules`` that the Slack listeners receive.
 """
 
 from __future__ import annotations
@@ -10,11 +11,16 @@ import logging
 from collections.abc import Callable
 from datetime import tzinfo
 
-from bot.presentation import Message, escape, instant_words, list_message, percent
+from bot.ports import SNOOZE_ACTION, Pressed
+from bot.presentation import Message, error_message, escape, instant_words, list_message, note_message, percent
+from bot.scheduler.alerts import BUTTON_SNOOZE_HOURS
 from bot.scheduler.digest import rule_words
 from bot.scheduler.jobs import schedule_of
 from bot.scheduler.times import Clock
 from bot.scheduler.words import (
+    ALERT_USAGE,
+    SCHEDULE_WORDS,
+    SUBSCRIBE_USAGE,
     AddAlert,
     ListAlerts,
     ListSubscriptions,
@@ -23,11 +29,12 @@ from bot.scheduler.words import (
     SnoozeAlert,
     Subscribe,
     Unsubscribe,
+    parse_schedule_command,
 )
 from bot.storage import ContactStore
 from bot.storage.schedules import AlertRule, Subscription, scope_filters, scope_label
 from metrics.errors import UserError
-from metrics.timeutil import from_us
+from metrics.timeutil import US_PER_HOUR, from_us
 
 log = logging.getLogger("acr_bot.scheduler")
 
@@ -64,13 +71,53 @@ def alert_words(
 
 
 class ScheduleManager:
-    """Adds, lists and removes subscriptions and alert rules; ``on_change`` tells the running scheduler."""
+    """Adds, lists and removes subscriptions and alert rules; ``on_change`` tells the running scheduler (in
+    ``acr-bot serve``: ``SchedulerService.request_sync``)."""
+
+    words = SCHEDULE_WORDS
 
     def __init__(self, store: ContactStore, zone: tzinfo, clock: Clock, on_change: Callable[[], None] | None = None):
         self.store = store
         self.zone = zone
         self.clock = clock
         self.on_change = on_change
+
+    def run(self, words: list[str], user_id: str | None, here: str | None) -> Message:
+        """``/acr subscribe ...`` & co. from Slack: parsed, run, and confirmed (a UserError carries the usage)."""
+        try:
+            command = parse_schedule_command(words)
+            message = self.execute(command, user_id, here)
+        except UserError as problem:
+            usage = "" if "Usage:" in str(problem) else f" Usage: {SUBSCRIBE_USAGE}; {ALERT_USAGE}"
+            raise UserError(f"{problem}{usage}") from None
+        if isinstance(command, Subscribe):
+            hint = " (A private channel: invite the bot first, /invite @ACR Bot.)"
+            return note_message(message.text + hint, message.plain + hint)
+        return message
+
+    def press(self, action_id: str, value: str, user_id: str | None) -> Pressed:
+        """Snooze (for BUTTON_SNOOZE_HOURS) or acknowledge the alert episode named by a button's value."""
+        try:
+            rule_text, _, episode_text = value.partition(":")
+            rule_id, episode = int(rule_text), int(episode_text)
+        except ValueError:
+            words = "This button is from an older message and no longer works."
+            return Pressed(note_message(words, words), ok=False)
+        try:
+            if action_id == SNOOZE_ACTION:
+                self.snooze(rule_id, BUTTON_SNOOZE_HOURS * US_PER_HOUR, user_id)
+                rule = self.store.schedules().alert_rule(rule_id)
+                until = from_us(rule.snoozed_until_us or 0, self.zone) if rule else None
+                words = f"<@{user_id}> snoozed alert #{rule_id}" + (f" until {until:%a %H:%M %Z}." if until else ".")
+            else:
+                if not self.store.schedules().acknowledge_alert(rule_id, episode, user_id or "someone"):
+                    words = f"Alert #{rule_id} is not firing any more (or was removed): nothing to acknowledge."
+                    return Pressed(note_message(words, words), ok=False)
+                log.info("alert #%d episode %d acknowledged by %s", rule_id, episode, user_id)
+                words = f"<@{user_id}> acknowledged alert #{rule_id}: no more reminders until it recovers."
+        except UserError as problem:
+            return Pressed(error_message(str(problem)), ok=False)
+        return Pressed(note_message(words, words), ok=True)
 
     def execute(self, command: ScheduleCommand, user_id: str | None, here: str | None) -> Message:
         """Run a parsed command for ``user_id`` typed in channel ``here`` (the default channel)."""

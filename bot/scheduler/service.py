@@ -43,13 +43,6 @@ OUTBOX_SECONDS = 30
 # questions on the fast path without holding the writer lock long enough to delay webhook deliveries.
 ROLLUP_MINUTES = 5
 ROLLUP_DAYS_PER_RUN = 14
-_running: list[SchedulerService] = []  # the scheduler of this process, while it runs (one per server)
-
-
-def request_sync() -> None:
-    """Reschedule the digest jobs of this process's running scheduler now (after a change made in Slack)."""
-    for service in list(_running):
-        service.sync_subscriptions()
 
 
 class DailyTrigger(BaseTrigger):
@@ -121,12 +114,15 @@ class SchedulerService:
             misfire_grace_time=ROLLUP_MINUTES * 60,
         )
         self.sync_subscriptions()
-        _running.append(self)
         log.info("scheduler started: %d digest subscription(s), alerts every %d min", len(self._digest_jobs), minutes)
 
+    def request_sync(self) -> None:
+        """Reschedule the digest jobs now, if running (a subscription changed in Slack; ``ScheduleManager``'s
+        ``on_change``). A stopped scheduler picks the change up when it starts."""
+        if self.scheduler.running:
+            self.sync_subscriptions()
+
     def shutdown(self) -> None:
-        if self in _running:
-            _running.remove(self)
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
             log.info("scheduler stopped")
@@ -201,11 +197,9 @@ def scheduler_lifespan(service: SchedulerService) -> Callable[[Any], AbstractAsy
     return lifespan
 
 
-def server_lifespans(
-    settings: Settings, store: ContactStore, client: WebClient
-) -> list[Callable[[Any], AbstractAsyncContextManager[None]]]:
-    """What ``acr-bot serve`` passes to ``build_app(lifespans=...)``: the scheduler, unless SCHEDULER_ENABLED=false."""
+def server_scheduler(settings: Settings, store: ContactStore, client: WebClient) -> SchedulerService | None:
+    """The scheduler of ``acr-bot serve`` (started by ``scheduler_lifespan``), unless SCHEDULER_ENABLED=false."""
     if not settings.scheduler_enabled:
         log.warning("SCHEDULER_ENABLED=false: no digests or alerts from this server")
-        return []
-    return [scheduler_lifespan(SchedulerService(settings, store, client))]
+        return None
+    return SchedulerService(settings, store, client)

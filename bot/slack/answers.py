@@ -72,6 +72,11 @@ class Supervisors:
     def is_supervisor(self, user_id: str) -> bool:
         return user_id in self.ids or user_id in self.group_members()
 
+    def allows(self, user_id: str | None) -> bool:
+        """The supervisor rule, for every question, link, schedule and button: the operator at the command line
+        (``None``), everyone while no supervisor is configured, else the supervisors only."""
+        return user_id is None or not self.configured or self.is_supervisor(user_id)
+
     def group_members(self) -> frozenset[str]:
         if self.group is None or self._client is None:
             return frozenset()
@@ -144,9 +149,6 @@ class Answerer:
     def caller_agent(self, user_id: str) -> str | None:
         return self.store.agent_for_user(user_id)
 
-    def may_see_everyone(self, user_id: str | None) -> bool:
-        return user_id is None or not self.supervisors.configured or self.supervisors.is_supervisor(user_id)
-
     def compute_answer(self, question: Question, as_of_us: int) -> Answer:
         """The question's result and the previous period of the same length (totals only)."""
         zone = self.settings.zone
@@ -198,7 +200,7 @@ class Answerer:
 
     def _refusal(self, question: Question, user_id: str | None) -> Message | None:
         """Agents may see their own numbers and team-level numbers; other agents' numbers are for supervisors."""
-        if not question.asks_about_agents or self.may_see_everyone(user_id):
+        if not question.asks_about_agents or self.supervisors.allows(user_id):
             return None
         assert user_id is not None
         own = self.caller_agent(user_id)
@@ -231,7 +233,7 @@ class Answerer:
     # --- links -----------------------------------------------------------------------------------------
 
     def _link(self, command: LinkCommand, user_id: str | None) -> Reply:
-        if user_id is not None and self.supervisors.configured and not self.supervisors.is_supervisor(user_id):
+        if not self.supervisors.allows(user_id):
             text = "Sorry, only supervisors can link Slack users to agents."
             return Reply(note_message(text, text), ok=False)
         if command.action == "links":

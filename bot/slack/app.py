@@ -1,7 +1,9 @@
 """The slack-bolt App of ``acr-bot serve``, its Web API client, and the Starlette route that mounts it.
 
-Thin on purpose: listeners live in ``commands``, ``app_home`` and ``actions`` (each with ``register``), the
-answers in ``answers``. The scheduler reuses ``app.client`` (same base URL, retries, token or offline logging).
+Thin on purpose: listeners live in ``commands`` (the one ``/acr`` and ``/tier1`` router), ``schedules`` (the
+alert buttons), ``app_home`` and ``actions``, each with an order-free ``register``; the answers in ``answers``.
+The scheduler reaches Slack only through what ``acr-bot serve`` injects: the same Web API client (base URL,
+retries, token or offline logging) for its posts, and ``bot.ports.Schedules`` for the schedule words.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bot.ports import Schedules
 from bot.settings import Settings
 from bot.slack.answers import Answerer, Supervisors
 from bot.storage import ContactStore
@@ -114,15 +117,23 @@ class RetryingRespond(Respond):
         return response
 
 
-def build_bolt_app(settings: Settings, store: ContactStore, answerer: Answerer | None = None) -> App:
-    """The bolt App with request verification on and every listener registered.
+def build_bolt_app(
+    settings: Settings,
+    store: ContactStore,
+    answerer: Answerer | None = None,
+    schedules: Schedules | None = None,
+    client: WebClient | None = None,
+) -> App:
+    """The bolt App with request verification on and every listener registered (without ``schedules`` the
+    schedule words and the alert buttons are not offered).
 
     Authorization is a local function (no ``auth.test`` on the request path, so the first ack is as fast as
     the others, and the server starts even when Slack is unreachable or no token is set).
     """
-    from bot.slack import actions, app_home, commands, schedules
+    from bot.slack import actions, app_home, commands
+    from bot.slack import schedules as alert_buttons
 
-    client = build_web_client(settings)
+    client = client or build_web_client(settings)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
 
@@ -158,8 +169,9 @@ def build_bolt_app(settings: Settings, store: ContactStore, answerer: Answerer |
             context["respond"] = RetryingRespond(context.response_url, offline)
         return next()
 
-    schedules.register(app, answerer)  # first: it takes only /acr subscribe|alert... (bot/slack/schedules.py)
-    commands.register(app, answerer)
+    commands.register(app, answerer, schedules)
+    if schedules is not None:
+        alert_buttons.register(app, answerer, schedules)
     app_home.register(app, answerer)
     actions.register(app, answerer)
     return app
@@ -178,10 +190,16 @@ class SlackBot:
         return self.app.client
 
 
-def build_slack(settings: Settings, store: ContactStore, answerer: Answerer | None = None) -> SlackBot:
+def build_slack(
+    settings: Settings,
+    store: ContactStore,
+    answerer: Answerer | None = None,
+    schedules: Schedules | None = None,
+    client: WebClient | None = None,
+) -> SlackBot:
     """The Slack part of the server, with its warnings about missing configuration logged once."""
     warn_about_configuration(settings)
-    app = build_bolt_app(settings, store, answerer)
+    app = build_bolt_app(settings, store, answerer, schedules, client)
     return SlackBot(app, slack_routes(settings, app))
 
 

@@ -43,7 +43,7 @@ def home_view(answerer: Answerer, user_id: str, as_of_us: int | None = None) -> 
     now = answerer.now_us(as_of_us)
     blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": "ACR Bot"}}]
     agent = answerer.caller_agent(user_id)
-    everyone = answerer.may_see_everyone(user_id)
+    everyone = answerer.supervisors.allows(user_id)
     if agent is not None:
         blocks.append(section(f"*Your numbers* (agent {code(agent)}), last 30 days, 7-day repeat window"))
         for metric in METRICS:

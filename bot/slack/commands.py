@@ -1,4 +1,10 @@
-"""``/acr`` and ``/tier1``: ack at once, answer in the background, reply through ``respond()``."""
+"""``/acr`` and ``/tier1``: one listener that acks at once, routes by the first word in the background, and
+replies through ``respond()``.
+
+The first word picks the handler: a schedule word (``/acr subscribe ...``, see ``bot.slack.schedules``) goes to
+the digests and alerts, everything else is a metric question for the ``Answerer``. One listener, so nothing
+depends on the order in which listener groups are registered.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +15,11 @@ from typing import Any
 from slack_bolt import Ack, App, BoltContext
 from slack_sdk.errors import SlackClientError
 
+from bot.ports import Schedules
+from bot.slack import schedules as schedule_commands
 from bot.slack.answers import Answerer, Reply
-from bot.slack.grammar import COMMANDS
+from bot.slack.grammar import COMMANDS, tokenize
+from metrics.errors import UserError
 
 log = logging.getLogger("acr_bot.slack")
 
@@ -20,17 +29,27 @@ def acknowledge(ack: Ack) -> None:
     ack()
 
 
-def register(app: App, answerer: Answerer) -> None:
+def register(app: App, answerer: Answerer, schedules: Schedules | None = None) -> None:
     def answer_command(body: dict[str, Any], respond: Callable[..., Any], context: BoltContext) -> None:
         """Runs after the ack, in bolt's listener executor (a lazy listener)."""
         request_id = context.get("request_id")
-        reply = answerer.handle(
-            body.get("command", "/acr"), body.get("text") or "", body.get("user_id"), request_id=request_id
-        )
-        send_reply(respond, reply, request_id)
+        send_reply(respond, route(answerer, schedules, body, request_id), request_id)
 
     for command in COMMANDS:
         app.command(command)(ack=acknowledge, lazy=[answer_command])
+
+
+def route(answerer: Answerer, schedules: Schedules | None, body: dict[str, Any], request_id: str | None) -> Reply:
+    """The reply to one slash command: schedule words to ``schedules``, the rest to the answerer. Never raises."""
+    command, text, user_id = body.get("command", "/acr"), body.get("text") or "", body.get("user_id")
+    if schedules is not None and command == "/acr":
+        try:
+            words = tokenize(text)
+        except UserError:
+            words = []  # the answerer explains what is wrong with the words
+        if words and words[0].lower() in schedules.words:
+            return schedule_commands.handle(schedules, answerer, words, user_id, body.get("channel_id"))
+    return answerer.handle(command, text, user_id, request_id=request_id)
 
 
 def send_reply(respond: Callable[..., Any], reply: Reply, request_id: str | None) -> None:
