@@ -15,9 +15,9 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
+from bot.clock import ManualClock
 from bot.scheduler.delivery import Poster
 from bot.scheduler.jobs import Jobs
-from bot.scheduler.times import ManualClock
 from bot.settings import Settings, load_settings
 from bot.slack.app import build_web_client
 from bot.storage import ContactStore

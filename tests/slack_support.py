@@ -16,9 +16,9 @@ import httpx
 import uvicorn
 from slack_sdk.signature import SignatureVerifier
 
+from bot.clock import SystemClock
 from bot.http.app import build_app
 from bot.scheduler.manage import ScheduleManager
-from bot.scheduler.times import SystemClock
 from bot.settings import Settings, load_settings
 from bot.slack.answers import Answerer, Compute, Supervisors
 from bot.slack.app import SlackBot, build_slack

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bot.cli import main
+from bot.clock import ManualClock
 from bot.ports import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.jobs import Jobs
-from bot.scheduler.times import ManualClock
 from bot.storage import open_store
 from bot.storage.schedules import AlertRule
 from tests.scheduler_support import (

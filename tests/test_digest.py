@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
+from bot.clock import ManualClock
 from bot.scheduler.delivery import Poster
 from bot.scheduler.example import write_example
 from bot.scheduler.jobs import Jobs
 from bot.scheduler.service import ROLLUP_DAYS_PER_RUN, ROLLUP_MINUTES, SchedulerService
-from bot.scheduler.times import ManualClock
 from bot.storage import ContactStore, open_store
 from bot.storage.schedules import AlertState
 from tests.scheduler_support import (

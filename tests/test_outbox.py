@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
+from bot.clock import ManualClock
 from bot.scheduler.delivery import STALE_CLAIM_SECONDS, Poster
-from bot.scheduler.times import ManualClock
 from bot.slack.app import build_web_client
 from bot.storage import ContactStore, open_store
 from bot.storage.schedules import OutboxMessage

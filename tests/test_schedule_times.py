@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.clock import ManualClock
 from bot.scheduler.service import DailyTrigger
-from bot.scheduler.times import DailySchedule, ManualClock, parse_local_time, wall_time_us
+from bot.scheduler.times import DailySchedule, parse_local_time, wall_time_us
 from bot.storage import open_store
 from metrics.errors import UserError
 from metrics.timeutil import from_us, iso_utc, to_us

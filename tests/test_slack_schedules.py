@@ -9,10 +9,10 @@ from urllib.parse import urlencode
 
 import pytest
 
+from bot.clock import ManualClock, SystemClock
 from bot.ports import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.manage import ScheduleManager
 from bot.scheduler.service import SchedulerService
-from bot.scheduler.times import ManualClock, SystemClock
 from bot.slack.app import build_web_client
 from bot.storage import open_store
 from tests.scheduler_support import UploadingFakeSlack, add_contacts, at, contacts_for, jobs_for, settings_for

@@ -6,7 +6,7 @@ import re
 
 import click
 
-from bot.cli.common import settings, store_for
+from bot.cli.common import command_store
 from metrics.errors import UserError
 
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -33,13 +33,9 @@ def link(slack_user: str, agent: str) -> None:
     name = agent.strip()
     if not name:
         raise UserError("AGENT is empty")
-    config = settings()
-    store = store_for(config)
-    try:
-        known = name in store.dimension_values("agent")
-        store.link_agent(user_id, name, linked_by=None)
-    finally:
-        store.close()
+    store = command_store()
+    known = name in store.dimension_values("agent")
+    store.link_agent(user_id, name, linked_by=None)
     click.echo(f"Linked {user_id} to agent {name!r}." + ("" if known else " (no contacts for this agent yet)"))
 
 
@@ -48,12 +44,7 @@ def link(slack_user: str, agent: str) -> None:
 def unlink(slack_user: str) -> None:
     """Remove the link of SLACK_USER."""
     user_id = _user(slack_user)
-    config = settings()
-    store = store_for(config)
-    try:
-        removed = store.unlink_agent(user_id)
-    finally:
-        store.close()
+    removed = command_store().unlink_agent(user_id)
     if not removed:
         raise UserError(f"{user_id} is not linked to an agent")
     click.echo(f"Unlinked {user_id}.")
@@ -62,12 +53,7 @@ def unlink(slack_user: str) -> None:
 @agents.command("list")
 def list_links() -> None:
     """Every link: Slack user id, agent, who linked it and when."""
-    config = settings()
-    store = store_for(config)
-    try:
-        links = store.list_agent_links()
-    finally:
-        store.close()
+    links = command_store().list_agent_links()
     if not links:
         click.echo("No Slack users are linked to agents. Link one with: acr-bot agents link U0123ABCD maria")
         return

@@ -6,9 +6,8 @@ import sys
 
 import click
 
-from bot.cli.common import settings, setup_logging, store_for
-from metrics.errors import UserError
-from metrics.timeutil import parse_instant
+from bot.cli.common import as_of_option, command_store, settings, setup_logging
+from bot.clock import Clock
 
 
 @click.command("ask")
@@ -19,31 +18,21 @@ from metrics.timeutil import parse_instant
     default=None,
     help="Answer as this Slack user (their permissions and `me`); without it you see everything.",
 )
-@click.option("--as-of", "as_of", default=None, help="The instant to answer as of [default: now].")
-def ask(words: tuple[str, ...], user_id: str | None, as_of: str | None) -> None:
+@as_of_option("The instant to answer as of [default: now].")
+def ask(words: tuple[str, ...], user_id: str | None, clock: Clock) -> None:
     """Ask like in Slack, e.g. acr-bot ask "/acr agent:maria 7d" (or "/tier1 team:billing by:agent")."""
     from bot.slack.answers import Answerer, Supervisors
     from bot.slack.app import build_web_client
 
     config = settings()
     setup_logging(config)
-    as_of_us = None
-    if as_of is not None:
-        try:
-            as_of_us = parse_instant(as_of, config.zone)
-        except ValueError as problem:
-            raise UserError(f"--as-of: {problem}") from None
     line = " ".join(words)
     command, _, text = line.strip().partition(" ")
     if not command.startswith("/"):
         command, text = "/acr", line
-    store = store_for(config)
-    try:
-        client = build_web_client(config) if user_id else None
-        answerer = Answerer(config, store, Supervisors.from_settings(config, client))
-        reply = answerer.handle(command, text, user_id, as_of_us=as_of_us)
-    finally:
-        store.close()
+    client = build_web_client(config) if user_id else None
+    answerer = Answerer(config, command_store(), Supervisors.from_settings(config, client), clock=clock)
+    reply = answerer.handle(command, text, user_id)
     if reply.ok:
         click.echo(reply.message.plain)
     else:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 
-from bot.cli.common import settings, store_for
+from bot.cli.common import as_of_option, command_store, settings
+from bot.clock import Clock, SystemClock
 from bot.demo import DEFAULT_CONTACTS, DEFAULT_DAYS, generate, load_into, make_agents_summary, write_file
 from metrics.errors import UserError
-from metrics.timeutil import US_PER_SECOND, iso_utc, parse_instant
+from metrics.timeutil import US_PER_SECOND, iso_utc
 
 
 @click.command("demo")
@@ -23,24 +23,20 @@ from metrics.timeutil import US_PER_SECOND, iso_utc, parse_instant
     "--days", type=click.IntRange(min=1, max=3650), default=DEFAULT_DAYS, show_default=True,
     help="Contacts start in the last DAYS days before --as-of.",
 )  # fmt: skip
-@click.option("--as-of", "as_of_text", help="The end of the generated period (a timestamp; default: now).")
+@as_of_option("The end of the generated period (a timestamp; default: now).")
 @click.option("--if-empty", is_flag=True, help="Load only if the database has no contacts yet (used by make run).")
 @click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path),
     help="Write the records to this .jsonl, .ndjson, .json or .csv file instead of loading them.",
 )  # fmt: skip
-def demo(contacts: int, seed: int, days: int, as_of_text: str | None, if_empty: bool, output: Path | None) -> None:
+def demo(contacts: int, seed: int, days: int, clock: Clock, if_empty: bool, output: Path | None) -> None:
     """Generate realistic contacts: ~48 agents in five teams and three tiers, business hours in
     BOT_TIMEZONE, customers who come back (7-day ACR between 60% and 90%, varying by agent), transfers,
     escalations, outbound callbacks and abandoned contacts over several channels."""
     config = settings()
-    if as_of_text is None:
-        as_of_us = int(time.time()) * US_PER_SECOND
-    else:
-        try:
-            as_of_us = parse_instant(as_of_text, config.zone)
-        except ValueError as problem:
-            raise UserError(f"--as-of: {problem}") from None
+    as_of_us = clock.now_us()
+    if isinstance(clock, SystemClock):  # "now" to the whole second, so the summary line stays readable
+        as_of_us -= as_of_us % US_PER_SECOND
     period = f"{days} days up to {iso_utc(as_of_us)}"
     if output is not None:
         data = generate(contacts, seed=seed, as_of_us=as_of_us, days=days, zone=config.zone)
@@ -52,15 +48,12 @@ def demo(contacts: int, seed: int, days: int, as_of_text: str | None, if_empty: 
             raise UserError(f"{output}: cannot write: {problem.strerror or problem}") from None
         click.echo(f"Wrote {len(data)} demo contacts ({period}) to {output}")
         return
-    store = store_for(config)
-    try:
-        if if_empty and (existing := store.count_contacts()):
-            click.echo(f"The database already has {existing} contacts; demo data not loaded.")
-            return
-        data = generate(contacts, seed=seed, as_of_us=as_of_us, days=days, zone=config.zone)
-        counts = load_into(store, data, config.zone)
-    finally:
-        store.close()
+    store = command_store()
+    if if_empty and (existing := store.count_contacts()):
+        click.echo(f"The database already has {existing} contacts; demo data not loaded.")
+        return
+    data = generate(contacts, seed=seed, as_of_us=as_of_us, days=days, zone=config.zone)
+    counts = load_into(store, data, config.zone)
     click.echo(
         f"Loaded {len(data)} demo contacts ({make_agents_summary(data)}; {period}) into {config.database_url}: "
         f"{counts.inserted} inserted, {counts.updated} updated, {counts.unchanged} unchanged"

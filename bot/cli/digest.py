@@ -4,45 +4,41 @@ from __future__ import annotations
 
 import click
 
-from bot.cli.common import settings, setup_logging, store_for
-from bot.cli.schedule_common import cli_channel, clock_for, jobs_for
+from bot.cli.common import as_of_option, settings, setup_logging
+from bot.cli.schedule_common import cli_channel, command_jobs
+from bot.clock import Clock
 from bot.scheduler.jobs import schedule_of
 from bot.storage.schedules import scope_label
 from metrics.timeutil import from_us
 
 
 @click.command("digest")
-@click.option("--as-of", "as_of", default=None, help="Run as if it were this instant [default: now].")
+@as_of_option("Run as if it were this instant [default: now].")
 @click.option("--dry-run", is_flag=True, help="Print each subscription's latest digest instead of posting it.")
 @click.option("--channel", default=None, help="Only the subscriptions of this Slack channel (id or #name).")
-def digest(as_of: str | None, dry_run: bool, channel: str | None) -> None:
+def digest(clock: Clock, dry_run: bool, channel: str | None) -> None:
     """Post the digests due now (each at most once; a digest missed by more than DIGEST_GRACE_HOURS is skipped)."""
     config = settings()
     setup_logging(config)
-    clock = clock_for(config, as_of)
-    store = store_for(config)
-    try:
-        if not store.schedules().list_subscriptions():
-            click.echo("No digest subscriptions. Add one with: acr-bot subscriptions add CHANNEL 09:00 [team:NAME]")
-            return
-        jobs = jobs_for(config, store, clock)
-        run = jobs.run_digests(None if channel is None else cli_channel(channel), dry_run=dry_run)
-        if not run.digests:
-            click.echo("No digest is due.")
-        for due, message in run.digests:
-            sub = due.subscription
-            when = from_us(due.due_us, schedule_of(sub, config.zone).zone)
-            if dry_run:
-                state = {"due": "would post now", "posted": "already posted", "missed": "missed (past the grace)"}
-                click.echo(f"--- {sub.channel} ({scope_label(sub.scope)}), due {when:%Y-%m-%d %H:%M %Z}: "
-                           f"{state[due.status]}")  # fmt: skip
-                if message is not None:
-                    click.echo(message.plain)
-                continue
-            entry = store.outbox().outbox_entry(due.key)
-            status = entry.status if entry is not None else "not written"
-            click.echo(f"{due.key}: {status}" + (f" (ts {entry.ts})" if entry is not None and entry.ts else ""))
-        if not dry_run and run.delivery.retrying:
-            click.echo(f"{len(run.delivery.retrying)} message(s) will be retried by the server's scheduler.")
-    finally:
-        store.close()
+    jobs = command_jobs(clock)
+    if not jobs.store.schedules().list_subscriptions():
+        click.echo("No digest subscriptions. Add one with: acr-bot subscriptions add CHANNEL 09:00 [team:NAME]")
+        return
+    run = jobs.run_digests(None if channel is None else cli_channel(channel), dry_run=dry_run)
+    if not run.digests:
+        click.echo("No digest is due.")
+    for due, message in run.digests:
+        sub = due.subscription
+        when = from_us(due.due_us, schedule_of(sub, config.zone).zone)
+        if dry_run:
+            state = {"due": "would post now", "posted": "already posted", "missed": "missed (past the grace)"}
+            click.echo(f"--- {sub.channel} ({scope_label(sub.scope)}), due {when:%Y-%m-%d %H:%M %Z}: "
+                       f"{state[due.status]}")  # fmt: skip
+            if message is not None:
+                click.echo(message.plain)
+            continue
+        entry = jobs.store.outbox().outbox_entry(due.key)
+        status = entry.status if entry is not None else "not written"
+        click.echo(f"{due.key}: {status}" + (f" (ts {entry.ts})" if entry is not None and entry.ts else ""))
+    if not dry_run and run.delivery.retrying:
+        click.echo(f"{len(run.delivery.retrying)} message(s) will be retried by the server's scheduler.")

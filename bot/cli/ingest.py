@@ -9,7 +9,7 @@ from datetime import tzinfo
 
 import click
 
-from bot.cli.common import settings, store_for
+from bot.cli.common import command_store, settings
 from bot.ingest import STDIN, FileResult, ingest_file
 from bot.storage import ContactStore, UpsertCounts
 
@@ -26,32 +26,29 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
     """
     config = settings()
     show_progress = not no_progress and sys.stdout.isatty() and sys.stderr.isatty()
-    store = store_for(config)
+    store = command_store()
     totals = UpsertCounts()
     failed = 0
-    try:
-        for name in paths:
-            result = _import_one(store, name, config.zone, show_progress)
-            if result.ok:
-                counts = result.counts
-                click.echo(
-                    f"{result.name}: {result.records} records: {counts.inserted} inserted, "
-                    f"{counts.updated} updated, {counts.unchanged} unchanged"
-                )
-                totals.inserted += counts.inserted
-                totals.updated += counts.updated
-                totals.unchanged += counts.unchanged
-            else:
-                failed += 1
-                for error in result.errors:
-                    click.echo(error, err=True)
-                click.echo(
-                    f"{result.name}: {len(result.errors)} error{'s' if len(result.errors) != 1 else ''}"
-                    f" in {result.records} records; nothing stored from this file",
-                    err=True,
-                )
-    finally:
-        store.close()
+    for name in paths:
+        result = _import_one(store, name, config.zone, show_progress)
+        if result.ok:
+            counts = result.counts
+            click.echo(
+                f"{result.name}: {result.records} records: {counts.inserted} inserted, "
+                f"{counts.updated} updated, {counts.unchanged} unchanged"
+            )
+            totals.inserted += counts.inserted
+            totals.updated += counts.updated
+            totals.unchanged += counts.unchanged
+        else:
+            failed += 1
+            for error in result.errors:
+                click.echo(error, err=True)
+            click.echo(
+                f"{result.name}: {len(result.errors)} error{'s' if len(result.errors) != 1 else ''}"
+                f" in {result.records} records; nothing stored from this file",
+                err=True,
+            )
     files = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
     problem = f"; {failed} with errors, not stored" if failed else ""
     click.echo(

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from datetime import tzinfo
 from typing import Any
 
 import click
 import orjson
 
-from bot.cli.common import settings, store_for
+from bot.cli.common import as_of_option, command_store, settings
+from bot.clock import Clock
 from bot.presentation import interval_span, percent
 from metrics.engine import compute
 from metrics.errors import UserError
@@ -25,7 +25,7 @@ from metrics.periods import (
     parse_window,
 )
 from metrics.query import BREAKDOWNS, METRICS, Counts, Dimension, MetricQuery, MetricResult
-from metrics.timeutil import US_PER_SECOND, from_us, iso_utc, parse_instant
+from metrics.timeutil import US_PER_SECOND, from_us, iso_utc
 
 JSON_KEYS = (
     "metric",
@@ -56,7 +56,7 @@ METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 reso
 @click.option("--since", "since_text", help="Period start: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
 @click.option("--until", "until_text", help="Period end: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
 @click.option("--by", type=click.Choice(BREAKDOWNS), help="Break the result down by this dimension or by day.")
-@click.option("--as-of", "as_of_text", help="'Now' for the report (a timestamp; default: the current time).")
+@as_of_option("'Now' for the report (a timestamp; default: the current time).")
 @click.option(
     "--format",
     "output_format",
@@ -76,7 +76,7 @@ def report(
     since_text: str | None,
     until_text: str | None,
     by: str | None,
-    as_of_text: str | None,
+    clock: Clock,
     output_format: str,
 ) -> None:
     """Compute METRIC (acr or tier1) for a scope and period; pending contacts are reported, never scored."""
@@ -84,13 +84,9 @@ def report(
     zone = config.zone
     query = build_query(
         metric, {"agent": agent, "team": team, "queue": queue, "channel": channel},
-        window_text, last_text, since_text, until_text, by, as_of_text, zone,
+        window_text, last_text, since_text, until_text, by, clock.now_us(), zone,
     )  # fmt: skip
-    store = store_for(config)
-    try:
-        result = compute(store, query, zone)
-    finally:
-        store.close()
+    result = compute(command_store(), query, zone)
     if output_format == "json":
         click.echo(orjson.dumps(as_json(result), option=orjson.OPT_INDENT_2).decode())
     elif output_format == "csv":
@@ -107,17 +103,10 @@ def build_query(
     since_text: str | None,
     until_text: str | None,
     by: str | None,
-    as_of_text: str | None,
+    as_of_us: int,
     zone: tzinfo,
 ) -> MetricQuery:
     """The question the options ask; every bad option is a UserError naming it."""
-    if as_of_text is None:
-        as_of_us = int(time.time() * US_PER_SECOND)
-    else:
-        try:
-            as_of_us = parse_instant(as_of_text, zone)
-        except ValueError as problem:
-            raise UserError(f"--as-of: {problem}") from None
     window_us = parse_window(window_text)
     if last_text is not None and (since_text is not None or until_text is not None):
         raise UserError("--last cannot be combined with --since/--until; use one kind of period")

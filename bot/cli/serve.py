@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from bot.cli.common import settings, setup_logging, store_for
+from bot.cli.common import command_store, settings, setup_logging
 from metrics.errors import UserError
 
 log = logging.getLogger("acr_bot.serve")
@@ -31,10 +31,10 @@ def serve(host: str | None, port: int | None) -> None:
     """Serve POST /webhooks/interactions, GET /healthz and the Slack endpoint until SIGTERM or Ctrl-C."""
     import uvicorn
 
+    from bot.clock import SystemClock
     from bot.http.app import build_app
     from bot.scheduler.manage import ScheduleManager
     from bot.scheduler.service import scheduler_lifespan, server_scheduler
-    from bot.scheduler.times import SystemClock
     from bot.slack.app import build_slack, build_web_client
 
     config = settings()
@@ -42,7 +42,7 @@ def serve(host: str | None, port: int | None) -> None:
     host = config.host if host is None else host
     port = config.port if port is None else port
     listener = _listen(host, port)
-    store = store_for(config)
+    store = command_store()
     try:
         client = build_web_client(config)  # the Web API, for the listeners and the scheduler's posts alike
         scheduler = server_scheduler(config, store, client)  # digests and alerts, started with the app
@@ -72,7 +72,6 @@ def serve(host: str | None, port: int | None) -> None:
             server.run(sockets=[listener])
     finally:
         listener.close()
-        store.close()
     if not server.started:
         raise UserError("the server did not start; see the log above")
     log.info("stopped cleanly")

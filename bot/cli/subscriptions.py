@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bot.cli.common import settings, store_for
-from bot.cli.schedule_common import cli_channel, manager_for
+from bot.cli.schedule_common import cli_channel, command_schedules
 from bot.scheduler.words import Subscribe, parse_schedule_command
 
 
@@ -22,14 +21,9 @@ def add(channel: str, words: tuple[str, ...]) -> None:
     tz:Europe/Berlin. A second add for the same channel and scope changes its time."""
     command = parse_schedule_command(["subscribe", *words])
     assert isinstance(command, Subscribe)
-    config = settings()
-    store = store_for(config)
-    try:
-        message = manager_for(config, store).subscribe(
-            cli_channel(channel), command.scope, command.local_time, command.zone, command.weekdays_only, None
-        )
-    finally:
-        store.close()
+    message = command_schedules().subscribe(
+        cli_channel(channel), command.scope, command.local_time, command.zone, command.weekdays_only, None
+    )
     click.echo(message.plain)
 
 
@@ -37,22 +31,10 @@ def add(channel: str, words: tuple[str, ...]) -> None:
 @click.argument("subscription_id", type=int)
 def remove(subscription_id: int) -> None:
     """Remove subscription SUBSCRIPTION_ID (the number shown by list)."""
-    config = settings()
-    store = store_for(config)
-    try:
-        message = manager_for(config, store).remove_subscription(subscription_id)
-    finally:
-        store.close()
-    click.echo(message.plain)
+    click.echo(command_schedules().remove_subscription(subscription_id).plain)
 
 
 @subscriptions.command("list")
 def list_subscriptions() -> None:
     """Every subscription: number, channel, days, time and zone, scope."""
-    config = settings()
-    store = store_for(config)
-    try:
-        message = manager_for(config, store).list_subscriptions()
-    finally:
-        store.close()
-    click.echo(message.plain)
+    click.echo(command_schedules().list_subscriptions().plain)

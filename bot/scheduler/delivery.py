@@ -22,7 +22,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from bot.scheduler.times import Clock
+from bot.clock import Clock
 from bot.storage.schedules import Outbox, OutboxEntry, OutboxMessage
 from metrics.timeutil import US_PER_SECOND
 

@@ -11,12 +11,13 @@ import threading
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
 
+from bot.clock import Clock
 from bot.presentation import Message
 from bot.scheduler import chart
 from bot.scheduler.alerts import Evaluation, alert_query, evaluate
 from bot.scheduler.delivery import DeliveryReport, Poster
 from bot.scheduler.digest import Compute, compose, gather, render
-from bot.scheduler.times import Clock, DailySchedule, parse_local_time
+from bot.scheduler.times import DailySchedule, parse_local_time
 from bot.settings import Settings
 from bot.storage import ContactStore
 from bot.storage.schedules import AlertRule, OutboxMessage, Subscription, scope_label

@@ -11,12 +11,12 @@ import logging
 from collections.abc import Callable
 from datetime import tzinfo
 
+from bot.clock import Clock
 from bot.ports import SNOOZE_ACTION, Pressed
 from bot.presentation import Message, error_message, escape, instant_words, list_message, note_message, percent
 from bot.scheduler.alerts import BUTTON_SNOOZE_HOURS
 from bot.scheduler.digest import rule_words
 from bot.scheduler.jobs import schedule_of
-from bot.scheduler.times import Clock
 from bot.scheduler.words import (
     ALERT_USAGE,
     SCHEDULE_WORDS,

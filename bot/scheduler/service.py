@@ -27,10 +27,11 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from slack_sdk import WebClient
 
+from bot.clock import Clock, SystemClock
 from bot.scheduler.delivery import Poster
 from bot.scheduler.digest import Compute
 from bot.scheduler.jobs import Jobs, schedule_of
-from bot.scheduler.times import Clock, DailySchedule, SystemClock
+from bot.scheduler.times import DailySchedule
 from bot.settings import Settings
 from bot.storage import ContactStore
 from metrics.engine import compute

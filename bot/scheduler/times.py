@@ -10,8 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Protocol
+from datetime import date, datetime, time, timedelta, tzinfo
 
 from metrics.errors import UserError
 from metrics.periods import local_date
@@ -19,35 +18,6 @@ from metrics.timeutil import from_us, to_us
 
 _TIME_RE = re.compile(r"(\d{1,2}):(\d{2})")
 SATURDAY = 5
-
-
-class Clock(Protocol):
-    """Where "now" comes from: injected everywhere so tests can fix it."""
-
-    def now_us(self) -> int: ...
-
-
-class SystemClock:
-    """The real clock: UTC now, in µs."""
-
-    def now_us(self) -> int:
-        return to_us(datetime.now(UTC))
-
-
-class ManualClock:
-    """A clock that only moves when told to (tests and ``--as-of``)."""
-
-    def __init__(self, now_us: int):
-        self._now_us = now_us
-
-    def now_us(self) -> int:
-        return self._now_us
-
-    def set(self, now_us: int) -> None:
-        self._now_us = now_us
-
-    def advance(self, seconds: float) -> None:
-        self._now_us += round(seconds * 1_000_000)
 
 
 def parse_local_time(text: str) -> time:

@@ -19,6 +19,7 @@ from typing import Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
+from bot.clock import Clock, SystemClock
 from bot.presentation import Message, code, error_message, instant_words, note_message, period_words
 from bot.settings import Settings
 from bot.slack.blocks import Answer, answer_message, help_message
@@ -27,7 +28,6 @@ from bot.storage import ContactStore
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.query import MetricQuery, MetricResult
-from metrics.timeutil import to_us
 
 log = logging.getLogger("acr_bot.slack")
 
@@ -112,12 +112,18 @@ class Answerer:
     """Answers the words of a slash command for one caller. Shared by Slack, the App Home and the CLI."""
 
     def __init__(
-        self, settings: Settings, store: ContactStore, supervisors: Supervisors, compute_fn: Compute = compute
+        self,
+        settings: Settings,
+        store: ContactStore,
+        supervisors: Supervisors,
+        compute_fn: Compute = compute,
+        clock: Clock | None = None,
     ):
         self.settings = settings
         self.store = store
         self.supervisors = supervisors
         self._compute = compute_fn
+        self.clock = clock or SystemClock()
 
     # --- entry points ----------------------------------------------------------------------------------
 
@@ -267,13 +273,8 @@ class Answerer:
             raise UserError(f"no agent named {agent!r} in the data. Did you mean {names}?")
         return " (no contacts for this agent yet)"
 
-    @staticmethod
-    def now_us(as_of_us: int | None = None) -> int:
-        if as_of_us is not None:
-            return as_of_us
-        from datetime import UTC, datetime
-
-        return to_us(datetime.now(UTC))
+    def now_us(self, as_of_us: int | None = None) -> int:
+        return self.clock.now_us() if as_of_us is None else as_of_us
 
 
 def _quote(name: str) -> str:
