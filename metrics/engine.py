@@ -11,12 +11,11 @@ the same thing (``metrics.definitions``), so the split never changes a number, o
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, tzinfo
-from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -143,6 +142,20 @@ class _RowPlan:
         if until_us < end_us:
             self.outside.append(Span(until_us, end_us, label))
 
+    def add_rest(
+        self,
+        part: rollup.RollupPart,
+        day_of: Callable[[int], date],
+        unit_bounds: Mapping[int, tuple[int, int]],
+        since_us: int,
+        until_us: int,
+    ) -> None:
+        """What the rollups left of their units: some values to count, and outside parts to subtract."""
+        for unit, values in part.per_value.items():
+            self.add_among(day_of(unit), *unit_bounds[unit], since_us, until_us, values)
+        for unit in part.subtract:
+            self.add_outside(day_of(unit), *unit_bounds[unit], since_us, until_us)
+
     def whole_spans(self) -> tuple[Span, ...]:
         """The whole stretches in time order, adjacent ones with the same label merged (fewer queries)."""
         merged: list[Span] = []
@@ -173,68 +186,99 @@ def _count(
     whole_days: set[date] = {day for day, _, _ in days}  # until the rollups answer some of them
     target = _rollup_target(query) if use_rollups else None
     if target is not None and query.window_us in reader.rollup_windows():
-        dimension, value, group = target
-        dim = dimension or EVERYONE
-        data = reader.rollup_days(dim, days[0][0], days[-1][0])
+        data = reader.rollup_days(target[0] or EVERYONE, days[0][0], days[-1][0])
         if data is not None:
-            answer = partial(
-                rollup.answer,
-                metric=query.metric,
-                window_us=query.window_us,
-                as_of_us=query.as_of_us,
-                since_us=since_us,
-                until_us=until_us,
-                value=value,
-                group=group,
-            )
-            limits = _PER_VALUE_LIMIT if use_hours else _PER_VALUE_LIMIT_WITHOUT_HOURS
-            part = answer(
-                data,
-                per_value_limit=limits.get(dim, 0) if per_value_limit is None else per_value_limit,
-                bounds=bounds,
-                complement_at_most_us=_DAY_COMPLEMENT_WITH_HOURS_US if use_hours else _UNLIMITED_US,
-            )
-            counts = part.counts  # the first counts: taken over, not copied
-            whole_days = {date.fromordinal(unit) for unit in part.whole}
-            for unit, values in part.per_value.items():
-                plan.add_among(date.fromordinal(unit), *bounds[unit], since_us, until_us, values)
-            for unit in part.subtract:
-                plan.add_outside(date.fromordinal(unit), *bounds[unit], since_us, until_us)
-            refine = sorted(whole_days) if use_hours else []
-            hours = reader.rollup_hours(dim, refine) if refine else None
-            if hours is not None:
-                hour_units = {
-                    unit: hour_bounds(unit, *bounds[unit // SLOTS_PER_UNIT_DAY])
-                    for unit in np.unique(hours.units if hours.units is not None else hours.days).tolist()
-                }
-                hour_part = answer(
-                    hours,
-                    per_value_limit=_PER_VALUE_LIMIT_IN_HOUR.get(dim, 0)
-                    if per_value_limit is None
-                    else per_value_limit,
-                    bounds=hour_units,
-                    complement_at_most_us=_UNLIMITED_US,
-                    split_at_maturity=True,
-                )
-                _add(counts, hour_part.counts)
-                whole_days = set(hours.stale)  # refined days without hour buckets stay whole
-
-                def day_of(unit: int) -> date:
-                    return date.fromordinal(unit // SLOTS_PER_UNIT_DAY)
-
-                for unit in hour_part.whole:
-                    plan.add_whole(day_of(unit), *hour_units[unit], since_us, until_us)
-                for unit, values in hour_part.per_value.items():
-                    plan.add_among(day_of(unit), *hour_units[unit], since_us, until_us, values)
-                for unit in hour_part.subtract:
-                    plan.add_outside(day_of(unit), *hour_units[unit], since_us, until_us)
-                for unit in hour_part.split:
-                    start = hour_units[unit][0]
-                    matured_by = query.as_of_us - query.window_us
-                    plan.moved.append(Span(start, matured_by + 1, day_of(unit) if plan.by_day else None))
-            whole_days |= data.stale
+            rollups = _Rollups(reader, query, target, since_us, until_us, per_value_limit)
+            counts, whole_days = rollups.count(data, bounds, plan, use_hours)
     for day in whole_days:
         plan.add_whole(day, *bounds[day.toordinal()], since_us, until_us)
+    _count_rows(reader, query, plan, target, counts)
+    return counts
+
+
+@dataclass
+class _Rollups:
+    """Answers what it can of one question from the rollups, leaving the rest to ``_RowPlan``."""
+
+    reader: MetricReader
+    query: MetricQuery
+    target: tuple[Dimension | None, str | None, str | None]
+    since_us: int
+    until_us: int
+    per_value_limit: int | None
+
+    def answer(self, data: RollupDays, limit: int, **options: Any) -> rollup.RollupPart:
+        query = self.query
+        return rollup.answer(
+            data,
+            metric=query.metric,
+            window_us=query.window_us,
+            as_of_us=query.as_of_us,
+            since_us=self.since_us,
+            until_us=self.until_us,
+            value=self.target[1],
+            group=self.target[2],
+            per_value_limit=limit if self.per_value_limit is None else self.per_value_limit,
+            **options,
+        )
+
+    def count(
+        self, data: RollupDays, bounds: dict[int, tuple[int, int]], plan: _RowPlan, use_hours: bool
+    ) -> tuple[_Tally, set[date]]:
+        """Counts from the day buckets (refined by the hour buckets), and the days left to count whole."""
+        dim = self.target[0] or EVERYONE
+        limits = _PER_VALUE_LIMIT if use_hours else _PER_VALUE_LIMIT_WITHOUT_HOURS
+        part = self.answer(
+            data,
+            limits.get(dim, 0),
+            bounds=bounds,
+            complement_at_most_us=_DAY_COMPLEMENT_WITH_HOURS_US if use_hours else _UNLIMITED_US,
+        )
+        counts = part.counts  # the first counts: taken over, not copied
+        whole_days = {date.fromordinal(unit) for unit in part.whole}
+        plan.add_rest(part, date.fromordinal, bounds, self.since_us, self.until_us)
+        hours = self.reader.rollup_hours(dim, sorted(whole_days)) if use_hours and whole_days else None
+        if hours is not None:
+            whole_days = self.count_hours(hours, bounds, plan, counts)
+        return counts, whole_days | data.stale
+
+    def count_hours(
+        self, hours: RollupDays, bounds: dict[int, tuple[int, int]], plan: _RowPlan, counts: _Tally
+    ) -> set[date]:
+        """Add what the hour buckets of the days left whole answer; the days without hour buckets stay whole."""
+        hour_units = {
+            unit: hour_bounds(unit, *bounds[unit // SLOTS_PER_UNIT_DAY])
+            for unit in np.unique(hours.units if hours.units is not None else hours.days).tolist()
+        }
+        part = self.answer(
+            hours,
+            _PER_VALUE_LIMIT_IN_HOUR.get(self.target[0] or EVERYONE, 0),
+            bounds=hour_units,
+            complement_at_most_us=_UNLIMITED_US,
+            split_at_maturity=True,
+        )
+        _add(counts, part.counts)
+
+        def day_of(unit: int) -> date:
+            return date.fromordinal(unit // SLOTS_PER_UNIT_DAY)
+
+        for unit in part.whole:
+            plan.add_whole(day_of(unit), *hour_units[unit], self.since_us, self.until_us)
+        plan.add_rest(part, day_of, hour_units, self.since_us, self.until_us)
+        matured_by = self.query.as_of_us - self.query.window_us
+        for unit in part.split:
+            plan.moved.append(Span(hour_units[unit][0], matured_by + 1, day_of(unit) if plan.by_day else None))
+        return set(hours.stale)
+
+
+def _count_rows(
+    reader: MetricReader,
+    query: MetricQuery,
+    plan: _RowPlan,
+    target: tuple[Dimension | None, str | None, str | None] | None,
+    counts: _Tally,
+) -> None:
+    """Count from contacts what the rollups left, into ``counts``."""
     group_dimension: Dimension | None = None if query.by in (None, "day") else query.by  # type: ignore[assignment]
 
     def spec(spans: tuple[Span, ...], among: tuple[Dimension, tuple[str, ...]] | None = None) -> RowSpec:
@@ -251,7 +295,6 @@ def _count(
         _merge(counts, reader.row_counts(spec(tuple(plan.outside))), sign=-1)
     if plan.moved:
         _merge(counts, reader.row_counts(spec(tuple(plan.moved))), move_matured=True)
-    return counts
 
 
 def _rollup_target(query: MetricQuery) -> tuple[Dimension | None, str | None, str | None] | None:

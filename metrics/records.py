@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from metrics.definitions import contact_end
 from metrics.timeutil import cache_hour, describe_kind, fast_instant, instant_cache, parse_instant
 
 CHANNELS = ("phone", "chat", "email", "sms", "social", "video", "other")
@@ -73,13 +74,8 @@ class Contact(NamedTuple):
 
     @property
     def end_us(self) -> int:
-        """The contract's ``e``: ``ended_at``, or ``started_at`` when the contact has no end."""
-        return self.started_us if self.ended_us is None else self.ended_us
-
-    @property
-    def repeatable(self) -> bool:
-        """Whether this contact can be another contact's repeat: inbound and not a continuation leg."""
-        return self.direction == "inbound" and self.parent_id is None
+        """The contract's ``e`` (``metrics.definitions.contact_end``)."""
+        return contact_end(self.started_us, self.ended_us)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,7 +179,9 @@ _TEXT_BOOLS = {
 _TEXT_TIERS = {str(n): n for n in range(1, 10)}
 
 
-def contact_row(
+# C901: one straight run of type checks per field, on purpose: a call per field or per timestamp cost about a
+# tenth of an import's time (bench/ingest.py), and this runs once per record, millions of times per import.
+def contact_row(  # noqa: C901
     obj: object, zone: tzinfo, *, from_text: bool = False, raw: str | None = None, filtered: bool = False
 ) -> tuple[Any, ...] | list[FieldError]:
     """``parse_contact`` as a plain tuple in Contact field order (bulk imports skip building the NamedTuple).

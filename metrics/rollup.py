@@ -27,6 +27,7 @@ from datetime import date
 import numpy as np
 import numpy.typing as npt
 
+from metrics.definitions import in_period, is_matured
 from metrics.query import Metric
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND
 
@@ -155,6 +156,36 @@ def _complement_is_shorter(bounds: tuple[int, int], since_us: int, until_us: int
     return 0 < outside <= min(inside, at_most_us)
 
 
+def _shorter_complements(
+    undecided_units: npt.NDArray[np.int64],
+    straddling: npt.NDArray[np.int64],
+    bounds: Mapping[int, tuple[int, int]],
+    since_us: int,
+    until_us: int,
+    at_most_us: int,
+) -> set[int]:
+    """The edge units with undecided buckets that are cheaper taken whole minus their part outside the period:
+    none of their buckets holds as_of - W, and that part is the shorter and at most ``at_most_us`` long."""
+    candidates = np.unique(undecided_units)
+    return {
+        unit
+        for unit in candidates[~np.isin(candidates, straddling)].tolist()
+        if _complement_is_shorter(bounds[unit], since_us, until_us, at_most_us)
+    }
+
+
+def _units_left_whole(
+    data: RollupDays, units: npt.NDArray[np.int64], undecided: npt.NDArray[np.bool_], per_value_limit: int
+) -> set[int]:
+    """Units counted whole from contacts: too many undecided buckets, or an undecided bucket without a value."""
+    undecided_units = units[undecided]
+    unit_list, per_unit = np.unique(undecided_units, return_counts=True)
+    whole = set(unit_list[per_unit > per_value_limit].tolist())
+    no_value = data.values.index(NO_VALUE) if NO_VALUE in data.values else -1
+    whole.update(undecided_units[data.table[undecided, 0] == no_value].tolist())
+    return whole
+
+
 def answer(
     data: RollupDays,
     *,
@@ -202,31 +233,25 @@ def answer(
     n = table[:, _COLUMN["n_all" if metric == "acr" else "n_t1"]]
     ok = table[:, _COLUMN[success_column(metric, window_us)]]
     min_start, max_start = table[:, _COLUMN["min_start"]], table[:, _COLUMN["max_start"]]
-    inside = (min_start >= since_us) & (max_start < until_us)
+    # A bucket is inside the period when its earliest and latest starts are, matured when its latest end is,
+    # pending when its earliest end is not: the definitions' rules, applied to the bucket's bounds.
+    inside = in_period(min_start, since_us, until_us) & in_period(max_start, since_us, until_us)
     outside = (max_start < since_us) | (min_start >= until_us)
-    matured = table[:, _COLUMN["max_end"]] + window_us <= as_of_us
-    pending = table[:, _COLUMN["min_end"]] + window_us > as_of_us
+    matured = is_matured(table[:, _COLUMN["max_end"]], window_us, as_of_us)
+    pending = ~is_matured(table[:, _COLUMN["min_end"]], window_us, as_of_us)
     counted = keep & (n > 0)
     undecided = counted & ~outside & ~(inside & (matured | pending))
     if undecided.any() and complement_at_most_us > 0:
         straddling = np.unique(units[counted & ~(matured | pending)])  # as_of - W inside a bucket
-        candidates = np.unique(units[undecided])
-        edge = [
-            unit
-            for unit in candidates[~np.isin(candidates, straddling)].tolist()
-            if _complement_is_shorter(bounds[unit], since_us, until_us, complement_at_most_us)
-        ]
-        if edge:
-            on_edge = np.isin(units, edge)
+        part.subtract = _shorter_complements(
+            units[undecided], straddling, bounds, since_us, until_us, complement_at_most_us
+        )
+        if part.subtract:
+            on_edge = np.isin(units, list(part.subtract))
             inside = inside | on_edge
             undecided &= ~on_edge
-            part.subtract = set(edge)
     if undecided.any():
-        undecided_units = units[undecided]
-        unit_list, per_unit = np.unique(undecided_units, return_counts=True)
-        whole = set(unit_list[per_unit > per_value_limit].tolist())
-        no_value = data.values.index(NO_VALUE) if NO_VALUE in data.values else -1
-        whole.update(undecided_units[table[undecided, 0] == no_value].tolist())
+        whole = _units_left_whole(data, units, undecided, per_value_limit)
         if whole and split_at_maturity:
             matured_by = as_of_us - window_us
             part.split = {
@@ -248,9 +273,22 @@ def answer(
         all_pending = keep & np.isin(units, list(part.split))
         use_matured &= ~all_pending
         use_pending = (use_pending & ~all_pending) | all_pending
-    used = use_matured | use_pending
-    if not used.any():
-        return part
+    if (use_matured | use_pending).any():
+        part.counts = _sums(data, group, n, ok, use_matured, use_pending)
+    return part
+
+
+def _sums(
+    data: RollupDays,
+    group: str | None,
+    n: Table,
+    ok: Table,
+    use_matured: npt.NDArray[np.bool_],
+    use_pending: npt.NDArray[np.bool_],
+) -> dict[str | None, list[int]]:
+    """[matured, resolved, pending] per key of ``group`` ("value", "day" or None: one key "") over the buckets
+    used: ``n`` and ``ok`` (candidates and successes) of the matured ones, ``n`` of the pending ones."""
+    table, days = data.table, data.days
     first_day = int(days.min())
     if group == "value":
         keys = table[:, 0]
@@ -273,5 +311,4 @@ def answer(
     else:
         labels = [""] * len(present)
     sums = np.column_stack((matured_sum, resolved_sum, pending_sum))[present].tolist()
-    part.counts = dict(zip(labels, sums, strict=True))
-    return part
+    return dict(zip(labels, sums, strict=True))

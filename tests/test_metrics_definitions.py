@@ -4,13 +4,19 @@ through a real store (counted from contacts and from the rollups: both must agre
 from __future__ import annotations
 
 import math
+import sqlite3
+import tempfile
+from contextlib import closing
 from datetime import UTC, date, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bot.storage import ContactStore
+from bot.storage import ContactStore, open_store, sqlite_metrics
 from metrics import definitions
 from metrics.engine import compute
 from metrics.errors import UserError
@@ -387,3 +393,129 @@ def test_attribution_follows_the_contact(store: ContactStore) -> None:
         "maria": (1, 0),
         "omar": (1, 1),
     }
+
+
+# --- the restatements (docs/metrics.md, "Where the rules are restated") -----------------------------
+
+instants = st.integers(0, 40).map(lambda minute: T0 + minute * 60 * SECOND)
+stored_values = st.fixed_dictionaries(
+    {
+        "direction": st.sampled_from(["inbound", "outbound"]),
+        "agent": st.sampled_from([None, "maria"]),
+        "parent_id": st.sampled_from([None, "c0"]),
+        "started_us": instants,
+        "ended_us": st.one_of(st.none(), instants),
+        "next_repeat_us": st.one_of(st.none(), instants),
+        "tier": st.sampled_from([1, 2]),
+        "escalated": st.booleans(),
+        "resolved": st.sampled_from([None, True, False]),
+    }
+)
+
+
+@pytest.mark.slow
+@given(values=stored_values, window=st.sampled_from([0, HOUR, 10 * 60 * SECOND]), as_of=instants)
+def test_the_sql_fragments_state_the_definitions(values: dict[str, Any], window: int, as_of: int) -> None:
+    """Each SQL restatement evaluated by SQLite on one row equals the definition on the same values."""
+    started = values["started_us"]
+    ended = values["ended_us"] if values["ended_us"] is None else max(values["ended_us"], started)
+    row = Contact(
+        **{field: values[field] for field in ("agent", "direction", "tier", "escalated", "resolved", "parent_id")},
+        source="api", id="c1", customer_id="k1", team=None, queue=None, reason=None, channel="phone",
+        started_us=started, ended_us=ended, raw="{}",
+    )  # fmt: skip
+    columns = {**values, "ended_us": ended, "end_us": row.end_us}
+    with closing(sqlite3.connect(":memory:")) as conn:
+        conn.execute(f"CREATE TABLE contacts ({', '.join(columns)})")
+        conn.execute(f"INSERT INTO contacts VALUES ({', '.join('?' * len(columns))})", tuple(columns.values()))
+        select = ", ".join(
+            [
+                sqlite_metrics.CANDIDATE,
+                sqlite_metrics.NO_REPEAT.format(w=window),
+                sqlite_metrics.TIER1_SUCCESS,
+                f"end_us <= {as_of - window}",  # matured, as row_counts asks it (:matured_by = as_of - W)
+            ]
+        )
+        candidate, no_repeat, tier1_success, matured = conn.execute(f"SELECT {select} FROM contacts").fetchone()
+    assert bool(candidate) == definitions.is_handled_inbound(row)
+    repeated = definitions.has_repeat(values["next_repeat_us"], row.end_us, window)
+    assert bool(no_repeat) == (not repeated)
+    expected = definitions.in_population("tier1", row.tier) and definitions.is_success(
+        "tier1", repeated=repeated, escalated=row.escalated, resolved=row.resolved
+    )
+    assert bool(tier1_success and no_repeat) == expected
+    assert bool(matured) == definitions.is_matured(row.end_us, window, as_of)
+
+
+versions = st.fixed_dictionaries(
+    {
+        "customer_id": st.sampled_from(["k1", "k2"]),
+        "start": st.integers(0, 12),  # few instants: equal starts and e + W collisions are common
+        "duration": st.sampled_from([None, 0, 1]),
+        "direction": st.sampled_from(["inbound", "inbound", "outbound"]),
+        "parent_id": st.sampled_from([None, None, "c0"]),
+        "agent": st.sampled_from([None, "maria", "maria"]),
+    }
+)
+
+
+@pytest.mark.slow
+@settings(max_examples=60, deadline=None)
+@given(deliveries=st.lists(st.lists(st.tuples(st.integers(0, 6), versions), min_size=1, max_size=8), max_size=4))
+def test_the_stored_derived_data_states_the_definitions(deliveries: list[list[tuple[int, dict[str, Any]]]]) -> None:
+    """After any deliveries and updates, the store's restatements hold: the generated columns ``end_us`` and
+    ``repeatable``, the rows of ``metric_contacts`` (the writer and the update trigger) and their
+    ``next_repeat_us`` (``_FRESH_NEXT_REPEAT`` and the incremental upkeep of touched customers)."""
+    final: dict[str, Contact] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "acr.db"
+        store = open_store(f"sqlite:///{path}")  # the restatements below are the SQLite backend's
+        try:
+            for batch in deliveries:
+                contacts = []
+                for key, version in batch:
+                    start = T0 + version["start"] * HOUR
+                    end = None if version["duration"] is None else start + version["duration"] * HOUR
+                    fields = {k: version[k] for k in ("direction", "parent_id", "agent")}
+                    contacts.append(contact(f"c{key}", version["customer_id"], start, end, **fields))
+                store.upsert(contacts)
+                final.update((c.id, c) for c in contacts)
+        finally:
+            store.close()
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            stored = {
+                cid: (end_us, bool(repeatable))
+                for cid, end_us, repeatable in conn.execute("SELECT id, end_us, repeatable FROM contacts")
+            }
+            counted = {
+                cid: (started_us, end_us, next_repeat_us)
+                for cid, started_us, end_us, next_repeat_us in conn.execute(
+                    "SELECT c.id, m.started_us, m.end_us, m.next_repeat_us FROM metric_contacts AS m "
+                    "JOIN contacts AS c ON c.pk = m.pk"
+                )
+            }
+    everyone = list(final.values())
+    assert stored == {c.id: (c.end_us, definitions.is_repeatable(c)) for c in everyone}
+    assert counted == {
+        c.id: (c.started_us, c.end_us, definitions.next_repeat_us(c, everyone))
+        for c in everyone
+        if definitions.is_handled_inbound(c)
+    }
+
+
+@pytest.mark.slow
+@given(
+    contacts=st.lists(st.tuples(st.sampled_from(["k1", "k2"]), st.integers(0, 12), versions), max_size=10),
+    window=st.sampled_from([0, HOUR, 3 * HOUR]),
+)
+def test_has_repeat_over_the_next_repeat_is_is_repeat_of(
+    contacts: list[tuple[str, int, dict[str, Any]]], window: int
+) -> None:
+    """Keeping only the next repeatable start loses nothing: some repeat within W iff the first one is."""
+    everyone = [
+        contact(f"c{i}", customer, T0 + start * HOUR, direction=v["direction"], parent_id=v["parent_id"])
+        for i, (customer, start, v) in enumerate(contacts)
+    ]
+    for c in everyone:
+        expected = any(definitions.is_repeat_of(later, c, window) for later in everyone)
+        assert definitions.has_repeat(definitions.next_repeat_us(c, everyone), c.end_us, window) == expected

@@ -1,6 +1,6 @@
-"""The engine through a real store file: equal to a deliberately simple reference implementation on random
-data, after random delivery orders and updates, whether it counts from contacts, from fresh rollups, or from
-rollups made stale by later writes; and the rollups' invalidation, refresh and time-zone rebuild."""
+"""The engine through a real store file: equal to a plain reading of ``metrics.definitions`` on random data,
+after random delivery orders and updates, whether it counts from contacts, from fresh rollups, or from rollups
+made stale by later writes; and the rollups' invalidation, refresh and time-zone rebuild."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.storage import ContactStore, open_store
+from metrics import definitions as rules
 from metrics.engine import MetricReader, RowSpec, compute
 from metrics.periods import calendar_period, local_date
 from metrics.query import Counts, MetricQuery, MetricResult
@@ -32,31 +34,19 @@ HOUR, DAY = US_PER_HOUR, US_PER_DAY
 
 
 def reference(contacts: list[Contact], query: MetricQuery, zone: tzinfo) -> tuple[Counts, dict[str, Counts]]:
-    """CONTRACT section 2 read literally, with plain loops over every contact (no derived data, no SQL)."""
-    until = min(query.until_us, query.as_of_us)
+    """The rules of ``metrics.definitions`` applied with plain loops over every contact: no derived data, no
+    SQL, no rollups. Every fast path the engine and the store take is held to this."""
+    until = rules.clip_until(query.until_us, query.as_of_us)
     total = [0, 0, 0]
     rows: dict[str, list[int]] = {}
     for c in contacts:
-        if c.direction != "inbound" or c.agent is None:
+        if not rules.is_candidate(c, query.filters, query.since_us, until):
             continue
-        if any(getattr(c, dimension) != value for dimension, value in query.filters):
+        if not rules.in_population(query.metric, c.tier):
             continue
-        if not (query.since_us <= c.started_us < until):
-            continue
-        if query.metric == "tier1" and c.tier != 1:
-            continue
-        e = c.ended_us if c.ended_us is not None else c.started_us
-        repeated = False
-        for s in contacts:
-            if (
-                s.customer_id == c.customer_id
-                and s.direction == "inbound"
-                and s.parent_id is None
-                and c.started_us < s.started_us <= e + query.window_us
-            ):
-                repeated = True
-        success = not repeated and (query.metric == "acr" or (not c.escalated and c.resolved is not False))
-        matured = e + query.window_us <= query.as_of_us
+        repeated = any(rules.is_repeat_of(s, c, query.window_us) for s in contacts)
+        success = rules.is_success(query.metric, repeated=repeated, escalated=c.escalated, resolved=c.resolved)
+        matured = rules.is_matured(c.end_us, query.window_us, query.as_of_us)
         counts = (int(matured), int(matured and success), int(not matured))
         key: str | None = None
         if query.by == "day":
@@ -184,6 +174,7 @@ def questions(draw: st.DrawFn) -> MetricQuery:
     return MetricQuery(draw(st.sampled_from(["acr", "tier1"])), window, since, until, as_of, filters, by)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "120")),
     deadline=None,
@@ -255,6 +246,7 @@ dense_records = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(
     max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "80")),
     deadline=None,
@@ -492,6 +484,7 @@ def test_a_day_without_hour_buckets_is_counted_from_contacts(db_path: Path) -> N
         store.close()
 
 
+@pytest.mark.slow
 @given(
     day_start=st.integers(0, 2**50),
     buckets=st.lists(
