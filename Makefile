@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint docs digest-example clean
+.PHONY: install run test test-fast lint docs digest-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ run: install  ## start the bot on the embedded database (demo data when empty, S
 
 test: install  ## run every test
 	$(BIN)/pytest -q
+
+test-fast: install  ## the inner loop: every test but those marked slow (well under a minute)
+	$(BIN)/pytest -q -m "not slow"
 
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check bot metrics tests bench

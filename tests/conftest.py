@@ -1,31 +1,32 @@
-"""Shared fixtures: a fresh store on every backend (``store``, ``database_url``), and settings that never read the
-developer's .env."""
+"""Shared fixtures: a fresh store on every backend (``store``, ``database_url``), the fake Slack (``fake``) and the
+real Slack server running on it (``slack_server``), and settings that never read the developer's .env or shell."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bot.settings import Settings
 from bot.storage import ContactStore, open_store
+from metrics.engine import compute
+from tests.fake_slack import FakeSlack
+from tests.slack_support import SlackServer, slack_settings
 from tests.store_support import EXTERNAL, STORE_BACKENDS, TEST_DATABASE_URL, Databases
+
+# Every variable a setting is read from (pydantic-settings: the field name, in any case), so a new setting
+# is isolated the day it is added.
+SETTINGS_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Tests run in an empty directory (no .env) with no bot settings inherited from the shell."""
-    for name in (
-        "DATABASE_URL",
-        "BOT_TIMEZONE",
-        "WEBHOOK_SECRET",
-        "SLACK_BOT_TOKEN",
-        "SLACK_SIGNING_SECRET",
-        "SLACK_API_URL",
-        "HOST",
-        "PORT",
-    ):
+    for name in SETTINGS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
 
@@ -74,6 +75,26 @@ def new_store(databases: Databases) -> Iterator[Callable[[], ContactStore]]:
     yield make
     for each in opened:
         each.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    """A running fake of the Slack Web API and of response_url endpoints, for one test."""
+    with FakeSlack() as running:
+        yield running
+
+
+@pytest.fixture
+def slack_server(fake: FakeSlack, database_url: str) -> Iterator[Callable[..., SlackServer]]:
+    """Starts the real HTTP server with the Slack routes on ``fake``: ``slack_server(store, **settings)``
+    (``compute_fn=`` replaces the engine); every server started is stopped after the test."""
+    with ExitStack() as started:
+
+        def start(store: ContactStore, *, compute_fn: Any = compute, **overrides: Any) -> SlackServer:
+            config = slack_settings(database_url, fake.api_url, **overrides)
+            return started.enter_context(SlackServer(config, store, compute_fn))
+
+        yield start
 
 
 def pytest_report_header() -> str:

@@ -2,21 +2,21 @@
 
 It records every call (path, method, parsed body, headers) and can be told to fail a given number of times
 (429 with Retry-After, 500, ...) before answering normally. Point ``SLACK_API_URL`` at ``fake.api_url`` and
-put ``fake.response_url(...)`` in the signed requests.
+put ``fake.response_url(...)`` in the signed requests. It also answers what ``files_upload_v2`` needs (an upload
+URL that accepts bytes, a completion with the file) and gives each successful chat.postMessage its own ``ts``.
+The ``fake`` fixture (tests/conftest.py) runs one for a test.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
-
-import pytest
 
 
 @dataclass
@@ -50,6 +50,8 @@ class FakeSlack:
         self.answers: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[_Failure]] = {}
         self._lock = threading.Condition()
+        self._ts = itertools.count(1)
+        self._files = itertools.count(1)
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -115,9 +117,16 @@ class FakeSlack:
         calls = self.wait_for(f"/respond/{name}", timeout=timeout)
         return calls[-1].body
 
+    def posts(self, status: int | None = 200) -> list[Call]:
+        """The chat.postMessage calls (with ``status``; None: any)."""
+        return [c for c in self.calls_to("chat.postMessage") if status is None or c.status == status]
+
     # --- serving ---------------------------------------------------------------------------------------
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
+        if request.path.startswith("/upload/"):
+            self._upload(request)
+            return
         length = int(request.headers.get("Content-Length") or 0)
         raw = request.rfile.read(length).decode("utf-8") if length else ""
         content_type = request.headers.get("Content-Type", "")
@@ -151,8 +160,34 @@ class FakeSlack:
                     headers = {"Retry-After": str(failure.retry_after)} if failure.retry_after is not None else {}
                     error = "ratelimited" if failure.status == 429 else "fatal_error"
                     return failure.status, headers, {"ok": False, "error": error}
-        method = path.rsplit("/", 1)[-1]
-        return 200, {}, self.answers.get(method, {"ok": True})
+            method = path.rsplit("/", 1)[-1]
+            if method in self.answers:
+                return 200, {}, self.answers[method]
+            if method == "chat.postMessage":
+                return 200, {}, {"ok": True, "ts": f"1700000000.{next(self._ts):06d}"}
+            if method == "files.getUploadURLExternal":
+                file_id = f"F{next(self._files):04d}"
+                return 200, {}, {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
+            if method == "files.completeUploadExternal":
+                return 200, {}, {"ok": True, "files": [{"id": "F0001", "title": "chart"}]}
+            return 200, {}, {"ok": True}
+
+    def _upload(self, request: BaseHTTPRequestHandler) -> None:
+        """The upload URL of ``files.getUploadURLExternal``: takes the bytes, records their size and kind."""
+        length = int(request.headers.get("Content-Length") or 0)
+        data = request.rfile.read(length) if length else b""
+        path = request.path.split("?", 1)[0]
+        status, headers, _ = self._decide(path)
+        with self._lock:
+            body = {"bytes": len(data), "png": data.startswith(b"\x89PNG")}
+            self.calls.append(Call(path, body, dict(request.headers.items()), status))
+            self._lock.notify_all()
+        request.send_response(status)
+        for name, value in headers.items():
+            request.send_header(name, value)
+        request.send_header("Content-Length", "2")
+        request.end_headers()
+        request.wfile.write(b"OK")
 
     def __enter__(self) -> FakeSlack:
         self._thread.start()
@@ -161,10 +196,3 @@ class FakeSlack:
     def __exit__(self, *exc: object) -> None:
         self._server.shutdown()
         self._server.server_close()
-
-
-@pytest.fixture
-def fake_slack() -> Iterator[FakeSlack]:
-    """A running fake Slack for one test."""
-    with FakeSlack() as fake:
-        yield fake

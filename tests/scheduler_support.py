@@ -1,17 +1,12 @@
-"""Shared by the scheduler tests: a fake Slack that also answers file uploads and gives each message a ``ts``,
-a store with contacts, and the scheduler's jobs wired to both with a manual clock."""
+"""Shared by the scheduler tests: settings pointing at the fake Slack, a store with contacts, and the scheduler's
+jobs wired to both with a manual clock."""
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from typing import Any
 
-import pytest
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
@@ -26,59 +21,6 @@ from tests.fake_slack import Call, FakeSlack
 from tests.slack_support import add_contacts as add_contacts
 
 DAY_S = 86_400
-
-
-class UploadingFakeSlack(FakeSlack):
-    """``FakeSlack`` plus what ``files_upload_v2`` needs (an upload URL that accepts bytes, a completion with the
-    file), and a distinct ``ts`` for every successful chat.postMessage."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._ts = itertools.count(1)
-        self._ts_lock = threading.Lock()
-        self._files = itertools.count(1)
-
-    def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        path = request.path.split("?", 1)[0]
-        if not path.startswith("/upload/"):
-            super()._handle(request)
-            return
-        length = int(request.headers.get("Content-Length") or 0)
-        data = request.rfile.read(length) if length else b""
-        status, headers, _ = self._decide(path)
-        with self._lock:
-            body = {"bytes": len(data), "png": data.startswith(b"\x89PNG")}
-            self.calls.append(Call(path, body, dict(request.headers.items()), status))
-            self._lock.notify_all()
-        request.send_response(status)
-        for name, value in headers.items():
-            request.send_header(name, value)
-        request.send_header("Content-Length", "2")
-        request.end_headers()
-        request.wfile.write(b"OK")
-
-    def _decide(self, path: str) -> tuple[int, dict[str, str], dict[str, Any]]:
-        status, headers, answer = super()._decide(path)
-        method = path.rsplit("/", 1)[-1]
-        if status == 200 and method not in self.answers:
-            if method == "chat.postMessage":
-                with self._ts_lock:
-                    answer = {"ok": True, "ts": f"1700000000.{next(self._ts):06d}"}
-            elif method == "files.getUploadURLExternal":
-                file_id = f"F{next(self._files):04d}"
-                answer = {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
-            elif method == "files.completeUploadExternal":
-                answer = {"ok": True, "files": [{"id": "F0001", "title": "chart"}]}
-        return status, headers, answer
-
-    def posts(self, status: int | None = 200) -> list[Call]:
-        return [c for c in self.calls_to("chat.postMessage") if status is None or c.status == status]
-
-
-@pytest.fixture
-def fake() -> Iterator[UploadingFakeSlack]:
-    with UploadingFakeSlack() as running:
-        yield running
 
 
 def settings_for(database_url: str, fake: FakeSlack, **overrides: Any) -> Settings:

@@ -17,9 +17,9 @@ from bot.ports import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.jobs import Jobs
 from bot.storage import open_store
 from bot.storage.schedules import AlertRule
+from tests.fake_slack import FakeSlack
 from tests.scheduler_support import (
     DAY_S,
-    UploadingFakeSlack,
     add_contacts,
     at,
     blocks_text,
@@ -27,7 +27,6 @@ from tests.scheduler_support import (
     jobs_for,
     settings_for,
 )
-from tests.scheduler_support import fake as fake
 from tests.store_support import Databases
 
 T0 = at("2026-03-09 09:00")
@@ -49,7 +48,7 @@ def batch_b() -> list[dict[str, Any]]:
 class Bench:
     """A store, a rule and the jobs at a manual clock."""
 
-    def __init__(self, database_url: str, fake: UploadingFakeSlack, **rule: Any):
+    def __init__(self, database_url: str, fake: FakeSlack, **rule: Any):
         self.store = open_store(database_url)
         add_contacts(self.store, batch_a())
         self.clock = ManualClock(T0)
@@ -72,7 +71,7 @@ class Bench:
 
 
 @pytest.fixture
-def bench_factory(databases: Databases, fake: UploadingFakeSlack) -> Any:
+def bench_factory(databases: Databases, fake: FakeSlack) -> Any:
     made: list[Bench] = []
 
     def make(**rule: Any) -> Bench:
@@ -85,7 +84,7 @@ def bench_factory(databases: Databases, fake: UploadingFakeSlack) -> Any:
 
 
 def test_fires_once_stays_quiet_reminds_after_a_day_and_recovers_in_the_thread(
-    bench_factory: Any, fake: UploadingFakeSlack
+    bench_factory: Any, fake: FakeSlack
 ) -> None:
     bench = bench_factory()
     assert bench.at_hours(0) == ["fire"]
@@ -116,9 +115,7 @@ def test_fires_once_stays_quiet_reminds_after_a_day_and_recovers_in_the_thread(
     assert keys == ["alert:1:1:fire", "alert:1:1:remind:2026-03-10", "alert:1:1:recover"]
 
 
-def test_a_rate_inside_the_hysteresis_margin_neither_recovers_nor_reminds(
-    bench_factory: Any, fake: UploadingFakeSlack
-) -> None:
+def test_a_rate_inside_the_hysteresis_margin_neither_recovers_nor_reminds(bench_factory: Any, fake: FakeSlack) -> None:
     bench = bench_factory()  # 75% threshold, 2-point margin (the default ALERT_HYSTERESIS_POINTS)
     assert bench.at_hours(0) == ["fire"]
     late = T0_S - 10 * DAY_S
@@ -129,7 +126,7 @@ def test_a_rate_inside_the_hysteresis_margin_neither_recovers_nor_reminds(
     assert [p.body["text"][:20] for p in fake.posts()][1].startswith(":white_check_mark:")
 
 
-def test_snoozed_alert_stays_quiet_until_the_snooze_ends(bench_factory: Any, fake: UploadingFakeSlack) -> None:
+def test_snoozed_alert_stays_quiet_until_the_snooze_ends(bench_factory: Any, fake: FakeSlack) -> None:
     bench = bench_factory()
     bench.store.schedules().snooze_alert_rule(bench.rule.id, T0 + 2 * HOUR_US)
     assert bench.at_hours(0) == ["none"]
@@ -142,7 +139,7 @@ def test_snoozed_alert_stays_quiet_until_the_snooze_ends(bench_factory: Any, fak
     assert len(fake.posts()) == 1
 
 
-def test_acknowledged_alert_does_not_remind(bench_factory: Any, fake: UploadingFakeSlack) -> None:
+def test_acknowledged_alert_does_not_remind(bench_factory: Any, fake: FakeSlack) -> None:
     bench = bench_factory()
     assert bench.at_hours(0) == ["fire"]
     assert bench.store.schedules().acknowledge_alert(bench.rule.id, 1, "U0LEAD")
@@ -151,7 +148,7 @@ def test_acknowledged_alert_does_not_remind(bench_factory: Any, fake: UploadingF
     assert len(fake.posts()) == 1
 
 
-def test_rule_with_too_few_contacts_never_fires(bench_factory: Any, fake: UploadingFakeSlack) -> None:
+def test_rule_with_too_few_contacts_never_fires(bench_factory: Any, fake: FakeSlack) -> None:
     bench = bench_factory(min_matured=41)
     for hours in (0, 1, 25, 49):
         assert bench.at_hours(hours) == ["none"]
@@ -162,7 +159,7 @@ def test_rule_with_too_few_contacts_never_fires(bench_factory: Any, fake: Upload
 
 @pytest.mark.parametrize(("strict", "fires"), [(False, True), (True, False)])
 def test_strict_fires_only_when_the_whole_interval_is_below(
-    bench_factory: Any, fake: UploadingFakeSlack, strict: bool, fires: bool
+    bench_factory: Any, fake: FakeSlack, strict: bool, fires: bool
 ) -> None:
     """20 of 40 = 50%, 95% interval about 35%-65%: below 60%, but the interval reaches above it."""
     bench = bench_factory(threshold=0.60, strict=strict)
@@ -171,7 +168,7 @@ def test_strict_fires_only_when_the_whole_interval_is_below(
     assert strict_low.at_hours(0) == ["fire"]  # the whole interval is below 70%
 
 
-def test_restart_between_evaluations_posts_nothing_twice(database_url: str, fake: UploadingFakeSlack) -> None:
+def test_restart_between_evaluations_posts_nothing_twice(database_url: str, fake: FakeSlack) -> None:
     bench = Bench(database_url, fake)
     assert bench.at_hours(0) == ["fire"]
     bench.close()
@@ -186,7 +183,7 @@ def test_restart_between_evaluations_posts_nothing_twice(database_url: str, fake
 
 
 def test_cli_manages_rules_and_evaluates_with_dry_run(
-    database_url: str, fake: UploadingFakeSlack, monkeypatch: pytest.MonkeyPatch
+    database_url: str, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = open_store(database_url)
     add_contacts(store, batch_a())
@@ -227,6 +224,7 @@ def test_cli_manages_rules_and_evaluates_with_dry_run(
     assert removed.exit_code == 0 and "Removed alert #1" in removed.output
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(
     st.lists(

@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_reference_is_up_to_date() -> None:
     """docs/cli.md holds every command's --help; regenerate it with `make docs`."""
     result = subprocess.run(

@@ -272,14 +272,18 @@ def test_naive_and_offset_timestamps_in_new_york_across_dst(tmp_path: Path, data
 
 def test_unknown_extension_missing_file_and_directory(tmp_path: Path, database_url: str) -> None:
     (tmp_path / "notes.txt").write_text("hello")
-    result = run(database_url, str(tmp_path / "notes.txt"), str(tmp_path / "missing.csv"), str(tmp_path))
+    (tmp_path / "folder.csv").mkdir()
+    files = ("notes.txt", "missing.csv", "folder.csv", "")
+    result = run(database_url, *(str(tmp_path / name) for name in files))
     assert result.exit_code == 1
     assert "notes.txt: unknown file type (extension '.txt'); use .csv, .json, .jsonl or .ndjson" in result.stderr
     assert f"{tmp_path / 'missing.csv'}: cannot read: No such file or directory" in result.stderr
-    assert f"{tmp_path}: unknown file type" in result.stderr or "is a directory" in result.stderr
+    assert f"{tmp_path / 'folder.csv'}: is a directory, not a file" in result.stderr
+    assert f"{tmp_path}: unknown file type (no extension)" in result.stderr
     assert "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_reading_in_a_child_process_stores_the_same(tmp_path: Path, new_store: Callable[[], ContactStore]) -> None:
     """The parallel reader (a forked child) and the in-process reader give identical stores and errors."""
     zone = load_zone("America/New_York")
@@ -316,6 +320,7 @@ def test_no_progress_bar_when_not_a_terminal(tmp_path: Path, database_url: str) 
     assert quiet.stderr == "" and "%" not in quiet.stdout
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(tmp_path: Path, database_url: str) -> None:
     """Run under a pseudo-terminal, as a user would: the bar shows the file's bytes read."""
     path = jsonl(tmp_path / "t.jsonl", [record(f"r{i}") for i in range(2000)])
@@ -342,6 +347,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path, database_url: str) -> None:
     assert quiet.returncode == 0 and "%" not in quiet.stdout + quiet.stderr
 
 
+@pytest.mark.slow
 def test_real_command_in_a_subprocess(tmp_path: Path, database_url: str) -> None:
     good = jsonl(tmp_path / "good.ndjson", [record("a"), record("b")])
     bad = tmp_path / "bad.csv"

@@ -23,6 +23,8 @@ from bot.storage import ContactStore
 from metrics.timeutil import load_zone
 from tests.store_support import stored_contacts
 
+pytestmark = pytest.mark.slow  # reader processes, and files cut at every point
+
 ZONE = load_zone("Europe/Berlin")
 HEADER = "id,customer_id,agent,started_at,ended_at,reason,tier"
 

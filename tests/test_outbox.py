@@ -13,15 +13,15 @@ from bot.scheduler.delivery import STALE_CLAIM_SECONDS, Poster
 from bot.slack.app import build_web_client
 from bot.storage import ContactStore, open_store
 from bot.storage.schedules import OutboxMessage
-from tests.scheduler_support import UploadingFakeSlack, at, quick_client, settings_for
-from tests.scheduler_support import fake as fake
+from tests.fake_slack import FakeSlack
+from tests.scheduler_support import at, quick_client, settings_for
 
 NOW = at("2026-03-09 09:00")
 SECOND_US = 1_000_000
 
 
 def poster_for(
-    database_url: str, fake: UploadingFakeSlack, clock: ManualClock, *, quick: bool = False, **options: object
+    database_url: str, fake: FakeSlack, clock: ManualClock, *, quick: bool = False, **options: object
 ) -> tuple[ContactStore, Poster]:
     store = open_store(database_url)
     config = settings_for(database_url, fake)
@@ -33,9 +33,8 @@ def message(key: str = "digest:C1:*:2026-03-09", **more: object) -> OutboxMessag
     return OutboxMessage(key=key, channel="C1", text=f"hello {key}", **more)  # type: ignore[arg-type]
 
 
-def test_outage_500_then_429_then_success_delays_but_delivers_exactly_once(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+@pytest.mark.slow
+def test_outage_500_then_429_then_success_delays_but_delivers_exactly_once(database_url: str, fake: FakeSlack) -> None:
     fake.fail("chat.postMessage", 500)
     fake.fail("chat.postMessage", 429, retry_after=1)
     clock = ManualClock(NOW)
@@ -58,9 +57,7 @@ def test_outage_500_then_429_then_success_delays_but_delivers_exactly_once(
         store.close()
 
 
-def test_long_outage_leaves_the_message_pending_until_slack_is_back(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_long_outage_leaves_the_message_pending_until_slack_is_back(database_url: str, fake: FakeSlack) -> None:
     clock = ManualClock(NOW)
     store, poster = poster_for(database_url, fake, clock, quick=True, attempts_now=2, backoff_seconds=0.05)
     try:
@@ -83,7 +80,7 @@ def test_long_outage_leaves_the_message_pending_until_slack_is_back(
 
 def test_network_error_is_retried(database_url: str) -> None:
     """Nothing listens on the API URL: a network error, retried later, never a crash or a lost row."""
-    with UploadingFakeSlack() as down:
+    with FakeSlack() as down:
         pass  # started and stopped: its port now refuses connections
     clock = ManualClock(NOW)
     store, poster = poster_for(database_url, down, clock, quick=True, attempts_now=1)
@@ -97,9 +94,7 @@ def test_network_error_is_retried(database_url: str) -> None:
         store.close()
 
 
-def test_crash_after_writing_before_posting_is_delivered_on_restart(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_crash_after_writing_before_posting_is_delivered_on_restart(database_url: str, fake: FakeSlack) -> None:
     clock = ManualClock(NOW)
     store = open_store(database_url)
     store.outbox().enqueue([message()], NOW)
@@ -116,7 +111,7 @@ def test_crash_after_writing_before_posting_is_delivered_on_restart(
 
 @pytest.mark.parametrize("slack_has_it", [True, False])
 def test_crash_during_posting_is_checked_against_the_channel_before_posting_again(
-    database_url: str, fake: UploadingFakeSlack, slack_has_it: bool
+    database_url: str, fake: FakeSlack, slack_has_it: bool
 ) -> None:
     store = open_store(database_url)
     store.outbox().enqueue([message()], NOW)
@@ -139,7 +134,7 @@ def test_crash_during_posting_is_checked_against_the_channel_before_posting_agai
         store.close()
 
 
-def test_a_fresh_claim_of_another_process_is_left_alone(database_url: str, fake: UploadingFakeSlack) -> None:
+def test_a_fresh_claim_of_another_process_is_left_alone(database_url: str, fake: FakeSlack) -> None:
     clock = ManualClock(NOW)
     store, poster = poster_for(database_url, fake, clock)
     try:
@@ -153,9 +148,7 @@ def test_a_fresh_claim_of_another_process_is_left_alone(database_url: str, fake:
         store.close()
 
 
-def test_concurrent_deliveries_from_two_processes_post_each_message_once(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_concurrent_deliveries_from_two_processes_post_each_message_once(database_url: str, fake: FakeSlack) -> None:
     clock = ManualClock(NOW)
     keys = [f"alert:{i}:1:fire" for i in range(12)]
     store_a, poster_a = poster_for(database_url, fake, clock)
@@ -174,7 +167,7 @@ def test_concurrent_deliveries_from_two_processes_post_each_message_once(
         store_b.close()
 
 
-def test_thread_reply_waits_for_its_parent_and_uses_its_ts(database_url: str, fake: UploadingFakeSlack) -> None:
+def test_thread_reply_waits_for_its_parent_and_uses_its_ts(database_url: str, fake: FakeSlack) -> None:
     clock = ManualClock(NOW)
     store, poster = poster_for(database_url, fake, clock, quick=True, attempts_now=1)
     try:
@@ -193,7 +186,7 @@ def test_thread_reply_waits_for_its_parent_and_uses_its_ts(database_url: str, fa
 
 
 def test_a_message_slack_refuses_is_failed_and_logged_not_retried(
-    database_url: str, fake: UploadingFakeSlack, caplog: pytest.LogCaptureFixture
+    database_url: str, fake: FakeSlack, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.answer("chat.postMessage", {"ok": False, "error": "channel_not_found"})
     clock = ManualClock(NOW)
@@ -213,7 +206,7 @@ def test_a_message_slack_refuses_is_failed_and_logged_not_retried(
 
 
 def test_server_start_delivers_what_was_pending_and_shutdown_stops_the_scheduler(
-    database_url: str, fake: UploadingFakeSlack
+    database_url: str, fake: FakeSlack
 ) -> None:
     """The real app lifespan of ``acr-bot serve``: the scheduler starts with the app and first empties the outbox."""
     from bot.http.app import build_app

@@ -212,12 +212,14 @@ def assert_same_as_full(obj: object, zone: tzinfo, from_text: bool) -> None:
         assert outcome(lambda: parse_contact(obj, zone, from_text=from_text)) == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(odd_records(), st.sampled_from(ZONES), st.booleans())
 def test_fast_path_agrees_with_the_full_validator(record: dict[Any, Any], zone: tzinfo, from_text: bool) -> None:
     assert_same_as_full(record, zone, from_text)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(odd_records(), st.sampled_from(ZONES))
 def test_fast_path_agrees_on_csv_cells(record: dict[Any, Any], zone: tzinfo) -> None:
@@ -229,6 +231,7 @@ def test_fast_path_agrees_on_csv_cells(record: dict[Any, Any], zone: tzinfo) -> 
     assert outcome(lambda: contact_row(given_cells, zone, from_text=True, filtered=True)) == expected
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(common_records(), st.sampled_from(ZONES), st.booleans())
 def test_common_records_take_the_fast_path(record: dict[str, Any], zone: tzinfo, from_text: bool) -> None:
@@ -252,6 +255,7 @@ def parse_or_none(value: object, zone: tzinfo) -> int | None:
         return None
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(timestamps(), st.sampled_from(ZONES))
 def test_fast_instant_is_parse_instant_or_declines(value: object, zone: tzinfo) -> None:
@@ -470,6 +474,7 @@ JSONL_LINES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(st.lists(JSONL_LINES, max_size=12), st.booleans(), st.booleans(), st.sampled_from(ZONES))
 def test_jsonl_reader_agrees_with_a_line_by_line_reading(
@@ -513,6 +518,7 @@ def csv_files(draw: st.DrawFn) -> bytes:
     return (codecs.BOM_UTF8 if draw(st.booleans()) else b"") + data + ending
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(csv_files(), st.sampled_from(ZONES))
 def test_csv_reader_agrees_with_the_row_by_row_reading(data: bytes, zone: tzinfo) -> None:

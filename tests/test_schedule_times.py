@@ -16,8 +16,8 @@ from bot.scheduler.times import DailySchedule, parse_local_time, wall_time_us
 from bot.storage import open_store
 from metrics.errors import UserError
 from metrics.timeutil import from_us, iso_utc, to_us
-from tests.scheduler_support import UploadingFakeSlack, at, jobs_for, settings_for
-from tests.scheduler_support import fake as fake
+from tests.fake_slack import FakeSlack
+from tests.scheduler_support import at, jobs_for, settings_for
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -67,6 +67,7 @@ def test_gap_fires_at_the_jump_and_repeated_hour_fires_once(
     assert from_us(following, zone).time() == wall
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(
     st.sampled_from([NEW_YORK, BERLIN, ZoneInfo("Australia/Lord_Howe"), ZoneInfo("UTC")]),
@@ -120,7 +121,7 @@ def test_apscheduler_trigger_follows_local_time(zone: ZoneInfo, spring: date, au
 @pytest.mark.parametrize("zone_name", ["America/New_York", "Europe/Berlin"])
 @pytest.mark.parametrize("change", ["spring", "autumn"])
 def test_digest_posted_once_at_local_time_on_a_dst_day_and_not_again_after_restart(
-    database_url: str, fake: UploadingFakeSlack, zone_name: str, change: str
+    database_url: str, fake: FakeSlack, zone_name: str, change: str
 ) -> None:
     zone = ZoneInfo(zone_name)
     day = {"America/New_York": {"spring": "2026-03-08", "autumn": "2026-11-01"},
@@ -161,7 +162,7 @@ def test_digest_posted_once_at_local_time_on_a_dst_day_and_not_again_after_resta
 
 @pytest.mark.parametrize("zone_name", ["America/New_York", "Europe/Berlin"])
 def test_weekdays_only_skips_the_weekend_and_a_new_subscription_does_not_fire_for_today(
-    database_url: str, fake: UploadingFakeSlack, zone_name: str
+    database_url: str, fake: FakeSlack, zone_name: str
 ) -> None:
     zone = ZoneInfo(zone_name)
     config = settings_for(database_url, fake, bot_timezone="UTC")  # the subscription's own zone wins

@@ -21,6 +21,8 @@ from bot.http.signing import signed_headers
 from bot.storage import open_store
 from tests.store_support import is_counted, stored_contacts
 
+pytestmark = pytest.mark.slow  # every test runs `acr-bot serve` in its own process
+
 SECRET = "serve-test-secret"
 PATH = "/webhooks/interactions"
 ACR_BOT = Path(sys.executable).with_name("acr-bot")

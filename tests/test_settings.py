@@ -51,6 +51,7 @@ def test_bad_value_is_one_line_naming_the_setting(
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_cli_refuses_to_start_with_a_bad_setting(tmp_path: Path) -> None:
     """The edge shows one `Error:` line and no traceback."""
     result = subprocess.run(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -36,12 +36,6 @@ OTHER_USER = "U0OTHER"
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack() as slack:
-        yield slack
-
-
-@pytest.fixture
 def store(store: ContactStore) -> ContactStore:
     """The conftest store (on each backend), with the seeded contacts."""
     seed(store, time.time())
@@ -49,19 +43,16 @@ def store(store: ContactStore) -> ContactStore:
 
 
 @pytest.fixture
-def server(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
+def server(store: ContactStore, slack_server: Callable[..., SlackServer]) -> SlackServer:
     """Everyone may ask everything (no supervisors configured)."""
-    with running(slack_settings(database_url, fake.api_url), store) as running_server:
-        yield running_server
+    return slack_server(store)
 
 
 @pytest.fixture
-def guarded(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
+def guarded(store: ContactStore, slack_server: Callable[..., SlackServer]) -> SlackServer:
     """One supervisor configured; maria's Slack user linked to her agent name."""
     store.link_agent(MARIA_USER, "maria")
-    settings = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)
-    with running(settings, store) as running_server:
-        yield running_server
+    return slack_server(store, slack_supervisor_ids=SUPERVISOR)
 
 
 def ask(server: SlackServer, fake: FakeSlack, text: str, name: str, **kwargs: Any) -> dict[str, Any]:
@@ -295,6 +286,7 @@ def test_names_from_the_data_cannot_ping_or_format(server: SlackServer, fake: Fa
 # --- reliability -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rate_limited_response_url_is_retried(server: SlackServer, fake: FakeSlack) -> None:
     fake.fail("/respond/rl", 429, times=1, retry_after=1)
     fake.fail("/respond/rl", 500, times=1)
@@ -305,6 +297,7 @@ def test_rate_limited_response_url_is_retried(server: SlackServer, fake: FakeSla
     assert calls[2].body["blocks"][0]["text"]["text"] == "ACR 80.0%"
 
 
+@pytest.mark.slow
 def test_rate_limited_web_api_is_retried(fake: FakeSlack, store: ContactStore, database_url: str) -> None:
     fake.fail("usergroups.users.list", 429, times=1, retry_after=1)
     fake.answer("usergroups.users.list", {"ok": True, "users": ["U0LEAD"]})
@@ -367,6 +360,7 @@ def test_supervisor_ids_setting_is_validated() -> None:
         load_settings(slack_supervisor_ids="U0AAA,maria")
 
 
+@pytest.mark.slow
 def test_the_acr_bot_serve_process_answers_slack(
     fake: FakeSlack, store: ContactStore, database_url: str, tmp_path: Path
 ) -> None:

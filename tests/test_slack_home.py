@@ -4,31 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from bot.storage import ContactStore
 from tests.fake_slack import FakeSlack
-from tests.slack_support import SlackServer, running, seed, slack_settings
+from tests.slack_support import SlackServer, seed
 
 SUPERVISOR = "U0SUPER"
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack() as slack:
-        yield slack
-
-
-@pytest.fixture
-def server(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
+def server(store: ContactStore, slack_server: Callable[..., SlackServer]) -> SlackServer:
     seed(store, time.time())
     store.link_agent("U0MARIA", "maria")
     store.link_agent(SUPERVISOR, "bob")
-    with running(slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR), store) as running_server:
-        yield running_server
+    return slack_server(store, slack_supervisor_ids=SUPERVISOR)
 
 
 def open_home(server: SlackServer, fake: FakeSlack, user: str, count: int = 1) -> dict[str, Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -14,9 +15,9 @@ from bot.ports import ACK_ACTION, SNOOZE_ACTION
 from bot.scheduler.manage import ScheduleManager
 from bot.scheduler.service import SchedulerService
 from bot.slack.app import build_web_client
-from bot.storage import open_store
-from tests.scheduler_support import UploadingFakeSlack, add_contacts, at, contacts_for, jobs_for, settings_for
-from tests.scheduler_support import fake as fake
+from bot.storage import ContactStore, open_store
+from tests.fake_slack import FakeSlack
+from tests.scheduler_support import add_contacts, at, contacts_for, jobs_for, settings_for
 from tests.slack_support import SlackServer, all_text, slack_settings
 
 SUPERVISOR = "U0SUPER"
@@ -24,25 +25,17 @@ AGENT = "U0AGENT"
 
 
 @pytest.fixture
-def server(database_url: str, fake: UploadingFakeSlack) -> Any:
-    store = open_store(database_url)
-    config = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)
-    with SlackServer(config, store) as running:
-        yield running
-    store.close()
+def server(store: ContactStore, slack_server: Callable[..., SlackServer]) -> SlackServer:
+    return slack_server(store, slack_supervisor_ids=SUPERVISOR)
 
 
-def ask(
-    server: SlackServer, fake: UploadingFakeSlack, text: str, user: str = SUPERVISOR, name: str = "r1"
-) -> dict[str, Any]:
+def ask(server: SlackServer, fake: FakeSlack, text: str, user: str = SUPERVISOR, name: str = "r1") -> dict[str, Any]:
     response = server.command(text, user=user, response_url=fake.response_url(name))
     assert response.status_code == 200
     return fake.reply(name)
 
 
-def test_supervisor_subscribes_lists_and_unsubscribes(
-    server: SlackServer, fake: UploadingFakeSlack, database_url: str
-) -> None:
+def test_supervisor_subscribes_lists_and_unsubscribes(server: SlackServer, fake: FakeSlack, database_url: str) -> None:
     reply = ask(server, fake, "subscribe <#C0LEADS1|leads> daily 09:00 team:billing weekdays")
     assert reply["response_type"] == "ephemeral"
     assert "Subscribed #1: <#C0LEADS1> weekdays at 09:00 UTC, team billing" in all_text(reply)
@@ -60,7 +53,7 @@ def test_supervisor_subscribes_lists_and_unsubscribes(
         reader.close()
 
 
-def test_only_supervisors_manage_and_mistakes_are_explained(server: SlackServer, fake: UploadingFakeSlack) -> None:
+def test_only_supervisors_manage_and_mistakes_are_explained(server: SlackServer, fake: FakeSlack) -> None:
     refused = ask(server, fake, "subscribe <#C0LEADS1|leads> 09:00", user=AGENT)
     assert "only supervisors can manage digests and alerts" in all_text(refused)
     wrong = ask(server, fake, "subscribe <#C0LEADS1|leads> 25:00", name="r2")
@@ -70,7 +63,7 @@ def test_only_supervisors_manage_and_mistakes_are_explained(server: SlackServer,
 
 
 def test_alert_rule_from_slack_defaults_to_this_channel_and_questions_still_work(
-    server: SlackServer, fake: UploadingFakeSlack
+    server: SlackServer, fake: FakeSlack
 ) -> None:
     added = ask(server, fake, "alert tier1 below 75% team:billing 7d last:7d min:30 strict")
     assert "Added alert #1: tier-1 below 75% for team billing" in all_text(added) and "<#C0CHAN>" in all_text(added)
@@ -101,7 +94,7 @@ def press(server: SlackServer, action_id: str, value: str, user: str, ts: str) -
     assert response.status_code == 200
 
 
-def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: UploadingFakeSlack, database_url: str) -> None:
+def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: FakeSlack, database_url: str) -> None:
     t0 = at("2026-03-09 09:00")
     store = open_store(database_url)
     try:
@@ -133,9 +126,7 @@ def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: UploadingFake
         store.close()
 
 
-def test_a_subscription_made_in_slack_reschedules_the_running_scheduler(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_a_subscription_made_in_slack_reschedules_the_running_scheduler(database_url: str, fake: FakeSlack) -> None:
     """Wired as ``acr-bot serve`` wires it: the schedules given to Slack tell the running scheduler at once."""
     store = open_store(database_url)
     config = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)

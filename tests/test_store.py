@@ -226,6 +226,7 @@ def _reference_next_repeat(records: list[dict[str, Any]]) -> dict[str, int | Non
     return answer
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     history=st.lists(st.tuples(st.integers(0, 7), _versions), min_size=1, max_size=30),
