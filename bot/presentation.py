@@ -7,11 +7,14 @@ code span, ``cell`` for a monospaced table, ``plain`` for a terminal.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
+from metrics.errors import UserError
 from metrics.periods import local_midnight_us
 from metrics.query import Counts
 from metrics.timeutil import US_PER_DAY, from_us
@@ -56,6 +59,26 @@ def cell(text: str, width: int = NAME_WIDTH) -> str:
 def plain(text: str) -> str:
     """User text for a terminal: one line, no control characters."""
     return _CONTROL.sub(" ", text)
+
+
+# --- names from the data -------------------------------------------------------------------------------
+
+
+def quote_name(name: str) -> str:
+    """A name as it is typed in a command: quoted when it holds a space."""
+    return f'"{name}"' if any(ch.isspace() for ch in name) else name
+
+
+def is_known_name(dimension: str, value: str, known: Sequence[str]) -> bool:
+    """Is ``value`` a stored name? A likely typo of one (a close match exists) is refused with a UserError naming
+    the matches; a name the data does not have yet is accepted (False), for the caller to note."""
+    if value in known:
+        return True
+    close = difflib.get_close_matches(value, known, n=3, cutoff=0.75)
+    if close:
+        names = ", ".join(f"{dimension}:{quote_name(name)}" for name in close)
+        raise UserError(f"no {dimension} named {value!r} in the data. Did you mean {names}?")
+    return False
 
 
 # --- numbers and dates ---------------------------------------------------------------------------------

@@ -6,14 +6,22 @@ Every method returns a short confirmation as a ``Message`` (Block Kit + plain te
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable
 from datetime import tzinfo
 
 from bot.clock import Clock
 from bot.ports import SNOOZE_ACTION, Pressed
-from bot.presentation import Message, error_message, escape, instant_words, list_message, note_message, percent
+from bot.presentation import (
+    Message,
+    error_message,
+    escape,
+    instant_words,
+    is_known_name,
+    list_message,
+    note_message,
+    percent,
+)
 from bot.scheduler.alerts import BUTTON_SNOOZE_HOURS
 from bot.scheduler.digest import rule_words
 from bot.scheduler.jobs import schedule_of
@@ -216,13 +224,8 @@ class ScheduleManager:
         if not filters:
             return ""
         dimension, value = filters[0]
-        known = self.store.dimension_values(dimension)
-        if value in known:
+        if is_known_name(dimension, value, self.store.dimension_values(dimension)):
             return ""
-        close = difflib.get_close_matches(value, known, n=3, cutoff=0.75)
-        if close:
-            names = ", ".join(f"{dimension}:{name}" for name in close)
-            raise UserError(f"no {dimension} named {value!r} in the data. Did you mean {names}?")
         return f" (no contacts for {dimension} {value} yet)"
 
     def remove_alert(self, rule_id: int) -> Message:

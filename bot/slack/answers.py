@@ -20,7 +20,16 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.clock import Clock, SystemClock
-from bot.presentation import Message, code, error_message, instant_words, note_message, period_words
+from bot.presentation import (
+    Message,
+    code,
+    error_message,
+    instant_words,
+    is_known_name,
+    note_message,
+    period_words,
+    quote_name,
+)
 from bot.settings import Settings
 from bot.slack.blocks import Answer, answer_message, help_message
 from bot.slack.grammar import USAGE, LinkCommand, Question, parse
@@ -230,7 +239,7 @@ class Answerer:
             if value not in known:
                 by_lower = {k.lower(): k for k in known}
                 close = [by_lower[m] for m in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)]
-                hint = f" Did you mean {', '.join(f'{dimension}:{_quote(c)}' for c in close)}?" if close else ""
+                hint = f" Did you mean {', '.join(f'{dimension}:{quote_name(c)}' for c in close)}?" if close else ""
                 raise UserError(f"no {dimension} named {value!r} in the data.{hint} {USAGE}")
         scope = ", ".join(f"{d} {v!r}" for d, v in question.filters) or "any agent"
         period = period_words(answer.result.since_us, answer.result.until_us, self.settings.zone)
@@ -264,21 +273,12 @@ class Answerer:
 
     def _check_agent_name(self, agent: str) -> str:
         """Refuse a likely typo (a close match exists); accept a new name with a note."""
-        known = self.store.dimension_values("agent")
-        if agent in known:
+        if is_known_name("agent", agent, self.store.dimension_values("agent")):
             return ""
-        close = difflib.get_close_matches(agent, known, n=3, cutoff=0.75)
-        if close:
-            names = ", ".join(f"agent:{_quote(c)}" for c in close)
-            raise UserError(f"no agent named {agent!r} in the data. Did you mean {names}?")
         return " (no contacts for this agent yet)"
 
     def now_us(self, as_of_us: int | None = None) -> int:
         return self.clock.now_us() if as_of_us is None else as_of_us
-
-
-def _quote(name: str) -> str:
-    return f'"{name}"' if any(ch.isspace() for ch in name) else name
 
 
 def _internal_error(rid: str) -> Message:

@@ -117,23 +117,12 @@ class RetryingRespond(Respond):
         return response
 
 
-def build_bolt_app(
-    settings: Settings,
-    store: ContactStore,
-    answerer: Answerer | None = None,
-    schedules: Schedules | None = None,
-    client: WebClient | None = None,
-) -> App:
-    """The bolt App with request verification on and every listener registered (without ``schedules`` the
-    schedule words and the alert buttons are not offered).
+def bolt_app(settings: Settings, client: WebClient) -> App:
+    """The bolt App with request verification on, and no listener yet (``register_listeners``).
 
     Authorization is a local function (no ``auth.test`` on the request path, so the first ack is as fast as
     the others, and the server starts even when Slack is unreachable or no token is set).
     """
-    from bot.slack import actions, app_home, commands
-    from bot.slack import schedules as alert_buttons
-
-    client = client or build_web_client(settings)
     token = settings.slack_bot_token.get_secret_value() if settings.slack_bot_token else None
     signing_secret = settings.slack_signing_secret.get_secret_value() if settings.slack_signing_secret else ""
 
@@ -159,8 +148,6 @@ def build_bolt_app(
         )
     finally:
         bolt_logger.removeFilter(quiet)
-    if answerer is None:
-        answerer = Answerer(settings, store, Supervisors.from_settings(settings, client))
     offline = token is None
 
     @app.middleware
@@ -169,12 +156,20 @@ def build_bolt_app(
             context["respond"] = RetryingRespond(context.response_url, offline)
         return next()
 
+    return app
+
+
+def register_listeners(app: App, answerer: Answerer, schedules: Schedules | None) -> None:
+    """Every listener group, in any order (without ``schedules`` the schedule words and the alert buttons are
+    not offered)."""
+    from bot.slack import actions, app_home, commands
+    from bot.slack import schedules as alert_buttons
+
     commands.register(app, answerer, schedules)
     if schedules is not None:
         alert_buttons.register(app, answerer, schedules)
     app_home.register(app, answerer)
     actions.register(app, answerer)
-    return app
 
 
 @dataclass(frozen=True)
@@ -199,7 +194,10 @@ def build_slack(
 ) -> SlackBot:
     """The Slack part of the server, with its warnings about missing configuration logged once."""
     warn_about_configuration(settings)
-    app = build_bolt_app(settings, store, answerer, schedules, client)
+    app = bolt_app(settings, client or build_web_client(settings))
+    register_listeners(
+        app, answerer or Answerer(settings, store, Supervisors.from_settings(settings, app.client)), schedules
+    )
     return SlackBot(app, slack_routes(settings, app))
 
 
