@@ -62,7 +62,7 @@ def stale_rollup_days(db: Path, zone: ZoneInfo) -> int:
     """How many days the SQLite file's rollups still have to rebuild (read-only: the bench never writes)."""
     import sqlite3
 
-    from bot.storage.sqlite_metrics import stale_days
+    from bot.storage.sqlite_rollups import stale_days
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:

@@ -23,7 +23,8 @@ import pytest
 
 from bot.storage import ContactStore
 from bot.storage.sqlite import SQLiteContactStore
-from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS, stale_days
+from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS
+from bot.storage.sqlite_rollups import stale_days
 
 TEST_DATABASE_URL = "TEST_DATABASE_URL"
 

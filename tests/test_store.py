@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import ast
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlite_utils import Database
 
-from bot.storage import ContactStore, open_store
+from bot.storage import ContactStore, open_store, sqlite_migrations
 from bot.storage.sqlite_migrations import migrations
 from metrics.records import Contact, parse_contact
 from tests.store_support import assert_candidates_mirror_contacts, sqlite_url, stored_contacts
@@ -137,6 +138,14 @@ def test_schema_is_migrated_once_and_recorded(db_path: Path) -> None:
         names = [row[0] for row in conn.execute("SELECT name FROM _sqlite_migrations ORDER BY id")]
         assert names and len(names) == len(set(names))
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_migrations_state_their_ddl_as_frozen_text() -> None:
+    """A migration imports nothing of the project: changing the code can never change what an old migration did."""
+    tree = ast.parse(Path(sqlite_migrations.__file__).read_text())
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    assert imported == {"__future__", "sqlite_utils"}
 
 
 def test_upgrade_moves_the_candidates_with_their_next_repeats(db_path: Path) -> None:

@@ -13,8 +13,17 @@ from typing import Any, Final
 
 from sqlite_utils import Database
 
-from bot.storage import AgentLink, PackedContacts, UpsertCounts, sqlite_links, sqlite_metrics, sqlite_schedules
+from bot.storage import (
+    AgentLink,
+    PackedContacts,
+    UpsertCounts,
+    sqlite_links,
+    sqlite_metrics,
+    sqlite_rollups,
+    sqlite_schedules,
+)
 from bot.storage.sqlite_migrations import migrations
+from bot.storage.sqlite_rollup_cache import RollupCache
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 
@@ -142,7 +151,7 @@ class SQLiteContactStore:
         self._busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.RLock()
         self._local = threading.local()
-        self._rollup_cache = sqlite_metrics.RollupCache()  # decoded metric rollups (exact: see the class)
+        self._rollup_cache = RollupCache()  # decoded metric rollups (exact: see the class)
         self._writer = self._connect(check_same_thread=False)
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
@@ -211,7 +220,7 @@ class SQLiteContactStore:
             writer.defer_indexes_for(expected_rows)
             yield writer
             scope = writer.finish()
-            sqlite_metrics.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_metrics)
+            sqlite_rollups.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_rollups)
             conn.execute("UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,))
 
     # --- reading -------------------------------------------------------------------------------------
@@ -254,7 +263,7 @@ class SQLiteContactStore:
     def outbox(self) -> sqlite_schedules.SQLiteSchedules:
         return self.schedules()
 
-    # --- metrics (SQL in sqlite_metrics.py) ----------------------------------------------------------
+    # --- metrics (SQL in sqlite_metrics.py, rollups in sqlite_rollups.py) --------------------------------
 
     @contextmanager
     def metric_reader(
@@ -278,10 +287,10 @@ class SQLiteContactStore:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
         returns the number of UTC days rebuilt. For the scheduler, and after a big import."""
         with self._write_lock, immediate_transaction(self._writer) as conn:
-            return sqlite_metrics.refresh(conn, zone, max_days)
+            return sqlite_rollups.refresh(conn, zone, max_days)
 
     def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
-        if sqlite_metrics.stale_days(self._reader(), zone) == 0 or not self._write_lock.acquire(blocking=False):
+        if sqlite_rollups.stale_days(self._reader(), zone) == 0 or not self._write_lock.acquire(blocking=False):
             return
         conn = self._writer
         try:
@@ -291,7 +300,7 @@ class SQLiteContactStore:
             except sqlite3.OperationalError:  # another process is writing: answer from contacts instead
                 return
             try:
-                sqlite_metrics.refresh(conn, zone, max_days)
+                sqlite_rollups.refresh(conn, zone, max_days)
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")

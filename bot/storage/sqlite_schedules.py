@@ -16,60 +16,6 @@ from typing import Any
 from bot.storage.schedules import AlertRule, AlertState, OutboxEntry, OutboxMessage, Subscription
 from bot.storage.sqlite_transactions import immediate_transaction
 
-SCHEMA = [
-    """CREATE TABLE subscriptions (
-        id INTEGER PRIMARY KEY,
-        channel TEXT NOT NULL,
-        scope TEXT NOT NULL,
-        local_time TEXT NOT NULL,
-        zone TEXT,
-        weekdays_only INTEGER NOT NULL,
-        created_by TEXT,
-        created_us INTEGER NOT NULL,
-        UNIQUE (channel, scope)
-    )""",
-    """CREATE TABLE alert_rules (
-        id INTEGER PRIMARY KEY,
-        metric TEXT NOT NULL CHECK (metric IN ('acr', 'tier1')),
-        threshold REAL NOT NULL CHECK (threshold > 0 AND threshold < 1),
-        window_us INTEGER NOT NULL,
-        last_days INTEGER NOT NULL,
-        scope TEXT NOT NULL,
-        min_matured INTEGER NOT NULL,
-        channel TEXT NOT NULL,
-        strict INTEGER NOT NULL,
-        created_by TEXT,
-        created_us INTEGER NOT NULL,
-        snoozed_until_us INTEGER,
-        firing INTEGER NOT NULL DEFAULT 0,
-        episode INTEGER NOT NULL DEFAULT 0,
-        fired_us INTEGER,
-        notified_us INTEGER,
-        acknowledged_by TEXT,
-        last_rate REAL,
-        last_matured INTEGER NOT NULL DEFAULT 0,
-        evaluated_us INTEGER
-    )""",
-    """CREATE TABLE outbox (
-        key TEXT PRIMARY KEY,
-        channel TEXT NOT NULL,
-        text TEXT NOT NULL,
-        blocks TEXT,
-        thread_key TEXT,
-        file BLOB,
-        filename TEXT,
-        title TEXT,
-        status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'sending', 'sent', 'failed')),
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_attempt_us INTEGER NOT NULL,
-        created_us INTEGER NOT NULL,
-        ts TEXT,
-        sent_us INTEGER,
-        last_error TEXT
-    )""",
-    "CREATE INDEX outbox_due ON outbox (status, next_attempt_us)",
-]
-
 _RULE_COLUMNS = (
     "id, metric, threshold, window_us, last_days, scope, min_matured, channel, strict, created_by, created_us, "
     "snoozed_until_us, firing, episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us"

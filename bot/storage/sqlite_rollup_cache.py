@@ -1,0 +1,62 @@
+"""The decoded metric rollups a SQLite store keeps in memory for its process (``RollupCache``)."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+from metrics.rollup import RollupDays
+
+
+class RollupCache:
+    """Decoded rollup tables of recent questions, kept by the store for its process: a question about the
+    same days (the next one, usually) reuses them instead of reading and unpacking megabytes of blobs.
+
+    Exact: entries are keyed by the rollups' generation, which every refresh bumps in its own transaction,
+    so a snapshot only ever finds tables decoded from what it would read itself. Stale days are not part of
+    an entry (they change with every write) but read by each question. Least recently used entries go first.
+    """
+
+    def __init__(self, max_bytes: int = 64 * 2**20):
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[tuple[object, ...], RollupDays] = OrderedDict()
+        self._values: dict[tuple[object, ...], list[str]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> RollupDays | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def get_values(self, key: tuple[object, ...]) -> list[str] | None:
+        with self._lock:
+            return self._values.get(key)
+
+    def put_values(self, key: tuple[object, ...], values: list[str]) -> None:
+        with self._lock:
+            if len(self._values) >= 64:  # a handful of dimensions per generation: old generations go
+                self._values.clear()
+            self._values[key] = values
+
+    def put(self, key: tuple[object, ...], entry: RollupDays) -> None:
+        size = _size(entry)
+        if size > self._max_bytes:
+            return
+        for array in (entry.days, entry.table, entry.units):
+            if array is not None:
+                array.setflags(write=False)  # shared by every question that finds it
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = entry
+            self._bytes += size
+            while self._bytes > self._max_bytes:
+                _, old = self._entries.popitem(last=False)
+                self._bytes -= _size(old)
+
+
+def _size(entry: RollupDays) -> int:
+    return sum(array.nbytes for array in (entry.days, entry.table, entry.units) if array is not None)
