@@ -17,8 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import bot.ingest as ingest
-from bot.ingest import FileResult, ingest_file
+from bot.ingest import FileResult, children, ingest_file, jsonl_format
 from bot.storage import ContactStore
 from metrics.timeutil import load_zone
 from tests.store_support import stored_contacts
@@ -129,13 +128,13 @@ def test_a_cut_inside_a_quoted_cell_reads_the_file_again_in_one_piece(
     path = tmp_path / "contacts.csv"
     path.write_text("\n".join([HEADER, csv_line(1), csv_line(5, reason='"line one\nline two"'), csv_line(3)]) + "\n")
     asked: list[int] = []
-    real = ingest._read_in_children
+    real = children.read_in_children
 
     def spy(*args: Any) -> Any:
         asked.append(args[4])  # readers
         return real(*args)
 
-    monkeypatch.setattr(ingest, "_read_in_children", spy)
+    monkeypatch.setattr(children, "read_in_children", spy)
     cut_inside = path.read_text().index("line one\n") + len("line one\n") + 2  # the first cut: after it
     result = ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=cut_inside)
     assert result.ok and result.counts.inserted == 3
@@ -149,7 +148,7 @@ def test_a_reader_that_dies_fails_the_import_and_stores_nothing(
     """A reader process killed mid-file (here: exits on its second block) is noticed when its turn comes."""
     path = tmp_path / "contacts.jsonl"
     path.write_text("".join(jsonl_line(n % 2) + "\n" for n in range(40)))  # hours 00 and 01: no DST gap
-    real = ingest._jsonl_chunks
+    real = jsonl_format.jsonl_chunks
 
     def dies_on_the_second_block(counter: Any, *args: Any, **kwargs: Any) -> Any:
         if counter.bytes_read > 0 and kwargs.get("first_line", 1) > 1 and os.getpid() != parent:
@@ -157,7 +156,7 @@ def test_a_reader_that_dies_fails_the_import_and_stores_nothing(
         return real(counter, *args, **kwargs)
 
     parent = os.getpid()
-    monkeypatch.setattr(ingest, "_jsonl_chunks", dies_on_the_second_block)
+    monkeypatch.setattr(jsonl_format, "jsonl_chunks", dies_on_the_second_block)
     with pytest.raises(RuntimeError, match="the reader process stopped unexpectedly"):
         ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=200)
     assert store.count_contacts() == 0

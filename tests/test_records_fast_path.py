@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bot.ingest as ingest
 import metrics.records as records
+from bot.ingest import chunks, csv_format, formats
 from metrics.records import KNOWN_FIELDS, contact_row, parse_contact, parse_contact_full
 from metrics.timeutil import fast_instant, instant_cache, parse_instant
 
@@ -419,14 +419,14 @@ def reference_csv(data: bytes, zone: tzinfo) -> tuple[list[Any], list[str], int]
 
 def _reference_csv_items(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
     raw = io.BytesIO(data)
-    text = io.TextIOWrapper(io.BufferedReader(raw, ingest.READ_BYTES), encoding="utf-8-sig", newline="")
+    text = io.TextIOWrapper(io.BufferedReader(raw, chunks.READ_BYTES), encoding="utf-8-sig", newline="")
     reader = csv.reader(text, strict=True)
     try:
         header = next(reader, None)
     except (csv.Error, UnicodeDecodeError) as problem:
-        yield 1, None, f"header: {ingest._csv_problem(problem)}"
+        yield 1, None, f"header: {csv_format.csv_problem(problem)}"
         return
-    problem_text = ingest._csv_header_problem(header)
+    problem_text = csv_format.csv_header_problem(header)
     if problem_text is not None or header is None:
         yield 1, None, problem_text
         return
@@ -438,7 +438,7 @@ def _reference_csv_items(data: bytes) -> Iterator[tuple[int, Any, str | None]]:
         except StopIteration:
             return
         except (csv.Error, UnicodeDecodeError) as problem:
-            yield line, None, f"record: {ingest._csv_problem(problem)}"
+            yield line, None, f"record: {csv_format.csv_problem(problem)}"
             return
         start, line = line, reader.line_num + 1
         if not row:
@@ -454,15 +454,15 @@ def read_all(data: bytes, kind: str, zone: tzinfo) -> tuple[list[Any], list[str]
     rows: list[Any] = []
     errors: list[str] = []
     records_seen = 0
-    with mock.patch.object(ingest, "READ_BYTES", 64), mock.patch.object(ingest, "CHUNK_RECORDS", 3):
-        chunks = list(ingest._read_chunks(io.BytesIO(data), kind, "f", zone))
-    for chunk in chunks[:-1]:
+    with mock.patch.object(chunks, "READ_BYTES", 64), mock.patch.object(chunks, "CHUNK_RECORDS", 3):
+        read = list(formats.read_chunks(io.BytesIO(data), kind, "f", zone))
+    for chunk in read[:-1]:
         assert chunk.records == 3
-    for chunk in chunks:
+    for chunk in read:
         rows.extend(chunk.rows)
         errors.extend(chunk.errors)
         records_seen += chunk.records
-    assert chunks[-1].bytes_read == len(data)
+    assert read[-1].bytes_read == len(data)
     return rows, errors, records_seen
 
 
@@ -522,7 +522,7 @@ def csv_files(draw: st.DrawFn) -> bytes:
 @settings(max_examples=150, deadline=None)
 @given(csv_files(), st.sampled_from(ZONES))
 def test_csv_reader_agrees_with_the_row_by_row_reading(data: bytes, zone: tzinfo) -> None:
-    with mock.patch.object(ingest, "READ_BYTES", 64):
+    with mock.patch.object(chunks, "READ_BYTES", 64):
         expected = reference_csv(data, zone)
     assert read_all(data, "csv", zone) == expected
 

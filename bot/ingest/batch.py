@@ -1,0 +1,131 @@
+"""One file, one atomic batch: its chunks stored in one transaction, or (any invalid record) none of them."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from itertools import chain
+from pathlib import Path
+from typing import IO, cast
+
+from bot.ingest import children, formats
+from bot.ingest.children import BLOCK_BYTES, READERS
+from bot.ingest.chunks import Chunk, Progress, SplitInsideRecord
+from bot.ingest.formats import STDIN
+from bot.storage import ContactStore, PackedContacts, UpsertCounts
+from metrics.records import Contact
+
+PARALLEL_MIN_BYTES = 4 << 20  # smaller files are read in this process: a child costs ~50 ms to start
+
+
+@dataclass
+class FileResult:
+    """What importing one file did: the counts if it was stored, else every error found in it."""
+
+    name: str
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+    records: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def ingest_file(
+    store: ContactStore,
+    name: str,
+    zone: tzinfo,
+    *,
+    stdin: IO[bytes] | None = None,
+    progress: Progress | None = None,
+    parallel: bool | None = None,
+    readers: int = READERS,
+    block_bytes: int = BLOCK_BYTES,
+) -> FileResult:
+    """Import one file (``-`` reads JSONL from ``stdin``) as one atomic batch.
+
+    ``parallel`` forces (True) or forbids (False) reading in child processes (``readers`` of them, taking
+    blocks of about ``block_bytes`` in turn); by default a regular file of at least PARALLEL_MIN_BYTES is
+    read in parallel.
+    """
+    result = FileResult(name="<stdin>" if name == STDIN else name)
+    opened: IO[bytes] | None = None
+    try:
+        kind = formats.file_format(name)
+        if name == STDIN:
+            size = 0
+            chunks = formats.read_chunks(stdin if stdin is not None else _stdin_bytes(), kind, result.name, zone)
+        else:
+            path = Path(name)
+            if path.is_dir():
+                raise ValueError(f"{name}: is a directory, not a file")
+            opened = path.open("rb")
+            size = os.fstat(opened.fileno()).st_size
+            use_child = parallel if parallel is not None else size >= PARALLEL_MIN_BYTES and path.is_file()
+            if use_child:
+                opened.close()  # (opened first so that a missing or unreadable file is reported the same way)
+                opened = None
+                readers = readers if kind in ("jsonl", "csv") else 1
+                chunks = children.read_in_children(path, kind, result.name, zone, readers, block_bytes)
+            else:
+                chunks = formats.read_chunks(opened, kind, result.name, zone)
+    except OSError as problem:
+        result.errors.append(f"{name}: cannot read: {problem.strerror or problem}")
+        return result
+    except ValueError as problem:
+        result.errors.append(str(problem))
+        return result
+    try:
+        _store_chunks(store, chunks, result, size, progress)
+    except SplitInsideRecord:  # rolled back; a quoted cell spans a cut: read the file in one piece
+        return ingest_file(store, name, zone, progress=progress, parallel=True, readers=1)
+    except OSError as problem:
+        result.errors.append(f"{result.name}: cannot read: {problem.strerror or problem}")
+    finally:
+        if opened is not None:
+            opened.close()
+    return result
+
+
+class _Invalid(Exception):
+    """Raised inside the store's transaction to roll it back when the file has an invalid record."""
+
+
+def _store_chunks(
+    store: ContactStore, chunks: Iterator[Chunk], result: FileResult, size: int, progress: Progress | None
+) -> None:
+    first = next(chunks, None)
+    expected = 0
+    if first is not None and size and first.bytes_read:
+        # Once the first chunk is read the record size is known: tell the store how many records to expect.
+        expected = int(first.records * size / first.bytes_read)
+    try:
+        with store.bulk(expected) as writer:
+            for chunk in chain([first] if first is not None else [], chunks):
+                result.records += chunk.records
+                if progress is not None:
+                    progress(chunk.bytes_read)
+                if chunk.errors:
+                    result.errors.extend(chunk.errors)
+                    raise _Invalid
+                if chunk.flat is not None:
+                    writer.add(PackedContacts(chunk.flat))
+                else:
+                    writer.add(cast(list[Contact], chunk.rows))  # rows in Contact field order: the store indexes them
+            result.counts = writer.counts
+    except _Invalid:
+        # Nothing of this file is stored; keep reading it so that every error is reported at once.
+        for chunk in chunks:
+            result.records += chunk.records
+            result.errors.extend(chunk.errors)
+            if progress is not None:
+                progress(chunk.bytes_read)
+        result.counts = UpsertCounts()
+
+
+def _stdin_bytes() -> IO[bytes]:
+    return sys.stdin.buffer

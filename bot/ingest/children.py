@@ -1,0 +1,200 @@
+"""Reading a big file in child processes while this one writes: blocks of whole lines, stored in file order.
+
+A JSONL or CSV file is cut at line ends into blocks that READERS processes read in turn (block i by reader
+i % READERS) while the writer stores them in file order: on two cores the readers, not the writer, were the
+slower side. A CSV cut that falls inside a quoted cell is detected (``SplitInsideRecord``), and the file is
+then read again by one reader. A JSON array is read by one child. Chunks travel as one pickled flat list of
+the rows' values in Contact field order, with repeated values shared (see ``_flat_values``).
+"""
+
+from __future__ import annotations
+
+import gc
+import io
+import multiprocessing
+import pickle
+import queue
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import tzinfo
+from itertools import chain
+from pathlib import Path
+from typing import IO, Any, cast
+
+from bot.ingest import csv_format, formats, jsonl_format
+from bot.ingest.chunks import Chunk, CountingReader, SplitInsideRecord
+from metrics.records import Contact
+from metrics.timeutil import load_zone
+
+_QUEUE_CHUNKS = 4  # chunks in flight between a reader process and the writer: bounds memory
+READERS = 2
+BLOCK_BYTES = 1 << 20
+
+
+@dataclass
+class _PackedChunk:
+    """A chunk on its way from the reader process: the rows' values as one pickled flat list."""
+
+    values: bytes
+    errors: list[str]
+    records: int
+    bytes_read: int
+    final: bool
+
+
+_BLOCK_DONE = "block done"
+
+
+def read_in_children(path: Path, kind: str, name: str, zone: tzinfo, readers: int, block_bytes: int) -> Iterator[Chunk]:
+    """The chunks of ``path`` in file order, read and validated by ``readers`` child processes while the
+    caller writes. With one reader it reads the file whole; with more, each reads every ``readers``-th block
+    (``_line_blocks``) and says when it is done with one, so the blocks are handed on in order."""
+    context = multiprocessing.get_context("fork")
+    zone_arg = getattr(zone, "key", None) or zone
+    channels: list[multiprocessing.Queue[Any]] = []
+    children = []
+    for index in range(readers):
+        channel: multiprocessing.Queue[Any] = context.Queue(maxsize=_QUEUE_CHUNKS)
+        child = context.Process(
+            target=_child_main,
+            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes),
+            daemon=True,
+        )
+        child.start()
+        channels.append(channel)
+        children.append(child)
+    try:
+        block = 0
+        while True:
+            turn = block % readers
+            try:
+                item = channels[turn].get(timeout=1.0)
+            except queue.Empty:
+                if not children[turn].is_alive():
+                    raise RuntimeError(f"{name}: the reader process stopped unexpectedly") from None
+                continue
+            if item is None:  # the reader whose turn it is has no more blocks: the file is done
+                break
+            if item == _BLOCK_DONE:
+                block += 1
+                continue
+            if isinstance(item, tuple) and item and item[0] == "oserror":
+                raise OSError(item[1])
+            if isinstance(item, tuple) and item and item[0] == "failure":
+                raise RuntimeError(f"{name}: reading failed: {item[1]}")
+            if isinstance(item, SplitInsideRecord):
+                raise item
+            chunk = Chunk([], item.errors, item.records, item.bytes_read, flat=pickle.loads(item.values))
+            yield chunk
+            if item.final:
+                break
+    finally:
+        for child, channel in zip(children, channels, strict=True):
+            if child.is_alive():
+                child.terminate()
+            child.join()
+            channel.close()
+
+
+def _child_main(
+    path: str,
+    kind: str,
+    name: str,
+    zone: object,
+    channel: multiprocessing.Queue[Any],
+    index: int = 0,
+    readers: int = 1,
+    block_bytes: int = BLOCK_BYTES,
+) -> None:
+    gc.disable()  # the chunks are acyclic; collection passes over millions of young objects cost ~15%
+    try:
+        real_zone = load_zone(zone) if isinstance(zone, str) else cast(tzinfo, zone)
+        shared: dict[Any, Any] = {}
+        with open(path, "rb") as stream:
+            for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes):
+                for chunk in chunks:
+                    values = pickle.dumps(_flat_values(chunk.rows, shared), 5)
+                    channel.put(_PackedChunk(values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final))
+                if readers > 1:
+                    channel.put(_BLOCK_DONE)
+        channel.put(None)
+    except SplitInsideRecord as split:
+        channel.put(split)
+    except OSError as problem:
+        channel.put(("oserror", problem.strerror or str(problem)))
+    except BaseException as problem:  # reported to the parent as a failure, never silently lost
+        channel.put(("failure", f"{type(problem).__name__}: {problem}"))
+    finally:
+        channel.close()
+        channel.join_thread()
+
+
+def _my_blocks(
+    stream: IO[bytes], kind: str, name: str, zone: tzinfo, index: int, readers: int, block_bytes: int
+) -> Iterator[Iterator[Chunk]]:
+    """The chunks of each block reader ``index`` of ``readers`` reads (the whole file when it is the only one)."""
+    if readers == 1:
+        yield formats.read_chunks(stream, kind, name, zone)
+        return
+    columns: list[str] | None = None
+    for number, (offset, first_line, data, last) in enumerate(_line_blocks(stream, block_bytes)):
+        if kind == "csv" and number == 0:
+            columns = csv_format.csv_columns(data)
+        if number % readers != index:
+            continue
+        counter = CountingReader(io.BytesIO(data), offset)
+        if kind == "jsonl":
+            yield jsonl_format.jsonl_chunks(counter, name, zone, first_line=first_line)
+        elif number == 0:  # the header, then records
+            yield csv_format.csv_chunks(counter, name, zone, block_end=not last)
+        elif columns is not None:  # (else block 0 reports what is wrong with the header)
+            yield csv_format.csv_chunks(counter, name, zone, columns=columns, first_line=first_line, block_end=not last)
+        else:
+            yield iter(())
+
+
+def _line_blocks(stream: IO[bytes], block_bytes: int) -> Iterator[tuple[int, int, bytes, bool]]:
+    """The file in blocks of whole lines of about ``block_bytes``: (offset, number of the first line, the
+    bytes, is it the last block). Every reader cuts the file the same way, as each reads all of it."""
+    offset, line, carry = 0, 1, b""
+    pending = (0, 1, b"")  # (an empty file is one empty block)
+    while True:
+        data = stream.read(block_bytes)
+        if data:
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if not cut:  # one line longer than a block: keep reading it
+                carry = data
+                continue
+            block, carry = data[:cut], data[cut:]
+        elif carry:
+            block, carry = carry, b""
+        else:
+            yield (*pending, True)
+            return
+        if pending[2]:
+            yield (*pending, False)
+        pending = (offset, line, block)
+        offset += len(block)
+        line += block.count(b"\n")
+
+
+# Columns with few distinct values (source, agent, team, queue, reason, channel, direction): one shared
+# object per value lets pickle send each value once per chunk, and the writer unpack it once. Unpacking
+# a chunk this way took a quarter of the time of a JSON array of rows (the writer is the busier side).
+_REPEATED_COLUMNS = tuple(
+    Contact._fields.index(name) for name in ("source", "agent", "team", "queue", "reason", "channel", "direction")
+)
+_SHARED_VALUES_MAX = 100_000
+
+
+def _flat_values(rows: list[Sequence[Any]], shared: dict[Any, Any]) -> list[Any]:
+    """The rows' values one after another, repeated values replaced by one shared object each."""
+    values = list(chain.from_iterable(rows))
+    if len(shared) > _SHARED_VALUES_MAX:  # e.g. a free-text reason: keep memory bounded
+        shared.clear()
+    share = shared.setdefault
+    width = len(Contact._fields)
+    for column in _REPEATED_COLUMNS:
+        values[column::width] = [share(value, value) for value in values[column::width]]
+    return values
