@@ -130,6 +130,18 @@ def test_failed_batch_writes_nothing(store: ContactStore) -> None:
     assert row is not None and row["customer_id"] == "k1" and row["next_repeat_us"] is None
 
 
+def test_open_store_picks_the_backend_by_the_url_scheme(tmp_path: Path) -> None:
+    store = open_store(sqlite_url(tmp_path / "by-url.db"))
+    try:
+        assert store.count_contacts() == 0 and (tmp_path / "by-url.db").exists()
+    finally:
+        store.close()
+    for url, scheme in (("mysql://db/acr", "mysql"), ("acr.db", "acr.db"), ("", "")):
+        with pytest.raises(ValueError) as refused:
+            open_store(url)
+        assert str(refused.value) == f"{scheme!r} is not supported yet; use sqlite:///path/to/acr.db"
+
+
 def test_schema_is_migrated_once_and_recorded(db_path: Path) -> None:
     open_store(sqlite_url(db_path)).close()
     store = open_store(sqlite_url(db_path))  # reopening applies nothing twice

@@ -6,8 +6,9 @@ statement lives in the backend modules beside this file. A backend promises what
 what a method may raise is named there (besides the backend's own errors when the database itself fails, such
 as ``sqlite3.OperationalError`` for a locked or unreadable file).
 
-Adding a backend: implement ``ContactStore`` in ``bot/storage/<name>.py``, add one line to ``BACKENDS``, and run
-the store-facing tests on it (``tests/conftest.py``, fixture ``store``; see CONTRIBUTING.md or the README).
+Adding a backend: implement ``ContactStore`` in ``bot/storage/<name>.py`` and add one line to ``BACKENDS``; then
+one line in ``tests/store_support.py`` (``STORE_BACKENDS``, and a probe in ``PROBES``) runs every store-facing
+test on it too (the ``store`` fixture; a server-based backend reads ``TEST_DATABASE_URL``).
 """
 
 from __future__ import annotations
