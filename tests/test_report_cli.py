@@ -175,3 +175,22 @@ def test_bad_options_are_one_clear_error(example_db: Path, args: list[str], mess
 def test_unknown_metric_or_breakdown_is_refused(example_db: Path) -> None:
     assert CliRunner().invoke(main, ["report", "nps"]).exit_code == 2
     assert CliRunner().invoke(main, ["report", "acr", "--by", "reason"]).exit_code == 2
+
+
+def test_text_output_shows_names_from_the_data_without_control_characters(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name holding a terminal escape sequence is printed with the escape made a space (presentation.plain)."""
+    hostile = "eve\x1b[2J\x07"
+    record = {"id": "c1", "customer_id": "k1", "agent": hostile, "started_at": "2026-03-01T10:00:00Z"}
+    parsed = parse_contact(record, UTC)
+    assert isinstance(parsed, Contact), parsed
+    store = open_store(database_url)
+    store.upsert([parsed])
+    store.close()
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    result = run("acr", "--as-of", "2026-03-20T00:00:00Z", "--by", "agent", "--agent", hostile)
+    assert result.exit_code == 0, result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+    assert "agent=eve [2J " in result.output
+    assert any(line.startswith("eve [2J ") for line in result.output.splitlines())

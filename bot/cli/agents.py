@@ -7,6 +7,7 @@ import re
 import click
 
 from bot.cli.common import command_store
+from bot.presentation import plain
 from metrics.errors import UserError
 
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -58,4 +59,4 @@ def list_links() -> None:
         click.echo("No Slack users are linked to agents. Link one with: acr-bot agents link U0123ABCD maria")
         return
     for item in links:
-        click.echo(f"{item.slack_user_id}\t{item.agent}\t{item.linked_by or 'cli'}\t{item.linked_at}")
+        click.echo(f"{item.slack_user_id}\t{plain(item.agent)}\t{item.linked_by or 'cli'}\t{item.linked_at}")

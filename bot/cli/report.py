@@ -12,7 +12,7 @@ import orjson
 
 from bot.cli.common import as_of_option, command_store, settings
 from bot.clock import Clock
-from bot.presentation import interval_span, percent
+from bot.presentation import interval_span, percent, plain
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.periods import (
@@ -183,7 +183,7 @@ def as_csv(result: MetricResult) -> str:
 def as_text(result: MetricResult, zone: tzinfo) -> str:
     """A readable report: what was asked (so nobody guesses how options were read), then the table."""
     query = result.query
-    scope = ", ".join(f"{d}={v}" for d, v in query.filters) or "everyone"
+    scope = ", ".join(f"{d}={plain(v)}" for d, v in query.filters) or "everyone"
     shown = "%Y-%m-%d %H:%M %Z"
     lines = [
         f"{METRIC_TITLES[query.metric]} — {scope}",
@@ -195,7 +195,7 @@ def as_text(result: MetricResult, zone: tzinfo) -> str:
     header = ("", "rate", "95% interval", "matured", "resolved", "pending")
     table: list[tuple[str, ...]] = [header]
     for row in result.rows:
-        table.append(_text_row(row.key, row.counts))
+        table.append(_text_row(plain(row.key), row.counts))
     table.append(_text_row("total", result.total))
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     for index, line in enumerate(table):
