@@ -116,13 +116,18 @@ class OutboxEntry:
 
 
 class Outbox(Protocol):
-    """Messages written before they are posted: delivered at least once by retrying, at most once by key."""
+    """Messages written before they are posted: delivered at least once by retrying, at most once by key.
+
+    Every write is one transaction of its own; instants are µs since the epoch, UTC.
+    """
 
     def enqueue(self, messages: Sequence[OutboxMessage], now_us: int) -> list[bool]:
         """Store all of ``messages`` atomically; for each, True if new, False if its key already existed."""
         ...
 
-    def outbox_entry(self, key: str) -> OutboxEntry | None: ...
+    def outbox_entry(self, key: str) -> OutboxEntry | None:
+        """The stored message ``key`` with its delivery state, or None."""
+        ...
 
     def due_messages(self, now_us: int, limit: int = 100) -> list[OutboxEntry]:
         """Pending messages whose next attempt is due, oldest first."""
@@ -137,9 +142,13 @@ class Outbox(Protocol):
         pending (another process or thread claimed it)."""
         ...
 
-    def mark_sent(self, key: str, ts: str | None, now_us: int) -> None: ...
+    def mark_sent(self, key: str, ts: str | None, now_us: int) -> None:
+        """Record that ``key`` was posted (``ts``: Slack's id of the message); it is never sent again."""
+        ...
 
-    def mark_retry(self, key: str, next_attempt_us: int, error: str) -> None: ...
+    def mark_retry(self, key: str, next_attempt_us: int, error: str) -> None:
+        """Put ``key`` back to pending, to be tried again at ``next_attempt_us``, noting why this attempt failed."""
+        ...
 
     def mark_failed(self, key: str, error: str) -> None:
         """Give up on ``key`` for good (Slack refused it, e.g. channel_not_found); kept for the record."""
@@ -147,7 +156,7 @@ class Outbox(Protocol):
 
 
 class ScheduleStore(Protocol):
-    """Subscriptions and alert rules (with their state)."""
+    """Subscriptions and alert rules (with their state). Every write is one transaction of its own."""
 
     def save_subscription(
         self,
@@ -162,9 +171,13 @@ class ScheduleStore(Protocol):
         """Add, or update the time of, the subscription of ``channel`` to ``scope``; True when it is new."""
         ...
 
-    def remove_subscription(self, subscription_id: int) -> bool: ...
+    def remove_subscription(self, subscription_id: int) -> bool:
+        """Delete the subscription; False when there is none with that id."""
+        ...
 
-    def list_subscriptions(self) -> list[Subscription]: ...
+    def list_subscriptions(self) -> list[Subscription]:
+        """Every subscription, oldest first."""
+        ...
 
     def add_alert_rule(
         self,
@@ -178,13 +191,22 @@ class ScheduleStore(Protocol):
         strict: bool,
         created_by: str | None,
         now_us: int,
-    ) -> AlertRule: ...
+    ) -> AlertRule:
+        """Store a new rule (not firing) and return it with its id. The caller has validated the values; the
+        backend refuses (its integrity error) a metric other than acr/tier1 or a threshold outside (0, 1)."""
+        ...
 
-    def remove_alert_rule(self, rule_id: int) -> bool: ...
+    def remove_alert_rule(self, rule_id: int) -> bool:
+        """Delete the rule with its state; False when there is none with that id."""
+        ...
 
-    def alert_rule(self, rule_id: int) -> AlertRule | None: ...
+    def alert_rule(self, rule_id: int) -> AlertRule | None:
+        """The rule with its current state, or None."""
+        ...
 
-    def list_alert_rules(self) -> list[AlertRule]: ...
+    def list_alert_rules(self) -> list[AlertRule]:
+        """Every rule with its state, oldest first."""
+        ...
 
     def snooze_alert_rule(self, rule_id: int, until_us: int | None) -> bool:
         """Quiet the rule until ``until_us`` (None: wake it now); False when there is no such rule."""
