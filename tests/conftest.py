@@ -1,5 +1,6 @@
 """Shared fixtures: a fresh store on every backend (``store``, ``database_url``), the fake Slack (``fake``) and the
-real Slack server running on it (``slack_server``), and settings that never read the developer's .env or shell."""
+real Slack server running on it (``slack_server``), and settings that never read the developer's .env or shell.
+Contacts are built with ``tests/builders.py`` (plain functions: Hypothesis strategies use them too)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
@@ -24,7 +23,7 @@ from bot.slack.answers import Answerer, Compute, Supervisors
 from bot.slack.app import SlackBot, build_slack
 from bot.storage import ContactStore
 from metrics.engine import compute
-from metrics.records import Contact, parse_contact
+from tests.builders import valid
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 DAY = 86_400
@@ -68,12 +67,7 @@ def seed(store: ContactStore, now: float) -> None:
 
 def add_contacts(store: ContactStore, records: list[dict[str, Any]]) -> None:
     """Validate ``records`` (naive times in UTC) and store them as one batch; a bad record fails the test."""
-    contacts: list[Contact] = []
-    for record in records:
-        parsed = parse_contact(record, UTC)
-        assert isinstance(parsed, Contact), parsed
-        contacts.append(parsed)
-    store.upsert(contacts)
+    store.upsert([valid(record) for record in records])
 
 
 def slack_settings(database_url: str, api_url: str, **overrides: Any) -> Settings:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from datetime import tzinfo
 from pathlib import Path
@@ -25,6 +25,8 @@ from bot.storage import ContactStore
 from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS
 from bot.storage.sqlite_rollups import stale_days
+from metrics.definitions import is_handled_inbound, next_repeat_us
+from metrics.records import Contact
 
 TEST_DATABASE_URL = "TEST_DATABASE_URL"
 
@@ -82,9 +84,19 @@ STORE_BACKENDS: dict[str, Callable[[Path], Databases]] = {
 EXTERNAL: frozenset[str] = frozenset()  # backends that need a server named by TEST_DATABASE_URL
 
 
-def is_counted(row: dict[str, Any]) -> bool:
-    """A contact the metrics count (a candidate): inbound, with an agent."""
-    return row["direction"] == "inbound" and row["agent"] is not None
+def as_contact(row: Mapping[str, Any]) -> Contact:
+    """A stored contact (as ``stored_contacts`` lists it) as the Contact it was stored from."""
+    return Contact._make(row[field] for field in Contact._fields)
+
+
+def expected_next_repeats(contacts: Iterable[Contact]) -> dict[str, int | None]:
+    """By id, each contact's next repeat as ``metrics.definitions`` states it; None for one the metrics do not
+    count (the store keeps it only for those)."""
+    everyone = list(contacts)
+    by_customer: dict[str, list[Contact]] = {}
+    for c in everyone:
+        by_customer.setdefault(c.customer_id, []).append(c)
+    return {c.id: next_repeat_us(c, by_customer[c.customer_id]) if is_handled_inbound(c) else None for c in everyone}
 
 
 class StoreProbe(Protocol):
@@ -137,7 +149,7 @@ class SQLiteProbe:
         expected = {
             row["pk"]: tuple(row[column] for column in METRIC_CONTACTS_COLUMNS)
             for row in self.contacts()
-            if is_counted(row)
+            if is_handled_inbound(as_contact(row))
         }
         assert stored == expected
 

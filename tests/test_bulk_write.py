@@ -20,35 +20,23 @@ from hypothesis import strategies as st
 import bot.storage.sqlite as sqlite_store
 from bot.storage import BulkWriter, ContactStore, PackedContacts, open_store
 from bot.storage.sqlite import ROWS_PER_INSERT, SQLiteBulkWriter
-from metrics.records import Contact, parse_contact
+from metrics.records import Contact
 from metrics.timeutil import load_zone
-from tests.store_support import assert_candidates_mirror_contacts, is_counted, sqlite_url, stored_contacts
+from tests.builders import contact as build_contact
+from tests.store_support import (
+    as_contact,
+    assert_candidates_mirror_contacts,
+    expected_next_repeats,
+    sqlite_url,
+    stored_contacts,
+)
 
 UTC_ZONE = load_zone("UTC")
 T0 = 1_780_000_000
 
 
 def contact(contact_id: str, customer: str, start: int, **fields: Any) -> Contact:
-    record = {"id": contact_id, "customer_id": customer, "agent": "ana", "started_at": T0 + start}
-    record.update(fields)
-    parsed = parse_contact(record, UTC_ZONE)
-    assert not isinstance(parsed, list), parsed
-    return parsed
-
-
-def expected_next_repeat(rows: list[dict[str, Any]]) -> dict[str, int | None]:
-    result: dict[str, int | None] = {}
-    for row in rows:
-        later = [
-            other["started_us"]
-            for other in rows
-            if other["customer_id"] == row["customer_id"]
-            and other["direction"] == "inbound"
-            and other["parent_id"] is None
-            and other["started_us"] > row["started_us"]
-        ]
-        result[row["id"]] = min(later) if later and is_counted(row) else None
-    return result
+    return build_contact(contact_id, customer, T0 + start, **{"agent": "ana", **fields})
 
 
 def contact_indexes(where: Path | BulkWriter) -> set[str]:
@@ -94,7 +82,7 @@ def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bul
         stores[mode] = snapshot(store)
         store.close()
     assert stores["rows"] == stores["bulk"]
-    expected = expected_next_repeat(stores["bulk"])
+    expected = expected_next_repeats({c.id: c for c in batch}.values())  # the last version of c3
     assert {row["id"]: row["next_repeat_us"] for row in stores["bulk"]} == expected
 
 
@@ -121,7 +109,7 @@ def test_bulk_load_into_a_small_table_fixes_old_and_new_customers(
     counts = store.upsert(moved)  # a Sequence: the store expects 12 rows, more than the 3 stored
     assert (counts.inserted, counts.updated, counts.unchanged) == (11, 1, 0)
     rows = snapshot(store)
-    assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
+    assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeats(map(as_contact, rows))
     assert store.get_contact("api", "a")["next_repeat_us"] is None  # type: ignore[index]
 
 
@@ -185,7 +173,7 @@ def test_counts_and_next_repeat_match_a_naive_model(
         assert {r["id"]: (r["customer_id"], r["started_us"], r["raw"]) for r in rows} == {
             k: (c.customer_id, c.started_us, c.raw) for k, c in model.items()
         }
-        assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeat(rows)
+        assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeats(model.values())
         assert_candidates_mirror_contacts(store)
         assert store.count_contacts() == len(model)
     finally:

@@ -32,8 +32,9 @@ from metrics.periods import (
     parse_window,
 )
 from metrics.query import Counts, Dimension, MetricQuery, MetricResult, wilson_interval
-from metrics.records import Contact, parse_contact
+from metrics.records import Contact
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
+from tests.builders import contact as build_contact
 
 NEW_YORK = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -47,13 +48,7 @@ def at(text: str, zone: Any = UTC) -> int:
 
 
 def contact(cid: str, customer: str, start_us: int, end_us: int | None = None, **fields: Any) -> Contact:
-    record: dict[str, Any] = {"id": cid, "customer_id": customer, "agent": "maria", "started_at": start_us / SECOND}
-    if end_us is not None:
-        record["ended_at"] = end_us / SECOND
-    record.update(fields)
-    parsed = parse_contact(record, UTC)
-    assert isinstance(parsed, Contact), parsed
-    return parsed
+    return build_contact(cid, customer, start_us / SECOND, None if end_us is None else end_us / SECOND, **fields)
 
 
 def ask(

@@ -23,9 +23,11 @@ from metrics import definitions as rules
 from metrics.engine import MetricReader, RowSpec, compute
 from metrics.periods import calendar_period, local_date
 from metrics.query import Counts, MetricQuery, MetricResult
-from metrics.records import Contact, parse_contact
+from metrics.records import Contact
 from metrics.rollup import RollupDays, pack_hours, unpack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
+from tests.builders import contact as build_contact
+from tests.builders import valid
 from tests.store_support import probe, sqlite_url
 
 NEW_YORK = ZoneInfo("America/New_York")
@@ -137,9 +139,7 @@ def to_contact(record: dict[str, Any]) -> Contact:
     fields["started_at"] = start / US_PER_SECOND
     if record["duration_min"] is not None:
         fields["ended_at"] = (start + record["duration_min"] * 60 * US_PER_SECOND) / US_PER_SECOND
-    parsed = parse_contact({k: v for k, v in fields.items() if v is not None}, NEW_YORK)
-    assert isinstance(parsed, Contact), parsed
-    return parsed
+    return valid({k: v for k, v in fields.items() if v is not None}, NEW_YORK)
 
 
 @st.composite
@@ -274,11 +274,7 @@ def test_rollup_edges_equal_reference(
 
 
 def contact(cid: str, customer: str, start_us: int, **fields: Any) -> Contact:
-    record = {"id": cid, "customer_id": customer, "agent": "maria", "started_at": start_us / US_PER_SECOND}
-    record.update(fields)
-    parsed = parse_contact(record, NEW_YORK)
-    assert isinstance(parsed, Contact), parsed
-    return parsed
+    return build_contact(cid, customer, start_us / US_PER_SECOND, zone=NEW_YORK, **fields)
 
 
 def two_weeks(store: ContactStore) -> list[Contact]:

@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.storage import open_store
-from metrics.records import Contact, parse_contact
-from metrics.timeutil import UTC
+from tests.builders import valid
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 JSON_KEYS = [
@@ -47,13 +46,8 @@ def docs_blocks() -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def example_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The worked example of docs/metrics.md in a real store, configured through the environment."""
     records, _ = docs_blocks()
-    contacts = []
-    for record in records:
-        parsed = parse_contact(record, UTC)
-        assert isinstance(parsed, Contact), parsed
-        contacts.append(parsed)
     store = open_store(database_url)
-    store.upsert(contacts)
+    store.upsert([valid(record) for record in records])
     store.close()
     monkeypatch.setenv("DATABASE_URL", database_url)
     return database_url
@@ -183,10 +177,8 @@ def test_text_output_shows_names_from_the_data_without_control_characters(
     """A name holding a terminal escape sequence is printed with the escape made a space (presentation.plain)."""
     hostile = "eve\x1b[2J\x07"
     record = {"id": "c1", "customer_id": "k1", "agent": hostile, "started_at": "2026-03-01T10:00:00Z"}
-    parsed = parse_contact(record, UTC)
-    assert isinstance(parsed, Contact), parsed
     store = open_store(database_url)
-    store.upsert([parsed])
+    store.upsert([valid(record)])
     store.close()
     monkeypatch.setenv("DATABASE_URL", database_url)
     result = run("acr", "--as-of", "2026-03-20T00:00:00Z", "--by", "agent", "--agent", hostile)

@@ -19,7 +19,7 @@ import pytest
 
 from bot.http.signing import signed_headers
 from bot.storage import open_store
-from tests.store_support import is_counted, stored_contacts
+from tests.store_support import as_contact, expected_next_repeats, stored_contacts
 
 pytestmark = pytest.mark.slow  # every test runs `acr-bot serve` in its own process
 
@@ -142,13 +142,7 @@ def check_store(database_url: str, acknowledged: list[str]) -> int:
         missing = set(acknowledged) - stored
         assert not missing, f"{len(missing)} acknowledged records lost, e.g. {sorted(missing)[:3]}"
         assert store.count_contacts() == len(rows) == len(stored)
-        repeat_starts: dict[str, list[int]] = {}
-        for row in rows:
-            if row["direction"] == "inbound" and row["parent_id"] is None:
-                repeat_starts.setdefault(row["customer_id"], []).append(row["started_us"])
-        for row in rows:
-            later = [s for s in repeat_starts.get(row["customer_id"], []) if s > row["started_us"]]
-            assert row["next_repeat_us"] == (min(later) if later and is_counted(row) else None), row["id"]
+        assert {row["id"]: row["next_repeat_us"] for row in rows} == expected_next_repeats(map(as_contact, rows))
         return len(rows)
     finally:
         store.close()

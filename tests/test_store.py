@@ -7,7 +7,6 @@ import ast
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
-from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,20 +17,16 @@ from sqlite_utils import Database
 
 from bot.storage import ContactStore, open_store, sqlite_migrations
 from bot.storage.sqlite_migrations import migrations
-from metrics.records import Contact, parse_contact
-from tests.store_support import assert_candidates_mirror_contacts, sqlite_url, stored_contacts
+from metrics.records import Contact
+from tests.builders import contact as build_contact
+from tests.builders import valid
+from tests.store_support import assert_candidates_mirror_contacts, expected_next_repeats, sqlite_url, stored_contacts
 
 T0 = 1_780_000_000  # 2026-05-28, epoch seconds
 
 
 def contact(cid: str, customer: str, start: int, end: int | None = None, **fields: Any) -> Contact:
-    record: dict[str, Any] = {"id": cid, "customer_id": customer, "started_at": T0 + start, "agent": "maria"}
-    if end is not None:
-        record["ended_at"] = T0 + end
-    record.update(fields)
-    parsed = parse_contact(record, UTC)
-    assert isinstance(parsed, Contact), parsed
-    return parsed
+    return build_contact(cid, customer, T0 + start, None if end is None else T0 + end, **fields)
 
 
 def next_repeat(store: ContactStore, cid: str) -> int | None:
@@ -229,24 +224,6 @@ def _dump(store: ContactStore) -> list[dict[str, Any]]:
     ]
 
 
-def _reference_next_repeat(records: list[dict[str, Any]]) -> dict[str, int | None]:
-    """Straight from the contract: the first inbound, non-continuation contact of the customer strictly after,
-    for each contact the metrics count (inbound, with an agent)."""
-    answer: dict[str, int | None] = {}
-    for this in records:
-        later = [
-            other["started_at"]
-            for other in records
-            if other["customer_id"] == this["customer_id"]
-            and other.get("direction", "inbound") == "inbound"
-            and other.get("parent_id") is None
-            and other["started_at"] > this["started_at"]
-        ]
-        counted = this.get("direction", "inbound") == "inbound" and this.get("agent") is not None
-        answer[this["id"]] = min(later) * 1_000_000 if later and counted else None
-    return answer
-
-
 @pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
@@ -268,18 +245,12 @@ def test_any_delivery_order_gives_the_same_store(
 
     with closing(new_store()) as streamed, closing(new_store()) as once:
         for batch in batches:
-            streamed.upsert([_parsed(record) for record in batch])
+            streamed.upsert([valid(record) for record in batch])
         final_in_time_order = sorted(last_version.values(), key=lambda r: (r["started_at"], r["id"]))
-        once.upsert([_parsed(record) for record in final_in_time_order])
+        once.upsert([valid(record) for record in final_in_time_order])
 
         assert _dump(streamed) == _dump(once)
-        expected = _reference_next_repeat(list(last_version.values()))
+        expected = expected_next_repeats(valid(record) for record in last_version.values())
         assert {row["id"]: row["next_repeat_us"] for row in stored_contacts(streamed)} == expected
         assert_candidates_mirror_contacts(streamed)
         assert streamed.count_contacts() == len(last_version)
-
-
-def _parsed(record: dict[str, Any]) -> Contact:
-    parsed = parse_contact(record, UTC)
-    assert isinstance(parsed, Contact), parsed
-    return parsed

@@ -34,8 +34,9 @@ from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_head
 from bot.http.webhook import Item, MalformedBody, decode_body
 from bot.settings import load_settings
 from bot.storage import ContactStore, UpsertCounts, open_store
-from metrics.records import Contact, parse_contact
+from metrics.records import Contact
 from metrics.timeutil import to_us
+from tests.builders import valid
 from tests.store_support import sqlite_path
 
 SECRET = "test-secret-1234"
@@ -277,9 +278,7 @@ def test_concurrent_senders_are_all_stored(start: Callable[..., Server]) -> None
 
 
 def _contacts(*records: dict[str, Any]) -> list[Contact]:
-    parsed = [parse_contact(r, UTC) for r in records]
-    assert all(isinstance(c, Contact) for c in parsed)
-    return parsed  # type: ignore[return-value]
+    return [valid(r) for r in records]
 
 
 def test_group_commit_counts_each_request_as_if_it_were_alone(store: ContactStore) -> None:
