@@ -24,7 +24,7 @@ test: install  ## run every test
 test-fast: install  ## the inner loop: every test but those marked slow (well under a minute)
 	$(BIN)/pytest -q -m "not slow"
 
-lint: install  ## ruff and mypy
+lint: install  ## ruff and mypy (mypy checks bot, metrics, tests and bench: pyproject.toml)
 	$(BIN)/ruff check bot metrics tests bench
 	$(BIN)/ruff format --check bot metrics tests bench
 	$(BIN)/mypy

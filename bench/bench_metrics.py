@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -104,7 +105,7 @@ def ours(database_url: str, as_of: int, use_rollups: bool = True) -> dict[str, C
             if r.counts.matured or r.counts.pending
         }
 
-    return {name: (lambda k=kind, d=days: ask(k, d)) for name, (kind, days) in QUESTIONS.items()}
+    return {name: partial(ask, kind, days) for name, (kind, days) in QUESTIONS.items()}
 
 
 def duck(path: Path, as_of: int) -> dict[str, Callable[[], Answer]]:

@@ -44,7 +44,7 @@ def seed(store: ContactStore, now: float) -> None:
 
     def add(cid: str, customer: str, agent: str, team: str, days_ago: float, **more: Any) -> None:
         start = now - days_ago * DAY
-        record = {"id": cid, "customer_id": customer, "agent": agent, "team": team, "queue": "refunds"}
+        record: dict[str, Any] = {"id": cid, "customer_id": customer, "agent": agent, "team": team, "queue": "refunds"}
         record.update({"channel": "phone", "started_at": start, "ended_at": start + 600, **more})
         records.append(record)
 
@@ -167,6 +167,7 @@ def signed_post(
     """POST ``body`` signed the way Slack signs requests (v0 HMAC of timestamp and body)."""
     stamp = str(int(time.time()) if timestamp is None else timestamp)
     signature = SignatureVerifier(secret).generate_signature(timestamp=stamp, body=body)
+    assert signature is not None
     headers = {"X-Slack-Request-Timestamp": stamp, "X-Slack-Signature": signature, "Content-Type": content_type}
     return http.post(url, content=body.encode(), headers=headers)
 

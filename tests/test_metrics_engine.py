@@ -22,7 +22,7 @@ from bot.storage import ContactStore, open_store
 from metrics import definitions as rules
 from metrics.engine import MetricReader, RowSpec, compute
 from metrics.periods import calendar_period, local_date
-from metrics.query import Counts, MetricQuery, MetricResult
+from metrics.query import Breakdown, Counts, Dimension, MetricQuery, MetricResult
 from metrics.records import Contact
 from metrics.rollup import RollupDays, pack_hours, unpack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
@@ -142,6 +142,18 @@ def to_contact(record: dict[str, Any]) -> Contact:
     return valid({k: v for k, v in fields.items() if v is not None}, NEW_YORK)
 
 
+# Scopes and breakdowns of the random questions (the first ones most often).
+FILTERS: list[tuple[tuple[Dimension, str], ...]] = [
+    (),
+    (),
+    (("agent", "maria"),),
+    (("team", "blue"),),
+    (("channel", "chat"),),
+    (("agent", "omar"), ("queue", "tech")),
+]
+BREAKDOWNS: list[Breakdown | None] = [None, None, "day", "agent", "team", "queue", "channel"]
+
+
 @st.composite
 def questions(draw: st.DrawFn) -> MetricQuery:
     # Mostly the rollups' windows (1d, 3d, 7d); 5h and 2d are only counted from contacts.
@@ -158,19 +170,8 @@ def questions(draw: st.DrawFn) -> MetricQuery:
         first = date(2026, 3, 4) + timedelta(days=draw(st.integers(-1, 7)))
         last = first + timedelta(days=draw(st.integers(0, 6)))
         since, until = calendar_period(first, last, NEW_YORK, as_of)
-    filters = draw(
-        st.sampled_from(
-            [
-                (),
-                (),
-                (("agent", "maria"),),
-                (("team", "blue"),),
-                (("channel", "chat"),),
-                (("agent", "omar"), ("queue", "tech")),
-            ]
-        )
-    )
-    by = draw(st.sampled_from([None, None, "day", "agent", "team", "queue", "channel"]))
+    filters = draw(st.sampled_from(FILTERS))
+    by = draw(st.sampled_from(BREAKDOWNS))
     return MetricQuery(draw(st.sampled_from(["acr", "tier1"])), window, since, until, as_of, filters, by)
 
 
@@ -227,8 +228,8 @@ def edge_questions(draw: st.DrawFn, starts: tuple[int, ...] = ()) -> MetricQuery
         as_of = BASE + draw(st.integers(1 * 24, 6 * 24)) * HOUR + draw(st.integers(0, 59)) * 60 * US_PER_SECOND
     since = as_of - window + draw(st.integers(-36, 36)) * HOUR
     until = as_of if draw(st.booleans()) else since + draw(st.integers(1, 72)) * HOUR
-    filters = draw(st.sampled_from([(), (("agent", "maria"),), (("team", "blue"),)]))
-    by = draw(st.sampled_from([None, "day", "agent", "team"]))
+    filters = draw(st.sampled_from(FILTERS[1:4]))
+    by = draw(st.sampled_from(BREAKDOWNS[1:5]))
     return MetricQuery(draw(st.sampled_from(["acr", "tier1"])), window, since, until, as_of, filters, by)
 
 

@@ -85,7 +85,7 @@ ODD_TIMESTAMPS = st.one_of(
     st.sampled_from(["nan", "", "  ", "2026-05-04", "yesterday", "²", "١٧٧٧٨٨٨٨٠٠", "9999-12-31T23:00:00", True]),
     st.lists(st.integers(), max_size=1),
 )
-ODD_VALUES = st.one_of(
+ODD_VALUES: st.SearchStrategy[object] = st.one_of(
     st.integers(-2, 3), st.floats(allow_nan=False), st.booleans(), st.lists(st.integers(), max_size=2), st.just({})
 )
 
@@ -240,7 +240,8 @@ def test_common_records_take_the_fast_path(record: dict[str, Any], zone: tzinfo,
     for _ in range(3):  # warm the hour cache
         contact_row(obj, zone, from_text=from_text)
     times = [parse_or_none(record.get(field), zone) for field in ("started_at", "ended_at")]
-    valid = None not in times[:1] and (times[1] is None or times[1] >= times[0]) and expected[0] == "row"
+    started, ended = times
+    valid = started is not None and (ended is None or ended >= started) and expected[0] == "row"
     with mock.patch.object(records, "_full_row", side_effect=AssertionError("took the full path")):
         if valid:  # a valid record in the common shapes never needs the full validator ...
             assert outcome(lambda: contact_row(obj, zone, from_text=from_text)) == expected
@@ -286,8 +287,23 @@ BASE_RECORD = {
     "started_at": "2026-05-04T10:00:00Z",
     "ended_at": "2026-05-04T10:05:00Z",
 }
-TEXT_DEVIATIONS = [None, "", "  ", " x ", "\tx", "x\u3000", "x" * 200, "x" * 201, " " + "x" * 200, 5, 1.5, True, [], {}]
-TIME_DEVIATIONS = [
+TEXT_DEVIATIONS: list[object] = [
+    None,
+    "",
+    "  ",
+    " x ",
+    "\tx",
+    "x\u3000",
+    "x" * 200,
+    "x" * 201,
+    " " + "x" * 200,
+    5,
+    1.5,
+    True,
+    [],
+    {},
+]
+TIME_DEVIATIONS: list[object] = [
     *(None, "", "2026-05-04T10:00:00", "2026-05-04 10:00:00+02:00", "2026-05-04T10:00:00.250Z"),
     *("2026-05-04T10:00:00.1234567Z", "2026-05-04t10:00:00z", " 2026-05-04T10:00:00Z ", "2026-03-08T02:30:00"),
     *("2026-11-01T01:30:00", "2026-05-04T24:00:00", "2026-02-30T10:00:00", "2026-05-04", "20260504T100000Z"),
@@ -339,6 +355,9 @@ class HalfHourBack(tzinfo):
 
     def dst(self, moment: datetime | None) -> timedelta:
         return timedelta(0)
+
+    def tzname(self, moment: datetime | None) -> str:
+        return "HalfHourBack"
 
     def fromutc(self, moment: datetime) -> datetime:
         utc = moment.replace(tzinfo=None)
@@ -539,9 +558,14 @@ def test_a_bulk_file_is_read_on_the_fast_path(monkeypatch: Any) -> None:
         for n in range(200)
     ]
     data = b"\n".join(lines)
-    full_calls = []
+    full_calls: list[tuple[Any, ...]] = []
     real_full = records._full_row
-    monkeypatch.setattr(records, "_full_row", lambda *args: full_calls.append(args) or real_full(*args))
+
+    def counted_full_row(*args: Any) -> Any:
+        full_calls.append(args)
+        return real_full(*args)
+
+    monkeypatch.setattr(records, "_full_row", counted_full_row)
     rows, errors, seen = read_all(data, "jsonl", zone)
     assert (len(rows), errors, seen) == (200, [], 200)
     assert len(full_calls) <= 2

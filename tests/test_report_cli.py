@@ -43,7 +43,7 @@ def docs_blocks() -> tuple[list[dict[str, Any]], dict[str, Any]]:
 
 
 @pytest.fixture
-def example_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+def example_db(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The worked example of docs/metrics.md in a real store, configured through the environment."""
     records, _ = docs_blocks()
     store = open_store(database_url)
@@ -60,10 +60,10 @@ def run(*args: str) -> Any:
 def report_json(*args: str) -> dict[str, Any]:
     result = run(*args, "--format", "json")
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
+    return json.loads(result.output)
 
 
-def test_docs_worked_example_matches_the_engine(example_db: Path) -> None:
+def test_docs_worked_example_matches_the_engine(example_db: str) -> None:
     _, expected = docs_blocks()
     common = ["--as-of", expected["as_of"], "--window", expected["window"], "--last", expected["last"]]
     for metric in ("acr", "tier1"):
@@ -78,7 +78,7 @@ def test_docs_worked_example_matches_the_engine(example_db: Path) -> None:
     assert "4 / 6 = **66.7%**" in text and "**1 / 5 = 20%**" in text
 
 
-def test_json_has_exactly_the_contract_keys(example_db: Path) -> None:
+def test_json_has_exactly_the_contract_keys(example_db: str) -> None:
     out = report_json("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "maria")
     assert list(out) == JSON_KEYS
     assert out["metric"] == "acr" and out["window"] == "7d" and out["window_seconds"] == 7 * 86400
@@ -90,7 +90,7 @@ def test_json_has_exactly_the_contract_keys(example_db: Path) -> None:
     assert 0 < out["ci_low"] < 2 / 3 < out["ci_high"] < 1
 
 
-def test_json_breakdown_rows(example_db: Path) -> None:
+def test_json_breakdown_rows(example_db: str) -> None:
     out = report_json("tier1", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent")
     assert list(out) == [*JSON_KEYS, "by", "rows"]
     assert out["by"] == "agent"
@@ -98,14 +98,14 @@ def test_json_breakdown_rows(example_db: Path) -> None:
     assert list(out["rows"][0]) == ["key", "matured", "resolved", "pending", "rate", "ci_low", "ci_high"]
 
 
-def test_no_data_is_null_in_json_and_words_in_text(example_db: Path) -> None:
+def test_no_data_is_null_in_json_and_words_in_text(example_db: str) -> None:
     out = report_json("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "nobody")
     assert (out["matured"], out["rate"], out["ci_low"], out["ci_high"]) == (0, None, None, None)
     text = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "nobody").output
     assert "no data" in text and "0.0%" not in text
 
 
-def test_calendar_period_and_by_day_in_new_york(example_db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_calendar_period_and_by_day_in_new_york(example_db: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("BOT_TIMEZONE", "America/New_York")
     out = report_json(
         "acr", "--as-of", "2026-03-20T12:00:00Z", "--since", "2026-03-07", "--until", "2026-03-10", "--by", "day"
@@ -116,13 +116,13 @@ def test_calendar_period_and_by_day_in_new_york(example_db: Path, monkeypatch: p
     assert [row["matured"] for row in out["rows"]] == [0, 0, 0, 1]  # c7 at 08:00 EDT on the 10th
 
 
-def test_until_is_clipped_to_as_of_in_output(example_db: Path) -> None:
+def test_until_is_clipped_to_as_of_in_output(example_db: str) -> None:
     out = report_json("acr", "--as-of", "2026-03-05T00:00:00Z", "--since", "2026-03-01", "--until", "2026-03-31")
     assert out["until"] == "2026-03-05T00:00:00Z"
     assert out["matured"] == 0 and out["pending"] == 3  # c1, c3 and c4: all ended within 7 days of as_of
 
 
-def test_text_report_is_a_readable_table(example_db: Path) -> None:
+def test_text_report_is_a_readable_table(example_db: str) -> None:
     result = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent")
     assert result.exit_code == 0
     lines = result.output.splitlines()
@@ -135,7 +135,7 @@ def test_text_report_is_a_readable_table(example_db: Path) -> None:
     assert "pending" in result.output
 
 
-def test_csv_has_a_header_and_a_line_per_row(example_db: Path) -> None:
+def test_csv_has_a_header_and_a_line_per_row(example_db: str) -> None:
     result = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert [row["key"] for row in rows] == ["lee", "maria", "omar"]
@@ -159,14 +159,14 @@ def test_csv_has_a_header_and_a_line_per_row(example_db: Path) -> None:
         (["acr", "--agent", " "], "--agent is empty"),
     ],
 )
-def test_bad_options_are_one_clear_error(example_db: Path, args: list[str], message: str) -> None:
+def test_bad_options_are_one_clear_error(example_db: str, args: list[str], message: str) -> None:
     result = CliRunner().invoke(main, ["report", *args])
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and message in result.output
     assert "Traceback" not in result.output
 
 
-def test_unknown_metric_or_breakdown_is_refused(example_db: Path) -> None:
+def test_unknown_metric_or_breakdown_is_refused(example_db: str) -> None:
     assert CliRunner().invoke(main, ["report", "nps"]).exit_code == 2
     assert CliRunner().invoke(main, ["report", "acr", "--by", "reason"]).exit_code == 2
 

@@ -105,7 +105,9 @@ def test_snooze_and_acknowledge_buttons(server: SlackServer, fake: FakeSlack, da
         jobs = jobs_for(settings_for(database_url, fake), store, ManualClock(t0))
         jobs.run_alerts()
         [fired] = fake.posts()
-        ts = store.outbox().outbox_entry("alert:1:1:fire").ts
+        entry = store.outbox().outbox_entry("alert:1:1:fire")
+        assert entry is not None and entry.ts is not None
+        ts = entry.ts
         value = next(b for b in fired.body["blocks"] if b["type"] == "actions")["elements"][0]["value"]
         assert value == "1:1"
 
