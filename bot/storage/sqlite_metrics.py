@@ -39,8 +39,8 @@ from metrics.rollup import (
 from metrics.timeutil import US_PER_DAY
 
 DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
-_CANDIDATE_OF = "{row}direction = 'inbound' AND {row}agent IS NOT NULL"  # the contacts the metrics count
-CANDIDATE = _CANDIDATE_OF.format(row="")
+# The restatements of metrics.definitions, listed in docs/metrics.md ("Where the rules are restated").
+CANDIDATE = "direction = 'inbound' AND agent IS NOT NULL"  # is_handled_inbound: the contacts the metrics count
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + {w})"
 TIER1_SUCCESS = "(tier = 1 AND escalated = 0 AND resolved IS NOT 0)"
 
