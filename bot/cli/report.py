@@ -12,7 +12,7 @@ import orjson
 
 from bot.cli.common import as_of_option, command_store, settings
 from bot.clock import Clock
-from bot.presentation import interval_span, percent, plain
+from bot.presentation import instant_words, interval_span, percent, plain
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.periods import (
@@ -25,7 +25,7 @@ from metrics.periods import (
     parse_window,
 )
 from metrics.query import BREAKDOWNS, METRICS, Counts, Dimension, MetricQuery, MetricResult
-from metrics.timeutil import US_PER_SECOND, from_us, iso_utc
+from metrics.timeutil import US_PER_SECOND, iso_utc
 
 JSON_KEYS = (
     "metric",
@@ -184,12 +184,10 @@ def as_text(result: MetricResult, zone: tzinfo) -> str:
     """A readable report: what was asked (so nobody guesses how options were read), then the table."""
     query = result.query
     scope = ", ".join(f"{d}={plain(v)}" for d, v in query.filters) or "everyone"
-    shown = "%Y-%m-%d %H:%M %Z"
     lines = [
         f"{METRIC_TITLES[query.metric]} — {scope}",
-        f"window {format_window(query.window_us)}; contacts started "
-        f"{from_us(result.since_us, zone).strftime(shown)} to {from_us(result.until_us, zone).strftime(shown)}"
-        f" (exclusive); as of {from_us(query.as_of_us, zone).strftime(shown)}",
+        f"window {format_window(query.window_us)}; contacts started {instant_words(result.since_us, zone)} to "
+        f"{instant_words(result.until_us, zone)} (exclusive); as of {instant_words(query.as_of_us, zone)}",
         "",
     ]
     header = ("", "rate", "95% interval", "matured", "resolved", "pending")

@@ -11,7 +11,18 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from typing import Any
 
-from bot.presentation import Block, Message, cell, change_words, context, escape, interval_span, percent, section
+from bot.presentation import (
+    Block,
+    Message,
+    cell,
+    change_words,
+    context,
+    escape,
+    instant_words,
+    interval_span,
+    percent,
+    section,
+)
 from bot.storage.schedules import AlertRule, scope_filters, scope_label
 from metrics.engine import MetricSource, compute
 from metrics.periods import format_window, last_period, local_date, local_midnight_us
@@ -233,7 +244,7 @@ def _sections(digest: Digest, zone: tzinfo, mark: Callable[[str], str]) -> dict[
         "pending": f"Pending (window not closed yet, not in the rates): {digest.pending_7d:,} for the 7-day window, "
         f"{digest.pending_1d:,} for the 1-day window.",
         "alerts": ("Alerts firing: " + "; ".join(firing)) if firing else "Alerts firing: none.",
-        "footer": f"As of {as_of:%Y-%m-%d %H:%M %Z} · period: last 30 days · a contact counts once its repeat "
+        "footer": f"As of {instant_words(digest.as_of_us, zone)} · period: last 30 days · a contact counts once its repeat "
         "window has closed",
     }
 
