@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast lint docs digest-example clean
+.PHONY: install run test test-fast lint docs digest-example periods-example clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ docs: install  ## regenerate docs/cli.md from the commands' --help
 
 digest-example: install  ## render the README's digest example from demo data: docs/digest-example.md and .png
 	$(BIN)/python -m bot.scheduler.example docs
+
+periods-example: install  ## render the README's weekly digest and chart reply examples from demo data into docs/
+	$(BIN)/python -m bot.period_examples docs
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

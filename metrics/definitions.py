@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, overload
 import numpy as np
 import numpy.typing as npt
 
-from metrics.query import Dimension, Metric
+from metrics.query import Filter, Metric
 
 if TYPE_CHECKING:
     from metrics.records import Contact
@@ -107,15 +107,17 @@ def is_handled_inbound(contact: Contact) -> bool:
     return contact.direction == "inbound" and contact.agent is not None
 
 
-def is_candidate(contact: Contact, filters: Iterable[tuple[Dimension, str]], since_us: int, until_us: int) -> bool:
+def is_candidate(contact: Contact, filters: Iterable[tuple[Filter, str]], since_us: int, until_us: int) -> bool:
     """Handled inbound, matching every filter exactly, and started in ``[since, until)``.
+
+    A ``tier`` filter's value is the tier as decimal text.
 
     ``until`` must already be clipped to as_of (see ``clip_until``).
     """
     return (
         is_handled_inbound(contact)
         and in_period(contact.started_us, since_us, until_us)
-        and all(getattr(contact, dimension) == value for dimension, value in filters)
+        and all((str(contact.tier) if name == "tier" else getattr(contact, name)) == value for name, value in filters)
     )
 
 

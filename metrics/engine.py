@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, tzinfo
 from typing import Any, Protocol
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from metrics import rollup
 from metrics.definitions import clip_until
-from metrics.periods import local_days
-from metrics.query import Counts, Dimension, Metric, MetricQuery, MetricResult, Row
+from metrics.periods import local_days, month_key, week_key
+from metrics.query import Counts, Dimension, Filter, Metric, MetricQuery, MetricResult, Row
 from metrics.rollup import EVERYONE, SLOTS_PER_UNIT_DAY, RollupDays, hour_bounds
 from metrics.timeutil import US_PER_SECOND
 
@@ -45,7 +45,7 @@ class RowSpec:
     metric: Metric
     window_us: int
     as_of_us: int
-    filters: tuple[tuple[Dimension, str], ...]
+    filters: tuple[tuple[Filter, str], ...]
     group: Dimension | None
     spans: tuple[Span, ...]
     among: tuple[Dimension, tuple[str, ...]] | None = None  # and the dimension has one of these values
@@ -97,8 +97,10 @@ def compute(
     """
     since_us = query.since_us
     until_us = clip_until(query.until_us, query.as_of_us)
+    # Weeks and months are sums of their local days: counted by day, folded in _result.
+    counted = replace(query, by="day") if query.by in ("week", "month") else query
     with source.metric_reader(zone) as reader:
-        counts = _count(reader, query, zone, since_us, until_us, use_rollups, use_hours, per_value_limit)
+        counts = _count(reader, counted, zone, since_us, until_us, use_rollups, use_hours, per_value_limit)
     return _result(query, zone, since_us, until_us, counts)
 
 
@@ -301,17 +303,17 @@ def _rollup_target(query: MetricQuery) -> tuple[Dimension | None, str | None, st
     """The rollup dimension, value and grouping that answer this scope and breakdown, if any: rollups hold
     one dimension at a time, so two filters, or a filter and a breakdown by another dimension, cannot."""
     filters = query.filters
-    if len(filters) > 1:
+    if len(filters) > 1 or any(name == "tier" for name, _ in filters):  # no rollup holds tiers
         return None
-    dimension: Dimension | None = filters[0][0] if filters else None
+    dimension: Dimension | None = filters[0][0] if filters else None  # type: ignore[assignment]
     value = filters[0][1] if filters else None
-    if query.by == "day":
+    if query.by in ("day", "week", "month"):  # compute() asks weeks and months by day
         return (dimension, value, "day")
     if query.by is None:
         return (dimension, value, None)
     if dimension is not None and dimension != query.by:
         return None
-    return (query.by, value, "value")
+    return (query.by, value, "value")  # type: ignore[return-value]
 
 
 # Counts being summed, per key: [matured, resolved, pending] (lists: hundreds of keys are added up per question).
@@ -347,12 +349,18 @@ def _merge(into: _Tally, more: dict[str | None, Counts], sign: int = 1, move_mat
 def _result(query: MetricQuery, zone: tzinfo, since_us: int, until_us: int, tally: _Tally) -> MetricResult:
     total = Counts(*(sum(column) for column in zip(*tally.values(), strict=True))) if tally else Counts()
     rows: list[Row] = []
-    if query.by == "day":
-        # Every day of the period, with or without contacts, so a day series has no silent gaps.
-        empty = [0, 0, 0]
-        rows = [
-            Row(day, Counts(*tally.get(day, empty))) for day in map(date.isoformat, _days(since_us, until_us, zone))
-        ]
+    if query.by in ("day", "week", "month"):
+        # Every day (week, month) of the period, with or without contacts, so a series has no silent gaps.
+        key_of = {"day": date.isoformat, "week": week_key, "month": month_key}[query.by]
+        series: dict[str, list[int]] = {}
+        for day in _days(since_us, until_us, zone):
+            sums = series.setdefault(key_of(day), [0, 0, 0])
+            counted = tally.get(day.isoformat())
+            if counted is not None:
+                sums[0] += counted[0]
+                sums[1] += counted[1]
+                sums[2] += counted[2]
+        rows = [Row(key, Counts(*sums)) for key, sums in series.items()]
     elif query.by is not None:
         kept = sorted(key for key, sums in tally.items() if key is not NO_VALUE and any(sums))
         rows = [Row(key, Counts(*tally[key])) for key in kept]

@@ -8,10 +8,15 @@ from typing import Literal
 
 Metric = Literal["acr", "tier1"]
 Dimension = Literal["agent", "team", "queue", "channel"]
-Breakdown = Literal["agent", "team", "queue", "channel", "day"]
+# A filter narrows the candidates: a dimension, or the tier (its value as decimal text, e.g. "2").
+Filter = Literal[Dimension, "tier"]
+Breakdown = Literal["agent", "team", "queue", "channel", "day", "week", "month"]
+# Breakdowns whose rows are periods (a time series, in date order), not dimension values.
+PeriodBreakdown = Literal["day", "week", "month"]
 METRICS: tuple[Metric, ...] = ("acr", "tier1")
 DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
-BREAKDOWNS: tuple[Breakdown, ...] = ("agent", "team", "queue", "channel", "day")
+BREAKDOWNS: tuple[Breakdown, ...] = ("agent", "team", "queue", "channel", "day", "week", "month")
+PERIOD_BREAKDOWNS: tuple[PeriodBreakdown, ...] = ("day", "week", "month")
 Z_95 = 1.959963984540054
 
 
@@ -64,13 +69,14 @@ class MetricQuery:
     since_us: int
     until_us: int
     as_of_us: int
-    filters: tuple[tuple[Dimension, str], ...] = ()
+    filters: tuple[tuple[Filter, str], ...] = ()
     by: Breakdown | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Row:
-    """One line of a breakdown: its key (a dimension value, or a local date YYYY-MM-DD for ``day``)."""
+    """One line of a breakdown: its key (a dimension value; a local date YYYY-MM-DD for ``day``, the Monday
+    for ``week``, YYYY-MM for ``month``)."""
 
     key: str
     counts: Counts

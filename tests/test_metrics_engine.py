@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from bot.storage import ContactStore, open_store
 from metrics import definitions as rules
 from metrics.engine import MetricReader, RowSpec, compute
-from metrics.periods import calendar_period, local_date
-from metrics.query import Breakdown, Counts, Dimension, MetricQuery, MetricResult
+from metrics.periods import calendar_period, local_date, month_key, week_key
+from metrics.query import Breakdown, Counts, Filter, MetricQuery, MetricResult
 from metrics.records import Contact
 from metrics.rollup import RollupDays, pack_hours, unpack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
@@ -53,6 +53,10 @@ def reference(contacts: list[Contact], query: MetricQuery, zone: tzinfo) -> tupl
         key: str | None = None
         if query.by == "day":
             key = local_date(c.started_us, zone).isoformat()
+        elif query.by == "week":
+            key = week_key(local_date(c.started_us, zone))
+        elif query.by == "month":
+            key = month_key(local_date(c.started_us, zone))
         elif query.by is not None:
             key = getattr(c, query.by)
         for i in range(3):
@@ -143,15 +147,17 @@ def to_contact(record: dict[str, Any]) -> Contact:
 
 
 # Scopes and breakdowns of the random questions (the first ones most often).
-FILTERS: list[tuple[tuple[Dimension, str], ...]] = [
+FILTERS: list[tuple[tuple[Filter, str], ...]] = [
     (),
     (),
     (("agent", "maria"),),
     (("team", "blue"),),
     (("channel", "chat"),),
     (("agent", "omar"), ("queue", "tech")),
+    (("tier", "2"),),
+    (("team", "blue"), ("tier", "1")),
 ]
-BREAKDOWNS: list[Breakdown | None] = [None, None, "day", "agent", "team", "queue", "channel"]
+BREAKDOWNS: list[Breakdown | None] = [None, None, "day", "week", "month", "agent", "team", "queue", "channel"]
 
 
 @st.composite

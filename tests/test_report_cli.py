@@ -138,12 +138,16 @@ def test_text_report_is_a_readable_table(example_db: str) -> None:
 def test_csv_has_a_header_and_a_line_per_row(example_db: str) -> None:
     result = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--by", "agent", "--format", "csv")
     rows = list(csv.DictReader(io.StringIO(result.output)))
-    assert [row["key"] for row in rows] == ["lee", "maria", "omar"]
-    assert rows[1]["matured"] == "3" and float(rows[1]["rate"]) == pytest.approx(2 / 3)
+    assert [row["agent"] for row in rows] == ["lee", "maria", "omar"]
+    assert rows[1]["matured"] == "3" and rows[1]["rate %"] == "66.7"
+    assert (rows[1]["95% low %"], rows[1]["95% high %"]) == ("20.8", "93.9")
+    assert rows[1]["metric"] == "ACR" and rows[1]["window"] == "7d" and rows[1]["as of"] == "2026-03-20 12:00 UTC"
     single = list(csv.DictReader(io.StringIO(run("acr", "--as-of", "2026-03-01T00:00:00Z", "--format", "csv").output)))
     assert single == [
-        {"key": "total", "matured": "0", "resolved": "0", "pending": "0", "rate": "", "ci_low": "", "ci_high": ""}
-    ]
+        {"scope": "all agents", "metric": "ACR", "window": "7d", "period": "2026-01-30 to 2026-02-28",
+         "as of": "2026-03-01 00:00 UTC", "rate %": "", "95% low %": "", "95% high %": "", "matured": "0",
+         "resolved": "0", "pending": "0"}
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -153,7 +157,7 @@ def test_csv_has_a_header_and_a_line_per_row(example_db: str) -> None:
         (["acr", "--window", "soon"], "window 'soon'"),
         (["acr", "--since", "2026-02-30"], "date '2026-02-30' does not exist"),
         (["acr", "--since", "2026-03-10", "--until", "2026-03-01"], "after until"),
-        (["acr", "--last", "30d", "--since", "2026-03-01"], "--last cannot be combined"),
+        (["acr", "--last", "30d", "--since", "2026-03-01"], "--last and --since/--until cannot be combined"),
         (["acr", "--last", "x"], "period 'x'"),
         (["acr", "--as-of", "tomorrow"], "--as-of"),
         (["acr", "--agent", " "], "--agent is empty"),

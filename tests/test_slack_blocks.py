@@ -36,7 +36,8 @@ def test_answer_states_rate_counts_interval_period_and_change() -> None:
     now = result(Counts(matured=10, resolved=8, pending=2))
     before = MetricResult(now.query, AS_OF - 60 * US_PER_DAY, AS_OF - 30 * US_PER_DAY, Counts(20, 15, 0))
     message = answer_message(answer("agent:maria", now, before), UTC)
-    assert message.blocks[0] == {"type": "header", "text": {"type": "plain_text", "text": "ACR 80.0%", "emoji": False}}
+    header = {"type": "plain_text", "text": "ACR 80.0% ▲5.0 pts", "emoji": False}  # the trend beside the number
+    assert message.blocks[0] == {"type": "header", "text": header}
     text = json.dumps(message.blocks)
     assert "8 of 10 matured contacts had no repeat contact within 7 days" in text
     assert "2 more are pending" in text
@@ -82,7 +83,8 @@ def test_breakdown_worst_first_small_samples_marked_and_capped() -> None:
     table = next(b["text"]["text"] for b in message.blocks if "```" in b.get("text", {}).get("text", ""))
     lines = table.split("\n")[3:-1]
     assert len(lines) == MAX_ROWS
-    assert re.match(r"\s+1\s+tiny\s+0\.0% †", lines[0])
+    assert re.match(r"\s+1\s+tiny\s+0\.0%†", lines[0])
+    assert max(len(line) for line in lines) <= 52  # narrow enough for a phone
     assert re.match(r"\s+2\s+agent00\s+50\.0%\s+\d", lines[1])
     text = json.dumps(message.blocks)
     assert "7 more rows not shown" in text and "fewer than 30 matured contacts" in text

@@ -2,30 +2,37 @@
 
 from __future__ import annotations
 
-import csv
-import io
+from dataclasses import dataclass, replace
 from datetime import tzinfo
 from typing import Any
 
 import click
 import orjson
 
+from bot import sensitivity
 from bot.cli.common import as_of_option, command_store, settings
 from bot.clock import Clock
+from bot.export import export_csv
+from bot.names import resolve_names
 from bot.presentation import instant_words, interval_span, percent, plain
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.periods import (
     DEFAULT_LAST_DAYS,
+    PERIOD_WORDS,
     calendar_period,
     format_window,
     last_period,
+    matured_period,
     parse_date,
     parse_days,
+    parse_tier,
     parse_window,
+    word_period,
 )
-from metrics.query import BREAKDOWNS, METRICS, Counts, Dimension, MetricQuery, MetricResult
+from metrics.query import BREAKDOWNS, METRICS, Counts, Filter, MetricQuery, MetricResult
 from metrics.timeutil import US_PER_SECOND, iso_utc
+from metrics.windows import parse_windows, window_sensitivity
 
 JSON_KEYS = (
     "metric",
@@ -51,11 +58,24 @@ METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 reso
 @click.option("--team", help="Only contacts of this team.")
 @click.option("--queue", help="Only contacts of this queue.")
 @click.option("--channel", help="Only contacts of this channel (phone, chat, email, ...).")
+@click.option("--tier", "tier_text", help="Only contacts handled at this tier (1 = first line).")
 @click.option("--window", "window_text", default="7d", show_default=True, help="Repeat window: Nd or Nh, max 90d.")
 @click.option("--last", "last_text", help="Period: the last N days before --as-of (default 30d).")
+@click.option(
+    "--period", "period_word", type=click.Choice(PERIOD_WORDS), help="Period: a calendar word, in BOT_TIMEZONE."
+)
+@click.option("--matured", "matured_text", help="Period: the latest N days whose window has closed (e.g. 7d).")
 @click.option("--since", "since_text", help="Period start: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
 @click.option("--until", "until_text", help="Period end: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
-@click.option("--by", type=click.Choice(BREAKDOWNS), help="Break the result down by this dimension or by day.")
+@click.option(
+    "--by", type=click.Choice(BREAKDOWNS), help="Break the result down by this dimension, or by day, week or month."
+)
+@click.option(
+    "--windows",
+    "windows_text",
+    help="Window sensitivity instead: the rate for these windows (e.g. 10m,1h,1d,7d) on the same matured "
+    "contacts, and how soon customers came back.",
+)
 @as_of_option("'Now' for the report (a timestamp; default: the current time).")
 @click.option(
     "--format",
@@ -63,7 +83,7 @@ METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 reso
     type=click.Choice(("text", "json", "csv")),
     default="text",
     show_default=True,
-    help="text: a readable table; json: the contract's keys; csv: one line per row, with a header.",
+    help="text: a readable table; json: the contract's keys; csv: one line per row, rates in percent (as /acr export).",
 )
 def report(
     metric: str,
@@ -71,11 +91,15 @@ def report(
     team: str | None,
     queue: str | None,
     channel: str | None,
+    tier_text: str | None,
     window_text: str,
     last_text: str | None,
+    period_word: str | None,
+    matured_text: str | None,
     since_text: str | None,
     until_text: str | None,
     by: str | None,
+    windows_text: str | None,
     clock: Clock,
     output_format: str,
 ) -> None:
@@ -83,47 +107,95 @@ def report(
     config = settings()
     zone = config.zone
     query = build_query(
-        metric, {"agent": agent, "team": team, "queue": queue, "channel": channel},
-        window_text, last_text, since_text, until_text, by, clock.now_us(), zone,
+        metric, {"agent": agent, "team": team, "queue": queue, "channel": channel, "tier": tier_text},
+        window_text, Period(last_text, period_word, matured_text, since_text, until_text), by, clock.now_us(), zone,
     )  # fmt: skip
-    result = compute(command_store(), query, zone)
+    windows = parse_windows(windows_text) if windows_text is not None else ()
+    if windows and by is not None:
+        raise UserError("--windows compares windows on one total; it cannot be combined with --by")
+    store = command_store()
+    result = compute(store, query, zone)
+    if result.total.matured + result.total.pending == 0:  # a name typed in another letter case?
+        filters, changed = resolve_names(query.filters, store.dimension_values)
+        if changed:
+            query = replace(query, filters=filters)
+            result = compute(store, query, zone)
+    if windows:
+        found = window_sensitivity(store, query, windows, zone, compute)
+        if output_format == "json":
+            click.echo(orjson.dumps(sensitivity.as_json(found), option=orjson.OPT_INDENT_2).decode())
+        elif output_format == "csv":
+            click.echo(sensitivity.as_csv(found), nl=False)
+        else:
+            title = f"{METRIC_TITLES[query.metric]} by repeat window — {_scope(query)}"
+            lines = [title, sensitivity.headline(found, zone), "", *sensitivity.rate_lines(found), ""]
+            lines += ["Time to return (first repeat after the contact ended):", *sensitivity.return_lines(found)]
+            click.echo("\n".join(lines))
+        return
     if output_format == "json":
         click.echo(orjson.dumps(as_json(result), option=orjson.OPT_INDENT_2).decode())
     elif output_format == "csv":
-        click.echo(as_csv(result), nl=False)
+        click.echo(export_csv(result, zone), nl=False)
     else:
         click.echo(as_text(result, zone))
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """The period options as given (at most one kind: --last, --period, --matured, or --since/--until)."""
+
+    last: str | None = None
+    word: str | None = None
+    matured: str | None = None
+    since: str | None = None
+    until: str | None = None
+
+    def bounds(self, window_us: int, as_of_us: int, zone: tzinfo) -> tuple[int, int]:
+        """``[since, until)`` in µs (until not yet clipped); a UserError names conflicting options."""
+        given = [
+            name
+            for name, value in (
+                ("--last", self.last),
+                ("--period", self.word),
+                ("--matured", self.matured),
+                ("--since/--until", self.since or self.until),
+            )
+            if value is not None
+        ]
+        if len(given) > 1:
+            raise UserError(f"{' and '.join(given)} cannot be combined; use one kind of period")
+        if self.word is not None:
+            return word_period(self.word, as_of_us, zone)
+        if self.matured is not None:
+            return matured_period(parse_days(self.matured), window_us, as_of_us)
+        if self.since is not None or self.until is not None:
+            since_day = parse_date(self.since) if self.since is not None else None
+            until_day = parse_date(self.until) if self.until is not None else None
+            return calendar_period(since_day, until_day, zone, as_of_us)
+        return last_period(parse_days(self.last) if self.last is not None else DEFAULT_LAST_DAYS, as_of_us)
 
 
 def build_query(
     metric: str,
     filters: dict[str, str | None],
     window_text: str,
-    last_text: str | None,
-    since_text: str | None,
-    until_text: str | None,
+    period: Period,
     by: str | None,
     as_of_us: int,
     zone: tzinfo,
 ) -> MetricQuery:
     """The question the options ask; every bad option is a UserError naming it."""
     window_us = parse_window(window_text)
-    if last_text is not None and (since_text is not None or until_text is not None):
-        raise UserError("--last cannot be combined with --since/--until; use one kind of period")
-    if since_text is not None or until_text is not None:
-        since_day = parse_date(since_text) if since_text is not None else None
-        until_day = parse_date(until_text) if until_text is not None else None
-        since_us, until_us = calendar_period(since_day, until_day, zone, as_of_us)
-    else:
-        days = parse_days(last_text) if last_text is not None else DEFAULT_LAST_DAYS
-        since_us, until_us = last_period(days, as_of_us)
-    chosen: list[tuple[Dimension, str]] = []
-    for dimension in ("agent", "team", "queue", "channel"):
+    since_us, until_us = period.bounds(window_us, as_of_us, zone)
+    chosen: list[tuple[Filter, str]] = []
+    for dimension in ("agent", "team", "queue", "channel", "tier"):
         value = filters.get(dimension)
         if value is not None:
             text = value.strip().lower() if dimension == "channel" else value.strip()
             if not text:
                 raise UserError(f"--{dimension} is empty")
+            if dimension == "tier":
+                text = str(parse_tier(text))
             chosen.append((dimension, text))
     return MetricQuery(
         metric=metric,  # type: ignore[arg-type]
@@ -167,23 +239,10 @@ def as_json(result: MetricResult) -> dict[str, Any]:
     return out
 
 
-def as_csv(result: MetricResult) -> str:
-    """One line per row (or one line for the total), with a header; rates as fractions, empty when no data."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    fields = ["matured", "resolved", "pending", "rate", "ci_low", "ci_high"]
-    writer.writerow(["key", *fields])
-    lines = [(row.key, row.counts) for row in result.rows] if result.query.by else [("total", result.total)]
-    for key, counts in lines:
-        values = _counts_json(counts)
-        writer.writerow([key, *("" if values[f] is None else values[f] for f in fields)])
-    return buffer.getvalue()
-
-
 def as_text(result: MetricResult, zone: tzinfo) -> str:
     """A readable report: what was asked (so nobody guesses how options were read), then the table."""
     query = result.query
-    scope = ", ".join(f"{d}={plain(v)}" for d, v in query.filters) or "everyone"
+    scope = _scope(query)
     lines = [
         f"{METRIC_TITLES[query.metric]} — {scope}",
         f"window {format_window(query.window_us)}; contacts started {instant_words(result.since_us, zone)} to "
@@ -206,6 +265,10 @@ def as_text(result: MetricResult, zone: tzinfo) -> str:
     lines.append("")
     lines.append("pending = started in the period but their window has not passed yet: reported, not in the rate.")
     return "\n".join(lines)
+
+
+def _scope(query: MetricQuery) -> str:
+    return ", ".join(f"{d}={plain(v)}" for d, v in query.filters) or "everyone"
 
 
 def _text_row(key: str, counts: Counts) -> tuple[str, ...]:

@@ -18,12 +18,14 @@ def subscriptions() -> None:
 @click.argument("words", nargs=-1, required=True)
 def add(channel: str, words: tuple[str, ...]) -> None:
     """Digest to CHANNEL (id C0123ABCD or name) at a time, e.g.: add support-leads 09:00 team:billing weekdays
-    tz:Europe/Berlin. A second add for the same channel and scope changes its time."""
+    tz:Europe/Berlin; add support-leads weekly mon 09:00; add support-leads monthly 1 09:00. A second add for the
+    same channel, scope and cadence changes its time."""
     command = parse_schedule_command(["subscribe", *words])
     assert isinstance(command, Subscribe)
     message = command_schedules().subscribe(
-        cli_channel(channel), command.scope, command.local_time, command.zone, command.weekdays_only, None
-    )
+        cli_channel(channel), command.scope, command.local_time, command.zone, command.weekdays_only, None,
+        cadence=command.cadence, cadence_day=command.cadence_day,
+    )  # fmt: skip
     click.echo(message.plain)
 
 

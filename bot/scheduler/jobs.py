@@ -13,7 +13,7 @@ from datetime import date, tzinfo
 
 from bot.clock import Clock
 from bot.presentation import Message
-from bot.scheduler import chart
+from bot.scheduler import chart, periodic
 from bot.scheduler.alerts import Evaluation, alert_query, evaluate
 from bot.scheduler.delivery import DeliveryReport, Poster
 from bot.scheduler.digest import Compute, compose, gather, render
@@ -29,12 +29,18 @@ log = logging.getLogger("acr_bot.scheduler")
 
 def schedule_of(subscription: Subscription, default_zone: tzinfo) -> DailySchedule:
     zone = load_zone(subscription.zone) if subscription.zone else default_zone
-    return DailySchedule(parse_local_time(subscription.local_time), zone, subscription.weekdays_only)
+    at = parse_local_time(subscription.local_time)
+    if subscription.cadence == "weekly":
+        return DailySchedule(at, zone, weekday=subscription.cadence_day)
+    if subscription.cadence == "monthly":
+        return DailySchedule(at, zone, month_day=subscription.cadence_day)
+    return DailySchedule(at, zone, subscription.weekdays_only)
 
 
 def digest_key(subscription: Subscription, day: date) -> str:
-    """One digest per channel, scope and local date."""
-    return f"digest:{subscription.channel}:{subscription.scope or '*'}:{day.isoformat()}"
+    """One digest per channel, scope, cadence and local date (daily keys keep their first form)."""
+    kind = "digest" if subscription.cadence == "daily" else f"digest-{subscription.cadence}"
+    return f"{kind}:{subscription.channel}:{subscription.scope or '*'}:{day.isoformat()}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +150,8 @@ class Jobs:
         """The digest message and its chart (a file posted in the digest's thread), as of its scheduled time."""
         subscription = due.subscription
         zone = schedule_of(subscription, self.settings.zone).zone
+        if subscription.cadence != "daily":
+            return self._compose_periodic(due, zone, with_chart)
         inputs = gather(self.store, subscription.scope, due.due_us, zone, self.compute)
         firing = [rule for rule in self.store.schedules().list_alert_rules() if rule.state.firing]
         digest = compose(inputs, firing, self.settings.digest_min_sample, zone)
@@ -153,7 +161,7 @@ class Jobs:
             return messages, message
         try:
             title = f"Daily ACR and tier-1 rate, last 30 days — {scope_label(subscription.scope)}"
-            png = chart.trend_chart(digest.days, title)
+            png = chart.trend_chart(digest.days, title, self.settings.digest_min_sample)
         except Exception:  # the text digest goes out without its chart
             log.exception("digest %s: drawing the trend chart failed; sending the text only", due.key)
         else:
@@ -168,6 +176,34 @@ class Jobs:
                     title=title,
                 )
             )
+        return messages, message
+
+    def _compose_periodic(self, due: DueDigest, zone: tzinfo, with_chart: bool) -> tuple[list[OutboxMessage], Message]:
+        """A weekly or monthly digest and its trend chart (in the digest's thread), as of its scheduled time."""
+        subscription = due.subscription
+        min_sample = self.settings.digest_min_sample
+        digest = periodic.gather(self.store, subscription.scope, subscription.cadence, due.due_us, zone, self.compute)
+        message = periodic.render(digest, zone, min_sample)
+        messages = [OutboxMessage(due.key, subscription.channel, message.text, message.blocks)]
+        if not with_chart:
+            return messages, message
+        try:
+            png = periodic.chart(digest, zone, min_sample)
+        except Exception:  # the text digest goes out without its chart
+            log.exception("digest %s: drawing the trend chart failed; sending the text only", due.key)
+            return messages, message
+        unit = "week" if subscription.cadence == "weekly" else "month"
+        messages.append(
+            OutboxMessage(
+                key=due.key + ":chart",
+                channel=subscription.channel,
+                text=f"Trend: ACR and tier-1 resolution per {unit}",
+                thread_key=due.key,
+                file=png,
+                filename=f"acr-{subscription.cadence}-{due.day.isoformat()}.png",
+                title=f"ACR per {unit} — {scope_label(subscription.scope)}",
+            )
+        )
         return messages, message
 
     # --- alerts ----------------------------------------------------------------------------------------

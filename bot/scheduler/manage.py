@@ -25,6 +25,7 @@ from bot.presentation import (
 from bot.scheduler.alerts import BUTTON_SNOOZE_HOURS
 from bot.scheduler.digest import rule_words
 from bot.scheduler.jobs import schedule_of
+from bot.scheduler.times import WEEKDAY_NAMES
 from bot.scheduler.words import (
     ALERT_USAGE,
     SCHEDULE_WORDS,
@@ -40,7 +41,7 @@ from bot.scheduler.words import (
     parse_schedule_command,
 )
 from bot.storage import ContactStore
-from bot.storage.schedules import AlertRule, Subscription, scope_filters, scope_label
+from bot.storage.schedules import AlertRule, Cadence, Subscription, scope_filters, scope_label
 from metrics.errors import UserError
 from metrics.timeutil import US_PER_HOUR, from_us
 
@@ -54,7 +55,12 @@ def channel_mrkdwn(channel: str) -> str:
 
 def subscription_words(subscription: Subscription, zone: tzinfo, mark: Callable[[str], str]) -> str:
     schedule = schedule_of(subscription, zone)
-    days = "weekdays" if subscription.weekdays_only else "daily"
+    if subscription.cadence == "weekly" and subscription.cadence_day is not None:
+        days = f"weekly on {WEEKDAY_NAMES[subscription.cadence_day].capitalize()}s"
+    elif subscription.cadence == "monthly":
+        days = f"monthly on day {subscription.cadence_day}"
+    else:
+        days = "weekdays" if subscription.weekdays_only else "daily"
     return (
         f"#{subscription.id}: {mark(subscription.channel)} {days} at {subscription.local_time} "
         f"{getattr(schedule.zone, 'key', str(schedule.zone))}, {scope_label(subscription.scope)}"
@@ -136,10 +142,11 @@ class ScheduleManager:
         if isinstance(command, Subscribe):
             channel = _channel(command.channel, here)
             return self.subscribe(
-                channel, command.scope, command.local_time, command.zone, command.weekdays_only, user_id
-            )
+                channel, command.scope, command.local_time, command.zone, command.weekdays_only, user_id,
+                cadence=command.cadence, cadence_day=command.cadence_day,
+            )  # fmt: skip
         if isinstance(command, Unsubscribe):
-            return self.unsubscribe(_channel(command.channel, here), command.scope)
+            return self.unsubscribe(_channel(command.channel, here), command.scope, command.cadence)
         if isinstance(command, AddAlert):
             return self.add_alert(command, _channel(command.channel, here), user_id)
         if isinstance(command, RemoveAlert):
@@ -150,11 +157,20 @@ class ScheduleManager:
     # --- subscriptions ---------------------------------------------------------------------------------
 
     def subscribe(
-        self, channel: str, scope: str, local_time: str, zone: str | None, weekdays_only: bool, user_id: str | None
+        self,
+        channel: str,
+        scope: str,
+        local_time: str,
+        zone: str | None,
+        weekdays_only: bool,
+        user_id: str | None,
+        *,
+        cadence: Cadence = "daily",
+        cadence_day: int | None = None,
     ) -> Message:
         self.check_scope(scope)
         subscription, new = self.store.schedules().save_subscription(
-            channel, scope, local_time, zone, weekdays_only, user_id, self.clock.now_us()
+            channel, scope, local_time, zone, weekdays_only, user_id, self.clock.now_us(), cadence, cadence_day
         )
         self._changed()
         log.info("subscription %s by %s: %s", "added" if new else "updated", user_id or "cli", subscription)
@@ -167,16 +183,25 @@ class ScheduleManager:
             f"{verb} {subscription_words(subscription, self.zone, str)}.{first}",
         )
 
-    def unsubscribe(self, channel: str, scope: str) -> Message:
+    def unsubscribe(self, channel: str, scope: str, cadence: Cadence | None = None) -> Message:
         schedules = self.store.schedules()
-        matches = [s for s in schedules.list_subscriptions() if s.channel == channel and s.scope == scope]
+        matches = [
+            s
+            for s in schedules.list_subscriptions()
+            if s.channel == channel and s.scope == scope and cadence in (None, s.cadence)
+        ]
         if not matches:
             raise UserError(f"no digest subscription for {channel} ({scope_label(scope)}); see /acr subscriptions")
+        if len(matches) > 1:
+            kinds = " or ".join(s.cadence for s in matches)
+            raise UserError(f"{channel} has a {kinds} digest of {scope_label(scope)}: say which, e.g. unsubscribe "
+                            f"{channel} {matches[-1].cadence}")  # fmt: skip
         schedules.remove_subscription(matches[0].id)
         self._changed()
+        kind = "" if matches[0].cadence == "daily" else f"{matches[0].cadence} "
         return list_message(
-            f"Unsubscribed {channel_mrkdwn(channel)} from the {scope_label(scope)} digest.",
-            f"Unsubscribed {channel} from the {scope_label(scope)} digest.",
+            f"Unsubscribed {channel_mrkdwn(channel)} from the {kind}{scope_label(scope)} digest.",
+            f"Unsubscribed {channel} from the {kind}{scope_label(scope)} digest.",
         )
 
     def remove_subscription(self, subscription_id: int) -> Message:

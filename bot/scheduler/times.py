@@ -1,4 +1,5 @@
-"""When a daily digest is due: a local wall time in a time zone, every day or weekdays only. Pure, no I/O.
+"""When a digest is due: a local wall time in a time zone, every day (or weekdays only), one day of the week, or
+one day of the month. Pure, no I/O.
 
 DST rules: a time is kept in local wall time, so 09:00 is 09:00 on both sides of a change. A time that does not
 exist that day (the spring-forward gap) is due once, at the first valid instant after it: the instant the
@@ -50,15 +51,26 @@ def _wall(us: int, zone: tzinfo) -> datetime:
     return from_us(us, zone).replace(tzinfo=None, fold=0)
 
 
+WEEKDAY_NAMES = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MAX_MONTH_DAY = 28  # every month has it
+
+
 @dataclass(frozen=True, slots=True)
 class DailySchedule:
-    """Every day (or Monday to Friday) at ``at`` in ``zone``."""
+    """Every day (or Monday to Friday) at ``at`` in ``zone``; only on ``weekday`` (0 = Monday) when given, only on
+    day ``month_day`` of each month when given."""
 
     at: time
     zone: tzinfo
     weekdays_only: bool = False
+    weekday: int | None = None
+    month_day: int | None = None
 
     def runs_on(self, day: date) -> bool:
+        if self.weekday is not None:
+            return day.weekday() == self.weekday
+        if self.month_day is not None:
+            return day.day == self.month_day
         return not (self.weekdays_only and day.weekday() >= SATURDAY)
 
     def occurrence(self, day: date) -> int | None:
@@ -66,18 +78,19 @@ class DailySchedule:
         return wall_time_us(day, self.at, self.zone) if self.runs_on(day) else None
 
     def latest_at_or_before(self, now_us: int) -> tuple[date, int] | None:
-        """The most recent occurrence at or before ``now`` (its local day and instant), within the last week."""
+        """The most recent occurrence at or before ``now`` (its local day and instant), within one period."""
         return self._search(now_us, -1, lambda due: due <= now_us)
 
     def next_after(self, after_us: int) -> tuple[date, int]:
         """The first occurrence strictly after ``after_us``."""
         found = self._search(after_us, 1, lambda due: due > after_us)
-        assert found is not None  # every week has a weekday
+        assert found is not None  # every week has each weekday, every month its day
         return found
 
     def _search(self, around_us: int, step: int, accept: Callable[[int], bool]) -> tuple[date, int] | None:
         today = local_date(around_us, self.zone)
-        for offset in range(-1, 9) if step > 0 else range(1, -9, -1):
+        reach = 33 if self.month_day is not None else 9  # a month, or a week with a day to spare either side
+        for offset in range(-1, reach) if step > 0 else range(1, -reach, -1):
             day = today + timedelta(days=offset)
             due = self.occurrence(day)
             if due is not None and accept(due):

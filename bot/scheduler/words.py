@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from bot.scheduler.times import parse_local_time
-from bot.storage.schedules import SCOPE_DIMENSIONS
+from bot.scheduler.times import MAX_MONTH_DAY, WEEKDAY_NAMES, parse_local_time
+from bot.storage.schedules import CADENCES, SCOPE_DIMENSIONS, Cadence
 from metrics.errors import UserError
 from metrics.periods import parse_days, parse_window
 from metrics.query import Metric
@@ -21,8 +21,8 @@ from metrics.timeutil import US_PER_DAY, US_PER_HOUR, load_zone
 
 SCHEDULE_WORDS = ("subscribe", "unsubscribe", "subscriptions", "alert", "alerts")
 SUBSCRIBE_USAGE = (
-    "/acr subscribe #channel daily 09:00 [team:NAME] [weekdays] [tz:Europe/Berlin], "
-    "/acr unsubscribe #channel [team:NAME], /acr subscriptions"
+    "/acr subscribe #channel daily 09:00 [team:NAME] [weekdays] [tz:Europe/Berlin] (or weekly mon 09:00, "
+    "monthly 1 09:00), /acr unsubscribe #channel [team:NAME] [daily|weekly|monthly], /acr subscriptions"
 )
 ALERT_USAGE = (
     "/acr alert acr|tier1 below 75% [team:NAME] [7d] [last:7d] [min:30] [#channel] [strict], "
@@ -46,12 +46,15 @@ class Subscribe:
     local_time: str
     zone: str | None
     weekdays_only: bool
+    cadence: Cadence = "daily"
+    cadence_day: int | None = None  # weekly: 0 (Monday) to 6; monthly: 1 to 28
 
 
 @dataclass(frozen=True, slots=True)
 class Unsubscribe:
     channel: str | None
     scope: str
+    cadence: Cadence | None = None  # None: the only digest of that channel and scope
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,11 +179,22 @@ def _subscribe(words: list[str]) -> Subscribe:
     local_time: str | None = None
     zone: str | None = None
     weekdays = False
+    cadence: Cadence | None = None
+    cadence_day: int | None = None
     for word in words:
         lowered = word.lower()
-        if lowered == "daily":
-            continue
-        if lowered in ("weekdays", "weekdays-only"):
+        if lowered in CADENCES:
+            cadence = cast(Cadence, _once(cadence, lowered, "cadence", SUBSCRIBE_USAGE))
+        elif cadence == "weekly" and cadence_day is None and _weekday(lowered) is not None:
+            cadence_day = _weekday(lowered)
+        elif cadence == "monthly" and cadence_day is None and lowered.isdigit():
+            cadence_day = int(lowered)
+            if not 1 <= cadence_day <= MAX_MONTH_DAY:
+                raise UserError(
+                    f"monthly {word}: the day of the month must be 1 to {MAX_MONTH_DAY} (every month has it). "
+                    f"Usage: {SUBSCRIBE_USAGE}"
+                )
+        elif lowered in ("weekdays", "weekdays-only"):
             weekdays = True
         elif lowered.startswith(("tz:", "timezone:")):
             zone = parse_zone(word.split(":", 1)[1])
@@ -195,20 +209,37 @@ def _subscribe(words: list[str]) -> Subscribe:
             raise UserError(f"unknown word {word!r} for subscribe. Usage: {SUBSCRIBE_USAGE}")
     if local_time is None:
         raise UserError(f"subscribe needs a time of day, like 09:00. Usage: {SUBSCRIBE_USAGE}")
-    return Subscribe(channel, scope, local_time, zone, weekdays)
+    if cadence == "weekly" and cadence_day is None:
+        raise UserError(f"weekly needs a day of the week, like weekly mon 09:00. Usage: {SUBSCRIBE_USAGE}")
+    if cadence == "monthly" and cadence_day is None:
+        raise UserError(f"monthly needs a day of the month, like monthly 1 09:00. Usage: {SUBSCRIBE_USAGE}")
+    if weekdays and cadence in ("weekly", "monthly"):
+        raise UserError(f"weekdays is for daily digests only. Usage: {SUBSCRIBE_USAGE}")
+    return Subscribe(channel, scope, local_time, zone, weekdays, cadence or "daily", cadence_day)
+
+
+def _weekday(word: str) -> int | None:
+    """``mon``, ``monday`` (any case, at least three letters) as 0; None for anything else."""
+    if len(word) < 3:
+        return None
+    matches = [index for index, name in enumerate(WEEKDAY_NAMES) if name.startswith(word)]
+    return matches[0] if len(matches) == 1 else None
 
 
 def _unsubscribe(words: list[str]) -> Unsubscribe:
     channel: str | None = None
     scope = ""
+    cadence: Cadence | None = None
     for word in words:
-        if word.startswith(("<#", "#")) or _CHANNEL_ID.fullmatch(word):
+        if word.lower() in CADENCES:
+            cadence = cast(Cadence, _once(cadence, word.lower(), "cadence", SUBSCRIBE_USAGE))
+        elif word.startswith(("<#", "#")) or _CHANNEL_ID.fullmatch(word):
             channel = _once(channel, parse_channel(word), "channel", SUBSCRIBE_USAGE)
         elif ":" in word and word.split(":", 1)[0].lower() in SCOPE_DIMENSIONS:
             scope = _once(scope or None, parse_scope(word), "scope", SUBSCRIBE_USAGE)
         else:
             raise UserError(f"unknown word {word!r} for unsubscribe. Usage: {SUBSCRIBE_USAGE}")
-    return Unsubscribe(channel, scope)
+    return Unsubscribe(channel, scope, cadence)
 
 
 def _alert(words: list[str]) -> AddAlert:

@@ -14,12 +14,15 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
 from bot.clock import Clock, SystemClock
+from bot.export import export_csv
+from bot.names import CASE_FOLDED, resolve_names
 from bot.presentation import (
     Message,
     code,
@@ -31,12 +34,23 @@ from bot.presentation import (
     quote_name,
 )
 from bot.settings import Settings
-from bot.slack.blocks import Answer, answer_message, help_message
-from bot.slack.grammar import USAGE, LinkCommand, Question, parse
+from bot.slack.blocks import (
+    Answer,
+    answer_chart,
+    answer_message,
+    chart_title,
+    file_stem,
+    help_message,
+    pending_hint,
+    trend_breakdown,
+    windows_message,
+)
+from bot.slack.grammar import LinkCommand, Question, parse
 from bot.storage import ContactStore
 from metrics.engine import compute
 from metrics.errors import UserError
-from metrics.query import MetricQuery, MetricResult
+from metrics.query import PERIOD_BREAKDOWNS, MetricQuery, MetricResult
+from metrics.windows import window_sensitivity
 
 log = logging.getLogger("acr_bot.slack")
 
@@ -52,6 +66,17 @@ class Reply:
     message: Message
     in_channel: bool = False
     ok: bool = True
+    files: tuple[ReplyFile, ...] = ()  # uploaded with the reply: in its thread when shared, else by DM
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFile:
+    """A file that goes with a reply (a chart, a CSV export), made only after the reply was posted (drawing a
+    chart takes longer than the user should wait for the numbers)."""
+
+    filename: str
+    title: str
+    render: Callable[[], bytes]
 
 
 class Supervisors:
@@ -188,8 +213,53 @@ class Answerer:
         answer = self.compute_answer(question, as_of_us)
         total = answer.result.total
         if total.matured + total.pending == 0:
+            resolved = self._resolve_case(question)
+            if resolved is not None:
+                question, note = resolved
+                answer = self.compute_answer(question, as_of_us)
+                answer = replace(answer, notes=(*answer.notes, note))
+                total = answer.result.total
+        if total.matured + total.pending == 0:
             self._explain_empty(question, answer)
-        return Reply(answer_message(answer, self.settings.zone), in_channel=question.share)
+        if question.windows:  # the same scope and period, scored for several windows on one cohort
+            found = window_sensitivity(
+                self.store, answer.result.query, question.windows, self.settings.zone, self._compute
+            )
+            return Reply(windows_message(found, answer, self.settings.zone), in_channel=question.share)
+        hint = pending_hint(answer)
+        if hint is not None:
+            answer = replace(answer, notes=(*answer.notes, hint))
+        files = self._files(answer, as_of_us)
+        return Reply(answer_message(answer, self.settings.zone), in_channel=question.share, files=files)
+
+    def _files(self, answer: Answer, as_of_us: int) -> tuple[ReplyFile, ...]:
+        """The chart (asked with ``chart``, and always for a trend) and the CSV export (``export``)."""
+        question, zone = answer.question, self.settings.zone
+        stem = file_stem(answer, zone)
+        files: list[ReplyFile] = []
+        if question.chart or question.by in PERIOD_BREAKDOWNS:
+            series = answer
+            if question.by is None:  # the same question as a trend: by day, or by week or month when long
+                query = answer.result.query
+                by = trend_breakdown(answer.result.until_us - answer.result.since_us)
+                series = replace(answer, result=self._compute(self.store, replace(query, by=by), zone))
+            if series.result.rows:
+                draw = partial(answer_chart, series, zone, self.settings.digest_min_sample)
+                files.append(ReplyFile(f"{stem}.png", chart_title(series, zone), draw))
+        if question.export:
+            csv_text = export_csv(answer.result, zone).encode()
+            files.append(ReplyFile(f"{stem}.csv", f"{chart_title(answer, zone)} (CSV)", lambda: csv_text))
+        return tuple(files)
+
+    def _resolve_case(self, question: Question) -> tuple[Question, str] | None:
+        """Names typed in another letter case (``team:Billing``) read as the one stored name that matches, if
+        exactly one does; None when nothing was read differently. Asked only when the exact names found no
+        contact, so a question with the stored names never pays for the lookup."""
+        filters, changed = resolve_names(question.filters, self.store.dimension_values)
+        if not changed:
+            return None
+        note = "Read " + ", ".join(f"{d}:{typed} as {d}:{stored}" for d, typed, stored in changed) + "."
+        return replace(question, filters=filters), note
 
     def _resolve_people(self, question: Question, user_id: str | None) -> Question:
         """``me`` and ``@user`` become the linked agent's name."""
@@ -235,15 +305,17 @@ class Answerer:
     def _explain_empty(self, question: Question, answer: Answer) -> None:
         """No contact at all in scope: name an unknown agent/team/... with close matches, else say it is empty."""
         for dimension, value in question.filters:
+            if dimension not in CASE_FOLDED:
+                continue
             known = self.store.dimension_values(dimension)
             if value not in known:
                 by_lower = {k.lower(): k for k in known}
                 close = [by_lower[m] for m in difflib.get_close_matches(value.lower(), list(by_lower), n=3, cutoff=0.6)]
                 hint = f" Did you mean {', '.join(f'{dimension}:{quote_name(c)}' for c in close)}?" if close else ""
-                raise UserError(f"no {dimension} named {value!r} in the data.{hint} {USAGE}")
+                raise UserError(f"no {dimension} named {value!r} in the data.{hint}")
         scope = ", ".join(f"{d} {v!r}" for d, v in question.filters) or "any agent"
         period = period_words(answer.result.since_us, answer.result.until_us, self.settings.zone)
-        raise UserError(f"no inbound contacts handled by {scope} in {period}. Try a longer period (last:90d). {USAGE}")
+        raise UserError(f"no inbound contacts handled by {scope} in {period}. Try a longer period (last:90d).")
 
     # --- links -----------------------------------------------------------------------------------------
 

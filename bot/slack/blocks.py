@@ -8,12 +8,13 @@ formatting.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
+from bot.charts import BarChart, Series, Target, TrendChart, bars_png, trend_png
 from bot.presentation import (
-    NAME_WIDTH,
     Block,
     Message,
     cell,
@@ -30,10 +31,14 @@ from bot.presentation import (
     plain,
     section,
 )
+from bot.sensitivity import headline, rate_lines, return_lines
 from bot.slack.grammar import HELP_WORDS, LINK_USAGE, USAGE, Question, describe_window
-from metrics.query import Counts, MetricResult, Row
+from metrics.query import PERIOD_BREAKDOWNS, Breakdown, Counts, MetricResult, Row
+from metrics.timeutil import US_PER_DAY, from_us
+from metrics.windows import WindowSensitivity
 
 MAX_ROWS = 20  # rows of a breakdown shown in Slack; the rest are counted in a note
+TABLE_NAME_WIDTH = 16  # a name in the Slack table (cut with …): the table stays about 50 characters wide
 SMALL_SAMPLE = 30  # fewer matured contacts than this: the rate is shown but marked as unreliable
 METRIC_LABELS = {"acr": "ACR", "tier1": "Tier-1 resolution"}
 
@@ -45,11 +50,23 @@ class Answer:
     question: Question
     result: MetricResult
     previous: MetricResult | None = None
+    notes: tuple[str, ...] = ()  # one-line hints under the answer (pending contacts, a name read in another case)
 
 
 def _scope(question: Question, mark: Any) -> str:
     parts = [f"{dimension} {mark(value)}" for dimension, value in question.filters]
     return ", ".join(parts) if parts else "all agents"
+
+
+def trend_mark(answer: Answer) -> str:
+    """`` ▼0.7 pts`` beside the big number: the change from the previous period of the same length (its
+    significance is in the compare line); empty when either period has no rate."""
+    if answer.previous is None or answer.result.total.rate is None or answer.previous.total.rate is None:
+        return ""
+    points = round((answer.result.total.rate - answer.previous.total.rate) * 100, 1)
+    if points == 0:
+        return " ±0.0 pts"
+    return f" {'▲' if points > 0 else '▼'}{abs(points):.1f} pts"
 
 
 def _counts_sentence(metric: str, counts: Counts, window: str) -> str:
@@ -89,7 +106,7 @@ def _lines(answer: Answer, zone: tzinfo, mark: Any) -> dict[str, str]:
     dates = period_words(result.since_us, result.until_us, zone)
     calendar = question.since is not None or question.until is not None
     lines = {
-        "title": f"{METRIC_LABELS[question.metric]} {percent(total.rate)}",
+        "title": f"{METRIC_LABELS[question.metric]} {percent(total.rate)}{trend_mark(answer)}",
         "scope": _scope(question, mark),
         "counts": _counts_sentence(question.metric, total, window),
         "interval": interval_words(total),
@@ -107,6 +124,100 @@ def _lines(answer: Answer, zone: tzinfo, mark: Any) -> dict[str, str]:
     return lines
 
 
+# --- files with the answer ------------------------------------------------------------------------------
+
+TREND_DAYS_MAX = 92  # a chart of a longer period without a breakdown is drawn by week, over 2 years by month
+
+
+def trend_breakdown(length_us: int) -> Breakdown:
+    """How a ``chart`` without a breakdown is drawn: by day up to ~3 months, by week up to 2 years, else by month."""
+    days = length_us / US_PER_DAY
+    return "day" if days <= TREND_DAYS_MAX else "week" if days <= 731 else "month"
+
+
+def chart_title(answer: Answer, zone: tzinfo) -> str:
+    """``ACR by week — team billing — 2026-01-05 to 2026-03-29 (7-day window)``."""
+    result = answer.result
+    by = f" by {result.query.by}" if result.query.by else ""
+    window = describe_window(result.query.window_us).replace(" days", "-day").replace(" day", "-day")
+    window = window.replace(" hours", "-hour").replace(" hour", "-hour")
+    period = period_words(result.since_us, result.until_us, zone)
+    return f"{METRIC_LABELS[result.query.metric]}{by} — {_scope(answer.question, str)} — {period} ({window} window)"
+
+
+def file_stem(answer: Answer, zone: tzinfo) -> str:
+    """A file name a spreadsheet or a slide deck is happy with: ``acr-by-week-team-billing-2026-03-09``."""
+    query = answer.result.query
+    parts = [query.metric, *(["by", query.by] if query.by else []), *(f"{d}-{v}" for d, v in query.filters)]
+    parts.append(from_us(query.as_of_us, zone).date().isoformat())
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")[:120]
+
+
+def answer_chart(answer: Answer, zone: tzinfo, min_sample: int, targets: Sequence[Target] = ()) -> bytes:
+    """A PNG of the answer: a trend for ``by:day|week|month``, bars for a breakdown (of its rows)."""
+    result = answer.result
+    title = chart_title(answer, zone)
+    if result.query.by in PERIOD_BREAKDOWNS:
+        label = f"{METRIC_LABELS[result.query.metric]} per {result.query.by}"
+        return trend_png(
+            TrendChart(
+                title=title,
+                periods=[row.key for row in result.rows],
+                series=[Series(label, [row.counts for row in result.rows])],
+                targets=targets,
+                min_sample=min_sample,
+                maturing=[row.counts.pending > 0 for row in result.rows],
+            )
+        )
+    ranked = ranked_rows(answer)[:MAX_ROWS]
+    return bars_png(BarChart(title, [(row.key, row.counts) for row in ranked], targets, min_sample))
+
+
+def windows_message(found: WindowSensitivity, answer: Answer, zone: tzinfo) -> Message:
+    """``/acr windows``: the rate for each window on one cohort, and how soon customers came back."""
+    question = answer.question
+    title = f"{METRIC_LABELS[question.metric]} by repeat window"
+    scope = _scope(question, code)
+    cohort = escape(headline(found, zone))
+    rates = "\n".join(escape(line) for line in rate_lines(found))
+    returns = "\n".join(escape(line) for line in return_lines(found))
+    asked = f"{question.command} {question.words}".strip()
+    blocks: list[Block] = [
+        {"type": "header", "text": {"type": "plain_text", "text": title, "emoji": False}},
+        section(f"*Scope:* {scope}\n{cohort}"),
+        section(f"*Rate per window:*\n```\n{rates}\n```"),
+        section(
+            f"*Time to return* (first repeat after the contact ended, any metric's contacts):\n```\n{returns}\n```"
+        ),
+    ]
+    if answer.notes:
+        blocks.append(context(escape(" ".join(answer.notes))))
+    blocks.append(context(f"As of {instant_words(found.query.as_of_us, zone)} · asked: {code(asked)}"))
+    text_lines = [f"{title}  ({_scope(question, plain)})", headline(found, zone), "", *rate_lines(found), ""]
+    text_lines += ["Time to return (first repeat after the contact ended):", *return_lines(found)]
+    text_lines += [plain(note) for note in answer.notes]
+    text_lines.append(f"As of {instant_words(found.query.as_of_us, zone)}")
+    return Message(blocks=blocks, text=f"{title} · {scope}", plain="\n".join(text_lines))
+
+
+def pending_hint(answer: Answer) -> str | None:
+    """When most of the question's contacts are still pending, say so and offer the matured equivalent
+    (``last:7d`` with a 7-day window: ``matured:7d``, the latest 7 days whose window has closed)."""
+    question, total = answer.question, answer.result.total
+    counted = total.matured + total.pending
+    if question.matured_days is not None or counted == 0 or total.pending * 2 < counted:
+        return None
+    length_us = answer.result.until_us - answer.result.since_us
+    days = max(1, -(-length_us // US_PER_DAY))
+    share = "All" if total.matured == 0 else "Most"
+    window = describe_window(answer.result.query.window_us)
+    return (
+        f"{share} of these contacts ({total.pending:,} of {counted:,}) are still pending: their {window} "
+        f"window has not closed. For a rate now, ask about the latest days that have matured: "
+        f"{question.matured_words(days)}"
+    )
+
+
 def answer_message(answer: Answer, zone: tzinfo) -> Message:
     """The reply to a metric question, as Block Kit and as plain text."""
     lines = _lines(answer, zone, code)
@@ -120,6 +231,8 @@ def answer_message(answer: Answer, zone: tzinfo) -> Message:
     ]
     if "compare" in lines:
         blocks.append(section(lines["compare"]))
+    if answer.notes:
+        blocks.append(context(escape(" ".join(answer.notes))))
     if result.query.by is not None:
         blocks.extend(_table_blocks(answer, MAX_ROWS))
     blocks.append(context(f"As of {instant_words(result.query.as_of_us, zone)} · asked: {code(asked)}"))
@@ -134,6 +247,7 @@ def answer_text(answer: Answer, zone: tzinfo, max_rows: int = MAX_ROWS) -> str:
     out.append("Period: " + lines["period"])
     if "compare" in lines:
         out.append(lines["compare"])
+    out.extend(plain(note) for note in answer.notes)
     if answer.result.query.by is not None:
         table, notes = _table(answer, max_rows)
         out.append("")
@@ -144,9 +258,9 @@ def answer_text(answer: Answer, zone: tzinfo, max_rows: int = MAX_ROWS) -> str:
 
 
 def ranked_rows(answer: Answer) -> list[Row]:
-    """Worst first (lowest rate; rows with no data last); ``by:day`` stays in date order, a time series."""
+    """Worst first (lowest rate; rows with no data last); ``by:day|week|month`` stay in date order, a series."""
     rows = answer.result.rows
-    if answer.result.query.by == "day":
+    if answer.result.query.by in PERIOD_BREAKDOWNS:
         return list(rows)
 
     def key(row: Row) -> tuple[int, float, int, str]:
@@ -160,19 +274,23 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
     """The breakdown as monospaced lines, and the notes under it (small samples, rows left out)."""
     by = answer.result.query.by or ""
     rows = ranked_rows(answer)
-    shown = rows[:max_rows]
-    header = f"{'#':>3}  {by:<{NAME_WIDTH}}  {'rate':>8}  {'95% interval':>13}  {'matured':>8}  {'pending':>7}"
-    lines = [header]
+    series = by in PERIOD_BREAKDOWNS
+    shown = rows[-max_rows:] if series else rows[:max_rows]  # a series keeps its latest periods
+    # About 50 characters wide, so a phone shows a row on one line: a period needs no rank, a name gets 16.
+    width = 10 if series else TABLE_NAME_WIDTH
+    rank_width = 0 if series else 3
+    place = " # " if rank_width else ""
+    lines = [f"{place}{by:<{width}} {'rate':>7} {'95% CI':>8} {'matured':>7} {'pending':>7}"]
     small = False
     for rank, row in enumerate(shown, start=1):
         counts = row.counts
-        span = interval_span(counts, digits=0, none="–")
         is_small = 0 < counts.matured < SMALL_SAMPLE
-        flag = " †" if is_small else "  "
         small = small or is_small
+        rate = percent(counts.rate).replace("no data", "–") + ("†" if is_small else "")
+        place = f"{rank:>2} " if rank_width else ""
         lines.append(
-            f"{rank:>3}  {cell(row.key):<{NAME_WIDTH}}  {percent(counts.rate):>8}{flag}"
-            f"{span:>13}  {counts.matured:>8,}  {counts.pending:>7,}"
+            f"{place}{cell(row.key, width):<{width}} {rate:>7} {interval_span(counts, 0, '–'):>8} "
+            f"{counts.matured:>7,} {counts.pending:>7,}"
         )
     notes: list[str] = []
     if not rows:
@@ -181,17 +299,20 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
         notes.append(f"† fewer than {SMALL_SAMPLE} matured contacts: read with care.")
     if len(rows) > len(shown):
         left = len(rows) - len(shown)
-        notes.append(
-            f"{left} more row{'s' if left != 1 else ''} not shown; narrow the scope, or run "
-            f"`acr-bot report {answer.question.metric} --by {by}` for all of them."
-        )
+        if series:
+            notes.append(
+                f"The {left} earliest {by}{'s' if left != 1 else ''} not shown; "
+                f"ask a shorter period{' or by:week' if by == 'day' else ''} for them."
+            )
+        else:
+            notes.append(f"{left} more row{'s' if left != 1 else ''} not shown; narrow the scope for them.")
     return lines, notes
 
 
 def _table_blocks(answer: Answer, max_rows: int) -> list[Block]:
     lines, notes = _table(answer, max_rows)
     by = answer.result.query.by
-    title = "By day" if by == "day" else f"Worst first, by {by}"
+    title = f"By {by}" if by in PERIOD_BREAKDOWNS else f"Worst first, by {by}"
     body = "\n".join(escape(line) for line in lines)
     blocks: list[Block] = [section(f"*{title}:*\n```\n{body}\n```")]
     if notes:

@@ -17,22 +17,33 @@ from metrics.errors import UserError
 from metrics.periods import (
     DEFAULT_LAST_DAYS,
     DEFAULT_WINDOW_US,
+    PERIOD_WORDS,
     calendar_period,
     format_window,
     last_period,
+    matured_period,
     parse_date,
     parse_days,
+    parse_tier,
     parse_window,
+    word_period,
 )
-from metrics.query import BREAKDOWNS, Breakdown, Dimension, Metric, MetricQuery
+from metrics.query import BREAKDOWNS, Breakdown, Filter, Metric, MetricQuery
+from metrics.windows import DEFAULT_WINDOWS, parse_windows
 
 COMMANDS: dict[str, Metric] = {"/acr": "acr", "/tier1": "tier1"}
-VALUE_KEYWORDS = ("agent", "team", "queue", "channel", "window", "last", "since", "until", "by")
-FLAG_WORDS = ("me", "share", "help")
+VALUE_KEYWORDS = (
+    "agent", "team", "queue", "channel", "tier", "window", "windows", "last", "matured", "since", "until", "by",
+)  # fmt: skip
+FLAG_WORDS = ("me", "share", "chart", "export", "windows", "help")
+# The period keywords: one kind of period per question.
+_PERIOD_KEYWORDS = ("last", "matured", "since", "until", "period")
 LINK_WORDS = ("link", "unlink", "links")
 USAGE = (
-    "Usage: /acr [agent:NAME | me] [team:NAME] [queue:NAME] [channel:NAME] [7d | 12h] "
-    "[last:30d | since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|day] [share] [help]"
+    "Usage: /acr [agent:NAME | me] [team:NAME] [queue:NAME] [channel:NAME] [tier:N] [7d | 12h | windows] "
+    "[last:30d | matured:7d | today | yesterday | this-week | last-week | this-month | last-month | "
+    "since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|day|week|month] [chart] [export] [share] "
+    "[help]"
     " (/tier1: same words)"
 )
 LINK_USAGE = "Supervisors: /acr link @user agent:NAME, /acr unlink @user, /acr links"
@@ -52,15 +63,20 @@ class Question:
     """A metric question as the user worded it, validated but not yet bound to an instant."""
 
     metric: Metric
-    filters: tuple[tuple[Dimension, str], ...] = ()
+    filters: tuple[tuple[Filter, str], ...] = ()
     agent_user: str | None = None  # agent given as a Slack mention: the agent linked to that user
     window_us: int = DEFAULT_WINDOW_US
     last_days: int | None = None
+    period_word: str | None = None  # today, yesterday, this-week, ... (metrics.periods.PERIOD_WORDS)
+    matured_days: int | None = None  # matured:Nd
     since: date | None = None
     until: date | None = None
     by: Breakdown | None = None
     me: bool = False
     share: bool = False
+    windows: tuple[int, ...] = ()  # window sensitivity: these windows on one matured cohort (``windows``)
+    chart: bool = False  # a PNG of the trend (or of the breakdown) with the reply
+    export: bool = False  # every row as a CSV file with the reply
     help: bool = False
     words: str = ""  # the text as typed, echoed back in the reply
 
@@ -77,14 +93,34 @@ class Question:
         """Does the answer show numbers of individual agents (a filter on one, or a breakdown by agent)?"""
         return self.agent is not None or self.agent_user is not None or self.me or self.by == "agent"
 
+    @property
+    def is_calendar(self) -> bool:
+        """Was the period asked in whole calendar days (dates or a calendar word)?"""
+        return self.since is not None or self.until is not None or self.period_word is not None
+
     def period_words(self) -> str:
-        """How the period was asked, for the reply (``last 30 days``, ``2026-03-01 to 2026-03-07``)."""
+        """How the period was asked, for the reply (``last 30 days``, ``this week``, ``2026-03-01 to 2026-03-07``)."""
+        if self.period_word is not None:
+            return self.period_word.replace("-", " ")
+        if self.matured_days is not None:
+            days = self.matured_days
+            return f"the latest {days} matured day{'s' if days != 1 else ''}"
         if self.since is not None or self.until is not None:
             first = self.since.isoformat() if self.since else f"{DEFAULT_LAST_DAYS} days up to"
             last = self.until.isoformat() if self.until else "now"
             return f"{first} to {last}"
         days = self.last_days or DEFAULT_LAST_DAYS
         return f"last {days} day{'s' if days != 1 else ''}"
+
+    def matured_words(self, days: int) -> str:
+        """The same question with its period replaced by ``matured:Nd``, as the user would type it."""
+        dropped = {f"{k}:" for k in ("last", "since", "until", "matured")}
+        kept = [
+            word
+            for word in self.words.split()
+            if word.lower() not in PERIOD_WORDS and not word.lower().startswith(tuple(dropped))
+        ]
+        return " ".join([self.command, *kept, f"matured:{days}d"])
 
     def with_agent(self, agent: str) -> Question:
         """The same question about ``agent`` (resolving ``me`` and mentions)."""
@@ -95,7 +131,11 @@ class Question:
         """The exact question: instants in µs, ``until`` exclusive (the engine clips it to ``as_of``)."""
         if self.me or self.agent_user is not None:
             raise ValueError("resolve `me` and mentions with with_agent() first")
-        if self.since is not None or self.until is not None:
+        if self.period_word is not None:
+            since_us, until_us = word_period(self.period_word, as_of_us, zone)
+        elif self.matured_days is not None:
+            since_us, until_us = matured_period(self.matured_days, self.window_us, as_of_us)
+        elif self.since is not None or self.until is not None:
             since_us, until_us = calendar_period(self.since, self.until, zone, as_of_us)
         else:
             since_us, until_us = last_period(self.last_days or DEFAULT_LAST_DAYS, as_of_us)
@@ -217,6 +257,8 @@ def _read_word(draft: _Draft, word: str) -> None:
         _read_value(draft, lowered, value, word)
     elif not colon and lowered in FLAG_WORDS:
         draft.flags.add(lowered)
+    elif not colon and lowered in PERIOD_WORDS:
+        _set_once(draft, "period", lowered, word)
     elif not colon and lowered in LINK_WORDS:
         raise UserError(f"{word} must be the first word ({LINK_USAGE}). {USAGE}")
     elif not colon and _LOOKS_LIKE_DATE.fullmatch(word):
@@ -244,6 +286,11 @@ def _read_value(draft: _Draft, keyword: str, value: str, word: str) -> None:
         value = lowered
     if keyword == "channel":
         value = value.lower()  # contact channels are stored lower-cased
+    if keyword == "tier":
+        try:
+            value = str(parse_tier(value))
+        except UserError as problem:
+            raise UserError(f"{problem}. {USAGE}") from None
     _set_once(draft, keyword, value, word)
 
 
@@ -281,12 +328,19 @@ def _finish(draft: _Draft, text: str) -> Question:
     try:
         window_us = parse_window(values["window"]) if "window" in values else DEFAULT_WINDOW_US
         last_days = parse_days(values["last"]) if "last" in values else None
+        matured_days = parse_days(values["matured"]) if "matured" in values else None
+        windows = parse_windows(values.get("windows", DEFAULT_WINDOWS)) if _asks_windows(draft) else ()
         since = parse_date(values["since"]) if "since" in values else None
         until = parse_date(values["until"]) if "until" in values else None
     except UserError as problem:
         raise UserError(f"{problem}. {USAGE}") from None
-    if last_days is not None and (since is not None or until is not None):
-        raise UserError(f"use either last:Nd or since:/until:, not both. {USAGE}")
+    kinds = {values[k] if k == "period" else _PERIOD_NAMES[k]: k for k in _PERIOD_KEYWORDS if k in values}
+    if len(kinds) > 1:
+        raise UserError(f"use one period: {' or '.join(kinds)}, not both. {USAGE}")
+    if windows and "by" in values:
+        raise UserError(f"windows compares windows on one total; it takes no by:. {USAGE}")
+    if windows and "window" in values:
+        raise UserError(f"windows sets its own windows: give them as windows:{DEFAULT_WINDOWS}, not a window. {USAGE}")
     if since is not None and until is not None and since > until:
         raise UserError(f"since:{since} is after until:{until}. {USAGE}")
     who = [name for name, given in (("agent:", "agent" in values), ("me", "me" in draft.flags)) if given]
@@ -294,22 +348,31 @@ def _finish(draft: _Draft, text: str) -> Question:
         who.append("@mention")
     if len(who) > 1:
         raise UserError(f"{' and '.join(who)} both name an agent; use one. {USAGE}")
-    dimensions: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
-    filters = tuple((d, values[d]) for d in dimensions if d in values)
+    names: tuple[Filter, ...] = ("agent", "team", "queue", "channel", "tier")
+    filters = tuple((d, values[d]) for d in names if d in values)
     return Question(
         metric=draft.metric,
         filters=filters,
         agent_user=draft.agent_user,
         window_us=window_us,
         last_days=last_days,
+        period_word=values.get("period"),
+        matured_days=matured_days,
         since=since,
         until=until,
         by=cast(Breakdown | None, values.get("by")),
         me="me" in draft.flags,
         share="share" in draft.flags,
+        windows=windows,
+        chart="chart" in draft.flags,
+        export="export" in draft.flags,
         help="help" in draft.flags,
         words=" ".join(text.split()),
     )
+
+
+def _asks_windows(draft: _Draft) -> bool:
+    return "windows" in draft.flags or "windows" in draft.values
 
 
 def _parse_link(action: str, words: list[str]) -> LinkCommand:
@@ -344,8 +407,12 @@ def _parse_link(action: str, words: list[str]) -> LinkCommand:
     return LinkCommand(cast(Literal["link", "unlink"], action), user_id, agent)
 
 
+_PERIOD_NAMES = {"last": "last:Nd", "matured": "matured:Nd", "since": "since:/until:", "until": "since:/until:"}
 _EXAMPLES = {
     "agent": "agent:maria",
+    "tier": "tier:1",
+    "windows": "windows:10m,1h,1d,7d",
+    "matured": "matured:7d",
     "team": "team:billing",
     "queue": "queue:refunds",
     "channel": "channel:phone",
@@ -355,7 +422,7 @@ _EXAMPLES = {
     "until": "until:2026-03-31",
     "by": "by:agent",
 }
-_SUGGESTIBLE = (*[f"{k}:" for k in VALUE_KEYWORDS], *FLAG_WORDS, *LINK_WORDS)
+_SUGGESTIBLE = (*[f"{k}:" for k in VALUE_KEYWORDS], *FLAG_WORDS, *PERIOD_WORDS, *LINK_WORDS)
 
 
 def _unknown_word(word: str) -> str:
@@ -389,7 +456,7 @@ def describe_window(window_us: int) -> str:
     """``7d`` -> ``7 days``, ``12h`` -> ``12 hours`` for the reply."""
     word = format_window(window_us)
     number, unit = word[:-1], word[-1]
-    name = {"d": "day", "h": "hour", "s": "second"}[unit]
+    name = {"d": "day", "h": "hour", "m": "minute", "s": "second"}[unit]
     return f"{number} {name}{'' if number == '1' else 's'}"
 
 
@@ -400,11 +467,19 @@ HELP_WORDS: dict[str, str] = {
     "team:NAME": "one team",
     "queue:NAME": "one queue",
     "channel:NAME": "phone, chat, email, sms, social, video or other",
-    "7d / 12h": "the repeat window (default 7d, at most 90d); also window:7d",
+    "tier:N": "only contacts handled at tier N (1 = first line)",
+    "7d / 12h / 30m": "the repeat window (default 7d, at least 10m, at most 90d); also window:7d",
+    "windows, windows:10m,1h,1d,7d": "window sensitivity: the rate for several windows on the same contacts, and "
+    "how soon customers came back",
     "last:30d": "the period: the last N days (default last:30d)",
+    "matured:7d": "the latest N days whose repeat window has closed (no pending contacts to wait for)",
+    "today, yesterday, this-week, last-week, this-month, last-month": "calendar periods (weeks Monday to Sunday)",
     "since:YYYY-MM-DD until:YYYY-MM-DD": "the period in calendar days, both inclusive",
-    "by:agent, by:team, by:queue, by:channel, by:day": "a breakdown, worst first (by:day in date order)",
-    "share": "post the answer in the channel instead of only to you",
+    "by:agent, by:team, by:queue, by:channel": "a breakdown, worst first",
+    "by:day, by:week, by:month": "a trend over the period, in date order (the latest shown when long)",
+    "chart": "a chart with the answer (by:day, by:week and by:month always have one)",
+    "export": "every row as a CSV file for a spreadsheet or a slide",
+    "share": "post the answer in the channel instead of only to you (a chart or CSV in its thread)",
     "help": "this help",
     "link @user agent:NAME": "(supervisors) link a Slack user to an agent; also unlink @user and links",
     "subscribe #channel daily 09:00 [team:NAME]": "(supervisors) a daily digest; also unsubscribe and subscriptions",

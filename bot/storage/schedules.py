@@ -13,6 +13,8 @@ from typing import Any, Literal, Protocol
 from metrics.query import Dimension, Metric
 
 OutboxStatus = Literal["pending", "sending", "sent", "failed"]
+Cadence = Literal["daily", "weekly", "monthly"]
+CADENCES: tuple[Cadence, ...] = ("daily", "weekly", "monthly")
 SCOPE_DIMENSIONS: tuple[Dimension, ...] = ("team", "queue", "channel")
 
 
@@ -34,7 +36,9 @@ def scope_label(scope: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Subscription:
-    """A daily digest for ``channel`` about ``scope`` at ``local_time`` (HH:MM) in ``zone`` (None: BOT_TIMEZONE)."""
+    """A digest for ``channel`` about ``scope`` at ``local_time`` (HH:MM) in ``zone`` (None: BOT_TIMEZONE): daily
+    (``weekdays_only``: Monday to Friday), weekly on ``cadence_day`` (0 = Monday) or monthly on day ``cadence_day``.
+    A channel has at most one digest of each cadence per scope."""
 
     id: int
     channel: str
@@ -44,6 +48,8 @@ class Subscription:
     weekdays_only: bool
     created_by: str | None
     created_us: int
+    cadence: Cadence = "daily"
+    cadence_day: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,8 +173,10 @@ class ScheduleStore(Protocol):
         weekdays_only: bool,
         created_by: str | None,
         now_us: int,
+        cadence: Cadence = "daily",
+        cadence_day: int | None = None,
     ) -> tuple[Subscription, bool]:
-        """Add, or update the time of, the subscription of ``channel`` to ``scope``; True when it is new."""
+        """Add, or update the time of, the ``cadence`` digest of ``channel`` about ``scope``; True when it is new."""
         ...
 
     def remove_subscription(self, subscription_id: int) -> bool:

@@ -161,10 +161,10 @@ class SQLiteMetricReader:
         if spec.metric == "tier1":
             where += " AND tier = 1"
         for index, (dimension, value) in enumerate(spec.filters):
-            if dimension not in DIMENSIONS:
+            if dimension not in (*DIMENSIONS, "tier"):
                 raise ValueError(f"unknown dimension {dimension!r}")
             where += f" AND {dimension} = :f{index}"
-            params[f"f{index}"] = value
+            params[f"f{index}"] = int(value) if dimension == "tier" else value
         if spec.among is not None:
             dimension, values = spec.among
             if dimension not in DIMENSIONS:

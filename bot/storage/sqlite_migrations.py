@@ -224,3 +224,13 @@ def m_metric_contacts(db: Database) -> None:
         END""",
     ):
         db.execute(statement)
+
+
+@migrations()
+def m_subscription_cadence(db: Database) -> None:
+    """Weekly and monthly digests: subscriptions get a cadence (and its day); one digest of each cadence per
+    channel and scope (``CADENCE_SCHEMA``, a table rebuild; existing subscriptions stay daily)."""
+    from bot.storage.sqlite_schedules import CADENCE_SCHEMA
+
+    for statement in CADENCE_SCHEMA:
+        db.execute(statement)

@@ -13,14 +13,38 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from bot.storage.schedules import AlertRule, AlertState, OutboxEntry, OutboxMessage, Subscription
+from bot.storage.schedules import AlertRule, AlertState, Cadence, OutboxEntry, OutboxMessage, Subscription
 from bot.storage.sqlite_transactions import immediate_transaction
 
 _RULE_COLUMNS = (
     "id, metric, threshold, window_us, last_days, scope, min_matured, channel, strict, created_by, created_us, "
     "snoozed_until_us, firing, episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us"
 )
-_SUBSCRIPTION_COLUMNS = "id, channel, scope, local_time, zone, weekdays_only, created_by, created_us"
+_SUBSCRIPTION_COLUMNS = (
+    "id, channel, scope, local_time, zone, weekdays_only, created_by, created_us, cadence, cadence_day"
+)
+
+# Migration ``m_subscription_cadence``: weekly and monthly digests beside the daily one. A table rebuild (SQLite
+# cannot change a UNIQUE constraint): one digest of each cadence per channel and scope. Frozen text.
+CADENCE_SCHEMA = [
+    """CREATE TABLE subscriptions_cadence (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        local_time TEXT NOT NULL,
+        zone TEXT,
+        weekdays_only INTEGER NOT NULL,
+        created_by TEXT,
+        created_us INTEGER NOT NULL,
+        cadence TEXT NOT NULL DEFAULT 'daily' CHECK (cadence IN ('daily', 'weekly', 'monthly')),
+        cadence_day INTEGER,  -- weekly: 0 (Monday) to 6; monthly: 1 to 28; daily: NULL
+        UNIQUE (channel, scope, cadence)
+    )""",
+    """INSERT INTO subscriptions_cadence (id, channel, scope, local_time, zone, weekdays_only, created_by, created_us)
+        SELECT id, channel, scope, local_time, zone, weekdays_only, created_by, created_us FROM subscriptions""",
+    "DROP TABLE subscriptions",
+    "ALTER TABLE subscriptions_cadence RENAME TO subscriptions",
+]
 _OUTBOX_COLUMNS = (
     "key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us, "
     "ts, sent_us, last_error"
@@ -53,25 +77,29 @@ class SQLiteSchedules:
         weekdays_only: bool,
         created_by: str | None,
         now_us: int,
+        cadence: Cadence = "daily",
+        cadence_day: int | None = None,
     ) -> tuple[Subscription, bool]:
+        key = (channel, scope, cadence)
         with self._write() as conn:
             existing = conn.execute(
-                "SELECT id FROM subscriptions WHERE channel = ? AND scope = ?", (channel, scope)
+                "SELECT id FROM subscriptions WHERE channel = ? AND scope = ? AND cadence = ?", key
             ).fetchone()
             if existing is None:
                 conn.execute(
-                    "INSERT INTO subscriptions (channel, scope, local_time, zone, weekdays_only, created_by, created_us)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (channel, scope, local_time, zone, int(weekdays_only), created_by, now_us),
+                    "INSERT INTO subscriptions (channel, scope, local_time, zone, weekdays_only, created_by, created_us,"
+                    " cadence, cadence_day) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (channel, scope, local_time, zone, int(weekdays_only), created_by, now_us, cadence, cadence_day),
                 )
             else:  # a changed time counts from now: an earlier occurrence today is not "missed"
                 conn.execute(
                     "UPDATE subscriptions SET local_time = ?, zone = ?, weekdays_only = ?, created_by = ?, "
-                    "created_us = ? WHERE id = ?",
-                    (local_time, zone, int(weekdays_only), created_by, now_us, existing[0]),
+                    "created_us = ?, cadence_day = ? WHERE id = ?",
+                    (local_time, zone, int(weekdays_only), created_by, now_us, cadence_day, existing[0]),
                 )
             row = conn.execute(
-                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE channel = ? AND scope = ?", (channel, scope)
+                f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE channel = ? AND scope = ? AND cadence = ?",
+                key,
             ).fetchone()
         return _subscription(row), existing is None
 
@@ -229,8 +257,10 @@ def _insert_messages(conn: sqlite3.Connection, messages: Sequence[OutboxMessage]
 
 
 def _subscription(row: Sequence[Any]) -> Subscription:
-    sid, channel, scope, local_time, zone, weekdays_only, created_by, created_us = row
-    return Subscription(sid, channel, scope, local_time, zone, bool(weekdays_only), created_by, created_us)
+    sid, channel, scope, local_time, zone, weekdays_only, created_by, created_us, cadence, cadence_day = row
+    return Subscription(
+        sid, channel, scope, local_time, zone, bool(weekdays_only), created_by, created_us, cadence, cadence_day
+    )
 
 
 def _rule(row: Sequence[Any]) -> AlertRule:
