@@ -179,7 +179,7 @@ class FakeSlack:
         path = request.path.split("?", 1)[0]
         status, headers, _ = self._decide(path)
         with self._lock:
-            body = {"bytes": len(data), "png": data.startswith(b"\x89PNG")}
+            body = {"bytes": len(data), "png": data.startswith(b"\x89PNG"), "content": data}
             self.calls.append(Call(path, body, dict(request.headers.items()), status))
             self._lock.notify_all()
         request.send_response(status)

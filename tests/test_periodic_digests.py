@@ -10,16 +10,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.clock import ManualClock
 from bot.period_examples import write_examples
 from bot.scheduler.delivery import Poster
 from bot.scheduler.jobs import Jobs, schedule_of
-from bot.scheduler.times import ManualClock
 from bot.scheduler.words import Subscribe, parse_schedule_command
 from bot.storage import ContactStore, open_store
 from metrics.errors import UserError
+from tests.fake_slack import FakeSlack
 from tests.scheduler_support import (
     DAY_S,
-    UploadingFakeSlack,
     add_contacts,
     at,
     blocks_text,
@@ -27,7 +27,6 @@ from tests.scheduler_support import (
     quick_client,
     settings_for,
 )
-from tests.scheduler_support import fake as fake
 from tests.slack_support import SlackServer, all_text, slack_settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -73,7 +72,7 @@ def subscribe(store: ContactStore, words: str, created_us: int) -> None:
     )  # fmt: skip
 
 
-def run(seeded: str, fake: UploadingFakeSlack, now_us: int, zone: str) -> Any:
+def run(seeded: str, fake: FakeSlack, now_us: int, zone: str) -> Any:
     """One scheduler run as the server does it, with a new Jobs and Poster (a restart each time)."""
     store = open_store(seeded)
     try:
@@ -84,7 +83,7 @@ def run(seeded: str, fake: UploadingFakeSlack, now_us: int, zone: str) -> Any:
         store.close()
 
 
-def test_weekly_digest_is_due_at_09_local_across_dst_and_posted_once(seeded: str, fake: UploadingFakeSlack) -> None:
+def test_weekly_digest_is_due_at_09_local_across_dst_and_posted_once(seeded: str, fake: FakeSlack) -> None:
     store = open_store(seeded)
     subscribe(store, "weekly mon 09:00", WEEKLY_DUE - 10 * DAY_S * 1_000_000)
     [subscription] = store.schedules().list_subscriptions()
@@ -111,7 +110,7 @@ def test_weekly_digest_is_due_at_09_local_across_dst_and_posted_once(seeded: str
     assert url_call.body["filename"] == "acr-weekly-2026-03-09.png"
 
 
-def test_monthly_digest_on_the_first_after_berlins_dst_change(seeded: str, fake: UploadingFakeSlack) -> None:
+def test_monthly_digest_on_the_first_after_berlins_dst_change(seeded: str, fake: FakeSlack) -> None:
     store = open_store(seeded)
     subscribe(store, "monthly 1 09:00 tz:Europe/Berlin team:care", at("2026-03-01 00:00"))
     store.close()
@@ -143,7 +142,7 @@ def test_subscribe_words_for_weekly_and_monthly() -> None:
             parse_schedule_command(["subscribe", *words])
 
 
-def test_slack_subscribes_a_weekly_digest_beside_the_daily_one(database_url: str, fake: UploadingFakeSlack) -> None:
+def test_slack_subscribes_a_weekly_digest_beside_the_daily_one(database_url: str, fake: FakeSlack) -> None:
     store = open_store(database_url)
     config = slack_settings(database_url, fake.api_url, bot_timezone="America/New_York")
     try:

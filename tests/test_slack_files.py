@@ -17,7 +17,7 @@ import pytest
 from bot.charts import Series, TrendChart, split_small, trend_png
 from bot.storage import ContactStore
 from metrics.query import Counts
-from tests.scheduler_support import UploadingFakeSlack
+from tests.fake_slack import FakeSlack
 from tests.slack_support import SlackServer, add_contacts, all_text, running, slack_settings
 
 CHANNEL = "C0CHAN"  # the channel of the slash command (tests/slack_support.py command_form)
@@ -45,32 +45,32 @@ def history(days: int) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def slack(store: ContactStore, database_url: str) -> Iterator[tuple[SlackServer, UploadingFakeSlack]]:
+def slack(store: ContactStore, database_url: str) -> Iterator[tuple[SlackServer, FakeSlack]]:
     add_contacts(store, history(70))
-    with UploadingFakeSlack() as fake, running(slack_settings(database_url, fake.api_url), store) as server:
+    with FakeSlack() as fake, running(slack_settings(database_url, fake.api_url), store) as server:
         fake.answer("conversations.open", {"ok": True, "channel": {"id": DM}})
         yield server, fake
 
 
-def ask(slack: tuple[SlackServer, UploadingFakeSlack], text: str, name: str) -> dict[str, Any]:
+def ask(slack: tuple[SlackServer, FakeSlack], text: str, name: str) -> dict[str, Any]:
     server, fake = slack
     response = server.command(text, response_url=fake.response_url(name))
     assert response.status_code == 200, response.text
     return fake.reply(name)
 
 
-def uploads(fake: UploadingFakeSlack, count: int) -> list[dict[str, Any]]:
+def uploads(fake: FakeSlack, count: int) -> list[dict[str, Any]]:
     """The completed uploads (files.completeUploadExternal bodies), after the bytes were sent."""
     calls = fake.wait_for("files.completeUploadExternal", count, timeout=UPLOAD_WAIT_S)
     return [call.body for call in calls]
 
 
-def sent_bytes(fake: UploadingFakeSlack) -> list[Any]:
+def sent_bytes(fake: FakeSlack) -> list[Any]:
     """The uploads of the files' bytes (to the URL files.getUploadURLExternal gave)."""
     return [call for call in fake.calls if call.path.startswith("/upload/")]
 
 
-def uploaded_files(fake: UploadingFakeSlack) -> list[dict[str, Any]]:
+def uploaded_files(fake: FakeSlack) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     for body in (call.body for call in fake.calls_to("files.completeUploadExternal")):
         files = body["files"] if isinstance(body["files"], list) else json.loads(body["files"])
@@ -78,7 +78,7 @@ def uploaded_files(fake: UploadingFakeSlack) -> list[dict[str, Any]]:
     return found
 
 
-def test_a_private_trend_comes_with_its_chart_by_direct_message(slack: tuple[SlackServer, UploadingFakeSlack]) -> None:
+def test_a_private_trend_comes_with_its_chart_by_direct_message(slack: tuple[SlackServer, FakeSlack]) -> None:
     _server, fake = slack
     reply = ask(slack, "by:week last:56d", "weeks")
     assert reply["response_type"] == "ephemeral"
@@ -94,7 +94,7 @@ def test_a_private_trend_comes_with_its_chart_by_direct_message(slack: tuple[Sla
 
 
 def test_a_shared_answer_is_posted_and_its_chart_and_csv_go_in_its_thread(
-    slack: tuple[SlackServer, UploadingFakeSlack],
+    slack: tuple[SlackServer, FakeSlack],
 ) -> None:
     server, fake = slack
     response = server.command("team:billing by:day last:14d export share", response_url=fake.response_url("s"))
@@ -110,24 +110,12 @@ def test_a_shared_answer_is_posted_and_its_chart_and_csv_go_in_its_thread(
     assert fake.calls_to("/respond/s") == []  # the shared reply went by chat.postMessage, not response_url
 
 
-def test_export_has_slide_ready_columns_for_every_row(slack: tuple[SlackServer, UploadingFakeSlack]) -> None:
+def test_export_has_slide_ready_columns_for_every_row(slack: tuple[SlackServer, FakeSlack]) -> None:
     _server, fake = slack
-    captured: list[bytes] = []
-    original = fake._handle
-
-    def keep_bytes(request: Any) -> None:  # the fake records sizes; keep the CSV's bytes for this test
-        if request.path.startswith("/upload/"):
-            length = int(request.headers.get("Content-Length") or 0)
-            data = request.rfile.read(length)
-            captured.append(data)
-            request.rfile = io.BytesIO(data)
-        original(request)
-
-    fake._handle = keep_bytes  # type: ignore[method-assign]
     ask(slack, "by:agent last:30d export", "csv")
     uploads(fake, 1)
-    [data] = captured
-    rows = list(csv.DictReader(io.StringIO(data.decode())))
+    [upload] = sent_bytes(fake)
+    rows = list(csv.DictReader(io.StringIO(upload.body["content"].decode())))
     assert list(rows[0]) == ["agent", "metric", "window", "period", "as of", "rate %", "95% low %", "95% high %",
                              "matured", "resolved", "pending"]  # fmt: skip
     assert sorted(row["agent"] for row in rows) == ["maria", "omar"]
@@ -135,7 +123,7 @@ def test_export_has_slide_ready_columns_for_every_row(slack: tuple[SlackServer, 
     assert all(len(row["rate %"].split(".")[1]) == 1 for row in rows)
 
 
-def test_a_failed_upload_is_told_to_the_user(slack: tuple[SlackServer, UploadingFakeSlack]) -> None:
+def test_a_failed_upload_is_told_to_the_user(slack: tuple[SlackServer, FakeSlack]) -> None:
     _server, fake = slack
     fake.answer("files.getUploadURLExternal", {"ok": False, "error": "not_allowed_token_type"})
     ask(slack, "by:month last:60d", "m")
