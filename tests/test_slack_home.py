@@ -39,18 +39,22 @@ def headers(view: dict[str, Any]) -> list[str]:
     return [b["text"]["text"] for b in view["blocks"] if b["type"] == "header"]
 
 
-def test_linked_agent_sees_own_numbers_only(server: SlackServer, fake: FakeSlack) -> None:
+def test_linked_agent_sees_herself_against_her_team(server: SlackServer, fake: FakeSlack) -> None:
     view = open_home(server, fake, "U0MARIA")
-    text = json.dumps(view)
-    assert headers(view) == ["ACR Bot", "ACR 80.0%", "Tier-1 resolution 70.0%"]
-    assert "agent `maria`" in text and "*Teams*" not in text
+    text = json.dumps(view, ensure_ascii=False)
+    assert headers(view) == ["ACR Bot"] and len(view["blocks"]) < 20
+    assert "*You against your team* (agent `maria`)" in text and "*Teams*" not in text
+    # maria 8 of 10 (tier-1 7 of 10); team billing: maria's 10 and bob's 2 (both resolved), 10 of 12
+    assert "you (maria)" in text and "80.0%" in text and "70.0%" in text
+    assert "team billing" in text and "83.3%" in text
 
 
-def test_supervisor_sees_teams_and_own(server: SlackServer, fake: FakeSlack) -> None:
+def test_supervisor_sees_teams_weakest_agents_and_own(server: SlackServer, fake: FakeSlack) -> None:
     view = open_home(server, fake, SUPERVISOR)
-    text = json.dumps(view)
-    assert "*Teams*" in text and "Worst first, by team" in text and "billing" in text and "sales" in text
-    assert "agent `bob`" in text
+    text = json.dumps(view, ensure_ascii=False)
+    assert "*Teams*, worst ACR first" in text and "billing" in text and "sales" in text
+    assert "agent `bob`" in text and len(view["blocks"]) < 20
+    assert "*Weakest agents*" not in text  # nobody has 30 matured contacts in the seed
 
 
 def test_unlinked_user_is_told_how_to_get_linked(server: SlackServer, fake: FakeSlack) -> None:
@@ -87,3 +91,15 @@ def test_url_verification_answers_the_challenge(server: SlackServer) -> None:
     assert response.status_code == 200
     assert response.json() == {"challenge": "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"}
     assert server.post(body, "application/json", secret="wrong").status_code == 401
+
+
+def test_supervisor_sees_the_weakest_agents_with_enough_contacts(
+    store: ContactStore, slack_server: Callable[..., SlackServer], fake: FakeSlack
+) -> None:
+    seed(store, time.time())
+    server = slack_server(store, slack_supervisor_ids=SUPERVISOR, digest_min_sample=3)
+    view = open_home(server, fake, SUPERVISOR)
+    text = json.dumps(view, ensure_ascii=False)
+    weakest = text.split("*Weakest agents* (at least 3 matured contacts)")[1].split("```")[1]
+    names = [line.split()[0] for line in weakest.strip("\\n").split("\\n")]
+    assert names == ["maria", "Ann"]  # 80% of 10, then 100% of 3; bob and maria garcia have 2 each

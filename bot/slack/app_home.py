@@ -1,21 +1,23 @@
-"""The App Home tab: the caller's own numbers when linked to an agent, the teams' numbers for supervisors."""
+"""The App Home tab, read at a glance (under 20 blocks): an agent sees "you against your team", a supervisor the
+teams and the weakest agents."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.presentation import Block, code, escape, section
+from bot.presentation import Block, cell, code, context, escape, interval_span, percent, section
 from bot.slack.answers import Answerer
-from bot.slack.blocks import answer_message
+from bot.slack.blocks import MAX_ROWS, Answer, ranked_rows, trend_mark
 from bot.slack.commands import acknowledge
-from bot.slack.grammar import USAGE, Question
+from bot.slack.grammar import Question
 from metrics.errors import UserError
-from metrics.query import METRICS
+from metrics.query import METRICS, Counts, Metric
 
 log = logging.getLogger("acr_bot.slack")
 REFRESH_ACTION = "home_refresh"
@@ -39,20 +41,21 @@ def publish_home(answerer: Answerer, client: WebClient, user_id: str, as_of_us: 
         log.exception("could not publish the App Home of %s", user_id)
 
 
+WEAKEST_AGENTS = 5
+MAX_HOME_BLOCKS = 20  # a Home read at a glance: the view stays well under Slack's 100
+
+
 def home_view(answerer: Answerer, user_id: str, as_of_us: int | None = None) -> dict[str, Any]:
+    """An agent sees "you against your team"; a supervisor the teams and the weakest agents (last 30 days)."""
     now = answerer.now_us(as_of_us)
     blocks: list[Block] = [{"type": "header", "text": {"type": "plain_text", "text": "ACR Bot"}}]
     agent = answerer.caller_agent(user_id)
     everyone = answerer.supervisors.allows(user_id)
     if agent is not None:
-        blocks.append(section(f"*Your numbers* (agent {code(agent)}), last 30 days, 7-day repeat window"))
-        for metric in METRICS:
-            blocks.extend(_answer_blocks(answerer, Question(metric, filters=(("agent", agent),)), now))
+        blocks.extend(_guarded(lambda: _you_and_your_team(answerer, agent, now)))
         blocks.append({"type": "divider"})
     if everyone:
-        blocks.append(section("*Teams*, last 30 days, 7-day repeat window, worst first"))
-        for metric in METRICS:
-            blocks.extend(_answer_blocks(answerer, Question(metric, by="team"), now))
+        blocks.extend(_guarded(lambda: _teams_and_weakest(answerer, now)))
         blocks.append({"type": "divider"})
     if agent is None and not everyone:
         blocks.append(
@@ -70,18 +73,64 @@ def home_view(answerer: Answerer, user_id: str, as_of_us: int | None = None) -> 
             ],
         }
     )
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": escape(USAGE)}]})
-    return {"type": "home", "blocks": blocks[:100]}
+    blocks.append(context("Last 30 days, 7-day repeat window · `/acr help` for every question you can ask"))
+    return {"type": "home", "blocks": blocks[:MAX_HOME_BLOCKS]}
 
 
-def _answer_blocks(answerer: Answerer, question: Question, as_of_us: int) -> list[Block]:
+def _you_and_your_team(answerer: Answerer, agent: str, now: int) -> list[Block]:
+    """The agent's ACR and tier-1 rate beside those of their team (the team most of their contacts had)."""
+    mine = {m: answerer.compute_answer(Question(m, filters=(("agent", agent),)), now) for m in METRICS}
+    teams = answerer.compute_answer(Question("acr", filters=(("agent", agent),), by="team"), now).result.rows
+    team = max(teams, key=lambda row: row.counts.matured + row.counts.pending).key if teams else None
+    lines = [_line(f"you ({agent})", mine)]
+    if team is not None:
+        theirs = {m: answerer.compute_answer(Question(m, filters=(("team", team),)), now) for m in METRICS}
+        lines.append(_line(f"team {team}", theirs))
+    table = "\n".join(escape(line) for line in [f"{'':<22} {'ACR':>17} {'Tier-1':>17}", *lines])
+    return [section(f"*You against your team* (agent {code(agent)})\n```\n{table}\n```")]
+
+
+def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
+    """Every team worst first, and the agents with the lowest ACR among those with enough matured contacts."""
+    acr = answerer.compute_answer(Question("acr", by="team"), now)
+    tier1 = {row.key: row.counts for row in answerer.compute_answer(Question("tier1", by="team"), now).result.rows}
+    rows = ranked_rows(acr)
+    lines = [f"{'team':<16} {'ACR':>7} {'n':>7} {'Tier-1':>7}"]
+    for row in rows[:MAX_ROWS]:
+        lines.append(
+            f"{cell(row.key, 16):<16} {percent(row.counts.rate):>7} {row.counts.matured:>7,} "
+            f"{percent(tier1.get(row.key, Counts()).rate):>7}"
+        )
+    blocks = [section("*Teams*, worst ACR first\n```\n" + "\n".join(escape(line) for line in lines) + "\n```")]
+    agents = answerer.compute_answer(Question("acr", by="agent"), now).result.rows
+    minimum = answerer.settings.digest_min_sample
+    eligible = sorted(
+        (row for row in agents if row.counts.matured >= minimum and row.counts.rate is not None),
+        key=lambda row: (row.counts.rate or 0.0, -row.counts.matured, row.key),
+    )[:WEAKEST_AGENTS]
+    if eligible:
+        weakest = [
+            f"{cell(row.key, 16):<16} {percent(row.counts.rate):>7} {interval_span(row.counts, 0, '–'):>9} "
+            f"{row.counts.matured:>7,}"
+            for row in eligible
+        ]
+        body = "\n".join(escape(line) for line in weakest)
+        blocks.append(section(f"*Weakest agents* (at least {minimum} matured contacts)\n```\n{body}\n```"))
+    return blocks
+
+
+def _line(label: str, answers: dict[Metric, Answer]) -> str:
+    cells = [f"{percent(a.result.total.rate)}{trend_mark(a)}" for a in answers.values()]
+    return f"{cell(label, 22):<22} " + " ".join(f"{c:>17}" for c in cells)
+
+
+def _guarded(build: Callable[[], list[Block]]) -> list[Block]:
+    """A part of the Home that cannot be computed says so (with a request id) instead of hiding the rest."""
     try:
-        answer = answerer.compute_answer(question, as_of_us)
+        return build()
     except UserError as problem:
         return [section(f":warning: {escape(str(problem))}")]
     except Exception:
         rid = uuid.uuid4().hex[:12]
-        log.exception("request %s: App Home %s failed", rid, question.metric)
+        log.exception("request %s: App Home failed", rid)
         return [section(f":x: Could not compute this (request id {rid}).")]
-    blocks = answer_message(answer, answerer.settings.zone).blocks
-    return [block for block in blocks if not (block["type"] == "context" and "asked:" in str(block))]
