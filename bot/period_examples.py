@@ -13,19 +13,16 @@ import tempfile
 from datetime import datetime
 from pathlib import Path
 
-from bot.demo import generate, iter_records
 from bot.scheduler import periodic
+from bot.scheduler.example import SEED, ZONE, demo_contacts
 from bot.settings import load_settings
 from bot.slack.answers import Answerer, Supervisors
 from bot.storage import open_store
 from metrics.engine import compute
-from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone, to_us
 
-SEED = 42
 CONTACTS = 30_000
 DAYS = 91
-ZONE = "America/New_York"
 AS_OF = "2026-03-09T09:00:00"  # a Monday 09:00, the day after the spring-forward change
 MIN_SAMPLE = 30
 QUESTION = "team:billing by:week last:84d"
@@ -35,12 +32,7 @@ def write_examples(out_dir: Path) -> list[Path]:
     """Generate the demo data, render both examples as of AS_OF, write the four files; returns their paths."""
     zone = load_zone(ZONE)
     as_of_us = to_us(datetime.fromisoformat(AS_OF).replace(tzinfo=zone))
-    data = generate(CONTACTS, seed=SEED, as_of_us=as_of_us, days=DAYS, zone=zone)
-    contacts: list[Contact] = []
-    for record in iter_records(data):
-        parsed = parse_contact(record, zone)
-        assert isinstance(parsed, Contact), parsed
-        contacts.append(parsed)
+    contacts = demo_contacts(CONTACTS, DAYS, as_of_us, zone)
     out_dir.mkdir(parents=True, exist_ok=True)
     source = f"demo data: {CONTACTS:,} contacts over {DAYS} days, seed {SEED}, BOT_TIMEZONE={ZONE}, as of {AS_OF} local"
     with tempfile.TemporaryDirectory() as scratch:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from datetime import datetime
+from datetime import datetime, tzinfo
 from pathlib import Path
 
 from bot.demo import generate, iter_records
@@ -28,16 +28,22 @@ MIN_SAMPLE = 30
 SCOPE = ""
 
 
-def write_example(out_dir: Path) -> tuple[Path, Path]:
-    """Generate the demo data, compose the digest as of AS_OF, write the two files; returns their paths."""
-    zone = load_zone(ZONE)
-    as_of_us = to_us(datetime.fromisoformat(AS_OF).replace(tzinfo=zone))
-    data = generate(CONTACTS, seed=SEED, as_of_us=as_of_us, days=DAYS, zone=zone)
+def demo_contacts(count: int, days: int, as_of_us: int, zone: tzinfo) -> list[Contact]:
+    """The demo generator's contacts (seed SEED) up to ``as_of_us``, validated: the same for every example."""
+    data = generate(count, seed=SEED, as_of_us=as_of_us, days=days, zone=zone)
     contacts: list[Contact] = []
     for record in iter_records(data):
         parsed = parse_contact(record, zone)
         assert isinstance(parsed, Contact), parsed
         contacts.append(parsed)
+    return contacts
+
+
+def write_example(out_dir: Path) -> tuple[Path, Path]:
+    """Generate the demo data, compose the digest as of AS_OF, write the two files; returns their paths."""
+    zone = load_zone(ZONE)
+    as_of_us = to_us(datetime.fromisoformat(AS_OF).replace(tzinfo=zone))
+    contacts = demo_contacts(CONTACTS, DAYS, as_of_us, zone)
     with tempfile.TemporaryDirectory() as scratch:
         store = open_store(f"sqlite:///{Path(scratch) / 'example.db'}")
         try:
