@@ -229,8 +229,24 @@ def m_metric_contacts(db: Database) -> None:
 @migrations()
 def m_subscription_cadence(db: Database) -> None:
     """Weekly and monthly digests: subscriptions get a cadence (and its day); one digest of each cadence per
-    channel and scope (``CADENCE_SCHEMA``, a table rebuild; existing subscriptions stay daily)."""
-    from bot.storage.sqlite_schedules import CADENCE_SCHEMA
-
-    for statement in CADENCE_SCHEMA:
+    channel and scope. A table rebuild (SQLite cannot change a UNIQUE constraint); existing subscriptions stay daily."""
+    for statement in (
+        """CREATE TABLE subscriptions_cadence (
+        id INTEGER PRIMARY KEY,
+        channel TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        local_time TEXT NOT NULL,
+        zone TEXT,
+        weekdays_only INTEGER NOT NULL,
+        created_by TEXT,
+        created_us INTEGER NOT NULL,
+        cadence TEXT NOT NULL DEFAULT 'daily' CHECK (cadence IN ('daily', 'weekly', 'monthly')),
+        cadence_day INTEGER,
+        UNIQUE (channel, scope, cadence)
+    )""",
+        """INSERT INTO subscriptions_cadence (id, channel, scope, local_time, zone, weekdays_only, created_by, created_us)
+        SELECT id, channel, scope, local_time, zone, weekdays_only, created_by, created_us FROM subscriptions""",
+        "DROP TABLE subscriptions",
+        "ALTER TABLE subscriptions_cadence RENAME TO subscriptions",
+    ):
         db.execute(statement)

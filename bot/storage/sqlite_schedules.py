@@ -23,28 +23,6 @@ _RULE_COLUMNS = (
 _SUBSCRIPTION_COLUMNS = (
     "id, channel, scope, local_time, zone, weekdays_only, created_by, created_us, cadence, cadence_day"
 )
-
-# Migration ``m_subscription_cadence``: weekly and monthly digests beside the daily one. A table rebuild (SQLite
-# cannot change a UNIQUE constraint): one digest of each cadence per channel and scope. Frozen text.
-CADENCE_SCHEMA = [
-    """CREATE TABLE subscriptions_cadence (
-        id INTEGER PRIMARY KEY,
-        channel TEXT NOT NULL,
-        scope TEXT NOT NULL,
-        local_time TEXT NOT NULL,
-        zone TEXT,
-        weekdays_only INTEGER NOT NULL,
-        created_by TEXT,
-        created_us INTEGER NOT NULL,
-        cadence TEXT NOT NULL DEFAULT 'daily' CHECK (cadence IN ('daily', 'weekly', 'monthly')),
-        cadence_day INTEGER,  -- weekly: 0 (Monday) to 6; monthly: 1 to 28; daily: NULL
-        UNIQUE (channel, scope, cadence)
-    )""",
-    """INSERT INTO subscriptions_cadence (id, channel, scope, local_time, zone, weekdays_only, created_by, created_us)
-        SELECT id, channel, scope, local_time, zone, weekdays_only, created_by, created_us FROM subscriptions""",
-    "DROP TABLE subscriptions",
-    "ALTER TABLE subscriptions_cadence RENAME TO subscriptions",
-]
 _OUTBOX_COLUMNS = (
     "key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us, "
     "ts, sent_us, last_error"
