@@ -30,7 +30,10 @@ TARGETS_MS = {"T1 one team by week, 52 weeks": 20.0, "T2 one team by month, 12 m
 
 
 def questions(db: Path, as_of: int, use_rollups: bool) -> dict[str, Callable[[], Any]]:
-    from bot.storage.sqlite import SQLiteContactStore
+    import sqlite3
+
+    from bot.storage import open_store
+    from bot.storage.sqlite_rollups import stale_days
     from metrics.engine import compute
     from metrics.periods import local_date, local_midnight_us
     from metrics.query import MetricQuery
@@ -38,9 +41,10 @@ def questions(db: Path, as_of: int, use_rollups: bool) -> dict[str, Callable[[],
     from metrics.windows import RETURN_BOUNDS_US, parse_windows, window_sensitivity
 
     zone = ZoneInfo(ZONE_NAME)
-    store = SQLiteContactStore(db)
-    if store.stale_rollup_days(zone) != 0:
-        raise SystemExit("rollups are stale: run store.refresh_rollups first (build_db.py does)")
+    store = open_store(f"sqlite:///{db}")
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        if stale_days(conn, zone) != 0:
+            raise SystemExit("rollups are stale: run store.refresh_rollups first (build_db.py does)")
     ask = partial(compute, use_rollups=use_rollups)
     today = local_date(as_of, zone)
     monday = today - timedelta(days=today.weekday())

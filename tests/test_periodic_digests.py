@@ -89,7 +89,8 @@ def test_weekly_digest_is_due_at_09_local_across_dst_and_posted_once(seeded: str
     [subscription] = store.schedules().list_subscriptions()
     schedule = schedule_of(subscription, NEW_YORK)
     assert schedule.next_after(WEEKLY_DUE - 1)[1] == at("2026-03-09 13:00")  # 09:00 EDT
-    assert schedule.latest_at_or_before(WEEKLY_DUE - 1)[1] == at("2026-03-02 14:00")  # 09:00 EST, a week before
+    latest = schedule.latest_at_or_before(WEEKLY_DUE - 1)
+    assert latest is not None and latest[1] == at("2026-03-02 14:00")  # 09:00 EST, a week before
     store.close()
     assert run(seeded, fake, WEEKLY_DUE - 60 * 1_000_000, "America/New_York").digests == []  # 08:59: not yet
     first = run(seeded, fake, WEEKLY_DUE, "America/New_York")

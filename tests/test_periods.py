@@ -172,9 +172,9 @@ def records_around(start: datetime, days: int) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     for i in range(days * 24 // 7):
         at = start + timedelta(hours=7 * i)
-        record = {"id": f"c{i}", "customer_id": f"k{i}", "agent": "maria" if i % 2 else "Omar", "team": "Billing"}
-        record.update({"channel": "phone", "tier": 1 + i % 2, "started_at": at.isoformat(), "ended_at": None})
-        records.append({k: v for k, v in record.items() if v is not None})
+        record: dict[str, Any] = {"id": f"c{i}", "customer_id": f"k{i}", "agent": "maria" if i % 2 else "Omar"}
+        record.update({"team": "Billing", "channel": "phone", "tier": 1 + i % 2, "started_at": at.isoformat()})
+        records.append(record)
         if i % 3 == 0:
             again = at + timedelta(days=2)
             records.append({"id": f"r{i}", "customer_id": f"k{i}", "started_at": again.isoformat()})
