@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     scheduler_enabled: bool = True
+    scheduler_lease_poll_seconds: float = Field(default=10.0, gt=0, le=60)
     digest_grace_hours: float = Field(default=6.0, ge=0, le=24 * 7)
     digest_min_sample: int = Field(default=30, ge=1)
     alert_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)

@@ -17,7 +17,7 @@ from bot.storage import ContactStore, open_store
 from metrics.engine import compute
 from tests.fake_slack import FakeSlack
 from tests.slack_support import SlackServer, slack_settings
-from tests.store_support import EXTERNAL, STORE_BACKENDS, TEST_DATABASE_URL, Databases
+from tests.store_support import EXTERNAL, STORE_BACKENDS, TEST_DATABASE_URL, Databases, skip_reason
 
 # Every variable a setting is read from (pydantic-settings: the field name, in any case), so a new setting
 # is isolated the day it is added.
@@ -104,3 +104,21 @@ def pytest_report_header() -> str:
     if EXTERNAL and not os.environ.get(TEST_DATABASE_URL):
         header += f" ({TEST_DATABASE_URL} is not set: the {', '.join(sorted(EXTERNAL))} store tests are skipped)"
     return header
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    """The URL of a new, empty schema on the PostgreSQL server of TEST_DATABASE_URL (for tests only PostgreSQL
+    has: several processes on one database); skipped, saying how to run it, without one."""
+    made = STORE_BACKENDS["postgresql"](tmp_path)
+    yield made.fresh_url()
+    made.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly, at the end, when the tests of an external backend did not run."""
+    for name in sorted(EXTERNAL):
+        reason = skip_reason(name)
+        skipped = [r for r in terminalreporter.stats.get("skipped", []) if reason in str(r.longrepr)]
+        if skipped:
+            terminalreporter.write_sep("!", f"{len(skipped)} {name} tests SKIPPED: {reason}", red=True)

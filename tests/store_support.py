@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import closing
 from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
 from bot.storage import ContactStore
+from bot.storage.postgres import PostgresContactStore
 from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS
 from bot.storage.sqlite_rollups import stale_days
@@ -69,19 +72,73 @@ def sqlite_path(database_url: str) -> Path:
     return Path(database_url.removeprefix("sqlite:///"))
 
 
+def skip_reason(scheme: str) -> str:
+    return f"{scheme} store tests skipped: set {TEST_DATABASE_URL}={scheme}://... (make test starts a server)"
+
+
+ROLLUPS_ONLY_SQLITE = (
+    "about the metric rollups, which only the SQLite backend keeps "
+    "(PostgreSQL counts every question with exact SQL aggregates)"
+)
+
+
+def needs_rollups(store_or_url: ContactStore | str) -> None:
+    """Skip a test of the metric rollups themselves on a backend that keeps none (its answers are still tested)."""
+    url = store_or_url if isinstance(store_or_url, str) else None
+    if (url is not None and not url.startswith("sqlite:///")) or (
+        url is None and not isinstance(store_or_url, SQLiteContactStore)
+    ):
+        pytest.skip(ROLLUPS_ONLY_SQLITE)
+
+
 def external_url(scheme: str) -> str:
     """``TEST_DATABASE_URL`` when it names a ``scheme`` server; else the test is skipped, saying how to run it."""
     url = os.environ.get(TEST_DATABASE_URL, "")
     if not url.startswith(f"{scheme}://"):
-        pytest.skip(f"{scheme} store tests skipped: set {TEST_DATABASE_URL}={scheme}://... to run them")
+        pytest.skip(skip_reason(scheme))
     return url
+
+
+class PostgresDatabases:
+    """A new schema per database on the server of TEST_DATABASE_URL (``make test`` starts a throwaway one), as a
+    URL whose ``options`` put every table there; dropped at the end of the test."""
+
+    def __init__(self, folder: Path):
+        self.server = external_url("postgresql")
+        self.schemas: list[str] = []
+
+    def fresh_url(self) -> str:
+        import psycopg
+
+        schema = f"test_{uuid.uuid4().hex[:12]}"
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        self.schemas.append(schema)
+        return with_search_path(self.server, schema)
+
+    def close(self) -> None:
+        import psycopg
+
+        if self.schemas:
+            with psycopg.connect(self.server, autocommit=True) as conn:
+                for schema in self.schemas:
+                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def with_search_path(url: str, schema: str) -> str:
+    """``url`` with every table in ``schema`` (libpq's ``options=-csearch_path=...``)."""
+    parts = urlsplit(url)
+    query = [(key, value) for key, value in parse_qsl(parts.query) if key != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 # Backend id (the test id) -> its databases for one test (given the test's tmp_path).
 STORE_BACKENDS: dict[str, Callable[[Path], Databases]] = {
     "sqlite": SQLiteDatabases,
+    "postgresql": PostgresDatabases,
 }
-EXTERNAL: frozenset[str] = frozenset()  # backends that need a server named by TEST_DATABASE_URL
+EXTERNAL: frozenset[str] = frozenset({"postgresql"})  # backends that need a server named by TEST_DATABASE_URL
 
 
 def as_contact(row: Mapping[str, Any]) -> Contact:
@@ -154,9 +211,49 @@ class SQLiteProbe:
         assert stored == expected
 
 
+_POSTGRES_CONTACTS = (
+    "SELECT c.*, m.next_repeat_us FROM contacts AS c LEFT JOIN metric_contacts AS m ON m.pk = c.pk "
+    "ORDER BY c.source, c.id"
+)
+_POSTGRES_CANDIDATE_COLUMNS = (
+    "pk", "started_us", "end_us", "tier", "escalated", "resolved", "agent", "team", "queue", "channel",
+)  # fmt: skip
+
+
+class PostgresProbe:
+    """Reads the store's schema through a connection of its own."""
+
+    def __init__(self, store: PostgresContactStore):
+        self.url = store.url
+
+    def contacts(self) -> list[dict[str, Any]]:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(self.url, row_factory=dict_row) as conn:
+            return conn.execute(_POSTGRES_CONTACTS).fetchall()
+
+    def stale_rollup_days(self, zone: tzinfo) -> int:
+        return 0  # no rollups: every question is counted by the server
+
+    def assert_derived_data_consistent(self) -> None:
+        import psycopg
+
+        columns = ", ".join(_POSTGRES_CANDIDATE_COLUMNS)
+        with psycopg.connect(self.url) as conn:
+            stored = set(conn.execute(f"SELECT {columns} FROM metric_contacts").fetchall())
+            expected = set(
+                conn.execute(
+                    f"SELECT {columns} FROM contacts WHERE direction = 'inbound' AND agent IS NOT NULL"
+                ).fetchall()
+            )
+        assert stored == expected
+
+
 # Store class -> its probe.
 PROBES: dict[type, Callable[[Any], StoreProbe]] = {
     SQLiteContactStore: SQLiteProbe,
+    PostgresContactStore: PostgresProbe,
 }
 
 

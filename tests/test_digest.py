@@ -30,7 +30,7 @@ from tests.scheduler_support import (
     quick_client,
     settings_for,
 )
-from tests.store_support import probe
+from tests.store_support import needs_rollups, probe
 
 REPO = Path(__file__).resolve().parents[1]
 DUE = at("2026-03-09 09:00")  # Monday 09:00 UTC
@@ -258,6 +258,7 @@ def test_digest_example_command_writes_text_and_chart(tmp_path: Path) -> None:
 
 def test_scheduler_rebuilds_stale_metric_rollups_in_bounded_runs(seeded: str, fake: FakeSlack) -> None:
     """After an import the rollups are stale; the server's rollup job brings them back, a few days per run."""
+    needs_rollups(seeded)
     store = open_store(seeded)
     config = settings_for(seeded, fake)
     service = SchedulerService(config, store, quick_client(config), ManualClock(DUE))

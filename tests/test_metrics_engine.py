@@ -28,7 +28,7 @@ from metrics.rollup import RollupDays, pack_hours, unpack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_SECOND, parse_instant
 from tests.builders import contact as build_contact
 from tests.builders import valid
-from tests.store_support import probe, sqlite_url
+from tests.store_support import needs_rollups, probe, sqlite_url
 
 NEW_YORK = ZoneInfo("America/New_York")
 BASE = parse_instant("2026-03-04T00:00:00", NEW_YORK)  # the spring-forward day 2026-03-08 is inside the data
@@ -295,6 +295,7 @@ def two_weeks(store: ContactStore) -> list[Contact]:
 
 
 def test_whole_days_come_from_fresh_rollups(store: ContactStore) -> None:
+    needs_rollups(store)
     contacts = two_weeks(store)
     query = MetricQuery("acr", 3 * DAY, BASE + 12 * HOUR, BASE + 13 * DAY, BASE + 20 * DAY, (("team", "blue"),), "day")
     spy = Spy(store)
@@ -339,6 +340,7 @@ def test_whole_days_come_from_fresh_rollups(store: ContactStore) -> None:
 
 
 def test_a_write_makes_its_days_stale_until_refreshed(store: ContactStore) -> None:
+    needs_rollups(store)
     contacts = two_weeks(store)
     store.refresh_rollups(NEW_YORK)
     # Move a contact to another day and customer: its old day, its new day, and the days of both
@@ -359,6 +361,7 @@ def test_a_write_makes_its_days_stale_until_refreshed(store: ContactStore) -> No
 
 
 def test_a_question_refreshes_a_few_stale_days_itself(store: ContactStore) -> None:
+    needs_rollups(store)
     two_weeks(store)
     store.refresh_rollups(NEW_YORK)
     store.upsert([contact("late", "k-late", BASE + 13 * DAY + 2 * HOUR)])
@@ -370,6 +373,7 @@ def test_a_question_refreshes_a_few_stale_days_itself(store: ContactStore) -> No
 
 
 def test_rollups_are_rebuilt_for_another_time_zone(store: ContactStore) -> None:
+    needs_rollups(store)
     contacts = two_weeks(store)
     store.refresh_rollups(NEW_YORK)
     tokyo = ZoneInfo("Asia/Tokyo")
@@ -388,6 +392,7 @@ def test_rollups_are_rebuilt_for_another_time_zone(store: ContactStore) -> None:
 def test_mixed_days_are_counted_from_contacts(store: ContactStore) -> None:
     """A day whose contacts are partly matured and partly pending cannot use the rollup's whole-day counts:
     it is answered from its hour buckets, or without them from contacts."""
+    needs_rollups(store)
     contacts = two_weeks(store)
     store.refresh_rollups(NEW_YORK)
     # 7d window; as_of is 11:00 EDT on 2026-03-14, i.e. 10:00 EST: of the 09:00, 10:00 and 11:00 EST
@@ -424,6 +429,7 @@ def test_edge_day_with_contacts_straddling_as_of_minus_w(store: ContactStore) ->
 def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(store: ContactStore) -> None:
     """In the hour holding T = as_of - W, a contact starting after T is pending whatever its end: the hour's
     buckets are taken as pending and only the contacts starting up to T are counted, to move the matured."""
+    needs_rollups(store)
     day = parse_instant("2026-05-04T00:00:00", NEW_YORK)
     minute = 60 * US_PER_SECOND
     contacts = [
@@ -450,6 +456,7 @@ def test_the_hour_of_as_of_minus_w_counts_only_contacts_starting_before_it(store
 def test_a_refresh_by_another_store_on_the_file_is_seen_at_once(database_url: str) -> None:
     """Decoded rollups are kept per store for the next question; a refresh anywhere (another process, e.g.
     the scheduler) makes them old, so no question ever sees rollups older than its own snapshot."""
+    needs_rollups(database_url)
     asking, writing = open_store(database_url), open_store(database_url)
     try:
         contacts = two_weeks(writing)

@@ -37,7 +37,7 @@ def test_dotenv_file_is_read_and_environment_wins(tmp_path: Path, monkeypatch: p
         ("BOT_TIMEZONE", "Mars/Olympus", "BOT_TIMEZONE: unknown time zone 'Mars/Olympus'"),
         ("PORT", "http", "PORT: Input should be a valid integer"),
         ("PORT", "70000", "PORT: Input should be less than or equal to 65535"),
-        ("DATABASE_URL", "postgresql://db/acr", "DATABASE_URL: 'postgresql' is not supported yet"),
+        ("DATABASE_URL", "mysql://db/acr", "DATABASE_URL: 'mysql' is not a supported database"),
         ("SLACK_API_URL", "slack.com/api", "SLACK_API_URL: 'slack.com/api' is not an http(s) URL"),
     ],
 )

@@ -53,6 +53,7 @@ def _register() -> None:
     from bot.cli.agents import agents
     from bot.cli.alerts import alerts
     from bot.cli.ask import ask
+    from bot.cli.db import db
     from bot.cli.demo import demo
     from bot.cli.digest import digest
     from bot.cli.ingest import ingest
@@ -63,6 +64,7 @@ def _register() -> None:
     commands: list[click.Command] = [serve, ask, agents, report]
     commands += [digest, alerts, subscriptions]  # the scheduler's jobs and what they run on
     commands += [ingest, demo]  # bulk import and demo data
+    commands += [db]  # moving a store (SQLite <-> PostgreSQL)
     for command in commands:
         main.add_command(command)
 

@@ -9,6 +9,7 @@ import click
 from bot.cli.common import as_of_option, command_store, settings
 from bot.clock import Clock, SystemClock
 from bot.demo import DEFAULT_CONTACTS, DEFAULT_DAYS, generate, load_into, make_agents_summary, write_file
+from bot.storage.urls import redact
 from metrics.errors import UserError
 from metrics.timeutil import US_PER_SECOND, iso_utc
 
@@ -55,6 +56,6 @@ def demo(contacts: int, seed: int, days: int, clock: Clock, if_empty: bool, outp
     data = generate(contacts, seed=seed, as_of_us=as_of_us, days=days, zone=config.zone)
     counts = load_into(store, data, config.zone)
     click.echo(
-        f"Loaded {len(data)} demo contacts ({make_agents_summary(data)}; {period}) into {config.database_url}: "
+        f"Loaded {len(data)} demo contacts ({make_agents_summary(data)}; {period}) into {redact(config.database_url)}: "
         f"{counts.inserted} inserted, {counts.updated} updated, {counts.unchanged} unchanged"
     )

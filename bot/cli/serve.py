@@ -10,6 +10,7 @@ from types import FrameType
 import click
 
 from bot.cli.common import command_store, settings, setup_logging
+from bot.storage.urls import redact
 from metrics.errors import UserError
 
 log = logging.getLogger("acr_bot.serve")
@@ -63,7 +64,7 @@ def serve(host: str | None, port: int | None) -> None:
         )
         bound_host, bound_port = listener.getsockname()[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        log.info("listening on http://%s:%d (database %s)", shown, bound_port, config.database_url)
+        log.info("listening on http://%s:%d (database %s)", shown, bound_port, redact(config.database_url))
         if app.state.webhook_enabled:
             log.info("webhook enabled: POST /webhooks/interactions (signed with WEBHOOK_SECRET)")
         else:

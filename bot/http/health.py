@@ -48,4 +48,7 @@ class Health:
                 {"status": "error", "error": f"the database does not answer ({type(problem).__name__})", **self.about},
                 status_code=503,
             )
-        return JSONResponse({"status": "ok", "contacts": contacts, **self.about})
+        # leader: this process runs the scheduler; standby: another server does; disabled: none here.
+        role = getattr(request.app.state, "scheduler_role", None)
+        scheduler = role() if role is not None else "disabled"
+        return JSONResponse({"status": "ok", "contacts": contacts, **self.about, "scheduler": scheduler})

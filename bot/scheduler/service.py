@@ -31,6 +31,7 @@ from bot.clock import Clock, SystemClock
 from bot.scheduler.delivery import Poster
 from bot.scheduler.digest import Compute
 from bot.scheduler.jobs import Jobs, schedule_of
+from bot.scheduler.leader import SchedulerElection
 from bot.scheduler.times import DailySchedule
 from bot.settings import Settings
 from bot.storage import ContactStore
@@ -184,12 +185,16 @@ class SchedulerService:
         return run
 
 
-def scheduler_lifespan(service: SchedulerService) -> Callable[[Any], AbstractAsyncContextManager[None]]:
-    """A ``build_app(lifespans=...)`` hook: the scheduler runs while the server does."""
+def scheduler_lifespan(
+    service: SchedulerService | SchedulerElection,
+) -> Callable[[Any], AbstractAsyncContextManager[None]]:
+    """A ``build_app(lifespans=...)`` hook: the scheduler (or the election that runs it) runs while the server does."""
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
-        service.start()
+        if isinstance(service, SchedulerElection):
+            app.state.scheduler_role = lambda: service.role  # for /healthz
+        await asyncio.to_thread(service.start)
         try:
             yield
         finally:
@@ -198,9 +203,15 @@ def scheduler_lifespan(service: SchedulerService) -> Callable[[Any], AbstractAsy
     return lifespan
 
 
-def server_scheduler(settings: Settings, store: ContactStore, client: WebClient) -> SchedulerService | None:
-    """The scheduler of ``acr-bot serve`` (started by ``scheduler_lifespan``), unless SCHEDULER_ENABLED=false."""
+def server_scheduler(settings: Settings, store: ContactStore, client: WebClient) -> SchedulerElection | None:
+    """The scheduler of ``acr-bot serve`` (started by ``scheduler_lifespan``), unless SCHEDULER_ENABLED=false:
+    run by this process while it holds the database's scheduler lease (``bot.scheduler.leader``), so however
+    many servers share the database, one runs it."""
     if not settings.scheduler_enabled:
         log.warning("SCHEDULER_ENABLED=false: no digests or alerts from this server")
         return None
-    return SchedulerService(settings, store, client)
+    return SchedulerElection(
+        store.scheduler_lease(),
+        lambda: SchedulerService(settings, store, client),
+        poll_seconds=settings.scheduler_lease_poll_seconds,
+    )

@@ -13,15 +13,35 @@ test on it too (the ``store`` fixture; a server-based backend reads ``TEST_DATAB
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Protocol, overload
 
-from bot.storage.schedules import Outbox, ScheduleStore
+from bot.storage.schedules import Outbox, SchedulerLease, ScheduleStore
 from metrics.engine import MetricReader
 from metrics.records import Contact
+
+# The tables besides the contacts that ``db copy`` moves, with the columns every backend has (in this order).
+COPIED_TABLES: dict[str, tuple[str, ...]] = {
+    "slack_links": ("slack_user_id", "agent", "linked_by", "linked_at"),
+    "subscriptions": (
+        "id", "channel", "scope", "local_time", "zone", "weekdays_only", "created_by", "created_us", "cadence",
+        "cadence_day",
+    ),
+    "alert_rules": (
+        "id", "metric", "threshold", "window_us", "last_days", "scope", "min_matured", "channel", "strict",
+        "created_by", "created_us", "snoozed_until_us", "firing", "episode", "fired_us", "notified_us",
+        "acknowledged_by", "last_rate", "last_matured", "evaluated_us",
+    ),
+    "outbox": (
+        "key", "channel", "text", "blocks", "thread_key", "file", "filename", "title", "status", "attempts",
+        "next_attempt_us", "created_us", "ts", "sent_us", "last_error",
+    ),
+}  # fmt: skip
+BOOLEAN_COLUMNS = frozenset({"weekdays_only", "strict", "firing"})  # 0/1 in SQLite
+TableRows = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]  # (table, columns, rows)
 
 
 @dataclass
@@ -174,12 +194,30 @@ class ContactStore(Protocol):
         returns how many UTC days were rebuilt. Rollups only make answers faster, never different."""
         ...
 
+    def scheduler_lease(self) -> SchedulerLease:
+        """A fresh lease object: held by at most one process per database (``bot.scheduler.leader``)."""
+        ...
+
     def schedules(self) -> ScheduleStore:
         """Digest subscriptions and alert rules (``bot.storage.schedules``)."""
         ...
 
     def outbox(self) -> Outbox:
         """The outbox of scheduled Slack messages (``bot.storage.schedules``)."""
+        ...
+
+    def export_contacts(self) -> Iterator[Contact]:
+        """Every stored contact as it was written, streamed (memory stays flat), in the order they were first
+        stored (for ``db copy``)."""
+        ...
+
+    def export_table(self, table: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        """The columns (``COPIED_TABLES[table]``) and every row of one of the small tables, in insertion order
+        (for ``db copy``)."""
+        ...
+
+    def replace_tables(self, tables: Sequence[TableRows]) -> None:
+        """Replace the rows of these ``COPIED_TABLES`` with the given ones, in one transaction (``db copy``)."""
         ...
 
     def close(self) -> None:
@@ -194,9 +232,19 @@ def _open_sqlite(url: str, synchronous: str, busy_timeout_ms: int) -> ContactSto
 
 
 Opener = Callable[[str, str, int], ContactStore]  # (url, SQLite synchronous, busy timeout in ms) -> a store
+
+
 # The backends by URL prefix: adding one is one line here (its module is imported only when it is used).
+def _open_postgres(url: str, synchronous: str, busy_timeout_ms: int) -> ContactStore:
+    from bot.storage.postgres import PostgresContactStore
+
+    return PostgresContactStore(url)
+
+
 BACKENDS: dict[str, Opener] = {
     "sqlite:///": _open_sqlite,
+    "postgresql://": _open_postgres,  # any URL libpq accepts, a Unix socket too (?host=/run/postgresql)
+    "postgres://": _open_postgres,
 }
 
 
@@ -204,8 +252,13 @@ def check_database_url(database_url: str) -> str:
     """``database_url`` when a backend serves it, else ValueError naming its scheme (the settings ask this)."""
     if database_url.startswith(tuple(BACKENDS)):
         return database_url
-    scheme = database_url.split(":", 1)[0] or database_url
-    raise ValueError(f"{scheme!r} is not supported yet; use sqlite:///path/to/acr.db")
+    from bot.storage.urls import redact
+
+    scheme = redact(database_url.split(":", 1)[0] or database_url)
+    raise ValueError(
+        f"{scheme!r} is not a supported database; use sqlite:///path/to/acr.db or "
+        "postgresql://user:password@host:port/dbname"
+    )
 
 
 def open_store(database_url: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000) -> ContactStore:

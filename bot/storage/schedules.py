@@ -6,6 +6,7 @@ The interfaces (``ScheduleStore``, ``Outbox``) and their records. The SQLite imp
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -161,6 +162,16 @@ class Outbox(Protocol):
         ...
 
 
+class SchedulerLease(Protocol):
+    """Held by at most one process per database at a time; released when its process dies, however it dies."""
+
+    def try_acquire(self) -> bool:
+        """Take the lease if it is free; True while this process holds it (False once it was lost)."""
+        ...
+
+    def release(self) -> None: ...
+
+
 class ScheduleStore(Protocol):
     """Subscriptions and alert rules (with their state). Every write is one transaction of its own."""
 
@@ -229,3 +240,35 @@ class ScheduleStore(Protocol):
     ) -> None:
         """Store the rule's new state and enqueue its messages in one transaction (never one without the other)."""
         ...
+
+
+# --- rows as every backend's SQL selects them (the columns in the order of the tables) --------------------
+
+
+def subscription_from_row(row: Sequence[Any]) -> Subscription:
+    sid, channel, scope, local_time, zone, weekdays_only, created_by, created_us, cadence, cadence_day = row
+    return Subscription(
+        sid, channel, scope, local_time, zone, bool(weekdays_only), created_by, created_us, cadence, cadence_day
+    )
+
+
+def rule_from_row(row: Sequence[Any]) -> AlertRule:
+    (rid, metric, threshold, window_us, last_days, scope, min_matured, channel, strict, created_by, created_us,
+     snoozed, firing, episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us) = row  # fmt: skip
+    state = AlertState(
+        bool(firing), episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us
+    )
+    return AlertRule(
+        rid, metric, threshold, window_us, last_days, scope, min_matured, channel, bool(strict), created_by,
+        created_us, snoozed, state,
+    )  # fmt: skip
+
+
+def entry_from_row(row: Sequence[Any]) -> OutboxEntry:
+    (key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us,
+     ts, sent_us, last_error) = row  # fmt: skip
+    message = OutboxMessage(
+        key, channel, text, None if blocks is None else json.loads(blocks), thread_key,
+        None if file is None else bytes(file), filename, title,
+    )  # fmt: skip
+    return OutboxEntry(message, status, attempts, next_attempt_us, created_us, ts, sent_us, last_error)

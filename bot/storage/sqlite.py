@@ -14,14 +14,17 @@ from typing import Any, Final
 from sqlite_utils import Database
 
 from bot.storage import (
+    COPIED_TABLES,
     AgentLink,
     PackedContacts,
+    TableRows,
     UpsertCounts,
     sqlite_links,
     sqlite_metrics,
     sqlite_rollups,
     sqlite_schedules,
 )
+from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
 from bot.storage.sqlite_rollup_cache import RollupCache
 from bot.storage.sqlite_transactions import immediate_transaction
@@ -53,6 +56,8 @@ _ROW_MARKS = "({marks}, :received_at)".format(marks=", ".join("?" * _WIDTH))
 _SOURCE: Final = 0
 _ID: Final = 1
 _CUSTOMER: Final = 2
+_ESCALATED: Final = 10
+_RESOLVED: Final = 11
 _STARTED: Final = 13
 _RAW: Final = 15
 assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _STARTED, _RAW)] == [
@@ -134,6 +139,12 @@ TOUCHED_ROWS = (
     "WHERE c.started_us BETWEEN t.from_us AND t.until_us"
 )
 ALL_ROWS = "contacts AS c"
+_COPY_ORDER = {
+    "slack_links": "slack_user_id",
+    "subscriptions": "id",
+    "alert_rules": "id",
+    "outbox": "created_us, rowid",
+}
 # A contact with the derived next repeat of its candidate row (None for one the metrics do not count).
 _CONTACTS_WITH_NEXT_REPEAT = (
     "SELECT c.*, m.next_repeat_us FROM contacts AS c "
@@ -257,11 +268,43 @@ class SQLiteContactStore:
 
     # --- scheduler: subscriptions, alert rules, outbox (SQL in sqlite_schedules.py) ---------------------
 
+    def scheduler_lease(self) -> SQLiteSchedulerLease:
+        return SQLiteSchedulerLease(self.path)
+
     def schedules(self) -> sqlite_schedules.SQLiteSchedules:
         return sqlite_schedules.SQLiteSchedules(self._writer, self._write_lock, self._reader)
 
     def outbox(self) -> sqlite_schedules.SQLiteSchedules:
         return self.schedules()
+
+    # --- db copy --------------------------------------------------------------------------------------
+
+    def export_contacts(self) -> Iterator[Contact]:
+        cursor = self._connect().execute(f"SELECT {', '.join(_WRITE_COLUMNS)} FROM contacts ORDER BY pk")
+        try:
+            for row in cursor:
+                yield Contact._make(row)._replace(
+                    escalated=bool(row[_ESCALATED]), resolved=None if row[_RESOLVED] is None else bool(row[_RESOLVED])
+                )
+        finally:
+            cursor.connection.close()
+
+    def export_table(self, table: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        columns = COPIED_TABLES[table]
+        order = _COPY_ORDER[table]
+        rows = self._reader().execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}").fetchall()
+        return columns, rows
+
+    def replace_tables(self, tables: Sequence[TableRows]) -> None:
+        with self._write_lock, immediate_transaction(self._writer) as conn:
+            for table, columns, rows in tables:
+                if tuple(columns) != COPIED_TABLES[table]:
+                    raise ValueError(f"{table}: columns {columns} are not {COPIED_TABLES[table]}")
+                conn.execute(f"DELETE FROM {table}")
+                marks = ", ".join("?" * len(columns))
+                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+    # --- metrics (SQL in sqlite_metrics.py) ----------------------------------------------------------
 
     # --- metrics (SQL in sqlite_metrics.py, rollups in sqlite_rollups.py) --------------------------------
 

@@ -11,9 +11,18 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
-from bot.storage.schedules import AlertRule, AlertState, Cadence, OutboxEntry, OutboxMessage, Subscription
+from bot.storage.schedules import (
+    AlertRule,
+    AlertState,
+    Cadence,
+    OutboxEntry,
+    OutboxMessage,
+    Subscription,
+    entry_from_row,
+    rule_from_row,
+    subscription_from_row,
+)
 from bot.storage.sqlite_transactions import immediate_transaction
 
 _RULE_COLUMNS = (
@@ -79,7 +88,7 @@ class SQLiteSchedules:
                 f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE channel = ? AND scope = ? AND cadence = ?",
                 key,
             ).fetchone()
-        return _subscription(row), existing is None
+        return subscription_from_row(row), existing is None
 
     def remove_subscription(self, subscription_id: int) -> bool:
         with self._write() as conn:
@@ -87,7 +96,7 @@ class SQLiteSchedules:
 
     def list_subscriptions(self) -> list[Subscription]:
         rows = self._reader().execute(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id")
-        return [_subscription(row) for row in rows]
+        return [subscription_from_row(row) for row in rows]
 
     # --- alert rules -----------------------------------------------------------------------------------
 
@@ -111,7 +120,7 @@ class SQLiteSchedules:
                 (metric, threshold, window_us, last_days, scope, min_matured, channel, int(strict), created_by, now_us),
             )
             row = conn.execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id = ?", (cursor.lastrowid,)).fetchone()
-        return _rule(row)
+        return rule_from_row(row)
 
     def remove_alert_rule(self, rule_id: int) -> bool:
         with self._write() as conn:
@@ -119,10 +128,12 @@ class SQLiteSchedules:
 
     def alert_rule(self, rule_id: int) -> AlertRule | None:
         row = self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
-        return None if row is None else _rule(row)
+        return None if row is None else rule_from_row(row)
 
     def list_alert_rules(self) -> list[AlertRule]:
-        return [_rule(row) for row in self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY id")]
+        return [
+            rule_from_row(row) for row in self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY id")
+        ]
 
     def snooze_alert_rule(self, rule_id: int, until_us: int | None) -> bool:
         with self._write() as conn:
@@ -166,7 +177,7 @@ class SQLiteSchedules:
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
         row = self._reader().execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _entry(row)
+        return None if row is None else entry_from_row(row)
 
     def due_messages(self, now_us: int, limit: int = 100) -> list[OutboxEntry]:
         rows = self._reader().execute(
@@ -174,13 +185,13 @@ class SQLiteSchedules:
             "ORDER BY created_us, rowid LIMIT ?",
             (now_us, limit),
         )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def in_doubt_messages(self) -> list[OutboxEntry]:
         rows = self._reader().execute(
             f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sending' ORDER BY created_us, rowid"
         )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
     def begin_attempt(self, key: str, now_us: int) -> bool:
         with self._write() as conn:
@@ -232,32 +243,3 @@ def _insert_messages(conn: sqlite3.Connection, messages: Sequence[OutboxMessage]
         )
         fresh.append(cursor.rowcount > 0)
     return fresh
-
-
-def _subscription(row: Sequence[Any]) -> Subscription:
-    sid, channel, scope, local_time, zone, weekdays_only, created_by, created_us, cadence, cadence_day = row
-    return Subscription(
-        sid, channel, scope, local_time, zone, bool(weekdays_only), created_by, created_us, cadence, cadence_day
-    )
-
-
-def _rule(row: Sequence[Any]) -> AlertRule:
-    (rid, metric, threshold, window_us, last_days, scope, min_matured, channel, strict, created_by, created_us,
-     snoozed, firing, episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us) = row  # fmt: skip
-    state = AlertState(
-        bool(firing), episode, fired_us, notified_us, acknowledged_by, last_rate, last_matured, evaluated_us
-    )
-    return AlertRule(
-        rid, metric, threshold, window_us, last_days, scope, min_matured, channel, bool(strict), created_by,
-        created_us, snoozed, state,
-    )  # fmt: skip
-
-
-def _entry(row: Sequence[Any]) -> OutboxEntry:
-    (key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us,
-     ts, sent_us, last_error) = row  # fmt: skip
-    message = OutboxMessage(
-        key, channel, text, None if blocks is None else json.loads(blocks), thread_key,
-        None if file is None else bytes(file), filename, title,
-    )  # fmt: skip
-    return OutboxEntry(message, status, attempts, next_attempt_us, created_us, ts, sent_us, last_error)

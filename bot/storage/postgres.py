@@ -1,0 +1,465 @@
+"""The PostgreSQL contact store: any number of processes share one database.
+
+Writes are concurrent. A write locks the contact rows it changes (in key order), then, at its end, takes the
+store's *derive lock* (a transaction-scoped advisory lock) to bring the candidates (``metric_contacts``) and
+their derived next repeats up to date, and commits while holding it. Only that short last step is serialised:
+every derive step starts after the previous one committed, so it sees every contact written before it (READ
+COMMITTED), and since no transaction holding the derive lock ever waits for a row lock, the lock cannot deadlock.
+Two writes of the same keys in crossing order can deadlock on their rows; PostgreSQL then aborts one, and
+``upsert`` runs it again.
+
+Why the derived data is exact under concurrent writers of one customer: a write changes the next repeat only of
+its touched customers' contacts between the last repeatable start before its earliest change (``from_us``) and
+its latest change; both are worked out under the derive lock, over every committed contact, so a later write's
+derive step fixes what an earlier one could not yet see.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, tzinfo
+from typing import Any, Final
+
+import psycopg
+from psycopg import errors
+from psycopg_pool import ConnectionPool
+
+from bot.storage import BOOLEAN_COLUMNS, COPIED_TABLES, AgentLink, TableRows, UpsertCounts, postgres_migrations
+from bot.storage.postgres_metrics import PostgresMetricReader
+from bot.storage.postgres_schedules import PostgresSchedules
+from bot.storage.urls import redact
+from metrics.records import Contact
+
+log = logging.getLogger("acr_bot.storage")
+
+CHUNK = 5000
+CONNECT_TIMEOUT_SECONDS = 10
+RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
+# A write touching more contacts than this works out next repeats with one window pass over its customers'
+# histories instead of one index probe per contact (cheaper for an import, dearer for a webhook batch).
+WINDOW_PASS_MIN_ROWS = 20_000
+_COLUMNS: Final = Contact._fields
+_TYPES: Final = {"tier": "int4", "escalated": "bool", "resolved": "bool", "started_us": "int8", "ended_us": "int8"}
+_COPY_TYPES: Final = [_TYPES.get(column, "text") for column in _COLUMNS]
+_COLUMN_LIST: Final = ", ".join(_COLUMNS)
+_RAW: Final = _COLUMNS.index("raw")  # a chunk may hold plain tuples in Contact field order (the import's)
+_DERIVE_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtext('acr-bot derive'), hashtext(current_schema()))"
+_PG_TYPES: Final = {"int4": "INTEGER", "bool": "BOOLEAN", "int8": "BIGINT", "text": "TEXT"}
+_SCHEDULER_LOCK: Final = "SELECT pg_try_advisory_lock(hashtext('acr-bot scheduler'), hashtext(current_schema()))"
+_TEMP_TABLES: Final = (
+    # One chunk of a write, one row per key (the last version given), as COPY delivered it.
+    "CREATE TEMP TABLE IF NOT EXISTS incoming ({}) ON COMMIT DELETE ROWS".format(
+        ", ".join(f"{column} {_PG_TYPES[kind]}" for column, kind in zip(_COLUMNS, _COPY_TYPES, strict=True))
+    ),
+    # What the write changed: each written contact's customer and start, old and new (for the derive step).
+    "CREATE TEMP TABLE IF NOT EXISTS written (pk BIGINT, customer_id TEXT, started_us BIGINT) ON COMMIT DELETE ROWS",
+)
+_COPY_INCOMING: Final = f"COPY incoming ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
+# The stored versions of this chunk's keys, locked until the commit: one index probe per key (a temporary table
+# has no statistics: a join could scan every contact), in key order (COPY wrote incoming sorted by key).
+_LOCK_STORED: Final = """
+SELECT s.source, s.id, s.pk, s.customer_id, s.started_us, s.raw FROM incoming AS i CROSS JOIN LATERAL (
+    SELECT c.source, c.id, c.pk, c.customer_id, c.started_us, c.raw FROM contacts AS c
+    WHERE c.source = i.source AND c.id = i.id FOR UPDATE
+) AS s
+"""
+_INSERT_NEW: Final = f"""
+WITH inserted AS (
+    INSERT INTO contacts ({_COLUMN_LIST}, received_at)
+    SELECT {_COLUMN_LIST}, %s FROM incoming ORDER BY source, id
+    ON CONFLICT (source, id) DO NOTHING
+    RETURNING pk, source, id, customer_id, started_us
+), noted AS (
+    INSERT INTO written (pk, customer_id, started_us) SELECT pk, customer_id, started_us FROM inserted
+)
+SELECT source, id FROM inserted
+"""
+# Updates: the old customer and start (read while locking) are noted, the new ones by the update itself.
+_NOTE_OLD: Final = (
+    "INSERT INTO written (pk, customer_id, started_us) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
+)
+_UPDATE_CHANGED: Final = """
+WITH updated AS (
+    UPDATE contacts AS c SET {sets}, received_at = %s
+    FROM incoming AS i WHERE c.pk = ANY(%s) AND i.source = c.source AND i.id = c.id
+    RETURNING c.pk, c.customer_id, c.started_us
+)
+INSERT INTO written (pk, customer_id, started_us) SELECT pk, customer_id, started_us FROM updated
+""".format(sets=", ".join(f"{column} = i.{column}" for column in _COLUMNS if column not in ("source", "id")))
+_CANDIDATE: Final = "c.direction = 'inbound' AND c.agent IS NOT NULL"
+_METRIC_COLUMNS: Final = (
+    "pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel"
+)
+# The start of the customer's first repeatable contact strictly after contact ``c``.
+_NEXT_REPEAT_OF_C: Final = (
+    "(SELECT min(r.started_us) FROM contacts AS r "
+    "WHERE r.customer_id = c.customer_id AND r.repeatable AND r.started_us > c.started_us)"
+)
+_DROP_OLD_CANDIDATES: Final = "DELETE FROM metric_contacts AS m USING written AS w WHERE m.pk = w.pk"
+_ADD_CANDIDATES: Final = f"""
+INSERT INTO metric_contacts ({_METRIC_COLUMNS})
+SELECT c.pk, c.started_us, c.end_us, {{next_repeat}}, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue,
+    c.channel
+FROM contacts AS c WHERE c.pk IN (SELECT pk FROM written) AND {_CANDIDATE}
+ON CONFLICT (pk) DO NOTHING
+"""
+# Every candidate of a touched customer between ``from_us`` and its latest change, fixed where it differs.
+_FIX_NEXT_REPEATS: Final = f"""
+WITH touched AS (
+    SELECT customer_id, min(started_us) AS since_us, max(started_us) AS until_us FROM written GROUP BY customer_id
+), spans AS (
+    SELECT t.customer_id, t.until_us, coalesce(
+        (SELECT max(p.started_us) FROM contacts AS p
+         WHERE p.customer_id = t.customer_id AND p.repeatable AND p.started_us < t.since_us),
+        -9223372036854775808
+    ) AS from_us
+    FROM touched AS t
+), fresh AS MATERIALIZED (  -- each next repeat worked out once, not again for the comparison
+    SELECT c.pk, {_NEXT_REPEAT_OF_C} AS next_repeat_us
+    FROM spans AS s JOIN contacts AS c
+        ON c.customer_id = s.customer_id AND c.started_us BETWEEN s.from_us AND s.until_us
+)
+UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
+FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+"""
+# The same for a large write: one window pass over the whole history of each touched customer.
+_WINDOW_NEXT_REPEATS: Final = (
+    """
+CREATE TEMP TABLE fresh_next_repeat ON COMMIT DROP AS
+SELECT c.pk, min(c.started_us) FILTER (WHERE c.repeatable) OVER (
+    PARTITION BY c.customer_id ORDER BY c.started_us RANGE BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+) AS next_repeat_us
+FROM contacts AS c WHERE c.customer_id IN (SELECT customer_id FROM written)
+""",
+    "CREATE INDEX ON fresh_next_repeat (pk)",
+    "ANALYZE fresh_next_repeat",
+)
+_FROM_WINDOW: Final = "(SELECT f.next_repeat_us FROM fresh_next_repeat AS f WHERE f.pk = c.pk)"
+_APPLY_WINDOW: Final = """
+UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
+FROM fresh_next_repeat AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+"""
+_CONTACTS_WITH_NEXT_REPEAT: Final = (
+    "SELECT c.*, m.next_repeat_us FROM contacts AS c LEFT JOIN metric_contacts AS m ON m.pk = c.pk"
+)
+_COPY_ORDER: Final = {
+    "slack_links": "slack_user_id",
+    "subscriptions": "id",
+    "alert_rules": "id",
+    "outbox": "created_us, seq",
+}
+_DIMENSIONS: Final = frozenset({"agent", "team", "queue", "channel"})
+
+
+class PostgresContactStore:
+    """Contacts in one PostgreSQL database (``DATABASE_URL=postgresql://...``; any libpq URL), through a pool."""
+
+    def __init__(self, url: str, *, max_connections: int = 10):
+        self.url = url
+        try:  # one direct connection first: a clear error now, not a pool retrying in the background
+            with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+                applied = postgres_migrations.apply(conn)
+        except psycopg.OperationalError as problem:
+            raise ConnectionError(f"cannot connect to PostgreSQL at {redact(url)}: {_reason(problem)}") from None
+        if applied:
+            log.info("PostgreSQL schema migrated: %s", ", ".join(applied))
+        self._pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_connections,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_SECONDS},
+            configure=_make_temp_tables,
+            open=True,
+            name="acr-bot",
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A pooled connection in autocommit mode (for the scheduler's leader lock and the schedules)."""
+        with self._pool.connection() as conn:
+            yield conn
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
+        batch = list(contacts)  # kept: a write PostgreSQL aborted is written again
+        for attempt in range(1, RETRIES + 1):
+            try:
+                with self.bulk() as writer:
+                    for start in range(0, len(batch), CHUNK):
+                        writer.add(batch[start : start + CHUNK])
+                return writer.counts
+            except (errors.DeadlockDetected, errors.SerializationFailure) as problem:
+                if attempt == RETRIES:
+                    raise
+                log.info("write aborted by PostgreSQL (%s); trying again", type(problem).__name__)
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
+        with self._pool.connection() as conn, conn.transaction():
+            writer = _PostgresBulkWriter(conn)
+            yield writer
+            writer.finish()
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    def count_contacts(self) -> int:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
+        with self._pool.connection() as conn:
+            cursor = conn.execute(
+                f"{_CONTACTS_WITH_NEXT_REPEAT} WHERE c.source = %s AND c.id = %s", (source, contact_id)
+            )
+            row = cursor.fetchone()
+            names = [d.name for d in cursor.description or ()]
+        return None if row is None else dict(zip(names, row, strict=True))
+
+    def export_contacts(self) -> Iterator[Contact]:
+        with self._pool.connection() as conn, conn.transaction():
+            cursor = conn.cursor(name="export_contacts")  # server-side: streamed
+            cursor.execute(f"SELECT {_COLUMN_LIST} FROM contacts ORDER BY pk")
+            for row in cursor:
+                yield Contact._make(row)
+
+    def dimension_values(self, dimension: str) -> list[str]:
+        if dimension not in _DIMENSIONS:
+            raise ValueError(f"unknown dimension {dimension!r}")
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                f"SELECT DISTINCT {dimension} FROM contacts WHERE {dimension} IS NOT NULL ORDER BY {dimension}"
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
+    # --- Slack links -----------------------------------------------------------------------------------
+
+    def link_agent(self, slack_user_id: str, agent: str, linked_by: str | None = None) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                """
+                INSERT INTO slack_links (slack_user_id, agent, linked_by, linked_at) VALUES (%s, %s, %s, %s)
+                ON CONFLICT (slack_user_id) DO UPDATE SET
+                    agent = excluded.agent, linked_by = excluded.linked_by, linked_at = excluded.linked_at
+                """,
+                (slack_user_id, agent, linked_by, _now_text()),
+            )
+
+    def unlink_agent(self, slack_user_id: str) -> bool:
+        with self._pool.connection() as conn:
+            return conn.execute("DELETE FROM slack_links WHERE slack_user_id = %s", (slack_user_id,)).rowcount > 0
+
+    def agent_for_user(self, slack_user_id: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT agent FROM slack_links WHERE slack_user_id = %s", (slack_user_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def list_agent_links(self) -> list[AgentLink]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT slack_user_id, agent, linked_by, linked_at FROM slack_links ORDER BY agent, slack_user_id"
+            ).fetchall()
+        return [AgentLink(*row) for row in rows]
+
+    # --- scheduler -------------------------------------------------------------------------------------
+
+    def scheduler_lease(self) -> PostgresSchedulerLease:
+        return PostgresSchedulerLease(self.url)
+
+    def schedules(self) -> PostgresSchedules:
+        return PostgresSchedules(self._pool)
+
+    def outbox(self) -> PostgresSchedules:
+        return self.schedules()
+
+    # --- db copy --------------------------------------------------------------------------------------
+
+    def export_table(self, table: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+        columns = COPIED_TABLES[table]
+        with self._pool.connection() as conn:
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {_COPY_ORDER[table]}").fetchall()
+        return columns, rows
+
+    def replace_tables(self, tables: Sequence[TableRows]) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            for table, columns, rows in tables:
+                if tuple(columns) != COPIED_TABLES[table]:
+                    raise ValueError(f"{table}: columns {columns} are not {COPIED_TABLES[table]}")
+                booleans = [index for index, column in enumerate(columns) if column in BOOLEAN_COLUMNS]
+                conn.execute(f"DELETE FROM {table}")
+                marks = ", ".join(["%s"] * len(columns))
+                with conn.cursor() as cursor:
+                    cursor.executemany(
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                        [_with_booleans(row, booleans) for row in rows],
+                    )
+                if "id" in columns:  # later rules and subscriptions get numbers after the copied ones
+                    conn.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), coalesce(max(id), 0) + 1, false) "
+                        f"FROM {table}"
+                    )
+
+    # --- metrics ---------------------------------------------------------------------------------------
+
+    @contextmanager
+    def metric_reader(self, zone: tzinfo, *, refresh_days: int = 0) -> Iterator[PostgresMetricReader]:
+        """One REPEATABLE READ snapshot for one metric question."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield PostgresMetricReader(conn, zone)
+
+    def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
+        """Nothing to rebuild: this backend counts every question from the candidates (exact SQL aggregates)."""
+        return 0
+
+
+class PostgresSchedulerLease:
+    """A session advisory lock on a connection of its own: held while that connection lives, so it goes with a
+    process that dies (the server ends the session; keepalives notice a peer that vanished within ~25 s)."""
+
+    def __init__(self, url: str):
+        self._url = url
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    def try_acquire(self) -> bool:
+        if self._conn is not None:
+            try:
+                self._conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                self.release()
+                return False
+        try:
+            conn = psycopg.connect(
+                self._url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+        except psycopg.Error as problem:
+            log.warning("scheduler lease: cannot connect to PostgreSQL: %s", _reason(problem))
+            return False
+        try:
+            # The server notices a vanished client as quickly (its default waits two hours).
+            conn.execute("SET tcp_keepalives_idle = 10")
+            conn.execute("SET tcp_keepalives_interval = 5")
+            conn.execute("SET tcp_keepalives_count = 3")
+            row = conn.execute(_SCHEDULER_LOCK).fetchone()
+        except psycopg.Error:
+            conn.close()
+            raise
+        if row is not None and row[0]:
+            self._conn = conn
+            return True
+        conn.close()
+        return False
+
+    def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()  # the session ends: its advisory lock is released
+
+
+class _PostgresBulkWriter:
+    """Writes chunks inside the transaction opened by ``PostgresContactStore.bulk``."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]):
+        self._conn = conn
+        self.counts = UpsertCounts()
+        self._received_at = _now_text()
+        self._updated = False  # some stored contact was changed (its candidate row must go)
+        self._written = 0
+
+    def add(self, contacts: Sequence[Contact]) -> None:
+        """Write a chunk (Contacts, or plain tuples in their field order): as if each were written in turn (the
+        counts are those of sequential writes)."""
+        if not contacts:
+            return
+        versions: dict[tuple[str, str], list[Contact]] = {}
+        for contact in contacts:
+            versions.setdefault((contact[0], contact[1]), []).append(contact)
+        conn = self._conn
+        if self._written:  # the previous chunk's (a transaction starts with it empty)
+            conn.execute("DELETE FROM incoming")
+        with conn.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
+            copy.set_types(_COPY_TYPES)
+            for key in sorted(versions):
+                copy.write_row(versions[key][-1])
+        stored = {(s, i): (pk, k, t, raw) for s, i, pk, k, t, raw in conn.execute(_LOCK_STORED).fetchall()}
+        inserted = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
+        missing = versions.keys() - stored.keys() - inserted
+        if missing:  # inserted by another transaction since we looked: locked and read now
+            again = conn.execute(_LOCK_STORED).fetchall()
+            stored.update({(s, i): (pk, k, t, raw) for s, i, pk, k, t, raw in again if (s, i) in missing})
+        counts = self.counts
+        changed: list[tuple[int, str, int]] = []  # (pk, old customer, old start)
+        for key, given in versions.items():
+            if key in inserted:
+                counts.inserted += 1
+                previous = given[0][_RAW]
+                given = given[1:]
+            else:
+                pk, customer, started, previous = stored[key]
+                if given[-1][_RAW] != previous:
+                    changed.append((pk, customer, started))
+            for contact in given:
+                if contact[_RAW] == previous:
+                    counts.unchanged += 1
+                else:
+                    counts.updated += 1
+                    previous = contact[_RAW]
+        if changed:
+            pks, customers, starts = (list(column) for column in zip(*changed, strict=True))
+            conn.execute(_NOTE_OLD, (pks, customers, starts))
+            conn.execute(_UPDATE_CHANGED, (self._received_at, pks))
+            self._updated = True
+        self._written += len(versions)
+
+    def finish(self) -> None:
+        """The derive step, under the derive lock: candidates of the written contacts, then next repeats."""
+        conn = self._conn
+        if not self._written:
+            return
+        steps = [_DERIVE_LOCK]
+        if self._updated:
+            steps.append(_DROP_OLD_CANDIDATES)
+        if self._written >= WINDOW_PASS_MIN_ROWS:
+            steps += [*_WINDOW_NEXT_REPEATS, _ADD_CANDIDATES.format(next_repeat=_FROM_WINDOW), _APPLY_WINDOW]
+        else:  # each new candidate is in its customer's span: the fix gives it its next repeat
+            steps += [_ADD_CANDIDATES.format(next_repeat="NULL"), _FIX_NEXT_REPEATS]
+        steps.append(f"UPDATE store_stats SET value = value + {int(self.counts.inserted)} WHERE name = 'contacts'")
+        conn.execute(";\n".join(steps))  # one round trip (no parameters: the simple query protocol)
+
+
+def _make_temp_tables(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
+    """Each pooled connection keeps the writer's temporary tables (emptied by every commit)."""
+    for statement in _TEMP_TABLES:
+        conn.execute(statement)
+
+
+def _with_booleans(row: Sequence[Any], booleans: list[int]) -> list[Any]:
+    values = list(row)
+    for index in booleans:
+        values[index] = None if values[index] is None else bool(values[index])
+    return values
+
+
+def _now_text() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _reason(problem: BaseException) -> str:
+    """Why a connection failed, in one line (libpq's messages name the host, never the password)."""
+    text = " ".join(str(problem).split())
+    return text or type(problem).__name__

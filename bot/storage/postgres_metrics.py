@@ -1,0 +1,82 @@
+"""The metric engine's reader on PostgreSQL: exact SQL aggregates over the candidates (``metric_contacts``).
+
+The rules are those of ``metrics.definitions`` (the same statement as ``sqlite_metrics``, in PostgreSQL's
+boolean SQL):
+  candidate      since <= started_us < until (+ filters)
+  repeat in W    next_repeat_us IS NOT NULL AND next_repeat_us <= end_us + W
+  matured        end_us + W <= as_of
+  tier-1 success tier = 1 AND NOT escalated AND resolved IS NOT FALSE AND no repeat in W
+This backend keeps no rollups: every question is counted by the server, in one snapshot, so it is exact in every
+process at every moment (no cache to keep in step across processes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date, tzinfo
+from typing import Any
+
+import psycopg
+
+from metrics.engine import RowSpec
+from metrics.query import Counts
+from metrics.rollup import RollupDays
+
+DIMENSIONS = ("agent", "team", "queue", "channel")
+NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + %(w)s)"
+TIER1_SUCCESS = "(tier = 1 AND NOT escalated AND resolved IS NOT FALSE)"
+MATURED = "end_us <= %(matured_by)s"
+
+
+class PostgresMetricReader:
+    """The engine's ``MetricReader`` over one REPEATABLE READ transaction."""
+
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], zone: tzinfo):
+        self._conn = conn
+        self._zone = zone
+
+    def rollup_windows(self) -> frozenset[int]:
+        return frozenset()
+
+    def rollup_days(self, dimension: str, first_day: date, last_day: date) -> RollupDays | None:
+        return None
+
+    def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
+        return None
+
+    def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
+        success = NO_REPEAT if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {NO_REPEAT}"
+        where = "started_us >= %(lo)s AND started_us < %(hi)s"
+        params: dict[str, object] = {"w": spec.window_us, "matured_by": spec.as_of_us - spec.window_us}
+        if spec.metric == "tier1":
+            where += " AND tier = 1"
+        for index, (dimension, value) in enumerate(spec.filters):
+            _check(dimension)
+            where += f" AND {dimension} = %(f{index})s"
+            params[f"f{index}"] = value
+        if spec.among is not None:
+            dimension, values = spec.among
+            _check(dimension)
+            where += f" AND {dimension} = ANY(%(among)s)"
+            params["among"] = list(values)
+        if spec.group is not None:
+            _check(spec.group)
+        group = spec.group or "NULL::text"
+        sql = (
+            f"SELECT {group}, count(*) FILTER (WHERE {MATURED}), count(*) FILTER (WHERE {MATURED} AND {success}), "
+            f"count(*) FILTER (WHERE NOT ({MATURED})) FROM metric_contacts WHERE {where} GROUP BY 1"
+        )
+        result: dict[str | None, Counts] = {}
+        for span in spec.spans:
+            params["lo"], params["hi"] = span.since_us, span.until_us
+            for key, matured, resolved, pending in self._conn.execute(sql, params):
+                label = key if spec.group is not None else (span.day.isoformat() if span.day is not None else "")
+                counts = Counts(int(matured), int(resolved), int(pending))
+                before = result.get(label)
+                result[label] = counts if before is None else before + counts
+        return result
+
+
+def _check(dimension: str) -> None:
+    if dimension not in DIMENSIONS:
+        raise ValueError(f"unknown dimension {dimension!r}")

@@ -1,0 +1,269 @@
+"""The PostgreSQL store: the same results as the SQLite store for any delivery, under concurrent writers too.
+
+Runs against TEST_DATABASE_URL (``make test`` starts a throwaway server); skipped, loudly, without one.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bot.settings import load_settings
+from bot.storage import ContactStore, open_store
+from bot.storage.postgres import PostgresContactStore
+from bot.storage.postgres_migrations import MIGRATIONS
+from bot.storage.schedules import OutboxMessage
+from bot.storage.sqlite import SQLiteContactStore
+from metrics.engine import compute
+from metrics.errors import UserError
+from metrics.query import MetricQuery
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import US_PER_DAY, US_PER_HOUR, load_zone
+from tests.store_support import PostgresDatabases, stored_contacts
+
+UTC_ZONE = load_zone("UTC")
+T0 = 1_780_000_000  # 2026-05-28, epoch seconds
+
+
+def contact(cid: str, customer: str, start_hours: float, **fields: Any) -> Contact:
+    record: dict[str, Any] = {"id": cid, "customer_id": customer, "agent": "ana", "started_at": T0 + start_hours * 3600}
+    record.update(fields)
+    parsed = parse_contact(record, UTC_ZONE)
+    assert isinstance(parsed, Contact), parsed
+    return parsed
+
+
+def dump(store: ContactStore) -> list[dict[str, Any]]:
+    """Every contact with its derived next repeat, as comparable values (booleans as 0/1, no pk or arrival)."""
+    return [
+        {key: (int(value) if isinstance(value, bool) else value) for key, value in row.items()}
+        for row in ({k: v for k, v in row.items() if k not in ("pk", "received_at")} for row in stored_contacts(store))
+    ]
+
+
+def answers(store: ContactStore) -> list[Any]:
+    """A few metric questions over the stored contacts, counted from contacts."""
+    as_of = (T0 + 30 * 24 * 3600) * 1_000_000
+    results = []
+    for metric in ("acr", "tier1"):
+        for by in (None, "agent", "day", "channel"):
+            query = MetricQuery(metric, US_PER_DAY, T0 * 1_000_000 - US_PER_DAY, as_of, as_of, by=by)  # type: ignore[arg-type]
+            result = compute(store, query, UTC_ZONE, use_rollups=False)
+            results.append((result.total, [(row.key, row.counts) for row in result.rows]))
+        hours = MetricQuery(metric, 3 * US_PER_HOUR, T0 * 1_000_000, as_of, T0 * 1_000_000 + 6 * US_PER_HOUR)  # type: ignore[arg-type]
+        results.append(compute(store, hours, UTC_ZONE, use_rollups=False).total)
+    return results
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[PostgresContactStore]:
+    store = PostgresContactStore(postgres_url)
+    yield store
+    store.close()
+
+
+versions = st.tuples(
+    st.integers(0, 7),  # key
+    st.sampled_from(["k0", "k1", "k2"]),  # customer
+    st.integers(0, 12),  # start, hours
+    st.sampled_from([None, 0.5, 30]),  # duration, hours
+    st.sampled_from(["inbound", "inbound", "outbound"]),
+    st.sampled_from([None, None, "p"]),  # parent: a continuation leg
+    st.sampled_from(["ana", "ben", None]),  # agent
+    st.sampled_from([(1, False, None), (1, True, None), (2, False, True), (1, False, False)]),  # tier, esc., res.
+)
+
+
+def build(version: tuple[Any, ...]) -> Contact:
+    key, customer, start, duration, direction, parent, agent, (tier, escalated, resolved) = version
+    fields: dict[str, Any] = {"direction": direction, "agent": agent, "tier": tier, "escalated": escalated}
+    if duration is not None:
+        fields["ended_at"] = T0 + (start + duration) * 3600
+    if parent is not None:
+        fields["parent_id"] = parent
+    if resolved is not None:
+        fields["resolved"] = resolved
+    return contact(f"c{key}", customer, start, **fields)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches=st.lists(st.lists(versions, min_size=1, max_size=12), min_size=1, max_size=5))
+def test_any_delivery_gives_what_sqlite_gives(tmp_path_factory: pytest.TempPathFactory, batches: Any) -> None:
+    """Batch by batch: the same counts, the same stored contacts and next repeats, the same metric answers."""
+    folder = tmp_path_factory.mktemp("reference")
+    databases = PostgresDatabases(folder)
+    pg = PostgresContactStore(databases.fresh_url())
+    lite = SQLiteContactStore(folder / "acr.db")
+    try:
+        for batch in batches:
+            contacts = [build(version) for version in batch]
+            assert pg.upsert(contacts).as_dict() == lite.upsert(contacts).as_dict()
+        assert dump(pg) == dump(lite)
+        assert pg.count_contacts() == lite.count_contacts()
+        assert answers(pg) == answers(lite)
+    finally:
+        pg.close()
+        lite.close()
+        databases.close()
+
+
+def test_a_large_write_takes_the_window_pass_and_agrees(
+    pg: PostgresContactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write above WINDOW_PASS_MIN_ROWS works out next repeats in one window pass: same result."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "WINDOW_PASS_MIN_ROWS", 5)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    first = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    moved = [contact("a4", "k0", -1), contact("a7", "k2", 30, direction="outbound"), contact("new", "k1", 2.5)]
+    try:
+        for batch in (first, moved, first[:3]):
+            assert pg.upsert(batch).as_dict() == lite.upsert(batch).as_dict()
+        assert dump(pg) == dump(lite)
+    finally:
+        lite.close()
+
+
+def test_a_failed_bulk_write_stores_nothing(pg: PostgresContactStore) -> None:
+    pg.upsert([contact("keep", "k1", 0)])
+    with pytest.raises(RuntimeError), pg.bulk() as writer:
+        writer.add([contact("gone", "k1", 1), contact("keep", "k2", 5)])
+        raise RuntimeError("the import failed half-way")
+    rows = dump(pg)
+    assert [(row["id"], row["customer_id"], row["next_repeat_us"]) for row in rows] == [("keep", "k1", None)]
+    assert pg.count_contacts() == 1
+
+
+def test_concurrent_writers_of_the_same_customers_equal_one_ordered_delivery(postgres_url: str, tmp_path: Path) -> None:
+    """Two stores (as two processes would have) write interleaved batches for the same customers at once:
+    every derived next repeat is what one ordered delivery of the same contacts gives."""
+    writers = [PostgresContactStore(postgres_url) for _ in range(2)]
+    rounds = 25
+    start = threading.Barrier(2)
+    failures: list[BaseException] = []
+
+    def batches(writer: int) -> list[list[Contact]]:
+        result = []
+        for r in range(rounds):
+            batch = [contact(f"w{writer}-{r}-{i}", f"k{i % 4}", r + (writer + 2 * i) / 10) for i in range(6)]
+            if r % 5 == 4:  # and an earlier contact of this writer moves later, to another customer
+                batch.append(contact(f"w{writer}-{r - 3}-0", f"k{(r + writer) % 4}", r + 0.05))
+            result.append(batch)
+        return result
+
+    plans = [batches(0), batches(1)]
+
+    def write(writer: int) -> None:
+        try:
+            start.wait()
+            for batch in plans[writer]:
+                writers[writer].upsert(batch)
+        except BaseException as problem:  # surfaced by the main thread
+            failures.append(problem)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    final: dict[str, Contact] = {}
+    for plan in plans:
+        for batch in plan:
+            for c in batch:
+                final[c.id] = c
+    lite = SQLiteContactStore(tmp_path / "ordered.db")
+    try:
+        lite.upsert(sorted(final.values(), key=lambda c: (c.started_us, c.id)))
+        assert dump(writers[0]) == dump(lite)
+        assert writers[1].count_contacts() == len(final)
+    finally:
+        lite.close()
+        for store in writers:
+            store.close()
+
+
+def test_migrations_are_recorded_and_applied_once_by_concurrent_openers(postgres_url: str) -> None:
+    opened: list[PostgresContactStore] = []
+    failures: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            opened.append(PostgresContactStore(postgres_url))
+        except BaseException as problem:
+            failures.append(problem)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures
+    for store in opened:
+        store.close()
+    with psycopg.connect(postgres_url) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
+    assert names == sorted(name for name, _ in MIGRATIONS)
+
+
+def test_open_store_picks_postgresql_by_scheme_and_unix_socket_urls_work(postgres_url: str) -> None:
+    for url in (postgres_url, postgres_url.replace("postgresql://", "postgres://", 1)):
+        store = open_store(url)
+        try:
+            assert isinstance(store, PostgresContactStore)
+            store.upsert([contact("a", "k", 0)])
+            assert store.count_contacts() == 1
+        finally:
+            store.close()
+
+
+def test_the_password_never_appears_in_the_error() -> None:
+    url = "postgresql://acr:s3cret-pw@127.0.0.1:1/acr?connect_timeout=2"
+    with pytest.raises(ConnectionError) as caught:
+        open_store(url)
+    message = str(caught.value)
+    assert "s3cret-pw" not in message
+    assert message.startswith("cannot connect to PostgreSQL at postgresql://acr:***@127.0.0.1:1/acr")
+
+
+def test_settings_accept_postgresql_and_name_an_unknown_scheme_without_its_password() -> None:
+    assert load_settings(database_url="postgresql://u:p@db:5432/acr").database_url.startswith("postgresql://")
+    with pytest.raises(UserError) as caught:
+        load_settings(database_url="mysql://u:hunter2@db/acr")
+    assert "hunter2" not in str(caught.value)
+    assert str(caught.value).startswith("DATABASE_URL: 'mysql' is not a supported database")
+
+
+def test_one_claim_per_message_across_processes(postgres_url: str) -> None:
+    """Two stores enqueue the same key and race to claim it: stored once, claimed once."""
+    stores = [PostgresContactStore(postgres_url) for _ in range(2)]
+    try:
+        message = OutboxMessage("digest:1:2026-05-28", "C1", "hello")
+        fresh = [store.outbox().enqueue([message], 1) for store in stores]
+        assert sorted(fresh) == [[False], [True]]
+        claims: list[bool] = []
+        barrier = threading.Barrier(2)
+
+        def claim(store: PostgresContactStore) -> None:
+            barrier.wait()
+            claims.append(store.outbox().begin_attempt(message.key, 2))
+
+        threads = [threading.Thread(target=claim, args=(store,)) for store in stores]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(claims) == [False, True]
+        entry = stores[1].outbox().outbox_entry(message.key)
+        assert entry is not None and entry.status == "sending" and entry.attempts == 1
+    finally:
+        for store in stores:
+            store.close()

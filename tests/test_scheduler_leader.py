@@ -1,0 +1,188 @@
+"""One scheduler per database: the lease, the election, and a hand-over between two real server processes.
+
+The lease is tested on both backends (PostgreSQL: an advisory lock of a session; SQLite: a file lock); the
+hand-over runs two ``acr-bot serve`` processes on one PostgreSQL database and SIGKILLs the scheduler's one just
+before a digest is due: the other posts it, exactly once.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bot.scheduler.leader import SchedulerElection
+from bot.storage.postgres import PostgresContactStore, PostgresSchedulerLease
+from bot.storage.schedules import SchedulerLease
+from bot.storage.sqlite_lease import SQLiteSchedulerLease
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import to_us
+from tests.scheduler_support import UploadingFakeSlack, contacts_for
+from tests.test_serve import Process, start_serve
+
+
+class Recorder:
+    """A stand-in scheduler that records when it was started and stopped."""
+
+    def __init__(self, events: list[str], name: str):
+        self.events = events
+        self.name = name
+
+    def start(self) -> None:
+        self.events.append(f"{self.name} start")
+
+    def shutdown(self) -> None:
+        self.events.append(f"{self.name} stop")
+
+    def request_sync(self) -> None:
+        self.events.append(f"{self.name} sync")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def leases(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[SchedulerLease, SchedulerLease]]:
+    """Two leases on one database, as two processes would hold them."""
+    if request.param == "sqlite":
+        yield SQLiteSchedulerLease(tmp_path / "acr.db"), SQLiteSchedulerLease(tmp_path / "acr.db")
+        return
+    url = request.getfixturevalue("postgres_url")
+    PostgresContactStore(url).close()  # the schema exists
+    yield PostgresSchedulerLease(url), PostgresSchedulerLease(url)
+
+
+def test_one_holder_at_a_time_and_the_next_takes_over(leases: tuple[SchedulerLease, SchedulerLease]) -> None:
+    first, second = leases
+    try:
+        assert first.try_acquire() is True
+        assert first.try_acquire() is True  # still held
+        assert second.try_acquire() is False
+        first.release()
+        assert second.try_acquire() is True
+        assert first.try_acquire() is False
+    finally:
+        first.release()
+        second.release()
+
+
+def test_the_election_runs_the_scheduler_only_while_holding_the_lease(
+    leases: tuple[SchedulerLease, SchedulerLease],
+) -> None:
+    events: list[str] = []
+    a = SchedulerElection(leases[0], lambda: Recorder(events, "a"), poll_seconds=0.05)
+    b = SchedulerElection(leases[1], lambda: Recorder(events, "b"), poll_seconds=0.05)
+    a.start()
+    b.start()
+    try:
+        assert (a.role, b.role) == ("leader", "standby")
+        b.request_sync()  # a standby has nothing to reschedule
+        a.request_sync()
+        a.shutdown()
+        deadline = time.monotonic() + 10
+        while b.role != "leader":
+            assert time.monotonic() < deadline, events
+            time.sleep(0.02)
+        assert events == ["a start", "a sync", "a stop", "b start"]
+        assert a.role == "stopped"
+    finally:
+        a.shutdown()
+        b.shutdown()
+    assert events == ["a start", "a sync", "a stop", "b start", "b stop"]
+
+
+def test_a_killed_holder_frees_the_postgresql_lease(postgres_url: str) -> None:
+    PostgresContactStore(postgres_url).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from bot.storage.postgres import PostgresSchedulerLease as L; "
+            "lease = L(sys.argv[1]); print(lease.try_acquire(), flush=True); time.sleep(600)",
+            postgres_url,
+        ],
+        stdout=subprocess.PIPE,
+    )
+    other = PostgresSchedulerLease(postgres_url)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == b"True"
+        assert other.try_acquire() is False
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+        deadline = time.monotonic() + 10
+        while not other.try_acquire():
+            assert time.monotonic() < deadline, "the lease of a killed process was not freed"
+            time.sleep(0.1)
+    finally:
+        other.release()
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+
+
+def health(process: Process) -> dict[str, object]:
+    response = httpx.get(process.url + "/healthz", timeout=5)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_for_role(process: Process, role: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while health(process)["scheduler"] != role:
+        assert time.monotonic() < deadline, process.log_text()
+        time.sleep(0.1)
+
+
+def test_hand_over_posts_a_digest_due_after_the_schedulers_process_is_killed_exactly_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    store = PostgresContactStore(postgres_url)
+    now = datetime.now(UTC)
+    due = (now + timedelta(seconds=75)).replace(second=0, microsecond=0)  # 15 to 75 s from now
+    try:
+        records = contacts_for("billing", "maria", 40, 0.8, now.timestamp() - 8 * 86_400, prefix="h")
+        store.upsert(
+            [parsed for parsed in (parse_contact(record, UTC) for record in records) if isinstance(parsed, Contact)]
+        )
+        store.schedules().save_subscription("C-DIGEST", "", f"{due:%H:%M}", "UTC", False, "U1", to_us(now))
+    finally:
+        store.close()
+    processes: list[Process] = []
+    with UploadingFakeSlack() as fake:
+        env = {
+            "SLACK_BOT_TOKEN": "xoxb-test",
+            "SLACK_SIGNING_SECRET": "signing-secret",
+            "SLACK_API_URL": fake.api_url,
+            "SCHEDULER_LEASE_POLL_SECONDS": "0.5",
+        }
+        try:
+            first = start_serve_on(postgres_url, tmp_path / "first.log", env)
+            processes.append(first)
+            wait_for_role(first, "leader")
+            second = start_serve_on(postgres_url, tmp_path / "second.log", env)
+            processes.append(second)
+            assert health(second)["scheduler"] == "standby"
+            time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds() - 3))
+            first.proc.send_signal(signal.SIGKILL)  # 3 s before the digest is due
+            first.proc.wait()
+            wait_for_role(second, "leader")
+            posts = fake.wait_for("chat.postMessage", timeout=30)
+            time.sleep(3)  # and nothing more comes
+            posts = [call for call in fake.calls_to("chat.postMessage") if call.status == 200]
+            assert [call.body.get("channel") for call in posts] == ["C-DIGEST"], second.log_text()
+            assert "written to the outbox" not in first.log_text()
+            assert "written to the outbox" in second.log_text()
+        finally:
+            for process in processes:
+                if process.proc.poll() is None:
+                    process.proc.kill()
+                    process.proc.wait()
+
+
+def start_serve_on(url: str, log: Path, env: dict[str, str]) -> Process:
+    """``acr-bot serve`` on the PostgreSQL database at ``url`` (start_serve takes a SQLite path)."""
+    return start_serve(Path("unused"), log, DATABASE_URL=url, **env)
