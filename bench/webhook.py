@@ -1,10 +1,14 @@
 """Webhook throughput over loopback: single-record requests/s and contacts/s in batches of 500.
 
-Starts ``acr-bot serve`` in a subprocess on a fresh SQLite file, drives it from client threads over keep-alive
-connections (http.client: the lightest client, so the figures are the server's), and prints throughput and
-latency percentiles. Every request is signed like a real sender's; every answer must be 200.
+Starts ``acr-bot serve`` in a subprocess on a fresh SQLite file (or ``--servers N`` of them on the store of
+``--database-url``: a PostgreSQL database shared by several processes, or a copy of a large SQLite store), drives
+it from client threads over keep-alive connections (http.client: the lightest client, so the figures are the
+server's; the threads spread over the servers), and prints throughput and latency percentiles. Every request is
+signed like a real sender's; every answer must be 200. Ids are new on every run, so a store can be reused.
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py
+    flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py --servers 2 \
+        --database-url 'postgresql://acr@/acr?host=/run/postgresql'
 
 Targets (issue 2, on the 2-core machine): >= 500 single-record requests/s, >= 20,000 contacts/s in batches of 500.
 """
@@ -55,6 +59,9 @@ class Phase:
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000 if ordered else float("nan")
 
 
+RUN = os.urandom(4).hex()  # ids of this run: new contacts in a store that already holds another run's
+
+
 def make_record(n: int, rng: random.Random, customers: int, order: str = "random") -> dict[str, object]:
     """Record number ``n``. ``order="time"``: one contact every 3 s in the order they happen, as a platform
     sends them when they end; ``"random"``: starts anywhere in 90 days (a backfill in no order: the hard case,
@@ -64,7 +71,7 @@ def make_record(n: int, rng: random.Random, customers: int, order: str = "random
     else:
         started = START_US + rng.randrange(90 * 86_400) * 1_000_000
     return {
-        "id": f"bench-{n}",
+        "id": f"bench-{RUN}-{n}",
         "customer_id": f"cust-{rng.randrange(customers)}",
         "agent": f"agent-{rng.randrange(60)}",
         "team": f"team-{rng.randrange(8)}",
@@ -79,10 +86,10 @@ def make_record(n: int, rng: random.Random, customers: int, order: str = "random
     }
 
 
-def start_server(db: Path, log: Path, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(database_url: str, log: Path, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
     env = {
         **os.environ,
-        "DATABASE_URL": f"sqlite:///{db}",
+        "DATABASE_URL": database_url,
         "WEBHOOK_SECRET": SECRET,
         "LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
@@ -111,13 +118,14 @@ def start_server(db: Path, log: Path, log_level: str) -> tuple[subprocess.Popen[
     sys.exit(f"server did not start: {log.read_text()}")
 
 
-def run_phase(phase: Phase, port: int, bodies: list[bytes], threads: int, seconds: float) -> None:
-    """Send the pre-built bodies from ``threads`` keep-alive connections, until all are sent or time is up."""
+def run_phase(phase: Phase, ports: list[int], bodies: list[bytes], threads: int, seconds: float) -> None:
+    """Send the pre-built bodies from ``threads`` keep-alive connections (spread over the servers' ``ports``),
+    until all are sent or time is up."""
     lock = threading.Lock()
     cursor = iter(range(len(bodies)))
     deadline = time.perf_counter() + seconds
 
-    def worker() -> None:
+    def worker(port: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         mine: list[float] = []
         while time.perf_counter() < deadline:
@@ -139,7 +147,7 @@ def run_phase(phase: Phase, port: int, bodies: list[bytes], threads: int, second
             phase.latencies.extend(mine)
 
     began = time.perf_counter()
-    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    pool = [threading.Thread(target=worker, args=(ports[i % len(ports)],)) for i in range(threads)]
     for thread in pool:
         thread.start()
     for thread in pool:
@@ -181,6 +189,8 @@ def main() -> int:
     parser.add_argument(
         "--order", choices=["time", "random"], default="time", help="start times: in time order, or random in 90 days"
     )
+    parser.add_argument("--database-url", help="the store to write to (default: a new SQLite file)")
+    parser.add_argument("--servers", type=int, default=1, help="acr-bot serve processes on that store")
     parser.add_argument("--log-level", default="INFO", help="server LOG_LEVEL (INFO keeps the access log on)")
     parser.add_argument("--keep", action="store_true", help="keep the database and server log")
     args = parser.parse_args()
@@ -199,20 +209,27 @@ def main() -> int:
     ]
 
     workdir = Path(tempfile.mkdtemp(prefix="acr-bench-webhook-"))
-    proc, port = start_server(workdir / "acr.db", workdir / "serve.log", args.log_level)
+    database_url = args.database_url or f"sqlite:///{workdir / 'acr.db'}"
+    servers = [start_server(database_url, workdir / f"serve-{i}.log", args.log_level) for i in range(args.servers)]
+    ports = [port for _, port in servers]
+    shown = database_url.split("@")[-1] if "@" in database_url else database_url
     print(
-        f"server pid {proc.pid} on 127.0.0.1:{port}, database {workdir / 'acr.db'}, {args.threads} client threads,"
-        f" records in {args.order} order"
+        f"{len(servers)} server(s) on 127.0.0.1:{','.join(map(str, ports))}, database {shown},"
+        f" {args.threads} client threads, records in {args.order} order"
     )
+    codes = []
     try:
+        before = healthz_count(ports[0])
         single = Phase("single-record requests", 1)
-        run_phase(single, port, single_bodies, args.threads, args.seconds)
+        run_phase(single, ports, single_bodies, args.threads, args.seconds)
         batches = Phase(f"batches of {args.batch_size}", args.batch_size)
-        run_phase(batches, port, batch_bodies, args.threads, args.seconds)
-        stored = healthz_count(port)
+        run_phase(batches, ports, batch_bodies, args.threads, args.seconds)
+        stored = healthz_count(ports[0]) - before
     finally:
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
+        for proc, _ in servers:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=60) for proc, _ in servers]
+    code = max(codes)
     ok = report(single, 500, "requests/s")
     ok = report(batches, 20_000, "contacts/s") and ok
     sent = single.requests + batches.requests * args.batch_size

@@ -1,8 +1,9 @@
-"""One scheduler per database: the lease, the election, and a hand-over between two real server processes.
+"""Several ``acr-bot serve`` processes on one database: concurrent writes, and one scheduler at a time.
 
-The lease is tested on both backends (PostgreSQL: an advisory lock of a session; SQLite: a file lock); the
-hand-over runs two ``acr-bot serve`` processes on one PostgreSQL database and SIGKILLs the scheduler's one just
-before a digest is due: the other posts it, exactly once.
+Two real servers on one PostgreSQL database receive interleaved batches for the same customers: the store equals
+one ordered delivery. The scheduler's lease is tested on both backends (PostgreSQL: an advisory lock of a session;
+SQLite: a file lock); the hand-over SIGKILLs the scheduler's server just before a digest is due: the other server
+posts it, exactly once.
 """
 
 from __future__ import annotations
@@ -10,22 +11,31 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from bot.http.signing import signed_headers
 from bot.scheduler.leader import SchedulerElection
+from bot.storage import ContactStore
 from bot.storage.postgres import PostgresContactStore, PostgresSchedulerLease
 from bot.storage.schedules import SchedulerLease
+from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import to_us
 from tests.scheduler_support import UploadingFakeSlack, contacts_for
-from tests.test_serve import Process, start_serve
+from tests.store_support import assert_candidates_mirror_contacts, stored_contacts
+from tests.test_serve import PATH as WEBHOOK
+from tests.test_serve import SECRET, Process, start_serve
+
+T0 = 1_780_000_000  # 2026-05-28, epoch seconds
 
 
 class Recorder:
@@ -181,6 +191,75 @@ def test_hand_over_posts_a_digest_due_after_the_schedulers_process_is_killed_exa
                 if process.proc.poll() is None:
                     process.proc.kill()
                     process.proc.wait()
+
+
+def test_two_servers_writing_the_same_customers_give_one_ordered_delivery(postgres_url: str, tmp_path: Path) -> None:
+    servers: list[Process] = []
+    try:
+        for name in ("a", "b"):
+            servers.append(start_serve_on(postgres_url, tmp_path / f"{name}.log", {"SCHEDULER_ENABLED": "false"}))
+        rounds = 12
+        plans: list[list[list[dict[str, object]]]] = [[], []]
+        for r in range(rounds):
+            for side in (0, 1):
+                batch: list[dict[str, object]] = [
+                    {"id": f"s{side}-{r}-{i}", "customer_id": f"k{i % 5}", "agent": f"agent{i % 3}",
+                     "started_at": T0 + r * 3600 + (2 * i + side) * 60, "ended_at": T0 + r * 3600 + (2 * i + side) * 60 + 30}
+                    for i in range(40)
+                ]  # fmt: skip
+                if r >= 2:  # and a contact of an earlier round moves: later in time, to another customer
+                    batch.append(
+                        {"id": f"s{side}-{r - 2}-{r}", "customer_id": f"k{(r + side) % 5}", "agent": "agent9",
+                         "started_at": T0 + r * 3600 + 1, "direction": "inbound"}
+                    )  # fmt: skip
+                plans[side].append(batch)
+        barrier = threading.Barrier(2)
+        failures: list[str] = []
+
+        def send(side: int) -> None:
+            with httpx.Client(base_url=servers[side].url, timeout=60) as client:
+                for batch in plans[side]:
+                    barrier.wait()  # both servers write the same customers at the same moment
+                    body = orjson.dumps(batch)
+                    headers = {"Content-Type": "application/json", **signed_headers(SECRET, body)}
+                    answer = client.post(WEBHOOK, content=body, headers=headers)
+                    if answer.status_code != 200:
+                        failures.append(answer.text)
+
+        threads = [threading.Thread(target=send, args=(side,)) for side in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures
+        final: dict[str, Contact] = {}
+        for plan in plans:
+            for batch in plan:
+                for record in batch:
+                    parsed = parse_contact(record, UTC)
+                    assert isinstance(parsed, Contact)
+                    final[parsed.id] = parsed
+        ordered = SQLiteContactStore(tmp_path / "ordered.db")
+        shared = PostgresContactStore(postgres_url)
+        try:
+            ordered.upsert(sorted(final.values(), key=lambda c: (c.started_us, c.id)))
+            assert comparable(shared) == comparable(ordered)
+            assert shared.count_contacts() == len(final)
+            assert_candidates_mirror_contacts(shared)
+        finally:
+            ordered.close()
+            shared.close()
+    finally:
+        for server in servers:
+            server.proc.send_signal(signal.SIGTERM)
+            server.proc.wait(timeout=30)
+
+
+def comparable(store: ContactStore) -> list[tuple[object, ...]]:
+    return [
+        (row["source"], row["id"], row["customer_id"], row["started_us"], row["raw"], row["next_repeat_us"])
+        for row in stored_contacts(store)
+    ]
 
 
 def start_serve_on(url: str, log: Path, env: dict[str, str]) -> Process:
