@@ -30,7 +30,8 @@ from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import to_us
-from tests.scheduler_support import UploadingFakeSlack, contacts_for
+from tests.fake_slack import FakeSlack
+from tests.scheduler_support import contacts_for
 from tests.store_support import assert_candidates_mirror_contacts, stored_contacts
 from tests.test_serve import PATH as WEBHOOK
 from tests.test_serve import SECRET, Process, start_serve
@@ -162,7 +163,7 @@ def test_hand_over_posts_a_digest_due_after_the_schedulers_process_is_killed_exa
     finally:
         store.close()
     processes: list[Process] = []
-    with UploadingFakeSlack() as fake:
+    with FakeSlack() as fake:
         env = {
             "SLACK_BOT_TOKEN": "xoxb-test",
             "SLACK_SIGNING_SECRET": "signing-secret",

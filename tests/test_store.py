@@ -134,7 +134,10 @@ def test_open_store_picks_the_backend_by_the_url_scheme(tmp_path: Path) -> None:
     for url, scheme in (("mysql://db/acr", "mysql"), ("acr.db", "acr.db"), ("", "")):
         with pytest.raises(ValueError) as refused:
             open_store(url)
-        assert str(refused.value) == f"{scheme!r} is not supported yet; use sqlite:///path/to/acr.db"
+        assert str(refused.value) == (
+            f"{scheme!r} is not a supported database; use sqlite:///path/to/acr.db or "
+            "postgresql://user:password@host:port/dbname"
+        )
 
 
 def test_schema_is_migrated_once_and_recorded(db_path: Path) -> None:
