@@ -48,16 +48,16 @@ def dump(store: ContactStore) -> list[dict[str, Any]]:
     ]
 
 
-def answers(store: ContactStore) -> list[Any]:
+def answers(store: ContactStore) -> list[object]:
     """A few metric questions over the stored contacts, counted from contacts."""
     as_of = (T0 + 30 * 24 * 3600) * 1_000_000
-    results = []
+    results: list[object] = []
     for metric in ("acr", "tier1"):
         for by in (None, "agent", "day", "channel"):
-            query = MetricQuery(metric, US_PER_DAY, T0 * 1_000_000 - US_PER_DAY, as_of, as_of, by=by)  # type: ignore[arg-type]
+            query = MetricQuery(metric, US_PER_DAY, T0 * 1_000_000 - US_PER_DAY, as_of, as_of, by=by)
             result = compute(store, query, UTC_ZONE, use_rollups=False)
             results.append((result.total, [(row.key, row.counts) for row in result.rows]))
-        hours = MetricQuery(metric, 3 * US_PER_HOUR, T0 * 1_000_000, as_of, T0 * 1_000_000 + 6 * US_PER_HOUR)  # type: ignore[arg-type]
+        hours = MetricQuery(metric, 3 * US_PER_HOUR, T0 * 1_000_000, as_of, T0 * 1_000_000 + 6 * US_PER_HOUR)
         results.append(compute(store, hours, UTC_ZONE, use_rollups=False).total)
     return results
 

@@ -171,10 +171,10 @@ def test_hand_over_posts_a_digest_due_after_the_schedulers_process_is_killed_exa
             "SCHEDULER_LEASE_POLL_SECONDS": "0.5",
         }
         try:
-            first = start_serve_on(postgres_url, tmp_path / "first.log", env)
+            first = start_serve(postgres_url, tmp_path / "first.log", **env)
             processes.append(first)
             wait_for_role(first, "leader")
-            second = start_serve_on(postgres_url, tmp_path / "second.log", env)
+            second = start_serve(postgres_url, tmp_path / "second.log", **env)
             processes.append(second)
             assert health(second)["scheduler"] == "standby"
             time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds() - 3))
@@ -198,7 +198,7 @@ def test_two_servers_writing_the_same_customers_give_one_ordered_delivery(postgr
     servers: list[Process] = []
     try:
         for name in ("a", "b"):
-            servers.append(start_serve_on(postgres_url, tmp_path / f"{name}.log", {"SCHEDULER_ENABLED": "false"}))
+            servers.append(start_serve(postgres_url, tmp_path / f"{name}.log", SCHEDULER_ENABLED="false"))
         rounds = 12
         plans: list[list[list[dict[str, object]]]] = [[], []]
         for r in range(rounds):
@@ -261,8 +261,3 @@ def comparable(store: ContactStore) -> list[tuple[object, ...]]:
         (row["source"], row["id"], row["customer_id"], row["started_us"], row["raw"], row["next_repeat_us"])
         for row in stored_contacts(store)
     ]
-
-
-def start_serve_on(url: str, log: Path, env: dict[str, str]) -> Process:
-    """``acr-bot serve`` on the PostgreSQL database at ``url`` (start_serve takes a SQLite path)."""
-    return start_serve(Path("unused"), log, DATABASE_URL=url, **env)
