@@ -1,9 +1,10 @@
 """CONTRACT section 2 as small pure functions: each rule of the two metrics, stated once.
 
 What runs them: the engine clips every period with ``clip_until``; the rollups decide which buckets are
-matured, pending and inside the period with ``is_matured`` and ``in_period`` (over numpy arrays: the same
-expressions, elementwise); ``Contact.end_us`` is ``contact_end``; and the tests' reference implementation
-(``tests/test_metrics_engine.py``) is built from these functions alone.
+matured, pending and inside the period with ``is_matured`` and ``in_period``, and the rollup build counts
+repeats per window with ``returns_within`` (over numpy arrays: the same expressions, elementwise);
+``Contact.end_us`` is ``contact_end``; and the tests' reference implementation (``tests/test_metrics_engine.py``)
+is built from these functions alone.
 
 The store's fast paths restate some rules in SQL and numpy, over indexed columns and derived data (the start
 of each candidate's next repeatable contact). Every such place is named in one list, in docs/metrics.md

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from metrics.definitions import returns_within
 from metrics.periods import local_date, local_midnight_us
 from metrics.rollup import EVERYONE, ROLLUP_WINDOW_DAYS, SLOTS_PER_UNIT_DAY, Table, pack, pack_hours
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR
@@ -143,7 +144,7 @@ def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: _ValueI
     tier1 = np.array(tier, dtype=np.int64) == 1
     # tier = 1 AND escalated = 0 AND resolved IS NOT 0 (a missing disposition is not a failure)
     tier1_base = tier1 & ~np.array(escalated, dtype=bool) & np.array([r != 0 for r in resolved], dtype=bool)
-    no_repeat = [following > end + days * US_PER_DAY for days in ROLLUP_WINDOW_DAYS]
+    no_repeat = [~returns_within(following, end, days * US_PER_DAY) for days in ROLLUP_WINDOW_DAYS]
     measures = np.stack(
         [np.ones(len(rows), dtype=bool), tier1, *no_repeat, *(tier1_base & ok for ok in no_repeat)], axis=1
     ).astype(np.int64)
