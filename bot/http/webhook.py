@@ -25,10 +25,11 @@ from typing import Any
 
 import orjson
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bot.http.bodies import BodyIncomplete, BodyTooLarge, incomplete, read_capped, too_large
 from bot.http.coalesce import WriteCoalescer
 from bot.http.responses import JSONResponse, error_response
 from bot.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
@@ -44,7 +45,6 @@ NDJSON_TYPES = frozenset({"application/x-ndjson", "application/ndjson"})
 UTF8_CHARSETS = frozenset({"utf-8", "utf8", "us-ascii"})
 MAX_DETAILS = 1000  # a 10 MiB body of broken records must not become a gigabyte of error report
 _BOM = b"\xef\xbb\xbf"
-_CLOSE = {"Connection": "close"}  # the rest of an oversized body is never read, so the connection cannot be reused
 _NO_SECRET = (
     "the webhook is disabled because WEBHOOK_SECRET is not set; unsigned data is never accepted. "
     "Set WEBHOOK_SECRET in the environment or in .env (for example the output of "
@@ -167,15 +167,15 @@ class Webhook:
     async def handle(self, request: Request) -> Response:
         if self.secret is None:
             return error_response(503, _NO_SECRET)
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self.max_body_bytes:
-            return self._too_large()
         try:
-            body = await self._read_body(request)
-        except ClientDisconnect:
-            return error_response(400, "the client disconnected before the whole body arrived")
-        if body is None:
-            return self._too_large()
+            body = await read_capped(request, self.max_body_bytes)
+        except BodyTooLarge:
+            return too_large(
+                f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes); "
+                "split the records into smaller batches"
+            )
+        except BodyIncomplete:
+            return incomplete()
         try:
             verify(self.secret, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
         except SignatureError as refused:
@@ -209,25 +209,6 @@ class Webhook:
             return 422, {"error": message, "details": batch.details}
         counts = self.writer.upsert(batch.contacts)
         return 200, counts.as_dict()
-
-    async def _read_body(self, request: Request) -> bytes | None:
-        """The raw body, or None as soon as it grows past the limit (nothing more is buffered)."""
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self) -> Response:
-        return error_response(
-            413,
-            f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes); "
-            "split the records into smaller batches",
-            headers=_CLOSE,
-        )
 
 
 def _client(request: Request) -> str:

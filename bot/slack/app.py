@@ -40,6 +40,9 @@ from bot.storage import ContactStore
 log = logging.getLogger("acr_bot.slack")
 
 EVENTS_PATH = "/slack/events"
+# Slack's own requests are small (a slash command or a button press is a few KiB; a modal submission with every
+# block tens of KiB). The endpoint is public, so anything larger is refused before its signature is checked.
+EVENTS_MAX_BODY_BYTES = 1024 * 1024
 API_TIMEOUT_SECONDS = 15
 LISTENER_THREADS = 8
 
@@ -229,8 +232,15 @@ def slack_routes(settings: Settings, bolt_app: App) -> list[BaseRoute]:
                 {"error": "Slack is not configured: set SLACK_SIGNING_SECRET (see README, Connect to Slack)"},
                 status_code=503,
             )
-        body = await request.body()
         from bot.http.app import request_id
+        from bot.http.bodies import BodyIncomplete, BodyTooLarge, incomplete, read_capped, too_large
+
+        try:
+            body = await read_capped(request, EVENTS_MAX_BODY_BYTES)
+        except BodyTooLarge:
+            return too_large(f"the body is larger than {EVENTS_MAX_BODY_BYTES} bytes; Slack never sends that much")
+        except BodyIncomplete:
+            return incomplete()
 
         bolt_request = BoltRequest(
             body=body.decode("utf-8", errors="replace"),

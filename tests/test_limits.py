@@ -1,0 +1,112 @@
+"""Hostile clients cost bounded memory and time: oversized bodies on the public Slack endpoint, slow and stalled
+clients, a full server. Driven over real sockets against the real app under uvicorn."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.slack.app import EVENTS_MAX_BODY_BYTES
+from bot.storage.sqlite import SQLiteContactStore
+from tests.fake_slack import FakeSlack
+from tests.fake_slack import fake_slack as fake_slack
+from tests.slack_support import SlackServer, running, slack_settings
+
+
+@pytest.fixture
+def slack_server(fake_slack: FakeSlack, fresh_db: SQLiteContactStore, db_path: Path) -> Iterator[SlackServer]:
+    with running(slack_settings(db_path, fake_slack.api_url), fresh_db) as server:
+        yield server
+
+
+def _address(url: str) -> tuple[str, int]:
+    host, port = url.removeprefix("http://").split("/", 1)[0].split(":")
+    return host, int(port)
+
+
+def _read_answer(conn: socket.socket) -> bytes:
+    received = b""
+    conn.settimeout(10)
+    while chunk := conn.recv(65536):
+        received += chunk
+        if b"\r\n\r\n" in received and b"connection: close" not in received.lower():
+            break
+    return received
+
+
+class _Reader(threading.Thread):
+    """Reads what the server sends while the test is still sending (a server may answer before the body ends)."""
+
+    def __init__(self, conn: socket.socket):
+        super().__init__(daemon=True)
+        self.conn = conn
+        self.received = b""
+
+    def run(self) -> None:
+        try:
+            while chunk := self.conn.recv(65536):
+                self.received += chunk
+        except OSError:
+            pass
+
+
+def stream_chunked(
+    url: str, path: str, headers: dict[str, str], total: int, piece: int = 64 * 1024
+) -> tuple[int, bytes]:
+    """POST an unsigned chunked body of up to ``total`` bytes, stopping as soon as the server answers or closes.
+    Returns (bytes of body sent, the server's answer)."""
+    head = [f"POST {path} HTTP/1.1", "Host: test", "Transfer-Encoding: chunked"]
+    head += [f"{k}: {v}" for k, v in headers.items()]
+    sent = 0
+    chunk = b"%x\r\n%s\r\n" % (piece, b"x" * piece)
+    with socket.create_connection(_address(url), timeout=10) as conn:
+        reader = _Reader(conn)
+        reader.start()
+        conn.sendall("\r\n".join([*head, "", ""]).encode())
+        try:
+            while sent < total and not reader.received and reader.is_alive():
+                conn.sendall(chunk)
+                sent += piece
+            else:
+                conn.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the server closed its side: read what it said
+        reader.join(10)
+        return sent, reader.received
+
+
+def test_slack_events_refuses_a_huge_chunked_body_before_reading_it(slack_server: SlackServer) -> None:
+    """Defect 1: an unsigned 64 MiB chunked body was read whole (memory) before the signature was checked."""
+    total = 64 * 1024 * 1024
+    sent, answer = stream_chunked(
+        slack_server.url, "/slack/events", {"Content-Type": "application/x-www-form-urlencoded"}, total
+    )
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"Slack never sends that much" in answer
+    assert sent < 16 * EVENTS_MAX_BODY_BYTES  # refused early: only socket buffers' worth went past the cap
+
+
+def test_slack_events_refuses_a_declared_huge_body_at_once(slack_server: SlackServer) -> None:
+    head = [
+        "POST /slack/events HTTP/1.1",
+        "Host: test",
+        "Content-Type: application/x-www-form-urlencoded",
+        f"Content-Length: {200 * 1024 * 1024}",
+    ]
+    with socket.create_connection(_address(slack_server.url), timeout=10) as conn:
+        conn.sendall("\r\n".join([*head, "", ""]).encode() + b"x" * 1000)
+        answer = _read_answer(conn)
+    assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+    assert b"connection: close" in answer.lower()
+
+
+def test_slack_events_still_answers_signed_requests_within_the_cap(
+    slack_server: SlackServer, fake_slack: FakeSlack
+) -> None:
+    response = slack_server.command("help", response_url=fake_slack.response_url("h"))
+    assert response.status_code == 200
+    assert fake_slack.reply("h")
