@@ -9,6 +9,7 @@ The ``fake`` fixture (tests/conftest.py) runs one for a test.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -49,9 +50,11 @@ class FakeSlack:
         self.calls: list[Call] = []
         self.answers: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[_Failure]] = {}
+        self._stalls: dict[str, list[_Failure]] = {}
         self._lock = threading.Condition()
         self._ts = itertools.count(1)
         self._files = itertools.count(1)
+        self.history: dict[str, list[dict[str, Any]]] = {}  # channel -> what chat.postMessage posted there
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -89,6 +92,11 @@ class FakeSlack:
     def fail(self, path_end: str, status: int, times: int = 1, retry_after: int | None = None) -> None:
         """The next ``times`` requests whose path ends with ``path_end`` get ``status`` (with Retry-After)."""
         self._failures.setdefault(path_end, []).append(_Failure(status, times, retry_after))
+
+    def stall(self, path_end: str, seconds: float, times: int = 1) -> None:
+        """The next ``times`` requests whose path ends with ``path_end`` are handled (and recorded) at once, but
+        answered only ``seconds`` later: a slow Slack that did the work although the client gave up waiting."""
+        self._stalls.setdefault(path_end, []).append(_Failure(0, times, round(seconds * 1000)))
 
     # --- reading what happened -------------------------------------------------------------------------
 
@@ -135,11 +143,16 @@ class FakeSlack:
             body = json.loads(raw)
         else:
             body = {k: v[0] if len(v) == 1 else v for k, v in parse_qs(raw).items()}
-        path = request.path.split("?", 1)[0]
-        status, headers, answer = self._decide(path)
+        path, _, query = request.path.partition("?")
+        if query:  # a GET method (conversations.history) sends its arguments in the query string
+            body = {**{k: v[0] if len(v) == 1 else v for k, v in parse_qs(query).items()}, **body}
+        status, headers, answer = self._decide(path, body)
         with self._lock:
             self.calls.append(Call(path, body, dict(request.headers.items()), status))
             self._lock.notify_all()
+        delay_ms = self._take(self._stalls, path)
+        if delay_ms:
+            time.sleep(delay_ms / 1000)
         payload = json.dumps(answer).encode() if path.startswith("/api/") else (b"ok" if status == 200 else b"error")
         request.send_response(status)
         for name, value in headers.items():
@@ -147,9 +160,22 @@ class FakeSlack:
         request.send_header("Content-Type", "application/json" if path.startswith("/api/") else "text/plain")
         request.send_header("Content-Length", str(len(payload)))
         request.end_headers()
-        request.wfile.write(payload)
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client gave up waiting (a stall)
+            request.wfile.write(payload)
 
-    def _decide(self, path: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def _take(self, table: dict[str, list[_Failure]], path: str) -> int | None:
+        """The ``retry_after`` of the first matching entry of ``table``, using up one of its ``times``."""
+        with self._lock:
+            for path_end, entries in table.items():
+                if path.endswith(path_end) and entries:
+                    entry = entries[0]
+                    entry.times -= 1
+                    if entry.times <= 0:
+                        entries.pop(0)
+                    return entry.retry_after if entry.retry_after is not None else 0
+        return None
+
+    def _decide(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
         with self._lock:
             for path_end, failures in self._failures.items():
                 if path.endswith(path_end) and failures:
@@ -164,7 +190,12 @@ class FakeSlack:
             if method in self.answers:
                 return 200, {}, self.answers[method]
             if method == "chat.postMessage":
-                return 200, {}, {"ok": True, "ts": f"1700000000.{next(self._ts):06d}"}
+                ts = f"1700000000.{next(self._ts):06d}"
+                posted = {"ts": ts, "text": body.get("text", ""), "metadata": body.get("metadata")}
+                self.history.setdefault(str(body.get("channel")), []).insert(0, posted)
+                return 200, {}, {"ok": True, "ts": ts}
+            if method == "conversations.history":  # newest first, with metadata, as Slack answers
+                return 200, {}, {"ok": True, "messages": list(self.history.get(str(body.get("channel")), []))}
             if method == "files.getUploadURLExternal":
                 file_id = f"F{next(self._files):04d}"
                 return 200, {}, {"ok": True, "upload_url": f"{self.base}/upload/{file_id}", "file_id": file_id}
@@ -177,7 +208,7 @@ class FakeSlack:
         length = int(request.headers.get("Content-Length") or 0)
         data = request.rfile.read(length) if length else b""
         path = request.path.split("?", 1)[0]
-        status, headers, _ = self._decide(path)
+        status, headers, _ = self._decide(path, {})
         with self._lock:
             body = {"bytes": len(data), "png": data.startswith(b"\x89PNG"), "content": data}
             self.calls.append(Call(path, body, dict(request.headers.items()), status))

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -248,5 +251,108 @@ def test_offline_mode_logs_instead_of_posting(database_url: str, caplog: pytest.
             report = poster.deliver_due()
         assert sorted(report.sent) == ["digest:C1:*:2026-03-09", "digest:C1:*:2026-03-09:chart"]
         assert "would call chat.postMessage" in caplog.text and "would upload c.png" in caplog.text
+    finally:
+        store.close()
+
+
+def _claim_and_die(db: Path, key: str, now_us: int) -> None:
+    """Another process claims ``key`` (as a poster does just before its Slack call) and is killed mid-post."""
+    script = (
+        "import os, signal, sys\n"
+        "from bot.scheduler.delivery import process_token\n"
+        "from bot.storage.sqlite import SQLiteContactStore\n"
+        "store = SQLiteContactStore(sys.argv[1])\n"
+        "assert store.outbox().begin_attempt(sys.argv[2], int(sys.argv[3]), process_token())\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(db), key, str(now_us)], check=False)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_the_claim_of_a_killed_process_is_recovered_by_the_next_outbox_run_without_a_restart(
+    tmp_path: Path, fake: UploadingFakeSlack
+) -> None:
+    """Defect 2: recovery ran only at start-up and only for claims older than 600 s; the row stayed "sending"."""
+    from bot.scheduler.service import SchedulerService
+
+    db = tmp_path / "acr.db"
+    store = SQLiteContactStore(db)
+    try:
+        store.outbox().enqueue([message()], NOW)
+        _claim_and_die(db, "digest:C1:*:2026-03-09", NOW)
+        entry = store.outbox().outbox_entry("digest:C1:*:2026-03-09")
+        assert entry is not None and entry.status == "sending"
+        config = settings_for(db, fake)
+        service = SchedulerService(config, store, quick_client(config), clock=ManualClock(NOW + SECOND_US))
+        service.drain()  # the 30-second outbox job of the running server, one second after the claim
+        entry = store.outbox().outbox_entry("digest:C1:*:2026-03-09")
+        assert entry is not None and entry.status == "sent"
+        assert len(fake.calls_to("conversations.history")) == 1  # looked in the channel first
+        service.drain()
+        assert len(fake.posts()) == 1
+    finally:
+        store.close()
+
+
+def test_a_live_claim_of_another_process_is_left_alone_however_old(tmp_path: Path, fake: UploadingFakeSlack) -> None:
+    from bot.scheduler.delivery import process_token
+
+    db = tmp_path / "acr.db"
+    clock = ManualClock(NOW)
+    store, poster = poster_for(db, fake, clock)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        store.outbox().enqueue([message()], NOW)
+        assert store.outbox().begin_attempt("digest:C1:*:2026-03-09", NOW, process_token(sleeper.pid))
+        clock.advance(2 * STALE_CLAIM_SECONDS)
+        poster.recover_in_doubt()
+        poster.deliver_due()
+        assert fake.posts() == [] and fake.calls_to("conversations.history") == []
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+        store.close()
+
+
+def test_a_post_that_timed_out_is_looked_up_in_the_channel_not_posted_again(
+    tmp_path: Path, fake: UploadingFakeSlack
+) -> None:
+    """Defect 3: Slack accepted the post but answered after the client's timeout; the retry posted a copy."""
+    clock = ManualClock(NOW)
+    store, poster = poster_for(tmp_path / "acr.db", fake, clock, quick=True, backoff_seconds=0.01)
+    poster.client.timeout = 1
+    try:
+        store.outbox().enqueue([message()], NOW)
+        fake.stall("chat.postMessage", seconds=3)
+        report = poster.deliver_due()
+        assert report.sent == ["digest:C1:*:2026-03-09"]
+        posts = fake.posts()
+        assert len(posts) == 1, [c.body for c in posts]
+        entry = store.outbox().outbox_entry("digest:C1:*:2026-03-09")
+        assert entry is not None and entry.status == "sent"
+        assert entry.ts == fake.history["C1"][0]["ts"]
+        assert len(fake.calls_to("conversations.history")) == 1
+    finally:
+        store.close()
+
+
+def test_a_timed_out_post_stays_in_doubt_while_the_channel_cannot_be_read(
+    tmp_path: Path, fake: UploadingFakeSlack
+) -> None:
+    """When Slack cannot say whether the post arrived, nothing is posted; once it can, the answer is used."""
+    clock = ManualClock(NOW)
+    store, poster = poster_for(tmp_path / "acr.db", fake, clock, quick=True, attempts_now=2, backoff_seconds=0.01)
+    poster.client.timeout = 1
+    try:
+        store.outbox().enqueue([message()], NOW)
+        fake.stall("chat.postMessage", seconds=3)
+        fake.fail("conversations.history", 503, times=3)  # the client retries 5xx twice itself
+        report = poster.deliver_due()
+        assert report.retrying == ["digest:C1:*:2026-03-09"]
+        entry = store.outbox().outbox_entry("digest:C1:*:2026-03-09")
+        assert entry is not None and entry.status == "pending" and (entry.last_error or "").startswith("in doubt")
+        clock.advance(3600)
+        assert poster.deliver_due().sent == ["digest:C1:*:2026-03-09"]
+        assert len(fake.posts()) == 1
     finally:
         store.close()

@@ -6,13 +6,20 @@ network errors back off exponentially; when the in-process attempts run out the 
 attempt time, and the scheduler's drain job (or the next start) tries again. Slack refusing a message for good
 (``channel_not_found``, ``not_in_channel``...) marks it failed, with a log line.
 
-Each post carries the outbox key in Slack message metadata, so a row left "sending" by a crash can be looked up
-in the channel history before it is posted again.
+Each post carries the outbox key in Slack message metadata, so a post whose fate is unknown can be looked up in
+the channel history before it is posted again. Its fate is unknown ("in doubt") when the request may have reached
+Slack without an answer coming back (a timeout or a dropped connection: Slack may have posted it), and when the
+process that claimed the row ended mid-post. A claim records its process (``process_token``), so any other
+process of this host recovers a dead process's claim at its next outbox run, without a restart; a claim from
+another host is recovered once it is STALE_CLAIM_SECONDS old.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+import os
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -21,6 +28,7 @@ from typing import Any
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler
 
 from bot.clock import Clock
 from bot.storage.schedules import Outbox, OutboxEntry, OutboxMessage
@@ -34,7 +42,53 @@ MAX_RUNS = 12  # delivery runs in total (with backoff up to 30 min between them:
 MAX_WAIT_SECONDS = 60.0  # longest in-process wait (a longer Retry-After is left to the drain job)
 BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 1800.0
-STALE_CLAIM_SECONDS = 600  # a row "sending" for longer than this was abandoned by a stopped process
+STALE_CLAIM_SECONDS = 600  # a claim from another host (whose process cannot be checked) is abandoned after this
+IN_DOUBT = "in doubt: "  # starts the last_error of a row whose last attempt may have been posted
+_HOST = socket.gethostname()
+
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    """Process ``pid``'s state letter and start time (clock ticks since boot), from /proc; None where that cannot
+    be read. The start time tells a process from a later one that was given the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return fields[0].decode(), fields[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def _start_ticks(pid: int) -> str | None:
+    stat = _proc_stat(pid)
+    return None if stat is None else stat[1]
+
+
+def process_token(pid: int | None = None) -> str:
+    """``host:pid:start``: names a process in its outbox claims (this process unless ``pid`` is given)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{_HOST}:{pid}:{_start_ticks(pid) or '?'}"
+
+
+def claimant_running(token: str | None) -> bool | None:
+    """Whether the process named by ``token`` still runs: None when that cannot be told (another host, or a
+    claim recorded before claims named their process)."""
+    if not token or token.count(":") < 2:
+        return None
+    host, pid_text, start = token.rsplit(":", 2)
+    if host != _HOST or not pid_text.isdigit():
+        return None
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, run by another user
+    stat = _proc_stat(pid)
+    if stat is None:
+        return True  # it exists; no /proc to tell more
+    state, now_start = stat
+    return state not in ("Z", "X") and (start == "?" or now_start == start)
 
 
 @dataclass
@@ -46,10 +100,27 @@ class DeliveryReport:
 
 
 class _Retry(Exception):
-    def __init__(self, wait_seconds: float | None, error: str):
+    """Try again later; ``in_doubt``: Slack may have posted it, so look in the channel before posting again."""
+
+    def __init__(self, wait_seconds: float | None, error: str, in_doubt: bool = False):
         super().__init__(error)
         self.wait_seconds = wait_seconds
         self.error = error
+        self.in_doubt = in_doubt
+
+
+def _without_resending(client: WebClient) -> WebClient:
+    """A copy of ``client`` that never re-sends a request on its own after a dropped connection (Slack may have
+    posted it): the poster decides, after looking in the channel. Rate limits and 5xx are still retried."""
+    careful = copy.copy(client)
+    careful.retry_handlers = [h for h in client.retry_handlers if not isinstance(h, ConnectionErrorRetryHandler)]
+    return careful
+
+
+def _may_have_arrived(problem: BaseException) -> bool:
+    """A network error after which Slack may have the post: anything but a connection that was never made."""
+    reason = getattr(problem, "reason", problem)  # urllib wraps connect errors in URLError(reason)
+    return not isinstance(reason, (ConnectionRefusedError, socket.gaierror))
 
 
 class _Refused(Exception):
@@ -69,13 +140,14 @@ class Poster:
         attempts_now: int = IN_PROCESS_ATTEMPTS,
         backoff_seconds: float = BACKOFF_SECONDS,
     ):
-        self.client = client
+        self.client = _without_resending(client)
         self.outbox = outbox
         self.clock = clock
         self.sleep = sleep
         self.attempts_now = attempts_now
         self.backoff_seconds = backoff_seconds
         self._lock = threading.Lock()  # one delivery at a time in this process: keeps thread order
+        self.token = process_token()
 
     def deliver_due(self) -> DeliveryReport:
         """Deliver every pending message that is due, oldest first (a thread's parent before its replies)."""
@@ -86,21 +158,26 @@ class Poster:
         return report
 
     def recover_in_doubt(self) -> int:
-        """At start: rows left "sending" by a stopped process. Found in the channel (by the key in the message
-        metadata): recorded as sent. Otherwise: pending again, to be posted. Returns how many were found."""
+        """Rows left "sending" by a process that has ended (at start, and at every outbox run). Found in the
+        channel (by the key in the message metadata): recorded as sent. Otherwise: pending again, to be posted.
+        Returns how many were found posted."""
         found = 0
         stale_before = self.clock.now_us() - STALE_CLAIM_SECONDS * US_PER_SECOND
         for entry in self.outbox.in_doubt_messages():
-            if entry.next_attempt_us > stale_before:
-                continue  # another process may be posting it right now
-            ts = self._find_posted(entry)
+            running = claimant_running(entry.claimed_by)
+            if running or (running is None and entry.next_attempt_us > stale_before):
+                continue  # its process may be posting it right now
+            try:
+                ts = self._find_posted(entry)
+            except _Retry as unknown:
+                log.warning("outbox %s: interrupted delivery not checked yet (%s)", entry.key, unknown.error)
+                continue
             if ts is not None:
-                log.info("outbox %s: was posted before the restart (ts %s); recorded, not posted again", entry.key, ts)
+                log.info("outbox %s: was posted before its process ended (ts %s); not posted again", entry.key, ts)
                 self.outbox.mark_sent(entry.key, ts, self.clock.now_us())
                 found += 1
-            else:
-                log.warning("outbox %s: delivery was interrupted; posting it again", entry.key)
-                self.outbox.mark_retry(entry.key, self.clock.now_us(), "interrupted")
+            elif self.outbox.release_claim(entry.key, entry.claimed_by, self.clock.now_us(), "interrupted"):
+                log.warning("outbox %s: its delivery was interrupted (process ended); posting it again", entry.key)
         return found
 
     # --- one message -----------------------------------------------------------------------------------
@@ -115,18 +192,24 @@ class Poster:
                 return
             if parent is not None and parent.status == "sent":
                 thread_ts = parent.ts
-        if not self.outbox.begin_attempt(message.key, self.clock.now_us()):
+        if not self.outbox.begin_attempt(message.key, self.clock.now_us(), self.token):
             return  # claimed by someone else meanwhile
         runs = entry.attempts + 1
+        in_doubt = (entry.last_error or "").startswith(IN_DOUBT)
         for attempt in range(self.attempts_now):
             try:
-                ts = self._send(message, thread_ts)
+                ts = self._find_posted(entry) if in_doubt else None
+                if ts is not None:
+                    log.info("outbox %s: an earlier attempt was posted after all (ts %s)", message.key, ts)
+                else:
+                    ts = self._send(message, thread_ts)
             except _Refused as refused:
                 self.outbox.mark_failed(message.key, str(refused))
                 log.error("outbox %s: Slack refused it (%s); not retrying", message.key, refused)
                 report.failed.append(message.key)
                 return
             except _Retry as retry:
+                in_doubt = in_doubt or retry.in_doubt
                 last = attempt == self.attempts_now - 1
                 if last and runs >= MAX_RUNS:
                     self.outbox.mark_failed(message.key, retry.error)
@@ -136,7 +219,8 @@ class Poster:
                 backoff = self.backoff_seconds * 2 ** (attempt if not last else runs + attempt)
                 wait = min(retry.wait_seconds if retry.wait_seconds is not None else backoff, MAX_BACKOFF_SECONDS)
                 if last or wait > MAX_WAIT_SECONDS:
-                    self.outbox.mark_retry(message.key, self.clock.now_us() + round(wait * US_PER_SECOND), retry.error)
+                    error = IN_DOUBT + retry.error if in_doubt else retry.error
+                    self.outbox.mark_retry(message.key, self.clock.now_us() + round(wait * US_PER_SECOND), error)
                     log.warning("outbox %s: %s; next attempt in %.0f s", message.key, retry.error, wait)
                     report.retrying.append(message.key)
                     return
@@ -178,7 +262,8 @@ class Poster:
         except SlackApiError as problem:
             raise self._classify(problem) from None
         except (SlackClientError, OSError) as problem:  # network: refused, reset, timeout, failed upload
-            raise _Retry(None, f"network error: {type(problem).__name__}: {problem}") from None
+            error = f"network error: {type(problem).__name__}: {problem}"
+            raise _Retry(None, error, _may_have_arrived(problem)) from None
         except Exception as problem:  # an odd answer or a bug: logged, retried later, never left claimed
             log.exception("outbox %s: unexpected failure while posting", message.key)
             raise _Retry(None, f"unexpected {type(problem).__name__}: {problem}") from None
@@ -195,7 +280,8 @@ class Poster:
         return _Refused(f"{error or 'HTTP ' + str(status)}")
 
     def _find_posted(self, entry: OutboxEntry) -> str | None:
-        """The ts of a message of ours with this key in the channel's recent history, if Slack can tell us."""
+        """The ts of a message of ours with this key in the channel's recent history, or None when it is not
+        there. Raises _Retry (in doubt) when Slack cannot tell: nothing may be posted before it can."""
         if entry.message.file is not None:
             return None
         try:
@@ -206,8 +292,7 @@ class Poster:
                 limit=200,
             )
         except (SlackApiError, SlackClientError, OSError) as problem:
-            log.warning("outbox %s: cannot read the channel history to check (%s)", entry.key, problem)
-            return None
+            raise _Retry(None, f"cannot read the channel history to check: {problem}", in_doubt=True) from None
         messages: list[dict[str, Any]] = response.get("messages") or []
         for posted in messages:
             metadata = posted.get("metadata") or {}

@@ -7,8 +7,9 @@ rule state, the outbox), and every job decides from there. So:
 - one digest job per subscription, on a trigger that follows the subscription's local time across DST;
   ``misfire_grace_time`` is the grace period (a run delayed by a busy or suspended process still happens
   within it) and ``coalesce`` folds several missed runs into one (the outbox key makes a repeat harmless);
-- the alert job runs every ALERT_INTERVAL_MINUTES; the outbox job every 30 s retries what Slack refused for
-  now and picks up subscriptions changed by another process (``acr-bot subscriptions``).
+- the alert job runs every ALERT_INTERVAL_MINUTES; the outbox job every 30 s recovers the claims of processes
+  that ended mid-post, retries what Slack refused for now and picks up subscriptions changed by another process
+  (``acr-bot subscriptions``).
 """
 
 from __future__ import annotations
@@ -144,6 +145,7 @@ class SchedulerService:
         return rebuilt
 
     def drain(self) -> None:
+        self.poster.recover_in_doubt()  # claims of a process that ended: recovered now, not at the next start
         self.poster.deliver_due()
         self.sync_subscriptions()
 

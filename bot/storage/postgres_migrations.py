@@ -148,6 +148,11 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "UNIQUE (channel, scope, cadence)",
         ),
     ),
+    (
+        "005_outbox_claims",
+        # Which process claimed an outbox row, so a claim whose process ended is recovered without a restart.
+        ("ALTER TABLE outbox ADD COLUMN claimed_by TEXT",),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"

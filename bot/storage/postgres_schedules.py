@@ -36,7 +36,7 @@ _SUBSCRIPTION_COLUMNS = (
 )
 _OUTBOX_COLUMNS = (
     "key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us, "
-    "ts, sent_us, last_error"
+    "ts, sent_us, last_error, claimed_by"
 )
 
 Connection = psycopg.Connection[tuple[Any, ...]]
@@ -187,12 +187,21 @@ class PostgresSchedules:
         rows = self._read(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sending' ORDER BY created_us, seq")
         return [entry_from_row(row) for row in rows]
 
-    def begin_attempt(self, key: str, now_us: int) -> bool:
+    def begin_attempt(self, key: str, now_us: int, owner: str | None = None) -> bool:
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_us = %s "
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_us = %s, claimed_by = %s "
                 "WHERE key = %s AND status = 'pending'",
-                (now_us, key),
+                (now_us, owner, key),
+            )
+            return cursor.rowcount > 0
+
+    def release_claim(self, key: str, owner: str | None, next_attempt_us: int, error: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_us = %s, last_error = %s "
+                "WHERE key = %s AND status = 'sending' AND claimed_by IS NOT DISTINCT FROM %s",
+                (next_attempt_us, error, key, owner),
             )
             return cursor.rowcount > 0
 

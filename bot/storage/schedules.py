@@ -116,6 +116,7 @@ class OutboxEntry:
     ts: str | None = None
     sent_us: int | None = None
     last_error: str | None = None
+    claimed_by: str | None = None  # the process that claimed it last (``begin_attempt``'s ``owner``)
 
     @property
     def key(self) -> str:
@@ -144,9 +145,15 @@ class Outbox(Protocol):
         """Messages whose delivery started but was never recorded (the process stopped mid-post)."""
         ...
 
-    def begin_attempt(self, key: str, now_us: int) -> bool:
-        """Claim pending ``key`` for sending (before the Slack call), counting the attempt; False if it is not
-        pending (another process or thread claimed it)."""
+    def begin_attempt(self, key: str, now_us: int, owner: str | None = None) -> bool:
+        """Claim pending ``key`` for sending (before the Slack call), counting the attempt and recording which
+        process claims it (``owner``, see ``bot.scheduler.delivery.process_token``); False if it is not pending
+        (another process or thread claimed it)."""
+        ...
+
+    def release_claim(self, key: str, owner: str | None, next_attempt_us: int, error: str) -> bool:
+        """Make ``key`` pending again if it is still "sending" under ``owner``'s claim (a claim whose process is
+        gone); False if anything changed it meanwhile (another process recovered it first)."""
         ...
 
     def mark_sent(self, key: str, ts: str | None, now_us: int) -> None:
@@ -266,9 +273,9 @@ def rule_from_row(row: Sequence[Any]) -> AlertRule:
 
 def entry_from_row(row: Sequence[Any]) -> OutboxEntry:
     (key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us,
-     ts, sent_us, last_error) = row  # fmt: skip
+     ts, sent_us, last_error, claimed_by) = row  # fmt: skip
     message = OutboxMessage(
         key, channel, text, None if blocks is None else json.loads(blocks), thread_key,
         None if file is None else bytes(file), filename, title,
     )  # fmt: skip
-    return OutboxEntry(message, status, attempts, next_attempt_us, created_us, ts, sent_us, last_error)
+    return OutboxEntry(message, status, attempts, next_attempt_us, created_us, ts, sent_us, last_error, claimed_by)

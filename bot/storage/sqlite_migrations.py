@@ -250,3 +250,10 @@ def m_subscription_cadence(db: Database) -> None:
         "ALTER TABLE subscriptions_cadence RENAME TO subscriptions",
     ):
         db.execute(statement)
+
+
+@migrations()
+def m_outbox_claims(db: Database) -> None:
+    """Which process claimed an outbox row: a claim whose process has ended is recovered at once, by any other
+    process, without waiting for a restart (see ``bot.scheduler.delivery.Poster.recover_in_doubt``)."""
+    db.execute("ALTER TABLE outbox ADD COLUMN claimed_by TEXT")

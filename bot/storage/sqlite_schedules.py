@@ -34,8 +34,10 @@ _SUBSCRIPTION_COLUMNS = (
 )
 _OUTBOX_COLUMNS = (
     "key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us, "
-    "ts, sent_us, last_error"
+    "ts, sent_us, last_error, claimed_by"
 )
+# Added by the migration ``m_outbox_claims`` (after SCHEMA was frozen in ``m_schedules``).
+CLAIMS_SCHEMA = ["ALTER TABLE outbox ADD COLUMN claimed_by TEXT"]
 
 
 class SQLiteSchedules:
@@ -193,12 +195,21 @@ class SQLiteSchedules:
         )
         return [entry_from_row(row) for row in rows]
 
-    def begin_attempt(self, key: str, now_us: int) -> bool:
+    def begin_attempt(self, key: str, now_us: int, owner: str | None = None) -> bool:
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_us = ? "
+                "UPDATE outbox SET status = 'sending', attempts = attempts + 1, next_attempt_us = ?, claimed_by = ? "
                 "WHERE key = ? AND status = 'pending'",
-                (now_us, key),
+                (now_us, owner, key),
+            )
+            return cursor.rowcount > 0
+
+    def release_claim(self, key: str, owner: str | None, next_attempt_us: int, error: str) -> bool:
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_us = ?, last_error = ? "
+                "WHERE key = ? AND status = 'sending' AND claimed_by IS ?",
+                (next_attempt_us, error, key, owner),
             )
             return cursor.rowcount > 0
 
