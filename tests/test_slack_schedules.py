@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -144,4 +145,59 @@ def test_a_subscription_made_in_slack_reschedules_the_running_scheduler(database
             assert service.scheduler.get_job("digest:1") is None
     finally:
         service.shutdown()
+        store.close()
+
+
+def _fired_alert(database_url: str, fake: FakeSlack) -> tuple[ContactStore, str, str]:
+    t0 = at("2026-03-09 09:00")
+    store = open_store(database_url)
+    add_contacts(store, contacts_for("billing", "maria", 40, 0.5, t0 / 1e6 - 8.5 * 86_400, prefix="a", span_days=3))
+    store.schedules().add_alert_rule(
+        "tier1", 0.75, 7 * 86_400_000_000, 7, "team:billing", 30, "C0ALERTS", False, None, t0
+    )
+    jobs_for(settings_for(database_url, fake), store, ManualClock(t0)).run_alerts()
+    [fired] = fake.posts()
+    ts = store.outbox().outbox_entry("alert:1:1:fire").ts
+    assert ts is not None
+    value = next(b for b in fired.body["blocks"] if b["type"] == "actions")["elements"][0]["value"]
+    return store, ts, value
+
+
+def test_a_button_press_is_acknowledged_before_the_thread_note_is_posted(
+    server: SlackServer, fake: FakeSlack, database_url: str
+) -> None:
+    """Defect 8: the ack waited for chat.postMessage; a 5-second Slack made the user see an error."""
+    store, ts, value = _fired_alert(database_url, fake)
+    try:
+        fake.stall("chat.postMessage", seconds=5)
+        started = time.monotonic()
+        press(server, ACK_ACTION, value, SUPERVISOR, ts)
+        assert time.monotonic() - started < 2.0  # Slack allows 3 s
+        note = fake.wait_for("chat.postMessage", count=2)[-1]
+        assert "acknowledged alert #1" in note.body["text"]
+    finally:
+        store.close()
+
+
+def test_a_button_press_without_a_user_changes_nothing(database_url: str, fake: FakeSlack) -> None:
+    """Defect 10: a signed payload with no user acknowledged an alert (even with supervisors configured)."""
+    store, ts, value = _fired_alert(database_url, fake)
+    config = slack_settings(database_url, fake.api_url, slack_supervisor_ids=SUPERVISOR)
+    try:
+        with SlackServer(config, store) as running:
+            payload = {
+                "type": "block_actions",
+                "team": {"id": "T0TEAM"},
+                "api_app_id": "A0APP",
+                "channel": {"id": "C0ALERTS"},
+                "message": {"ts": ts},
+                "response_url": fake.response_url("nouser"),
+                "actions": [{"action_id": ACK_ACTION, "block_id": "b", "type": "button", "value": value}],
+            }
+            response = running.post(urlencode({"payload": json.dumps(payload)}), "application/x-www-form-urlencoded")
+            assert response.status_code == 200
+            assert "only supervisors" in fake.reply("nouser")["text"]
+        rule = store.schedules().alert_rule(1)
+        assert rule is not None and rule.state.acknowledged_by is None
+    finally:
         store.close()

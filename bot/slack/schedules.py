@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import App
 
 from bot.ports import ALERT_ACTIONS, Pressed, Schedules
 from bot.presentation import error_message, note_message
@@ -27,8 +27,8 @@ log = logging.getLogger("acr_bot.slack")
 def register(app: App, answerer: Answerer, schedules: Schedules) -> None:
     """The alert buttons (the ``/acr`` words come through the router in ``bot.slack.commands``)."""
 
-    def button(ack: Ack, body: dict[str, Any], respond: Callable[..., Any]) -> None:
-        ack()
+    def button(body: dict[str, Any], respond: Callable[..., Any]) -> None:
+        """Runs after the ack, in bolt's listener executor: a slow Slack never delays the ack of the press."""
         note = press(schedules, answerer, body)
         channel = (body.get("channel") or {}).get("id")
         thread_ts = (body.get("message") or {}).get("thread_ts") or (body.get("message") or {}).get("ts")
@@ -40,8 +40,10 @@ def register(app: App, answerer: Answerer, schedules: Schedules) -> None:
         except Exception:
             log.exception("could not post the result of an alert button")
 
+    from bot.slack.commands import acknowledge  # (commands imports this module)
+
     for action_id in ALERT_ACTIONS:
-        app.action(action_id)(button)
+        app.action(action_id)(ack=acknowledge, lazy=[button])
 
 
 def handle(schedules: Schedules, answerer: Answerer, words: list[str], user_id: str | None, here: str | None) -> Reply:
@@ -63,7 +65,8 @@ def handle(schedules: Schedules, answerer: Answerer, words: list[str], user_id: 
 def press(schedules: Schedules, answerer: Answerer, body: dict[str, Any]) -> Pressed:
     """A Snooze or Acknowledge click, from a supervisor only."""
     user_id = (body.get("user") or {}).get("id")
-    if not answerer.supervisors.allows(user_id):
+    # A press always names its user; one without is forged (``allows(None)`` is the operator at the command line).
+    if not user_id or not answerer.supervisors.allows(user_id):
         text = "Sorry, only supervisors can snooze or acknowledge alerts."
         return Pressed(note_message(text, text), ok=False)
     action = (body.get("actions") or [{}])[0]
