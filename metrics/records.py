@@ -22,6 +22,8 @@ DIRECTIONS = ("inbound", "outbound")
 ID_MAX_CHARS = 200
 TEXT_MAX_CHARS = 200
 REASON_MAX_CHARS = 1000
+TIER_MAX = 2**63 - 1  # the largest integer the stores hold (SQLite INTEGER, PostgreSQL BIGINT)
+NUMERIC_ID_FIELDS = frozenset({"id", "customer_id", "parent_id"})  # JSON integers taken as their decimal text
 KNOWN_FIELDS = (
     "id",
     "source",
@@ -201,31 +203,47 @@ def contact_row(  # noqa: C901
     get = obj.get
 
     contact_id = get("id")
-    if type(contact_id) is not str or not 0 < len(contact_id := contact_id.strip()) <= ID_MAX_CHARS:
+    if (
+        type(contact_id) is not str
+        or not 0 < len(contact_id := contact_id.strip()) <= ID_MAX_CHARS
+        or "\x00" in contact_id
+    ):
         return _full_row(obj, zone, from_text, raw)
     customer_id = get("customer_id")
-    if type(customer_id) is not str or not 0 < len(customer_id := customer_id.strip()) <= ID_MAX_CHARS:
+    if (
+        type(customer_id) is not str
+        or not 0 < len(customer_id := customer_id.strip()) <= ID_MAX_CHARS
+        or "\x00" in customer_id
+    ):
         return _full_row(obj, zone, from_text, raw)
     source = get("source")
     if source is None:
         source = "api"
-    elif type(source) is not str or not 0 < len(source := source.strip()) <= ID_MAX_CHARS:
+    elif type(source) is not str or not 0 < len(source := source.strip()) <= ID_MAX_CHARS or "\x00" in source:
         return _full_row(obj, zone, from_text, raw)
     agent = get("agent")
-    if agent is not None and (type(agent) is not str or not 0 < len(agent := agent.strip()) <= TEXT_MAX_CHARS):
+    if agent is not None and (
+        type(agent) is not str or not 0 < len(agent := agent.strip()) <= TEXT_MAX_CHARS or "\x00" in agent
+    ):
         return _full_row(obj, zone, from_text, raw)
     team = get("team")
-    if team is not None and (type(team) is not str or not 0 < len(team := team.strip()) <= TEXT_MAX_CHARS):
+    if team is not None and (
+        type(team) is not str or not 0 < len(team := team.strip()) <= TEXT_MAX_CHARS or "\x00" in team
+    ):
         return _full_row(obj, zone, from_text, raw)
     queue = get("queue")
-    if queue is not None and (type(queue) is not str or not 0 < len(queue := queue.strip()) <= TEXT_MAX_CHARS):
+    if queue is not None and (
+        type(queue) is not str or not 0 < len(queue := queue.strip()) <= TEXT_MAX_CHARS or "\x00" in queue
+    ):
         return _full_row(obj, zone, from_text, raw)
     reason = get("reason")
-    if reason is not None and (type(reason) is not str or not 0 < len(reason := reason.strip()) <= REASON_MAX_CHARS):
+    if reason is not None and (
+        type(reason) is not str or not 0 < len(reason := reason.strip()) <= REASON_MAX_CHARS or "\x00" in reason
+    ):
         return _full_row(obj, zone, from_text, raw)
     parent_id = get("parent_id")
     if parent_id is not None and (
-        type(parent_id) is not str or not 0 < len(parent_id := parent_id.strip()) <= ID_MAX_CHARS
+        type(parent_id) is not str or not 0 < len(parent_id := parent_id.strip()) <= ID_MAX_CHARS or "\x00" in parent_id
     ):
         return _full_row(obj, zone, from_text, raw)
 
@@ -242,7 +260,7 @@ def contact_row(  # noqa: C901
     tier = get("tier")
     if tier is None:
         tier = 1
-    elif (type(tier) is not int or tier < 1) and (
+    elif (type(tier) is not int or not 1 <= tier <= TIER_MAX) and (
         not from_text or type(tier) is not str or (tier := _TEXT_TIERS.get(tier)) is None
     ):
         return _full_row(obj, zone, from_text, raw)
@@ -318,8 +336,12 @@ def _full_row(obj: object, zone: tzinfo, from_text: bool, raw: str | None) -> tu
 def _text(value: object, field: str, errors: list[FieldError], limit: int, required: bool = False) -> str | None:
     if type(value) is str:  # the common case first
         text = value.strip()
-        if text and len(text) <= limit:
+        if text and len(text) <= limit and "\x00" not in text:
             return text
+    if type(value) is int and field in NUMERIC_ID_FIELDS:  # a CRM export's numeric id: its decimal text
+        value = str(value)
+        if len(value) <= limit:
+            return value
     if value is None:
         if required:
             errors.append(FieldError(field, "is required"))
@@ -334,6 +356,9 @@ def _text(value: object, field: str, errors: list[FieldError], limit: int, requi
         return None
     if len(text) > limit:
         errors.append(FieldError(field, f"is {len(text)} characters long; the limit is {limit}"))
+        return None
+    if "\x00" in text:
+        errors.append(FieldError(field, f"contains a NUL character (\\u0000) at position {text.index(chr(0)) + 1}"))
         return None
     return text
 
@@ -367,6 +392,9 @@ def _tier(value: object, errors: list[FieldError], from_text: bool) -> int:
         return 1
     if number < 1:
         errors.append(FieldError("tier", f"must be >= 1, got {number}"))
+        return 1
+    if number > TIER_MAX:
+        errors.append(FieldError("tier", f"must be at most {TIER_MAX} (2^63 - 1), got {_show(value)}"))
         return 1
     return number
 

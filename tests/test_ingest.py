@@ -132,10 +132,10 @@ def test_a_byte_order_mark_and_crlf_line_ends_are_fine(tmp_path: Path, database_
 
 
 def test_stdin_reads_jsonl(database_url: str) -> None:
-    body = b"".join(orjson.dumps(record(f"s{i}")) + b"\n" for i in range(3)) + b'{"id": 5}\n'
+    body = b"".join(orjson.dumps(record(f"s{i}")) + b"\n" for i in range(3)) + b'{"id": 5.5}\n'
     result = run(database_url, "-", stdin=body)
     assert result.exit_code == 1
-    assert "<stdin>:4: id: must be a string, got a number 5" in result.stderr
+    assert "<stdin>:4: id: must be a string, got a number 5.5" in result.stderr
     ok = run(database_url, "-", stdin=body.rsplit(b"\n", 2)[0] + b"\n")
     assert ok.exit_code == 0 and "<stdin>: 3 records: 3 inserted" in ok.stdout
 
@@ -171,7 +171,7 @@ def test_json_array_is_streamed_with_line_numbers(tmp_path: Path, database_url: 
 
 def test_json_array_lone_surrogate_is_a_record_error(tmp_path: Path, database_url: str) -> None:
     path = tmp_path / "odd.json"
-    path.write_text('[{"id": "a", "customer_id": "k", "started_at": 1770000000, "note": "\\ud800"},\n{"id": 1}]')
+    path.write_text('[{"id": "a", "customer_id": "k", "started_at": 1770000000, "note": "\\ud800"},\n{"id": [1]}]')
     result = run(database_url, str(path))
     assert result.exit_code == 1
     assert f"{path}:1: record: has a \\u escape of a lone surrogate" in result.stderr
@@ -184,8 +184,10 @@ def test_json_array_syntax_error_names_its_line(tmp_path: Path, database_url: st
     result = run(database_url, str(path))
     assert result.exit_code == 1
     assert f"{path}:4: record: malformed JSON: Expecting value" in result.stderr
-    (tmp_path / "object.json").write_text('{"id": "a"}')
-    assert "record: expected a JSON array" in run(database_url, str(tmp_path / "object.json")).stderr
+    (tmp_path / "number.json").write_text("42")
+    assert "record: expected a JSON array of records" in run(database_url, str(tmp_path / "number.json")).stderr
+    (tmp_path / "two.json").write_text('{"id": "a"} {"id": "b"}')
+    assert "unexpected '{' after the object" in run(database_url, str(tmp_path / "two.json")).stderr
     (tmp_path / "open.json").write_text('[{"id": "a", "customer_id": "k", "started_at": 1770000000}')
     assert "the array is not closed" in run(database_url, str(tmp_path / "open.json")).stderr
     assert stored(database_url) == {}
@@ -371,3 +373,62 @@ def test_extensions_are_case_insensitive(tmp_path: Path, database_url: str, name
     else:
         jsonl(path, [record("x")])
     assert run(database_url, str(path)).exit_code == 0
+
+
+def test_a_tier_too_large_for_the_store_and_a_nul_character_are_record_errors(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Defect 4: a tier of 2^63 passed validation and failed the write ("unexpected OverflowError", no line)."""
+    path = jsonl(tmp_path / "big.jsonl", [record("a"), record("b", tier=2**63), record("c", agent="ma\x00ria")])
+    result = run(database_url, str(path))
+    assert result.exit_code == 1, result.output
+    assert f"{path}:2: tier: must be at most 9223372036854775807 (2^63 - 1), got 9223372036854775808" in result.output
+    assert f"{path}:3: agent: contains a NUL character (\\u0000) at position 3" in result.output
+    assert "unexpected" not in result.output and stored(database_url) == {}
+    csv = tmp_path / "big.csv"
+    csv.write_text(
+        f"id,customer_id,started_at,tier,team\nx,k,2026-05-04T10:00:00Z,{2**63},a\ny,k,2026-05-04T10:00:00Z,1,b\x00\n"
+    )
+    result = run(database_url, str(csv))
+    assert result.exit_code == 1, result.output
+    assert f"{csv}:2: tier: must be at most 9223372036854775807" in result.output
+    assert f"{csv}:3: team: contains a NUL character" in result.output
+    largest = jsonl(tmp_path / "max.jsonl", [record("m", tier=2**63 - 1)])
+    assert run(database_url, str(largest)).exit_code == 0
+    assert stored(database_url)["m"]["tier"] == 2**63 - 1
+
+
+def test_numeric_ids_are_taken_as_their_decimal_text(tmp_path: Path, database_url: str) -> None:
+    """CRM exports write ids as numbers (contract section 1)."""
+    path = jsonl(tmp_path / "crm.jsonl", [record(7, customer_id=120034), record(8, customer_id=120034, parent_id=7)])
+    result = run(database_url, str(path))
+    assert result.exit_code == 0, result.output
+    rows = stored(database_url)
+    assert rows["7"]["customer_id"] == "120034" and rows["8"]["parent_id"] == "7"
+    bad = jsonl(tmp_path / "bool.jsonl", [record(True), record(1.5)])
+    result = run(database_url, str(bad))
+    assert result.exit_code == 1
+    assert f"{bad}:1: id: must be a string, got a boolean true" in result.output
+    assert f"{bad}:2: id: must be a string, got a number 1.5" in result.output
+
+
+def test_a_json_file_with_one_object_is_one_record(tmp_path: Path, database_url: str) -> None:
+    path = tmp_path / "one.json"
+    path.write_bytes(orjson.dumps(record("solo")))
+    result = run(database_url, str(path))
+    assert result.exit_code == 0, result.output
+    assert f"{path}: 1 record: 1 inserted" in result.stdout
+    assert "solo" in stored(database_url)
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path: Path, database_url: str) -> None:
+    """Defect 10: an unknown field nested 100,000 deep was "unexpected RecursionError"."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for name, body in (("deep.json", b"[" + orjson.dumps(record("d"))[:-1] + b',"x":' + deep + b"}]"),
+                       ("deep.jsonl", orjson.dumps(record("d"))[:-1] + b',"x":' + deep + b"}\n")):  # fmt: skip
+        path = tmp_path / name
+        path.write_bytes(body)
+        result = run(database_url, str(path))
+        assert result.exit_code == 1, result.output
+        assert "unexpected" not in result.output and "Recursion" not in result.output, result.output
+        assert f"{path}:1:" in result.output and "nested" in result.output, result.output

@@ -50,7 +50,7 @@ def test_required_fields_are_named() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "expected"),
     [
-        ("id", 42, "must be a string, got a number 42"),
+        ("id", 4.2, "must be a string, got a number 4.2"),
         ("agent", ["x"], "must be a string, got an array"),
         ("id", "x" * 201, "201 characters long; the limit is 200"),
         ("channel", "pigeon", '"pigeon" is not one of phone, chat, email, sms, social, video, other'),

@@ -448,6 +448,28 @@ def test_one_invalid_record_in_500_is_422_listing_it_and_nothing_is_stored(start
     assert server.store.get_contact("api", "c0") is None
 
 
+def test_a_tier_the_store_cannot_hold_or_a_nul_is_422_naming_record_and_field(start: Callable[..., Server]) -> None:
+    """Defect 4: a tier of 2^63 passed validation, the write failed, and the whole batch got 500 (retried forever)."""
+    server = start()
+    batch = [record(0), record(1, tier=2**63), record(2, team="bil\u0000ling"), record(3, tier=2**63 - 1)]
+    response = server.post(batch)
+    assert response.status_code == 422, response.text
+    details = response.json()["details"]
+    assert [(d["index"], d["id"], d["field"]) for d in details] == [(1, "c1", "tier"), (2, "c2", "team")]
+    assert details[0]["message"] == "must be at most 9223372036854775807 (2^63 - 1), got 9223372036854775808"
+    assert details[1]["message"] == "contains a NUL character (\\u0000) at position 4"
+    assert server.store.count_contacts() == 0
+    assert server.post([record(0), record(3, tier=2**63 - 1)]).status_code == 200
+
+
+def test_numeric_ids_are_stored_as_their_decimal_text(start: Callable[..., Server]) -> None:
+    server = start()
+    response = server.post({"id": 90817, "customer_id": 5550100, "started_at": "2026-05-04T10:00:00Z"})
+    assert response.status_code == 200, response.text
+    stored = server.store.get_contact("api", "90817")
+    assert stored is not None and stored["customer_id"] == "5550100"
+
+
 def test_every_bad_record_is_listed_with_its_ndjson_line(start: Callable[..., Server]) -> None:
     server = start()
     lines = [

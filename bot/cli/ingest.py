@@ -18,7 +18,7 @@ from bot.storage import ContactStore, UpsertCounts
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is shown only on a terminal anyway).")
 def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
-    """Import contact records from .csv, .json (an array), .jsonl/.ndjson files, or - for JSONL on stdin.
+    """Import contact records from .csv, .json (an array, or one object), .jsonl/.ndjson files, or - for JSONL on stdin.
 
     Each file is stored whole or not at all: if any record in it is invalid, every problem is listed as
     file:line: field: message, nothing from that file is stored, and the exit status is 1. Other files
@@ -34,7 +34,7 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
         if result.ok:
             counts = result.counts
             click.echo(
-                f"{result.name}: {result.records} records: {counts.inserted} inserted, "
+                f"{result.name}: {_records(result.records)}: {counts.inserted} inserted, "
                 f"{counts.updated} updated, {counts.unchanged} unchanged"
             )
             totals.inserted += counts.inserted
@@ -46,7 +46,7 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
                 click.echo(error, err=True)
             click.echo(
                 f"{result.name}: {len(result.errors)} error{'s' if len(result.errors) != 1 else ''}"
-                f" in {result.records} records; nothing stored from this file",
+                f" in {_records(result.records)}; nothing stored from this file",
                 err=True,
             )
     files = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
@@ -80,3 +80,7 @@ def _import_one(store: ContactStore, name: str, zone: tzinfo, show_progress: boo
 
             return ingest_file(store, name, zone, stdin=stdin, progress=advance)
         return ingest_file(store, name, zone, stdin=stdin)
+
+
+def _records(count: int) -> str:
+    return f"{count} record{'s' if count != 1 else ''}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import json
+import sys
 from collections.abc import Iterator, Sequence
 from datetime import tzinfo
 from typing import Any
@@ -63,8 +64,18 @@ def json_array_records(stream: CountingReader) -> Iterator[Item]:
         if not reader.skip_space():
             yield 1, None, "record: the file is empty; expected a JSON array of records"
             return
+        if reader.peek() == "{":  # one object: one record (as the webhook takes it)
+            start_line = reader.line
+            value = reader.value()
+            if reader.skip_space():
+                raise _ArrayError(f"unexpected {reader.peek()!r} after the object (several records: [ {{...}}, ... ])")
+            if reader.decoded_slowly and not _encodable(value):
+                yield start_line, None, "record: has a \\u escape of a lone surrogate, which is not valid text"
+                return
+            yield start_line, value, None
+            return
         if reader.peek() != "[":
-            yield reader.line, None, "record: expected a JSON array of records: [ {...}, {...} ]"
+            yield reader.line, None, "record: expected a JSON array of records [ {...}, {...} ], or one object {...}"
             return
         reader.pos += 1
         first = True
@@ -178,6 +189,8 @@ class _ArrayReader:
             self.decoded_slowly = True
             try:
                 value, end = self._scanner.raw_decode(buffer, start)
+            except RecursionError:
+                raise _ArrayError(f"nested too deeply (more than {sys.getrecursionlimit()} levels)") from None
             except json.JSONDecodeError as problem:
                 if len(buffer) - start < self.MAX_ELEMENT_CHARS and self._fill():
                     continue  # the element may just be cut off at the end of the window
