@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import orjson
@@ -98,7 +98,7 @@ def start(database_url: str) -> Iterator[Callable[..., Server]]:
 
     def _start(**overrides: Any) -> Server:
         settings = load_settings(**{"database_url": database_url, "webhook_secret": SECRET, **overrides})
-        store = open_store(database_url)
+        store = open_store(database_url, busy_timeout_ms=settings.sqlite_busy_timeout_ms)
         events: list[str] = []
 
         @asynccontextmanager
@@ -460,6 +460,51 @@ def test_a_tier_the_store_cannot_hold_or_a_nul_is_422_naming_record_and_field(st
     assert details[1]["message"] == "contains a NUL character (\\u0000) at position 4"
     assert server.store.count_contacts() == 0
     assert server.post([record(0), record(3, tier=2**63 - 1)]).status_code == 200
+
+
+def test_a_batch_during_a_long_import_gets_503_with_retry_after_then_succeeds(
+    start: Callable[..., Server], database_url: str
+) -> None:
+    """Defect 5: an import holds the write lock for its whole file (atomic per file); a webhook batch waited for
+    the busy timeout and got 500 "database is locked". Now: a retryable 503 with Retry-After, nothing stored."""
+    server = start(sqlite_busy_timeout_ms=300)
+    importer = open_store(database_url)  # another process's `acr-bot ingest`, mid-file
+    try:
+        with importer.bulk() as writer:
+            parsed = parse_contact(record("imported"), UTC)
+            assert isinstance(parsed, Contact)
+            writer.add([parsed])
+            response = server.post([record(1), record(2)])
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "5"
+            assert "busy with another write" in response.json()["error"]
+            assert "nothing was written" in response.json()["error"]
+        retried = server.post([record(1), record(2)])
+        assert retried.status_code == 200 and retried.json()["inserted"] == 2
+        assert server.store.count_contacts() == 3
+    finally:
+        importer.close()
+
+
+def test_a_full_disk_is_503_saying_so(start: Callable[..., Server], database_url: str) -> None:
+    """Defect 10: a full disk was a 500 "cannot rollback - no transaction is active" (the real error was lost)."""
+    if not database_url.startswith("sqlite:"):
+        pytest.skip("fills the disk through SQLite's page limit")
+    server = start()
+    assert server.post([record(0)]).status_code == 200
+    # The disk fills up: SQLite's page limit on the server's writer connection gives the same SQLITE_FULL.
+    from bot.storage.sqlite import SQLiteContactStore
+
+    writer = cast(SQLiteContactStore, server.store)._writer
+    pages = writer.execute("PRAGMA page_count").fetchone()[0]
+    writer.execute(f"PRAGMA max_page_count = {pages}")
+    big = [record(i, customer=f"k{i}", reason="r" * 900) for i in range(1, 400)]
+    response = server.post(big)
+    assert response.status_code == 503, response.text
+    assert "is full; nothing was written" in response.json()["error"] and "rollback" not in response.text
+    assert response.headers["Retry-After"] == "60"
+    writer.execute("PRAGMA max_page_count = 1073741823")
+    assert server.post(big).status_code == 200
 
 
 def test_numeric_ids_are_stored_as_their_decimal_text(start: Callable[..., Server]) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.storage import ContactStore, UpsertCounts
+from bot.storage.errors import StoreUnavailable
 from metrics.records import Contact
 
 CHUNK = 5000  # records handed to the store's bulk writer at once
@@ -82,8 +83,9 @@ class WriteCoalescer:
                 for item in group:
                     item.error = RuntimeError(f"the write was interrupted ({type(failure).__name__})")
                 raise
-            if len(group) == 1:
-                group[0].error = failure
+            if len(group) == 1 or isinstance(failure, StoreUnavailable):  # (busy or full: alone it fails the same)
+                for item in group:
+                    item.error = failure
                 return
             for item in group:  # find the culprit: each request alone, in its own transaction
                 try:

@@ -10,7 +10,10 @@ Checks run in this order, each answering before the next is tried:
 4. 415 the content type is not JSON or NDJSON.
 5. 400 the body is not valid JSON / NDJSON (the error gives the line and column).
 6. 422 one or more records are invalid: every problem is listed and nothing is stored.
-7. 200 ``{"accepted", "inserted", "updated", "unchanged"}``, sent only after the batch is committed.
+7. 503 with ``Retry-After`` the store cannot take the batch now (an import holds the write lock for its whole
+   file longer than SQLITE_BUSY_TIMEOUT_MS, or the disk is full): nothing is stored, and sending the same batch
+   again later is safe. Never a 500 for these: a sender retries a 503 with backoff, where a 500 reads as a bug.
+8. 200 ``{"accepted", "inserted", "updated", "unchanged"}``, sent only after the batch is committed.
 
 Parsing, validation and the store write run in a worker thread so the event loop keeps answering (Slack needs its
 acks within 3 s). Concurrent batches share store transactions (group commit, see ``bot.http.coalesce``); each
@@ -35,6 +38,7 @@ from bot.http.responses import JSONResponse, error_response
 from bot.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
 from bot.settings import Settings
 from bot.storage import ContactStore
+from bot.storage.errors import StoreUnavailable
 from metrics.records import Contact, parse_contact
 
 log = logging.getLogger("acr_bot.webhook")
@@ -192,7 +196,11 @@ class Webhook:
         charset = params.get("charset")
         if charset is not None and charset not in UTF8_CHARSETS:
             return error_response(415, f"unsupported charset {charset!r}: JSON must be sent as UTF-8")
-        status, payload = await run_in_threadpool(self._store_batch, body, kind in NDJSON_TYPES)
+        try:
+            status, payload = await run_in_threadpool(self._store_batch, body, kind in NDJSON_TYPES)
+        except StoreUnavailable as busy:  # nothing was stored; the same request later will be
+            log.warning("webhook batch refused for now: %s", busy)
+            return error_response(503, str(busy), headers={"Retry-After": str(busy.retry_after_seconds)})
         return JSONResponse(payload, status_code=status)
 
     def _store_batch(self, body: bytes, ndjson: bool) -> tuple[int, dict[str, Any]]:

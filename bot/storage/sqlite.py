@@ -24,6 +24,8 @@ from bot.storage import (
     sqlite_rollups,
     sqlite_schedules,
 )
+from bot.storage.errors import StoreUnavailable
+from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
 from bot.storage.sqlite_rollup_cache import RollupCache
@@ -156,7 +158,19 @@ class SQLiteContactStore:
     """Contacts in one SQLite file: WAL, a busy timeout, one writer at a time, readers per thread."""
 
     def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000):
+        """Open (creating and migrating if needed) the file at ``path``. A file that cannot be used (damaged, not
+        SQLite, read-only, a directory) raises ``StoreUnavailable`` naming it."""
         self.path = Path(path)
+        try:
+            self._open(synchronous, busy_timeout_ms)
+        except sqlite3.Error as problem:
+            if (unavailable := explain(problem, self.path)) is not None:
+                raise unavailable from None
+            raise
+        except OSError as problem:  # the directory for it cannot be made
+            raise StoreUnavailable(f"cannot create the database {self.path}: {problem.strerror or problem}") from None
+
+    def _open(self, synchronous: str, busy_timeout_ms: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
