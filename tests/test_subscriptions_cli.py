@@ -28,7 +28,7 @@ def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
 def test_add_list_update_remove(runner: CliRunner, database_url: str) -> None:
     added = runner.invoke(main, ["subscriptions", "add", "support-leads", "daily", "09:00", "team:billing", "weekdays"])
     assert added.exit_code == 0, added.output
-    assert added.output.startswith("Subscribed #1: #support-leads weekdays at 09:00 America/New_York, team billing.")
+    assert added.stdout.startswith("Subscribed #1: #support-leads weekdays at 09:00 America/New_York, team billing.")
     assert "First digest:" in added.output
     second = runner.invoke(main, ["subscriptions", "add", "C0123ABCD", "7:30", "tz:Europe/Berlin"])
     assert second.exit_code == 0, second.output
@@ -73,7 +73,8 @@ def test_bad_input_is_one_error_line_and_nothing_is_stored(
 ) -> None:
     result = runner.invoke(main, ["subscriptions", "add", *args])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("Error: ") and message in result.output and "Traceback" not in result.output
+    assert result.stderr.splitlines()[-1].startswith("Error: ") and message in result.stderr
+    assert "Traceback" not in result.output
     store = open_store(database_url)
     try:
         assert store.schedules().list_subscriptions() == []

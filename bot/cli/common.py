@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -30,10 +32,25 @@ def settings() -> Settings:
     return config
 
 
-def command_store() -> ContactStore:
+def command_store(*, create: bool = False, announce: Callable[[str], None] | None = None) -> ContactStore:
     """The store for the running command, closed when the command ends however it ends (sqlite-utils'
-    ``ctx.call_on_close`` idiom, instead of a ``try/finally`` in every command)."""
+    ``ctx.call_on_close`` idiom, instead of a ``try/finally`` in every command).
+
+    A SQLite file that does not exist yet is created only where ``create`` (ingest, demo, serve, and the commands
+    that add subscriptions and alert rules), and that is said (on stderr, or through ``announce``); any other
+    command refuses, naming the path it looked at, so a command run from another directory never answers from a
+    new, empty database."""
     config = settings()
+    if config.database_url.startswith("sqlite:") and not config.database_path.exists():
+        if not create:
+            raise UserError(
+                f"no database at {database_label(config)} (DATABASE_URL {config.database_url}, read from "
+                f"{_env_source()}). Run acr-bot from the directory that holds your .env and data/ (or set "
+                "DATABASE_URL to an absolute path); to start one, load contacts with acr-bot ingest FILE or "
+                "acr-bot demo"
+            )
+        news = f"Creating a new database at {database_label(config)}"
+        announce(news) if announce else click.echo(news, err=True)  # (serve: a log line, JSON with LOG_FORMAT)
     store = open_store(
         config.database_url,
         synchronous=config.sqlite_synchronous,
@@ -41,6 +58,23 @@ def command_store() -> ContactStore:
     )
     click.get_current_context().call_on_close(store.close)
     return store
+
+
+def database_label(config: Settings) -> str:
+    """The database as a user should see it in a summary: the SQLite file's absolute path (no password ever)."""
+    if config.database_url.startswith("sqlite:"):
+        return str(config.database_path.resolve())
+    scheme, _, rest = config.database_url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def _env_source() -> str:
+    here = Path.cwd()
+    if "DATABASE_URL" in os.environ:
+        return "the environment"
+    if (here / ".env").exists():
+        return f"{here / '.env'}"
+    return f"the default; there is no .env in {here}"
 
 
 class AsOf(click.ParamType):

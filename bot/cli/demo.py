@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from bot.cli.common import as_of_option, command_store, settings
+from bot.cli.common import as_of_option, command_store, database_label, settings
 from bot.clock import Clock, SystemClock
 from bot.demo import DEFAULT_CONTACTS, DEFAULT_DAYS, generate, load_into, make_agents_summary, write_file
-from bot.storage.urls import redact
 from metrics.errors import UserError
 from metrics.timeutil import US_PER_SECOND, iso_utc
 
@@ -49,13 +48,13 @@ def demo(contacts: int, seed: int, days: int, clock: Clock, if_empty: bool, outp
             raise UserError(f"{output}: cannot write: {problem.strerror or problem}") from None
         click.echo(f"Wrote {len(data)} demo contacts ({period}) to {output}")
         return
-    store = command_store()
+    store = command_store(create=True)
     if if_empty and (existing := store.count_contacts()):
         click.echo(f"The database already has {existing} contacts; demo data not loaded.")
         return
     data = generate(contacts, seed=seed, as_of_us=as_of_us, days=days, zone=config.zone)
     counts = load_into(store, data, config.zone)
     click.echo(
-        f"Loaded {len(data)} demo contacts ({make_agents_summary(data)}; {period}) into {redact(config.database_url)}: "
+        f"Loaded {len(data)} demo contacts ({make_agents_summary(data)}; {period}) into {database_label(config)}: "
         f"{counts.inserted} inserted, {counts.updated} updated, {counts.unchanged} unchanged"
     )

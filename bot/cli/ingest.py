@@ -9,7 +9,7 @@ from datetime import tzinfo
 
 import click
 
-from bot.cli.common import command_store, settings
+from bot.cli.common import command_store, database_label, settings
 from bot.ingest import STDIN, FileResult, ingest_file
 from bot.storage import ContactStore, UpsertCounts
 
@@ -26,7 +26,7 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
     """
     config = settings()
     show_progress = not no_progress and sys.stdout.isatty() and sys.stderr.isatty()
-    store = command_store()
+    store = command_store(create=True)
     totals = UpsertCounts()
     failed = 0
     for name in paths:
@@ -53,6 +53,7 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
     problem = f"; {failed} with errors, not stored" if failed else ""
     click.echo(
         f"Total: {files}: {totals.inserted} inserted, {totals.updated} updated, {totals.unchanged} unchanged{problem}"
+        f" (database {database_label(config)})"
     )
     if failed:
         sys.exit(1)

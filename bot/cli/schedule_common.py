@@ -23,7 +23,7 @@ def command_jobs(clock: Clock) -> Jobs:
 
 def command_schedules() -> ScheduleManager:
     """Subscriptions and alert rules, managed as from Slack."""
-    return ScheduleManager(command_store(), settings().zone, SystemClock())
+    return ScheduleManager(command_store(create=True), settings().zone, SystemClock())  # (before any import)
 
 
 def cli_channel(text: str) -> str:
