@@ -7,12 +7,18 @@ line ends and a last line without a line end.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -160,3 +166,31 @@ def test_a_reader_that_dies_fails_the_import_and_stores_nothing(
     with pytest.raises(RuntimeError, match="the reader process stopped unexpectedly"):
         ingest_file(store, str(path), ZONE, parallel=True, readers=2, block_bytes=200)
     assert store.count_contacts() == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_the_import_ends_its_reader_processes(tmp_path: Path, sig: signal.Signals) -> None:
+    """Defect 9: after `kill` of `acr-bot ingest` its readers (about 80 MB each) went on running, blocked."""
+    path = tmp_path / "big.jsonl"
+    path.write_bytes(b"\n".join(jsonl_line(n, reason="r" * 100).encode() for n in range(120_000)))
+    assert path.stat().st_size > 2 * ingest.PARALLEL_MIN_BYTES
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'acr.db'}"}
+    acr_bot = Path(sys.executable).with_name("acr-bot")
+    proc = subprocess.Popen([str(acr_bot), "ingest", str(path)], env=env, stdout=subprocess.DEVNULL)
+    readers: list[psutil.Process] = []
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 30
+        while len(readers := parent.children()) < ingest.READERS:
+            assert proc.poll() is None and time.monotonic() < deadline, "the import ended before its readers started"
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        proc.wait(10)
+        _, alive = psutil.wait_procs(readers, timeout=3)
+        assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], "reader processes outlived the import"
+    finally:
+        for reader in readers:  # (left running only when the test fails)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                reader.kill()
+        proc.kill()
+        proc.wait()

@@ -9,11 +9,17 @@ the rows' values in Contact field order, with repeated values shared (see ``_fla
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import gc
 import io
 import multiprocessing
+import os
 import pickle
 import queue
+import signal
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
@@ -57,7 +63,7 @@ def read_in_children(path: Path, kind: str, name: str, zone: tzinfo, readers: in
         channel: multiprocessing.Queue[Any] = context.Queue(maxsize=_QUEUE_CHUNKS)
         child = context.Process(
             target=_child_main,
-            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes),
+            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes, os.getpid()),
             daemon=True,
         )
         child.start()
@@ -96,6 +102,26 @@ def read_in_children(path: Path, kind: str, name: str, zone: tzinfo, readers: in
             channel.close()
 
 
+def _exit_with_parent(parent_pid: int) -> None:
+    """A reader never outlives its import: when the parent ends without stopping it (SIGKILL, or SIGTERM, which
+    runs no clean-up), the reader ends too instead of holding its memory while blocked on a full queue. Linux
+    delivers SIGKILL at once (PR_SET_PDEATHSIG); elsewhere a watcher thread notices within a fifth of a second."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # the C library's prctl (Linux)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os._exit(1)
+
+    if os.getppid() != parent_pid:  # the parent died before the death signal was set up
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def _child_main(
     path: str,
     kind: str,
@@ -105,7 +131,10 @@ def _child_main(
     index: int = 0,
     readers: int = 1,
     block_bytes: int = BLOCK_BYTES,
+    parent_pid: int | None = None,
 ) -> None:
+    if parent_pid is not None:
+        _exit_with_parent(parent_pid)
     gc.disable()  # the chunks are acyclic; collection passes over millions of young objects cost ~15%
     try:
         real_zone = load_zone(zone) if isinstance(zone, str) else cast(tzinfo, zone)
