@@ -3,11 +3,14 @@ clients, a full server. Driven over real sockets against the real app under uvic
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from bot.slack.app import EVENTS_MAX_BODY_BYTES
@@ -15,6 +18,8 @@ from bot.storage.sqlite import SQLiteContactStore
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack as fake_slack
 from tests.slack_support import SlackServer, running, slack_settings
+from tests.test_serve import Process, start_serve
+from tests.test_serve import processes as processes
 
 
 @pytest.fixture
@@ -110,3 +115,61 @@ def test_slack_events_still_answers_signed_requests_within_the_cap(
     response = slack_server.command("help", response_url=fake_slack.response_url("h"))
     assert response.status_code == 200
     assert fake_slack.reply("h")
+
+
+@pytest.fixture
+def guarded_serve(tmp_path: Path, processes: list[Process]) -> Process:
+    """The real ``acr-bot serve`` with small limits: 20 connections, 1 s for headers, 1 s for a body."""
+    server = start_serve(
+        tmp_path / "acr.db",
+        tmp_path / "serve.log",
+        HTTP_MAX_CONNECTIONS="20",
+        HTTP_HEADER_TIMEOUT_SECONDS="1",
+        HTTP_BODY_TIMEOUT_SECONDS="1",
+        SCHEDULER_ENABLED="false",
+    )
+    processes.append(server)
+    return server
+
+
+def _healthz(url: str) -> int:
+    return httpx.get(url + "/healthz", timeout=5).status_code
+
+
+def test_stalled_connections_get_503_not_a_reset_and_are_closed_after_the_header_timeout(
+    guarded_serve: Process,
+) -> None:
+    """Defect 7: 1,100 stalled connections made /healthz and real senders fail until the clients gave up."""
+    stalled = []
+    try:
+        for _ in range(30):  # more than HTTP_MAX_CONNECTIONS, each with half a request line
+            conn = socket.create_connection(_address(guarded_serve.url), timeout=5)
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+            stalled.append(conn)
+        assert _healthz(guarded_serve.url) == 503  # full: a clear answer, not a reset
+        started = time.monotonic()
+        for conn in stalled:  # each is closed by the server once its headers are late
+            assert conn.recv(100) == b""
+        assert time.monotonic() - started < 5
+        assert _healthz(guarded_serve.url) == 200
+    finally:
+        for conn in stalled:
+            conn.close()
+
+
+def test_a_trickling_request_is_cut_off_and_a_slow_body_gets_408(guarded_serve: Process) -> None:
+    host, port = _address(guarded_serve.url)
+    with socket.create_connection((host, port), timeout=10) as conn:  # one byte at a time, forever
+        started = time.monotonic()
+        with contextlib.suppress(OSError):
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: " + b"y" * 100:
+                conn.sendall(bytes([byte]))
+                time.sleep(0.1)
+        assert time.monotonic() - started < 4
+    head = b"POST /webhooks/interactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, port), timeout=10) as conn:
+        conn.sendall(head + b"Content-Length: 1000\r\n\r\n" + b"[" * 10)  # ...and the rest never comes
+        answer = _read_answer(conn)
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    assert b"did not arrive within 1 s" in answer
+    assert _healthz(guarded_serve.url) == 200

@@ -34,6 +34,7 @@ def serve(host: str | None, port: int | None) -> None:
 
     from bot.clock import SystemClock
     from bot.http.app import build_app
+    from bot.http.server import server_config
     from bot.scheduler.manage import ScheduleManager
     from bot.scheduler.service import scheduler_lifespan, server_scheduler
     from bot.slack.app import build_slack, build_web_client
@@ -53,8 +54,9 @@ def serve(host: str | None, port: int | None) -> None:
         lifespans = [scheduler_lifespan(scheduler)] if scheduler else []
         app = build_app(config, store, extra_routes=slack.routes, lifespans=lifespans)
         server = uvicorn.Server(
-            uvicorn.Config(
+            server_config(  # uvicorn's Config with the HTTP_* limits against slow clients
                 app,
+                config,
                 log_config=None,  # keep the bot's logging set-up
                 log_level=config.log_level.lower(),
                 lifespan="on",

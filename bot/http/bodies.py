@@ -7,6 +7,8 @@ cannot get past it), and nothing more of it is buffered. Signatures are checked 
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
@@ -28,23 +30,46 @@ class BodyIncomplete(Exception):
     """The client went away before the whole body arrived."""
 
 
-async def read_capped(request: Request, limit: int) -> bytes:
-    """The raw body. Raises BodyTooLarge as soon as it is known to exceed ``limit`` bytes, BodyIncomplete when the
-    client disconnects first."""
+class BodyTooSlow(Exception):
+    """The whole body did not arrive within the time allowed (a slow or stalled client)."""
+
+    def __init__(self, seconds: float):
+        super().__init__(f"the body did not arrive within {seconds:g} s")
+        self.seconds = seconds
+
+
+async def read_capped(request: Request, limit: int, timeout_seconds: float | None = None) -> bytes:
+    """The raw body. Raises BodyTooLarge as soon as it is known to exceed ``limit`` bytes, BodyTooSlow when it has
+    not all arrived within ``timeout_seconds``, BodyIncomplete when the client disconnects first."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     chunks: list[bytes] = []
     size = 0
     try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(limit)
-            chunks.append(chunk)
+        async with asyncio.timeout(timeout_seconds):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge(limit)
+                chunks.append(chunk)
     except ClientDisconnect:
         raise BodyIncomplete() from None
+    except TimeoutError:
+        raise BodyTooSlow(timeout_seconds or 0) from None
     return b"".join(chunks)
+
+
+async def read_body(request: Request, limit: int, timeout_seconds: float, too_large_message: str) -> bytes | Response:
+    """``read_capped``, with each way it can fail as the answer to send: 413, 408 or 400."""
+    try:
+        return await read_capped(request, limit, timeout_seconds)
+    except BodyTooLarge:
+        return too_large(too_large_message)
+    except BodyTooSlow as slow:
+        return error_response(408, f"{slow}; send the request again", headers=CLOSE)
+    except BodyIncomplete:
+        return incomplete()
 
 
 def too_large(message: str) -> Response:

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bot.http.bodies import BodyIncomplete, BodyTooLarge, incomplete, read_capped, too_large
+from bot.http.bodies import read_body
 from bot.http.coalesce import WriteCoalescer
 from bot.http.responses import JSONResponse, error_response
 from bot.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError, verify
@@ -171,15 +171,15 @@ class Webhook:
     async def handle(self, request: Request) -> Response:
         if self.secret is None:
             return error_response(503, _NO_SECRET)
-        try:
-            body = await read_capped(request, self.max_body_bytes)
-        except BodyTooLarge:
-            return too_large(
-                f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes); "
-                "split the records into smaller batches"
-            )
-        except BodyIncomplete:
-            return incomplete()
+        body = await read_body(
+            request,
+            self.max_body_bytes,
+            self.settings.http_body_timeout_seconds,
+            f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes); "
+            "split the records into smaller batches",
+        )
+        if isinstance(body, Response):
+            return body
         try:
             verify(self.secret, body, request.headers.get(TIMESTAMP_HEADER), request.headers.get(SIGNATURE_HEADER))
         except SignatureError as refused:

@@ -233,14 +233,16 @@ def slack_routes(settings: Settings, bolt_app: App) -> list[BaseRoute]:
                 status_code=503,
             )
         from bot.http.app import request_id
-        from bot.http.bodies import BodyIncomplete, BodyTooLarge, incomplete, read_capped, too_large
+        from bot.http.bodies import read_body
 
-        try:
-            body = await read_capped(request, EVENTS_MAX_BODY_BYTES)
-        except BodyTooLarge:
-            return too_large(f"the body is larger than {EVENTS_MAX_BODY_BYTES} bytes; Slack never sends that much")
-        except BodyIncomplete:
-            return incomplete()
+        body = await read_body(
+            request,
+            EVENTS_MAX_BODY_BYTES,
+            settings.http_body_timeout_seconds,
+            f"the body is larger than {EVENTS_MAX_BODY_BYTES} bytes; Slack never sends that much",
+        )
+        if isinstance(body, Response):
+            return body
 
         bolt_request = BoltRequest(
             body=body.decode("utf-8", errors="replace"),
