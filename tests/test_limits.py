@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from bot.slack.app import EVENTS_MAX_BODY_BYTES
-from bot.storage.sqlite import SQLiteContactStore
+from bot.storage import ContactStore
 from tests.fake_slack import FakeSlack
 from tests.fake_slack import fake_slack as fake_slack
 from tests.slack_support import SlackServer, running, slack_settings
@@ -23,8 +23,8 @@ from tests.test_serve import processes as processes
 
 
 @pytest.fixture
-def slack_server(fake_slack: FakeSlack, fresh_db: SQLiteContactStore, db_path: Path) -> Iterator[SlackServer]:
-    with running(slack_settings(db_path, fake_slack.api_url), fresh_db) as server:
+def slack_server(fake_slack: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
+    with running(slack_settings(database_url, fake_slack.api_url), store) as server:
         yield server
 
 
@@ -118,10 +118,10 @@ def test_slack_events_still_answers_signed_requests_within_the_cap(
 
 
 @pytest.fixture
-def guarded_serve(tmp_path: Path, processes: list[Process]) -> Process:
+def guarded_serve(tmp_path: Path, processes: list[Process]) -> Process:  # (the HTTP edge: one backend is enough)
     """The real ``acr-bot serve`` with small limits: 20 connections, 1 s for headers, 1 s for a body."""
     server = start_serve(
-        tmp_path / "acr.db",
+        f"sqlite:///{tmp_path / 'acr.db'}",
         tmp_path / "serve.log",
         HTTP_MAX_CONNECTIONS="20",
         HTTP_HEADER_TIMEOUT_SECONDS="1",

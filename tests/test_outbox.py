@@ -255,34 +255,33 @@ def test_offline_mode_logs_instead_of_posting(database_url: str, caplog: pytest.
         store.close()
 
 
-def _claim_and_die(db: Path, key: str, now_us: int) -> None:
+def _claim_and_die(database_url: str, key: str, now_us: int) -> None:
     """Another process claims ``key`` (as a poster does just before its Slack call) and is killed mid-post."""
     script = (
         "import os, signal, sys\n"
         "from bot.scheduler.delivery import process_token\n"
-        "from bot.storage.sqlite import SQLiteContactStore\n"
-        "store = SQLiteContactStore(sys.argv[1])\n"
+        "from bot.storage import open_store\n"
+        "store = open_store(sys.argv[1])\n"
         "assert store.outbox().begin_attempt(sys.argv[2], int(sys.argv[3]), process_token())\n"
         "os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    proc = subprocess.run([sys.executable, "-c", script, str(db), key, str(now_us)], check=False)
+    proc = subprocess.run([sys.executable, "-c", script, database_url, key, str(now_us)], check=False)
     assert proc.returncode == -signal.SIGKILL
 
 
 def test_the_claim_of_a_killed_process_is_recovered_by_the_next_outbox_run_without_a_restart(
-    tmp_path: Path, fake: UploadingFakeSlack
+    database_url: str, fake: UploadingFakeSlack
 ) -> None:
     """Defect 2: recovery ran only at start-up and only for claims older than 600 s; the row stayed "sending"."""
     from bot.scheduler.service import SchedulerService
 
-    db = tmp_path / "acr.db"
-    store = SQLiteContactStore(db)
+    store = open_store(database_url)
     try:
         store.outbox().enqueue([message()], NOW)
-        _claim_and_die(db, "digest:C1:*:2026-03-09", NOW)
+        _claim_and_die(database_url, "digest:C1:*:2026-03-09", NOW)
         entry = store.outbox().outbox_entry("digest:C1:*:2026-03-09")
         assert entry is not None and entry.status == "sending"
-        config = settings_for(db, fake)
+        config = settings_for(database_url, fake)
         service = SchedulerService(config, store, quick_client(config), clock=ManualClock(NOW + SECOND_US))
         service.drain()  # the 30-second outbox job of the running server, one second after the claim
         entry = store.outbox().outbox_entry("digest:C1:*:2026-03-09")
@@ -294,12 +293,11 @@ def test_the_claim_of_a_killed_process_is_recovered_by_the_next_outbox_run_witho
         store.close()
 
 
-def test_a_live_claim_of_another_process_is_left_alone_however_old(tmp_path: Path, fake: UploadingFakeSlack) -> None:
+def test_a_live_claim_of_another_process_is_left_alone_however_old(database_url: str, fake: UploadingFakeSlack) -> None:
     from bot.scheduler.delivery import process_token
 
-    db = tmp_path / "acr.db"
     clock = ManualClock(NOW)
-    store, poster = poster_for(db, fake, clock)
+    store, poster = poster_for(database_url, fake, clock)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         store.outbox().enqueue([message()], NOW)
@@ -315,11 +313,11 @@ def test_a_live_claim_of_another_process_is_left_alone_however_old(tmp_path: Pat
 
 
 def test_a_post_that_timed_out_is_looked_up_in_the_channel_not_posted_again(
-    tmp_path: Path, fake: UploadingFakeSlack
+    database_url: str, fake: UploadingFakeSlack
 ) -> None:
     """Defect 3: Slack accepted the post but answered after the client's timeout; the retry posted a copy."""
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", fake, clock, quick=True, backoff_seconds=0.01)
+    store, poster = poster_for(database_url, fake, clock, quick=True, backoff_seconds=0.01)
     poster.client.timeout = 1
     try:
         store.outbox().enqueue([message()], NOW)
@@ -337,11 +335,11 @@ def test_a_post_that_timed_out_is_looked_up_in_the_channel_not_posted_again(
 
 
 def test_a_timed_out_post_stays_in_doubt_while_the_channel_cannot_be_read(
-    tmp_path: Path, fake: UploadingFakeSlack
+    database_url: str, fake: UploadingFakeSlack
 ) -> None:
     """When Slack cannot say whether the post arrived, nothing is posted; once it can, the answer is used."""
     clock = ManualClock(NOW)
-    store, poster = poster_for(tmp_path / "acr.db", fake, clock, quick=True, attempts_now=2, backoff_seconds=0.01)
+    store, poster = poster_for(database_url, fake, clock, quick=True, attempts_now=2, backoff_seconds=0.01)
     poster.client.timeout = 1
     try:
         store.outbox().enqueue([message()], NOW)
