@@ -277,3 +277,34 @@ def test_scheduler_rebuilds_stale_metric_rollups_in_bounded_runs(seeded: str, fa
     finally:
         service.shutdown()
         store.close()
+
+
+def _mrkdwn_texts(body: dict[str, Any]) -> list[str]:
+    """Every text of a posted message that Slack reads as mrkdwn (where <!channel> and <@U..> would ping)."""
+    texts = [str(body.get("text", ""))]
+    for block in body.get("blocks") or []:
+        found = [block.get("text")] + list(block.get("elements") or []) + list(block.get("fields") or [])
+        texts += [item["text"] for item in found if isinstance(item, dict) and item.get("type") == "mrkdwn"]
+    return texts
+
+
+def test_names_from_contact_data_never_ping_anyone_in_a_team_digest(
+    database_url: str, fake: UploadingFakeSlack
+) -> None:
+    """Defect 6: the team name reached the notification text, and agent names the table, raw."""
+    team = "Sales <!channel>"
+    records = contacts_for(team, "<@U0BOSS> ann", 40, 0.75, DUE_S - 10 * DAY_S, prefix="a", span_days=15)
+    records += contacts_for(team, "bob @here", 40, 0.9, DUE_S - 10 * DAY_S, prefix="b", span_days=15)
+    store = open_store(database_url)
+    try:
+        add_contacts(store, records)
+        store.schedules().save_subscription("C0LEADS", f"team:{team}", "09:00", None, False, None, DUE - 48 * HOUR_US)
+        jobs_for(settings_for(database_url, fake), store, ManualClock(DUE)).run_digests()
+    finally:
+        store.close()
+    [post] = fake.posts()
+    texts = _mrkdwn_texts(post.body)
+    assert any("Sales &lt;!channel&gt;" in text for text in texts)  # shown, escaped
+    assert any("&lt;@U0BOSS&gt; ann" in text for text in texts)
+    for text in texts:
+        assert "<!channel>" not in text and "<@U0BOSS>" not in text and "@here" not in text, text

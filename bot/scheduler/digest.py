@@ -21,6 +21,7 @@ from bot.presentation import (
     instant_words,
     interval_span,
     percent,
+    plain,
     section,
 )
 from bot.storage.schedules import AlertRule, scope_filters, scope_label
@@ -228,7 +229,7 @@ def _extremes(lines: list[GroupLine], mark: Callable[[str], str]) -> str:
 
 def _sections(digest: Digest, zone: tzinfo, mark: Callable[[str], str]) -> dict[str, Any]:
     as_of = from_us(digest.as_of_us, zone)
-    title = f"ACR daily digest — {scope_label(digest.scope)} — {as_of:%a %Y-%m-%d}"
+    title = f"ACR daily digest — {mark(scope_label(digest.scope))} — {as_of:%a %Y-%m-%d}"
     sample = f"agents with at least {digest.min_sample} matured contacts"
     firing = [f"{mark(rule_words(rule))}: now {percent(rule.state.last_rate)} (#{rule.id})" for rule in digest.firing]
     return {
@@ -237,7 +238,7 @@ def _sections(digest: Digest, zone: tzinfo, mark: Callable[[str], str]) -> dict[
         "volume": f"Yesterday ({digest.yesterday:%a %Y-%m-%d}): {digest.yesterday_volume:,} inbound contacts handled",
         "table_title": f"By {digest.group_dimension}, last 30 days (worst ACR first; * fewer than "
         f"{digest.min_sample} matured):",
-        "table": _group_table(digest),
+        "table": [mark(line) for line in _group_table(digest)],
         "lowest": f"Lowest ACR ({sample}): {_extremes(digest.lowest, mark)}" if digest.lowest else None,
         "highest": f"Highest ACR: {_extremes(digest.highest, mark)}" if digest.highest else None,
         "no_extremes": None if digest.lowest else f"No lowest/highest agents: fewer than two {sample}.",
@@ -251,10 +252,12 @@ def _sections(digest: Digest, zone: tzinfo, mark: Callable[[str], str]) -> dict[
 
 def render(digest: Digest, zone: tzinfo) -> Message:
     """The digest as Block Kit (for Slack) and as plain text (for ``--dry-run`` and the README example)."""
+    # Every text from data goes through ``mark``: ``escape`` for what Slack reads as mrkdwn (the notification text
+    # and the sections, the table included), ``plain`` for the plain_text header and the terminal.
     mrk = _sections(digest, zone, escape)
-    plain_parts = _sections(digest, zone, lambda text: text)
+    plain_parts = _sections(digest, zone, plain)
     blocks: list[Block] = [
-        {"type": "header", "text": {"type": "plain_text", "text": mrk["title"][:150], "emoji": False}},
+        {"type": "header", "text": {"type": "plain_text", "text": plain_parts["title"][:150], "emoji": False}},
         section("\n".join(f"• {h}" for h in mrk["headlines"])),
         section(mrk["volume"] + "\n" + mrk["pending"]),
     ]
