@@ -283,7 +283,7 @@ def _mrkdwn_texts(body: dict[str, Any]) -> list[str]:
     """Every text of a posted message that Slack reads as mrkdwn (where <!channel> and <@U..> would ping)."""
     texts = [str(body.get("text", ""))]
     for block in body.get("blocks") or []:
-        found = [block.get("text")] + list(block.get("elements") or []) + list(block.get("fields") or [])
+        found = [block.get("text"), *(block.get("elements") or []), *(block.get("fields") or [])]
         texts += [item["text"] for item in found if isinstance(item, dict) and item.get("type") == "mrkdwn"]
     return texts
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -101,4 +100,7 @@ def as_of_option(help: str) -> Callable[[F], F]:
 
 
 def setup_logging(config: Settings) -> None:
-    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    """LOG_LEVEL and LOG_FORMAT (text, or json with the request id) for the whole process."""
+    from bot.telemetry import setup_logging as setup
+
+    setup(config.log_level, config.log_format)

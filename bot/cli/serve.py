@@ -44,7 +44,7 @@ def serve(host: str | None, port: int | None) -> None:
     host = config.host if host is None else host
     port = config.port if port is None else port
     listener = _listen(host, port)
-    store = command_store(create=True)
+    store = command_store(create=True, announce=log.warning)
     try:
         client = build_web_client(config)  # the Web API, for the listeners and the scheduler's posts alike
         scheduler = server_scheduler(config, store, client)  # digests and alerts, started with the app

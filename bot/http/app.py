@@ -20,10 +20,12 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot.http.health import Health
+from bot.http.metrics import RequestMetricsMiddleware, metrics_route
 from bot.http.responses import JSONResponse, error_response
 from bot.http.webhook import Webhook
 from bot.settings import Settings
 from bot.storage import ContactStore
+from bot.telemetry import REQUEST_ID
 
 log = logging.getLogger("acr_bot.http")
 
@@ -48,9 +50,11 @@ def build_app(
             yield
 
     webhook = Webhook(settings, store)
+    routes = [webhook.route(), Health(settings, store).route(), metrics_route(store), *extra_routes]
     app = Starlette(
-        routes=[webhook.route(), Health(settings, store).route(), *extra_routes],
-        middleware=[Middleware(RequestIdMiddleware)],
+        routes=routes,
+        # outermost first: the request id is set before anything is counted or logged
+        middleware=[Middleware(RequestIdMiddleware), Middleware(RequestMetricsMiddleware, routes=routes)],
         exception_handlers={HTTPException: _http_error},
         lifespan=lifespan,
     )
@@ -90,6 +94,7 @@ class RequestIdMiddleware:
             return
         rid = uuid.uuid4().hex[:16]
         scope[_REQUEST_ID_KEY] = rid
+        REQUEST_ID.set(rid)  # on every log record of this request (LOG_FORMAT=json shows it)
         header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
         started = False
 

@@ -39,6 +39,7 @@ from bot.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError,
 from bot.settings import Settings
 from bot.storage import ContactStore
 from bot.storage.errors import StoreUnavailable
+from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, RECORDS_STORED, WRITE_SECONDS
 from metrics.records import Contact, parse_contact
 
 log = logging.getLogger("acr_bot.webhook")
@@ -197,8 +198,10 @@ class Webhook:
         if charset is not None and charset not in UTF8_CHARSETS:
             return error_response(415, f"unsupported charset {charset!r}: JSON must be sent as UTF-8")
         try:
-            status, payload = await run_in_threadpool(self._store_batch, body, kind in NDJSON_TYPES)
+            with WRITE_SECONDS.time():
+                status, payload = await run_in_threadpool(self._store_batch, body, kind in NDJSON_TYPES)
         except StoreUnavailable as busy:  # nothing was stored; the same request later will be
+            BATCHES_DEFERRED.inc()
             log.warning("webhook batch refused for now: %s", busy)
             return error_response(503, str(busy), headers={"Retry-After": str(busy.retry_after_seconds)})
         return JSONResponse(payload, status_code=status)
@@ -214,8 +217,15 @@ class Webhook:
             listed = "" if batch.problems <= MAX_DETAILS else f" (the first {MAX_DETAILS} problems are listed)"
             verb = "is" if batch.bad_records == 1 else "are"
             message = f"{batch.bad_records} of {len(items)} records {verb} invalid; nothing was stored{listed}"
+            RECORDS_REFUSED.inc(len(items))
             return 422, {"error": message, "details": batch.details}
         counts = self.writer.upsert(batch.contacts)
+        for result, count in (
+            ("inserted", counts.inserted),
+            ("updated", counts.updated),
+            ("unchanged", counts.unchanged),
+        ):
+            RECORDS_STORED.labels(result).inc(count)
         return 200, counts.as_dict()
 
 

@@ -36,6 +36,7 @@ from bot.scheduler.leader import SchedulerElection
 from bot.scheduler.times import DailySchedule
 from bot.settings import Settings
 from bot.storage import ContactStore
+from bot.telemetry import ROLLUP_DAYS_REBUILT, ROLLUP_LAST_REFRESH, SCHEDULER_RUNS
 from metrics.engine import compute
 from metrics.timeutil import from_us, to_us
 
@@ -91,17 +92,19 @@ class SchedulerService:
     def start(self) -> None:
         self.scheduler.start()
         now = datetime.now(UTC)
-        self.scheduler.add_job(self._guarded(self.catch_up), id="startup", name="start: outbox and missed digests")
+        self.scheduler.add_job(
+            self._guarded(self.catch_up, "startup"), id="startup", name="start: outbox and missed digests"
+        )
         minutes = self.settings.alert_interval_minutes
         self.scheduler.add_job(
-            self._guarded(self.jobs.run_alerts),
+            self._guarded(self.jobs.run_alerts, "alerts"),
             IntervalTrigger(minutes=minutes, timezone=UTC),
             id="alerts",
             name=f"alerts every {minutes} min",
             misfire_grace_time=minutes * 60,
         )
         self.scheduler.add_job(
-            self._guarded(self.drain),
+            self._guarded(self.drain, "outbox"),
             IntervalTrigger(seconds=OUTBOX_SECONDS, timezone=UTC),
             id="outbox",
             name="outbox retries and subscription sync",
@@ -109,7 +112,7 @@ class SchedulerService:
             misfire_grace_time=OUTBOX_SECONDS,
         )
         self.scheduler.add_job(
-            self._guarded(self.refresh_rollups),
+            self._guarded(self.refresh_rollups, "rollups"),
             IntervalTrigger(minutes=ROLLUP_MINUTES, timezone=UTC),
             id="rollups",
             name=f"metric rollups every {ROLLUP_MINUTES} min",
@@ -140,8 +143,11 @@ class SchedulerService:
     def refresh_rollups(self) -> int:
         """Rebuild the most recent stale metric rollup days (a bounded number per run); returns how many."""
         rebuilt = self.store.refresh_rollups(self.settings.zone, max_days=ROLLUP_DAYS_PER_RUN)
+        ROLLUP_DAYS_REBUILT.inc(rebuilt)
         if rebuilt:
             log.info("rebuilt metric rollups of %d day(s)", rebuilt)
+        if rebuilt < ROLLUP_DAYS_PER_RUN:  # nothing left to rebuild: up to date as of now
+            ROLLUP_LAST_REFRESH.set_to_current_time()
         return rebuilt
 
     def drain(self) -> None:
@@ -165,7 +171,7 @@ class SchedulerService:
                     continue
                 trigger = DailyTrigger(schedule_of(subscription, self.settings.zone))
                 self.scheduler.add_job(
-                    self._guarded(functools.partial(self.jobs.run_digests, subscription_id=subscription.id)),
+                    self._guarded(functools.partial(self.jobs.run_digests, subscription_id=subscription.id), "digest"),
                     trigger,
                     id=job_id,
                     name=f"digest {subscription.channel} {subscription.scope or '*'} {trigger}",
@@ -175,14 +181,17 @@ class SchedulerService:
                 log.info("digest job %s: %s", job_id, trigger)
 
     @staticmethod
-    def _guarded(job: Callable[[], object]) -> Callable[[], None]:
-        """A job never dies silently: its failure is logged and the next run tries again."""
+    def _guarded(job: Callable[[], object], name: str) -> Callable[[], None]:
+        """A job never dies silently: its failure is logged (and counted) and the next run tries again."""
 
         def run() -> None:
             try:
                 job()
             except Exception:
-                log.exception("scheduled job failed; it runs again on its next trigger")
+                SCHEDULER_RUNS.labels(name, "failed").inc()
+                log.exception("scheduled job %s failed; it runs again on its next trigger", name)
+            else:
+                SCHEDULER_RUNS.labels(name, "ok").inc()
 
         return run
 
