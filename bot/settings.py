@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     digest_min_sample: int = Field(default=30, ge=1)
     alert_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
     alert_hysteresis_points: float = Field(default=2.0, ge=0, le=50)
+    retention_days: int | None = Field(default=None, ge=1)
 
     @field_validator("bot_timezone")
     @classmethod

@@ -43,6 +43,7 @@ WRITE_SECONDS = Histogram(
 SCHEDULER_RUNS = Counter(
     "acr_scheduler_runs", "Scheduled job runs, by job and outcome (ok, failed)", ["job", "outcome"], registry=REGISTRY
 )
+CONTACTS_PURGED = Counter("acr_contacts_purged", "Contacts deleted by RETENTION_DAYS", registry=REGISTRY)
 ROLLUP_DAYS_REBUILT = Counter("acr_rollup_days_rebuilt", "Metric rollup days rebuilt", registry=REGISTRY)
 ROLLUP_LAST_REFRESH = Gauge(
     "acr_rollup_last_refresh_timestamp_seconds",

@@ -7,14 +7,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
+from click.testing import CliRunner, Result
 from prometheus_client.parser import text_string_to_metric_families
 
+from bot.cli import main
+from bot.demo import generate, iter_records
 from bot.http.signing import signed_headers
+from bot.storage import open_store
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import UTC, parse_instant
+from tests.store_support import Databases, assert_candidates_mirror_contacts, stored_contacts
 from tests.test_serve import SECRET, Process, start_serve
 from tests.test_serve import processes as processes
 
@@ -86,3 +95,117 @@ def test_json_logs_carry_the_request_id(serve: Process) -> None:
     assert any(e["logger"] == "uvicorn.access" for e in mine)
     assert warning["level"] == "WARNING" and "webhook refused" in warning["message"]
     assert not [line for line in serve.log_text().splitlines() if line.strip() and not line.startswith("{")]
+
+
+# --- retention, erasure and backups (on every store backend where the store is concerned) -------------------
+
+AS_OF = "2026-06-01T12:00:00Z"
+AS_OF_US = 1_780_315_200_000_000  # AS_OF in µs
+DAY_US = 86_400_000_000
+
+
+def demo_records(count: int = 3000) -> list[dict[str, Any]]:
+    data = generate(count, seed=7, as_of_us=AS_OF_US, days=90, zone=UTC)
+    return list(iter_records(data))
+
+
+def load(database_url: str, records: list[dict[str, Any]]) -> None:
+    store = open_store(database_url)
+    try:
+        store.upsert([contact for r in records if isinstance(contact := parse_contact(r, UTC), Contact)])
+        store.refresh_rollups(UTC)  # rollups built: a delete must mark what it changes
+    finally:
+        store.close()
+
+
+def cli(database_url: str, *args: str) -> Result:
+    return CliRunner().invoke(main, list(args), env={"DATABASE_URL": database_url}, catch_exceptions=False)
+
+
+def answers(database_url: str) -> list[Any]:
+    """What the metrics say about the stored contacts (several questions), and every derived value."""
+    found = []
+    for metric in ("acr", "tier1"):
+        for by in ("agent", "team", "day"):
+            result = cli(
+                database_url, "report", metric, "--last", "60d", "--by", by, "--as-of", AS_OF, "--format", "json"
+            )
+            assert result.exit_code == 0, result.output
+            found.append(json.loads(result.stdout))
+    store = open_store(database_url)
+    try:
+        contacts = [{k: v for k, v in row.items() if k not in ("pk", "received_at")} for row in stored_contacts(store)]
+        assert_candidates_mirror_contacts(store)
+    finally:
+        store.close()
+    return [found, contacts]
+
+
+def test_retention_purges_old_contacts_and_what_remains_answers_exactly(
+    database_url: str, databases: Databases
+) -> None:
+    """RETENTION_DAYS=45: the scheduler's daily job deletes contacts that started more than 45 days before now;
+    every answer about what remains equals that of a database that only ever held what remains."""
+    from bot.scheduler.service import SchedulerService
+    from bot.scheduler.times import ManualClock
+    from bot.settings import load_settings
+    from bot.slack.app import build_web_client
+
+    records = demo_records()
+    load(database_url, records)
+    config = load_settings(database_url=database_url, retention_days=45)
+    store = open_store(database_url)
+    try:
+        service = SchedulerService(config, store, build_web_client(config), clock=ManualClock(AS_OF_US))
+        service.start()
+        try:
+            assert "retention" in {job.id for job in service.scheduler.get_jobs()}
+        finally:
+            service.shutdown()
+        purged = service.purge_old_contacts()
+    finally:
+        store.close()
+    cutoff = AS_OF_US - 45 * DAY_US
+    kept = [r for r in records if parse_instant(r["started_at"], UTC) >= cutoff]
+    assert 0 < purged == len(records) - len(kept) and kept
+    reference_url = databases.fresh_url()
+    load(reference_url, kept)
+    assert answers(database_url) == answers(reference_url)
+
+
+def test_contacts_forget_erases_a_customer_and_corrects_every_rate(database_url: str, databases: Databases) -> None:
+    records = demo_records()
+    load(database_url, records)
+    counts = Counter(r["customer_id"] for r in records)
+    customer = max(counts, key=lambda c: (counts[c], c))  # one who came back: repeats change when they go
+    result = cli(database_url, "contacts", "forget", "--customer", customer)
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"Erased {counts[customer]} contacts of customer {customer!r} from ")
+    reference_url = databases.fresh_url()
+    load(reference_url, [r for r in records if r["customer_id"] != customer])
+    assert answers(database_url) == answers(reference_url)
+    again = cli(database_url, "contacts", "forget", "--customer", customer)
+    assert again.stdout.startswith(f"Erased 0 contacts of customer {customer!r}")
+
+
+def test_backup_is_a_consistent_copy_of_the_live_database(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'acr.db'}"
+    records = demo_records(500)
+    load(url, records)
+    writer = open_store(url)
+    try:
+        with writer.bulk() as batch:  # a write in progress (another process) while the backup runs
+            batch.add([c for r in demo_records(600)[500:] if isinstance(c := parse_contact(r, UTC), Contact)])
+            result = cli(url, "backup", str(tmp_path / "copy.db"))
+        assert result.exit_code == 0, result.output
+        assert result.stdout.startswith(f"Backed up {tmp_path / 'acr.db'} (500 contacts) to {tmp_path / 'copy.db'}")
+    finally:
+        writer.close()
+    assert answers(f"sqlite:///{tmp_path / 'copy.db'}") == answers(url_with(tmp_path / "ref.db", records))
+    again = cli(url, "backup", str(tmp_path / "copy.db"))
+    assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def url_with(path: Path, records: list[dict[str, Any]]) -> str:
+    load(f"sqlite:///{path}", records)
+    return f"sqlite:///{path}"

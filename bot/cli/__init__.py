@@ -53,6 +53,8 @@ def _register() -> None:
     from bot.cli.agents import agents
     from bot.cli.alerts import alerts
     from bot.cli.ask import ask
+    from bot.cli.backup import backup
+    from bot.cli.contacts import contacts
     from bot.cli.db import db
     from bot.cli.demo import demo
     from bot.cli.digest import digest
@@ -65,6 +67,7 @@ def _register() -> None:
     commands += [digest, alerts, subscriptions]  # the scheduler's jobs and what they run on
     commands += [ingest, demo]  # bulk import and demo data
     commands += [db]  # moving a store (SQLite <-> PostgreSQL)
+    commands += [contacts, backup]  # erasure and backups
     for command in commands:
         main.add_command(command)
 

@@ -7,6 +7,7 @@ rule state, the outbox), and every job decides from there. So:
 - one digest job per subscription, on a trigger that follows the subscription's local time across DST;
   ``misfire_grace_time`` is the grace period (a run delayed by a busy or suspended process still happens
   within it) and ``coalesce`` folds several missed runs into one (the outbox key makes a repeat harmless);
+- with RETENTION_DAYS, contacts older than that are purged daily (the first time a minute after start);
 - the alert job runs every ALERT_INTERVAL_MINUTES; the outbox job every 30 s recovers the claims of processes
   that ended mid-post, retries what Slack refused for now and picks up subscriptions changed by another process
   (``acr-bot subscriptions``).
@@ -35,10 +36,10 @@ from bot.scheduler.jobs import Jobs, schedule_of
 from bot.scheduler.leader import SchedulerElection
 from bot.scheduler.times import DailySchedule
 from bot.settings import Settings
-from bot.storage import ContactStore
-from bot.telemetry import ROLLUP_DAYS_REBUILT, ROLLUP_LAST_REFRESH, SCHEDULER_RUNS
+from bot.storage import ContactStore, retention_of
+from bot.telemetry import CONTACTS_PURGED, ROLLUP_DAYS_REBUILT, ROLLUP_LAST_REFRESH, SCHEDULER_RUNS
 from metrics.engine import compute
-from metrics.timeutil import from_us, to_us
+from metrics.timeutil import US_PER_DAY, from_us, to_us
 
 log = logging.getLogger("acr_bot.scheduler")
 
@@ -47,6 +48,7 @@ OUTBOX_SECONDS = 30
 # questions on the fast path without holding the writer lock long enough to delay webhook deliveries.
 ROLLUP_MINUTES = 5
 ROLLUP_DAYS_PER_RUN = 14
+RETENTION_FIRST_DELAY_SECONDS = 60  # the first purge after start: once the start-up jobs are done
 
 
 class DailyTrigger(BaseTrigger):
@@ -119,6 +121,15 @@ class SchedulerService:
             next_run_time=now + timedelta(seconds=5),
             misfire_grace_time=ROLLUP_MINUTES * 60,
         )
+        if self.settings.retention_days is not None:
+            self.scheduler.add_job(
+                self._guarded(self.purge_old_contacts, "retention"),
+                IntervalTrigger(hours=24, timezone=UTC),
+                id="retention",
+                name=f"purge contacts older than {self.settings.retention_days} days, daily",
+                next_run_time=now + timedelta(seconds=RETENTION_FIRST_DELAY_SECONDS),
+                misfire_grace_time=24 * 3600,
+            )
         self.sync_subscriptions()
         log.info("scheduler started: %d digest subscription(s), alerts every %d min", len(self._digest_jobs), minutes)
 
@@ -149,6 +160,17 @@ class SchedulerService:
         if rebuilt < ROLLUP_DAYS_PER_RUN:  # nothing left to rebuild: up to date as of now
             ROLLUP_LAST_REFRESH.set_to_current_time()
         return rebuilt
+
+    def purge_old_contacts(self) -> int:
+        """RETENTION_DAYS: delete the contacts that started more than that many days ago; returns how many."""
+        days = self.settings.retention_days
+        if days is None:
+            return 0
+        purged = retention_of(self.store).purge_contacts_before(self.clock.now_us() - days * US_PER_DAY)
+        CONTACTS_PURGED.inc(purged)
+        if purged:
+            log.info("retention: purged %d contact(s) that started more than %d days ago", purged, days)
+        return purged
 
     def drain(self) -> None:
         self.poster.recover_in_doubt()  # claims of a process that ended: recovered now, not at the next start

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import tzinfo
-from typing import Any, Protocol, overload
+from typing import Any, Protocol, overload, runtime_checkable
 
 from bot.storage.schedules import Outbox, SchedulerLease, ScheduleStore
 from metrics.engine import MetricReader
+from metrics.errors import UserError
 from metrics.records import Contact
 
 # The tables besides the contacts that ``db copy`` moves, with the columns every backend has (in this order).
@@ -268,3 +269,26 @@ def open_store(database_url: str, *, synchronous: str = "NORMAL", busy_timeout_m
     check_database_url(database_url)
     prefix = next(prefix for prefix in BACKENDS if database_url.startswith(prefix))
     return BACKENDS[prefix](database_url, synchronous, busy_timeout_ms)
+
+
+@runtime_checkable
+class Retention(Protocol):
+    """Deleting contacts for good (RETENTION_DAYS, a data subject's erasure), with every derived value of what
+    remains exact. The SQLite store has it; a backend without it says so when asked (PostgreSQL: not yet)."""
+
+    def purge_contacts_before(self, cutoff_us: int) -> int:
+        """Delete every contact that started before ``cutoff_us``; returns how many. May commit in several
+        transactions (so writers are not held up for long); a contact is deleted whole or not at all."""
+        ...
+
+    def forget_customer(self, customer_id: str) -> int:
+        """Erase every contact of ``customer_id``; returns how many. May commit in several transactions; run it
+        again if it was interrupted."""
+        ...
+
+
+def retention_of(store: ContactStore) -> Retention:
+    """``store`` as a Retention, or a UserError saying that its backend cannot delete contacts yet."""
+    if not isinstance(store, Retention):
+        raise UserError(f"the {type(store).__name__} cannot delete contacts yet (RETENTION_DAYS, contacts forget)")
+    return store

@@ -33,6 +33,7 @@ from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 
 CHUNK = 5000
+PURGE_BATCH = 5000  # contacts deleted per write transaction by a purge or an erasure
 BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see SQLiteBulkWriter)
 # The writer checkpoints once the WAL holds this many pages (SQLite's default is 1,000): a stream of small
 # writes dirties the same index pages again and again, and each checkpoint copies a page once however
@@ -247,6 +248,41 @@ class SQLiteContactStore:
             scope = writer.finish()
             sqlite_rollups.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_rollups)
             conn.execute("UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,))
+
+    def purge_contacts_before(self, cutoff_us: int) -> int:
+        # In transactions of PURGE_BATCH contacts, so webhook batches get the lock in between. Deleting the
+        # oldest contacts changes no derived value of the others (a next repeat always starts later), and the
+        # delete triggers remove their candidate rows and mark their rollup days.
+        return self._delete_in_batches("started_us < ?", (cutoff_us,))
+
+    def forget_customer(self, customer_id: str) -> int:
+        # Every contact of the customer goes, so no next repeat of theirs is left to correct; other customers'
+        # contacts are never each other's repeats.
+        return self._delete_in_batches("customer_id = ?", (customer_id,))
+
+    def _delete_in_batches(self, where: str, params: tuple[Any, ...]) -> int:
+        deleted = 0
+        while True:
+            with self._write_lock, immediate_transaction(self._writer) as conn:
+                pks = [
+                    (pk,)
+                    for (pk,) in conn.execute(f"SELECT pk FROM contacts WHERE {where} LIMIT ?", (*params, PURGE_BATCH))
+                ]
+                conn.executemany("DELETE FROM contacts WHERE pk = ?", pks)
+                conn.execute("UPDATE store_stats SET value = value - ? WHERE name = 'contacts'", (len(pks),))
+            deleted += len(pks)
+            if len(pks) < PURGE_BATCH:
+                return deleted
+
+    def backup(self, target: str | Path) -> None:
+        """A consistent copy of the live database at ``target`` (SQLite's online backup: writers go on)."""
+        destination = sqlite3.connect(target)
+        try:
+            # In one step: one read snapshot for the whole copy (in steps, a write in between would restart it).
+            self._reader().backup(destination)
+            destination.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
+        finally:
+            destination.close()
 
     # --- reading -------------------------------------------------------------------------------------
 
