@@ -318,6 +318,7 @@ def test_reading_in_a_child_process_stores_the_same(tmp_path: Path, new_store: C
 
 def test_no_progress_bar_when_not_a_terminal(tmp_path: Path, database_url: str) -> None:
     path = jsonl(tmp_path / "p.jsonl", [record("a")])
+    open_store(database_url).close()  # (a new database is announced on stderr)
     quiet = run(database_url, str(path))
     assert quiet.stderr == "" and "%" not in quiet.stdout
 
