@@ -89,6 +89,11 @@ class FakeSlack:
         """What the Web API ``method`` answers (default ``{"ok": true}``)."""
         self.answers[method] = body
 
+    def answer_pages(self, method: str, pages: list[dict[str, Any]]) -> None:
+        """``method`` answers with ``pages`` in turn, linked by ``response_metadata.next_cursor`` (Slack's
+        cursor pagination): a request with ``cursor=N`` gets page N."""
+        self.answers[method] = {"pages": pages}
+
     def fail(self, path_end: str, status: int, times: int = 1, retry_after: int | None = None) -> None:
         """The next ``times`` requests whose path ends with ``path_end`` get ``status`` (with Retry-After)."""
         self._failures.setdefault(path_end, []).append(_Failure(status, times, retry_after))
@@ -187,6 +192,11 @@ class FakeSlack:
                     error = "ratelimited" if failure.status == 429 else "fatal_error"
                     return failure.status, headers, {"ok": False, "error": error}
             method = path.rsplit("/", 1)[-1]
+            if method in self.answers and "pages" in self.answers[method]:  # cursor pagination
+                pages = self.answers[method]["pages"]
+                number = int(body.get("cursor") or 0)
+                more = {"next_cursor": str(number + 1) if number + 1 < len(pages) else ""}
+                return 200, {}, {**pages[number], "response_metadata": more}
             if method in self.answers:
                 return 200, {}, self.answers[method]
             if method == "chat.postMessage":

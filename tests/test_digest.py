@@ -223,8 +223,10 @@ def test_cli_dry_run_prints_and_posts_nothing_then_a_real_run_posts_once(
     monkeypatch.setenv("SLACK_API_URL", fake.api_url)
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
     runner = CliRunner()
-    added = runner.invoke(main, ["subscriptions", "add", "C0LEADS", "09:00", "team:billing"])
+    fake.answer("conversations.list", {"ok": True, "channels": [{"id": "C0LEADS", "name": "support-leads"}]})
+    added = runner.invoke(main, ["subscriptions", "add", "support-leads", "09:00", "team:billing"])  # by name
     assert added.exit_code == 0, added.output
+    fake.calls.clear()
     store = open_store(seeded)  # pretend it was added last week, so today's 09:00 counts
     sub = store.schedules().list_subscriptions()[0]
     store.schedules().save_subscription(sub.channel, sub.scope, sub.local_time, None, False, None, DUE - 48 * HOUR_US)
@@ -234,10 +236,12 @@ def test_cli_dry_run_prints_and_posts_nothing_then_a_real_run_posts_once(
     assert "would post now" in dry.output and "ACR (7-day window): 82.5%" in dry.output
     assert fake.calls == []
     for expected in ("digest:C0LEADS:team:billing:2026-03-09: sent", "No digest is due."):  # then: already sent
-        real = runner.invoke(main, ["digest", "--as-of", "2026-03-09T09:05:00Z", "--channel", "C0LEADS"])
+        real = runner.invoke(main, ["digest", "--as-of", "2026-03-09T09:05:00Z", "--channel", "support-leads"])
         assert real.exit_code == 0, real.output
         assert expected in real.output
     assert len(fake.posts()) == 1
+    [complete] = fake.calls_to("files.completeUploadExternal")  # the chart: uploads need the channel's id
+    assert complete.body["channel_id"] == "C0LEADS" and fake.posts()[0].body["channel"] == "C0LEADS"
     bad = runner.invoke(main, ["digest", "--as-of", "yesterday-ish"])
     assert bad.exit_code == 1 and bad.output.startswith("Error: --as-of:")
 

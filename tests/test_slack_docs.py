@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,14 @@ def test_manifest_declares_both_commands_events_and_scopes() -> None:
     )
     assert app["features"]["app_home"]["home_tab_enabled"] is True
     assert {"commands", "chat:write", "usergroups:read"} <= set(app["oauth_config"]["scopes"]["bot"])
+
+
+def test_the_readme_names_exactly_the_scopes_the_manifest_asks_for() -> None:
+    """A private channel needs groups:history and groups:read; the README once listed four scopes of six."""
+    scopes = set(manifest()["oauth_config"]["scopes"]["bot"])
+    assert {"groups:history", "groups:read", "channels:read", "files:write"} <= scopes
+    step = readme_slack_section().split("the scopes (", 1)[1].split("), interactivity", 1)[0]
+    assert set(re.findall(r"`([a-z]+(?::[a-z.]+)?)`", step)) - {"SLACK_SUPERVISOR_GROUP"} == scopes
 
 
 def test_supervisor_settings_are_documented() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 from click.testing import CliRunner
 
@@ -16,27 +18,42 @@ from bot.scheduler.words import (
 )
 from bot.storage import open_store
 from metrics.errors import UserError
+from tests.fake_slack import FakeSlack
 
 
 @pytest.fixture
-def runner(database_url: str, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+def slack() -> Iterator[FakeSlack]:
+    """Slack's conversations.list, in two pages (as its cursor pagination answers)."""
+    with FakeSlack() as fake:
+        fake.answer_pages(
+            "conversations.list",
+            [{"ok": True, "channels": [{"id": "C0GENERAL", "name": "general"}]},
+             {"ok": True, "channels": [{"id": "C0LEADS1", "name": "support-leads"}]}],
+        )  # fmt: skip
+        yield fake
+
+
+@pytest.fixture
+def runner(database_url: str, monkeypatch: pytest.MonkeyPatch, slack: FakeSlack) -> CliRunner:
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("BOT_TIMEZONE", "America/New_York")
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_API_URL", slack.api_url)
     return CliRunner()
 
 
 def test_add_list_update_remove(runner: CliRunner, database_url: str) -> None:
     added = runner.invoke(main, ["subscriptions", "add", "support-leads", "daily", "09:00", "team:billing", "weekdays"])
     assert added.exit_code == 0, added.output
-    assert added.stdout.startswith("Subscribed #1: #support-leads weekdays at 09:00 America/New_York, team billing.")
+    assert added.stdout.startswith("Subscribed #1: C0LEADS1 weekdays at 09:00 America/New_York, team billing.")
     assert "First digest:" in added.output
     second = runner.invoke(main, ["subscriptions", "add", "C0123ABCD", "7:30", "tz:Europe/Berlin"])
     assert second.exit_code == 0, second.output
     moved = runner.invoke(main, ["subscriptions", "add", "support-leads", "10:15", "team:billing"])
-    assert moved.output.startswith("Updated #1: #support-leads daily at 10:15")
+    assert moved.output.startswith("Updated #1: C0LEADS1 daily at 10:15")
     listed = runner.invoke(main, ["subscriptions", "list"])
     assert listed.output.splitlines() == [
-        "#1: #support-leads daily at 10:15 America/New_York, team billing",
+        "#1: C0LEADS1 daily at 10:15 America/New_York, team billing",
         "#2: C0123ABCD daily at 07:30 Europe/Berlin, all teams",
     ]
     store = open_store(database_url)
@@ -45,7 +62,7 @@ def test_add_list_update_remove(runner: CliRunner, database_url: str) -> None:
     finally:
         store.close()
     assert [(s.channel, s.scope, s.local_time, s.zone, s.weekdays_only) for s in stored] == [
-        ("#support-leads", "team:billing", "10:15", None, False),
+        ("C0LEADS1", "team:billing", "10:15", None, False),  # stored by id, as uploads and history need
         ("C0123ABCD", "", "07:30", "Europe/Berlin", False),
     ]
     removed = runner.invoke(main, ["subscriptions", "remove", "1"])
@@ -103,3 +120,14 @@ def test_slack_words_for_subscriptions_and_alerts() -> None:
         parse_schedule_command(["subscriptions", "now"])
     with pytest.raises(UserError, match="channel is given twice"):
         parse_schedule_command(["subscribe", "#a", "#b", "09:00"])
+
+
+def test_a_channel_name_that_cannot_be_looked_up_is_refused_saying_how_to_find_the_id(
+    runner: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unknown = runner.invoke(main, ["subscriptions", "add", "no-such-channel", "09:00"])
+    assert unknown.exit_code == 1
+    assert "no channel #no-such-channel that the bot can see" in unknown.stderr and "C0123ABCD" in unknown.stderr
+    monkeypatch.delenv("SLACK_BOT_TOKEN")
+    offline = runner.invoke(main, ["subscriptions", "add", "support-leads", "09:00"])
+    assert offline.exit_code == 1 and "only be looked up with SLACK_BOT_TOKEN set" in offline.stderr
