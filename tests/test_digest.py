@@ -312,3 +312,19 @@ def test_names_from_contact_data_never_ping_anyone_in_a_team_digest(
     assert any("&lt;@U0BOSS&gt; ann" in text for text in texts)
     for text in texts:
         assert "<!channel>" not in text and "<@U0BOSS>" not in text and "@here" not in text, text
+
+
+def test_dry_run_previews_a_digest_before_any_subscription(seeded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """From the new-user list: `digest --dry-run` said only "No digest subscriptions"; now it shows the digest."""
+    monkeypatch.setenv("DATABASE_URL", seeded)
+    everyone = CliRunner().invoke(main, ["digest", "--dry-run", "--as-of", "2026-03-09T09:05:00Z"])
+    assert everyone.exit_code == 0, everyone.output
+    assert everyone.stdout.startswith("--- preview (all teams), as of 2026-03-09 09:05 UTC; no subscription yet\n")
+    assert "ACR daily digest — all teams — Mon 2026-03-09" in everyone.stdout and "By team" in everyone.stdout
+    team = CliRunner().invoke(main, ["digest", "--dry-run", "--team", "billing", "--as-of", "2026-03-09T09:05:00Z"])
+    assert "ACR (7-day window): 82.5%" in team.stdout and "missed" not in team.stdout
+    store = open_store(seeded)
+    try:
+        assert store.outbox().due_messages(2**62) == [] and store.schedules().list_subscriptions() == []
+    finally:
+        store.close()
