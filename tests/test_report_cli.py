@@ -103,6 +103,12 @@ def test_no_data_is_null_in_json_and_words_in_text(example_db: str) -> None:
     assert (out["matured"], out["rate"], out["ci_low"], out["ci_high"]) == (0, None, None, None)
     text = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--agent", "nobody").output
     assert "no data" in text and "0.0%" not in text
+    assert "No contact counts here: no inbound contact with an agent and agent=nobody started in this period" in text
+    # A period the data does not cover says why it is empty, too (the README's fixed dates once answered nothing).
+    empty = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--since", "2025-01-01", "--until", "2025-01-31").output
+    assert "no inbound contact with an agent started in this period. Check the period" in empty
+    full = run("acr", "--as-of", "2026-03-20T12:00:00Z").output
+    assert "No contact counts here" not in full
 
 
 def test_calendar_period_and_by_day_in_new_york(example_db: str, monkeypatch: pytest.MonkeyPatch) -> None:

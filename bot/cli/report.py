@@ -263,6 +263,12 @@ def as_text(result: MetricResult, zone: tzinfo) -> str:
         if index == 0 or (result.rows and index == len(table) - 2):
             lines.append("  ".join("-" * width for width in widths))
     lines.append("")
+    if result.total.matured + result.total.pending == 0:
+        lines.append(
+            f"No contact counts here: no inbound contact with an agent{'' if not query.filters else ' and ' + scope} "
+            "started in this period. Check the period (--last, --since/--until: the data you imported covers some "
+            "dates only; demo data covers the 60 days before it was loaded) and the filters' spelling."
+        )
     lines.append("pending = started in the period but their window has not passed yet: reported, not in the rate.")
     return "\n".join(lines)
 
