@@ -1,0 +1,336 @@
+"""Soak: the real ``acr-bot serve`` under mixed load against a faulty fake Slack, SIGKILLed once and restarted.
+
+For ``--minutes`` minutes: webhook senders post signed batches (each remembers what was acknowledged with 200),
+a Slack user sends signed slash commands (each ack timed), one ``acr-bot ingest`` of a large file runs, and the
+server's scheduler posts digests (subscriptions due every minute or so of the run) and alerts (a rule that fires)
+to a fake Slack that answers 429, 500 and stalls past the client's timeout at random. Halfway through the server
+is SIGKILLed and started again at once. At the end it checks that every acknowledged record is stored, that every
+digest and alert due was posted exactly once, and reports the server's memory over time.
+
+    flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py --minutes 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bot.http.signing import signed_headers  # noqa: E402
+from bot.storage import open_store  # noqa: E402
+from tests.scheduler_support import UploadingFakeSlack  # noqa: E402
+from tests.slack_support import SECRET as SLACK_SECRET  # noqa: E402
+from tests.slack_support import command_form, signed_post  # noqa: E402
+
+WEBHOOK_SECRET = "soak-webhook-secret"
+ACR_BOT = Path(sys.executable).with_name("acr-bot")
+API_TIMEOUT_SECONDS = 15  # bot.slack.app.API_TIMEOUT_SECONDS: a stall longer than this is a post "in doubt"
+
+
+class ChaosSlack(UploadingFakeSlack):
+    """The fake Slack, failing at random: 429 with Retry-After, 500, and stalls (some past the client timeout)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.random = random.Random(seed)
+        self.injected: Counter[str] = Counter()
+
+    def _decide(self, path: str, body: dict[str, Any]) -> tuple[int, dict[str, str], dict[str, Any]]:
+        method = path.rsplit("/", 1)[-1]
+        if method in ("chat.postMessage", "files.completeUploadExternal", "conversations.history"):
+            with self._lock:
+                roll = self.random.random()
+                if roll < 0.10:
+                    self.injected["429"] += 1
+                    self._failures.setdefault(method, []).insert(0, _failure(429, 1))
+                elif roll < 0.15:
+                    self.injected["500"] += 1
+                    self._failures.setdefault(method, []).insert(0, _failure(500, None))
+                elif roll < 0.18 and method == "chat.postMessage":
+                    long = self.random.random() < 0.3
+                    self.injected["stall past timeout" if long else "stall"] += 1
+                    self.stall(method, API_TIMEOUT_SECONDS + 2 if long else 3)
+        return super()._decide(path, body)
+
+
+def _failure(status: int, retry_after: int | None) -> Any:
+    from tests.fake_slack import _Failure
+
+    return _Failure(status, 1, retry_after)
+
+
+class Server:
+    def __init__(self, database_url: str, folder: Path, slack: ChaosSlack):
+        self.database_url, self.folder, self.slack = database_url, folder, slack
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.memory: list[tuple[float, int, float]] = []  # (run number, seconds since start, RSS MiB)
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        log = self.folder / f"serve-{self.runs}.log"
+        env = {
+            **os.environ,
+            "DATABASE_URL": self.database_url,
+            "WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "SLACK_SIGNING_SECRET": SLACK_SECRET,
+            "SLACK_BOT_TOKEN": "xoxb-soak",
+            "SLACK_API_URL": self.slack.api_url,
+            "ALERT_INTERVAL_MINUTES": "1",
+            "LOG_LEVEL": "INFO",  # (the "listening on" line tells the port)
+            "PYTHONUNBUFFERED": "1",
+        }
+        with log.open("wb") as sink:
+            self.proc = subprocess.Popen([str(ACR_BOT), "serve", "--port", "0"], env=env, stdout=sink, stderr=sink)
+        deadline = time.monotonic() + 120
+        while True:
+            found = re.findall(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
+            if found:
+                self.url = found[-1]
+                try:
+                    if httpx.get(self.url + "/healthz", timeout=5).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the server did not start:\n{log.read_text(errors='replace')}")
+            time.sleep(0.1)
+        self.started = time.monotonic()
+
+    def sample_memory(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            rss = psutil.Process(self.proc.pid).memory_info().rss / 2**20
+            self.memory.append((self.runs, round(time.monotonic() - self.started), rss))
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(60)
+
+
+class Sender(threading.Thread):
+    """Posts batches of new records; remembers the ids acknowledged with 200 (and every other answer)."""
+
+    def __init__(self, server: Server, number: int, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.server, self.number, self.stop_event = server, number, stop
+        self.acknowledged: list[str] = []
+        self.answers: Counter[str] = Counter()
+
+    def run(self) -> None:
+        batch = 0
+        base = datetime.now(UTC) - timedelta(days=20)
+        while not self.stop_event.is_set():
+            batch += 1
+            records = [
+                {"id": f"s{self.number}-{batch}-{i}", "customer_id": f"k{(batch * 31 + i) % 500}",
+                 "agent": f"agent{i % 9}", "team": ("billing", "sales")[i % 2],
+                 "started_at": (base + timedelta(minutes=batch * 7 + i)).isoformat()}
+                for i in range(50)
+            ]  # fmt: skip
+            body = b"\n".join(orjson.dumps(r) for r in records)
+            headers = {"Content-Type": "application/x-ndjson", **signed_headers(WEBHOOK_SECRET, body)}
+            try:
+                response = httpx.post(
+                    self.server.url + "/webhooks/interactions", content=body, headers=headers, timeout=30
+                )
+            except httpx.TransportError as problem:
+                self.answers[type(problem).__name__] += 1
+                time.sleep(0.5)
+                continue
+            self.answers[str(response.status_code)] += 1
+            if response.status_code == 200:
+                self.acknowledged += [r["id"] for r in records]
+            elif response.status_code == 503:
+                time.sleep(float(response.headers.get("Retry-After", "1")))
+            time.sleep(0.05)
+
+
+class Asker(threading.Thread):
+    """A Slack user: a signed /acr command every second; records each ack's time."""
+
+    def __init__(self, server: Server, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.server, self.stop_event = server, stop
+        self.acks: list[float] = []
+        self.failures: Counter[str] = Counter()
+
+    def run(self) -> None:
+        words = ["7d", "by:team", "by:agent last:14d", "team:billing", "help"]
+        with httpx.Client(timeout=10) as http:
+            for n in range(10**9):
+                if self.stop_event.is_set():
+                    return
+                form = command_form(words[n % len(words)], "/acr", "U0SOAK", self.server.slack.response_url(f"q{n}"))
+                started = time.monotonic()
+                try:
+                    response = signed_post(
+                        http, self.server.url + "/slack/events", form, "application/x-www-form-urlencoded"
+                    )
+                    if response.status_code == 200:
+                        self.acks.append(time.monotonic() - started)
+                    else:
+                        self.failures[str(response.status_code)] += 1
+                except httpx.TransportError as problem:
+                    self.failures[type(problem).__name__] += 1
+                time.sleep(1)
+
+
+def import_file(folder: Path, database_url: str, count: int) -> tuple[int, float, str]:
+    path = folder / "import.jsonl"
+    base = datetime.now(UTC) - timedelta(days=40)
+    with path.open("wb") as out:
+        for i in range(count):
+            record = {"id": f"imp-{i}", "customer_id": f"ik{i % 20_000}", "agent": f"agent{i % 30}",
+                      "team": ("billing", "sales", "support")[i % 3],
+                      "started_at": (base + timedelta(seconds=i * 17)).isoformat()}  # fmt: skip
+            out.write(orjson.dumps(record) + b"\n")
+    started = time.monotonic()
+    result = subprocess.run(
+        [str(ACR_BOT), "ingest", str(path)], env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return (
+        result.returncode,
+        time.monotonic() - started,
+        result.stdout.strip().splitlines()[-1:][0] if result.stdout else result.stderr,
+    )
+
+
+def setup(database_url: str, minutes: float) -> tuple[list[str], list[int]]:
+    """Subscriptions due during the run (one every ~minute, each in its own channel), and an alert rule that fires."""
+    store = open_store(database_url)
+    try:
+        now = datetime.now(UTC)
+        channels = []
+        for i in range(max(1, int(minutes) - 1)):
+            at = now + timedelta(minutes=i + 1, seconds=30)
+            channel = f"C0SOAK{i:02d}"
+            store.schedules().save_subscription(channel, "", f"{at:%H:%M}", "UTC", False, None, int(time.time() * 1e6))
+            channels.append(channel)
+        rule = store.schedules().add_alert_rule(
+            "acr", 0.99, 7 * 86_400_000_000, 30, "", 1, "C0ALERTS", False, None, int(time.time() * 1e6)
+        )
+        return channels, [rule.id]
+    finally:
+        store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--senders", type=int, default=2)
+    parser.add_argument("--import-records", type=int, default=200_000)
+    parser.add_argument("--seed", type=int, default=15)
+    options = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="acr-soak-"))
+    database_url = f"sqlite:///{folder / 'acr.db'}"
+    open_store(database_url).close()
+    channels, rules = setup(database_url, options.minutes)
+    with ChaosSlack(options.seed) as slack:
+        server = Server(database_url, folder, slack)
+        server.start()
+        stop = threading.Event()
+        senders = [Sender(server, n, stop) for n in range(options.senders)]
+        asker = Asker(server, stop)
+        for thread in [*senders, asker]:
+            thread.start()
+        end = time.monotonic() + options.minutes * 60
+        killed = imported = False
+        import_result: tuple[int, float, str] | None = None
+        importer: threading.Thread | None = None
+        while time.monotonic() < end:
+            server.sample_memory()
+            left = end - time.monotonic()
+            if not imported and left < options.minutes * 60 * 0.75:
+                imported = True
+
+                def run_import() -> None:
+                    nonlocal import_result
+                    import_result = import_file(folder, database_url, options.import_records)
+
+                importer = threading.Thread(target=run_import, daemon=True)
+                importer.start()
+            if not killed and left < options.minutes * 60 / 2:
+                killed = True
+                server.kill()
+                server.start()  # at once
+            time.sleep(5)
+        stop.set()
+        for thread in [*senders, asker]:
+            thread.join(60)
+        if importer is not None:
+            importer.join(600)
+        time.sleep(40)  # the outbox job (30 s) retries what is still pending
+        server.sample_memory()
+        server.stop()
+        report(folder, database_url, slack, server, senders, asker, channels, rules, import_result)
+
+
+def report(
+    folder: Path, database_url: str, slack: ChaosSlack, server: Server, senders: list[Sender], asker: Asker,
+    channels: list[str], rules: list[int], import_result: tuple[int, float, str] | None,
+) -> None:  # fmt: skip
+    acknowledged = [cid for sender in senders for cid in sender.acknowledged]
+    store = open_store(database_url)
+    try:
+        missing = [cid for cid in acknowledged if store.get_contact("api", cid) is None]
+        outbox = store.outbox()
+        stuck = [*outbox.due_messages(2**62), *outbox.in_doubt_messages()]
+    finally:
+        store.close()
+    posts = [c for c in slack.calls_to("chat.postMessage") if c.status == 200]
+    keys = Counter(str((c.body.get("metadata") or {}).get("event_payload", {}).get("key")) for c in posts)
+    digests = {ch: sum(n for k, n in keys.items() if k.startswith(f"digest:{ch}:")) for ch in channels}
+    alerts = {k: n for k, n in keys.items() if k.startswith("alert:")}
+    acks = sorted(asker.acks)
+    figures = {
+        "minutes": round((server.memory[-1][1] if server.memory else 0) / 60, 1),
+        "acknowledged_records": len(acknowledged),
+        "acknowledged_but_missing": len(missing),
+        "webhook_answers": dict(sum((s.answers for s in senders), Counter())),
+        "slash_commands_acked": len(acks),
+        "ack_p50_ms": round(acks[len(acks) // 2] * 1000) if acks else None,
+        "ack_max_ms": round(acks[-1] * 1000) if acks else None,
+        "slash_command_failures": dict(asker.failures),
+        "import": import_result,
+        "faults_injected": dict(slack.injected),
+        "digest_posts_per_channel": digests,
+        "alert_posts_per_key": alerts,
+        "duplicates": {k: n for k, n in keys.items() if n > 1},
+        "outbox_left": [(e.key, e.status, e.last_error) for e in stuck],
+        "rss_mib": [(run, seconds, round(rss)) for run, seconds, rss in server.memory],
+    }
+    print(json.dumps(figures, indent=1))
+    ok = not missing and not figures["duplicates"] and all(n == 1 for n in digests.values()) and not stuck
+    print("PASS" if ok else "FAIL", f"(logs in {folder})")
+    sys.exit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
