@@ -292,9 +292,7 @@ def _mrkdwn_texts(body: dict[str, Any]) -> list[str]:
     return texts
 
 
-def test_names_from_contact_data_never_ping_anyone_in_a_team_digest(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_names_from_contact_data_never_ping_anyone_in_a_team_digest(database_url: str, fake: FakeSlack) -> None:
     """Defect 6: the team name reached the notification text, and agent names the table, raw."""
     team = "Sales <!channel>"
     records = contacts_for(team, "<@U0BOSS> ann", 40, 0.75, DUE_S - 10 * DAY_S, prefix="a", span_days=15)

@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.ingest import FileResult, children, ingest_file, jsonl_format
+from bot.ingest import FileResult, batch, children, ingest_file, jsonl_format
 from bot.storage import ContactStore
 from metrics.timeutil import load_zone
 from tests.store_support import stored_contacts
@@ -173,7 +173,7 @@ def test_killing_the_import_ends_its_reader_processes(tmp_path: Path, sig: signa
     """Defect 9: after `kill` of `acr-bot ingest` its readers (about 80 MB each) went on running, blocked."""
     path = tmp_path / "big.jsonl"
     path.write_bytes(b"\n".join(jsonl_line(n, reason="r" * 100).encode() for n in range(120_000)))
-    assert path.stat().st_size > 2 * ingest.PARALLEL_MIN_BYTES
+    assert path.stat().st_size > 2 * batch.PARALLEL_MIN_BYTES
     env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'acr.db'}"}
     acr_bot = Path(sys.executable).with_name("acr-bot")
     proc = subprocess.Popen([str(acr_bot), "ingest", str(path)], env=env, stdout=subprocess.DEVNULL)
@@ -181,7 +181,7 @@ def test_killing_the_import_ends_its_reader_processes(tmp_path: Path, sig: signa
     try:
         parent = psutil.Process(proc.pid)
         deadline = time.monotonic() + 30
-        while len(readers := parent.children()) < ingest.READERS:
+        while len(readers := parent.children()) < children.READERS:
             assert proc.poll() is None and time.monotonic() < deadline, "the import ended before its readers started"
             time.sleep(0.01)
         proc.send_signal(sig)

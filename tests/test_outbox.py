@@ -270,7 +270,7 @@ def _claim_and_die(database_url: str, key: str, now_us: int) -> None:
 
 
 def test_the_claim_of_a_killed_process_is_recovered_by_the_next_outbox_run_without_a_restart(
-    database_url: str, fake: UploadingFakeSlack
+    database_url: str, fake: FakeSlack
 ) -> None:
     """Defect 2: recovery ran only at start-up and only for claims older than 600 s; the row stayed "sending"."""
     from bot.scheduler.service import SchedulerService
@@ -293,7 +293,7 @@ def test_the_claim_of_a_killed_process_is_recovered_by_the_next_outbox_run_witho
         store.close()
 
 
-def test_a_live_claim_of_another_process_is_left_alone_however_old(database_url: str, fake: UploadingFakeSlack) -> None:
+def test_a_live_claim_of_another_process_is_left_alone_however_old(database_url: str, fake: FakeSlack) -> None:
     from bot.scheduler.delivery import process_token
 
     clock = ManualClock(NOW)
@@ -312,9 +312,7 @@ def test_a_live_claim_of_another_process_is_left_alone_however_old(database_url:
         store.close()
 
 
-def test_a_post_that_timed_out_is_looked_up_in_the_channel_not_posted_again(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_a_post_that_timed_out_is_looked_up_in_the_channel_not_posted_again(database_url: str, fake: FakeSlack) -> None:
     """Defect 3: Slack accepted the post but answered after the client's timeout; the retry posted a copy."""
     clock = ManualClock(NOW)
     store, poster = poster_for(database_url, fake, clock, quick=True, backoff_seconds=0.01)
@@ -334,9 +332,7 @@ def test_a_post_that_timed_out_is_looked_up_in_the_channel_not_posted_again(
         store.close()
 
 
-def test_a_timed_out_post_stays_in_doubt_while_the_channel_cannot_be_read(
-    database_url: str, fake: UploadingFakeSlack
-) -> None:
+def test_a_timed_out_post_stays_in_doubt_while_the_channel_cannot_be_read(database_url: str, fake: FakeSlack) -> None:
     """When Slack cannot say whether the post arrived, nothing is posted; once it can, the answer is used."""
     clock = ManualClock(NOW)
     store, poster = poster_for(database_url, fake, clock, quick=True, attempts_now=2, backoff_seconds=0.01)

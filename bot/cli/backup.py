@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bot.cli.common import database_label, settings, store_for
+from bot.cli.common import command_store, database_label, settings
 from metrics.errors import UserError
 
 
@@ -25,11 +25,8 @@ def backup(path: Path) -> None:
         raise UserError(f"{path} already exists; name a new file (a backup never overwrites anything)")
     if not path.parent.is_dir():
         raise UserError(f"{path.parent} is not a directory")
-    store = store_for(config)
-    try:
-        assert isinstance(store, SQLiteContactStore)
-        contacts = store.count_contacts()
-        store.backup(path)
-    finally:
-        store.close()
+    store = command_store()
+    assert isinstance(store, SQLiteContactStore)
+    contacts = store.count_contacts()
+    store.backup(path)
     click.echo(f"Backed up {database_label(config)} ({contacts:,} contacts) to {path.resolve()}")
