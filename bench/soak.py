@@ -37,7 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from bot.http.signing import signed_headers  # noqa: E402
 from bot.storage import open_store  # noqa: E402
-from tests.scheduler_support import UploadingFakeSlack  # noqa: E402
+from tests.fake_slack import FakeSlack  # noqa: E402
 from tests.slack_support import SECRET as SLACK_SECRET  # noqa: E402
 from tests.slack_support import command_form, signed_post  # noqa: E402
 
@@ -46,7 +46,7 @@ ACR_BOT = Path(sys.executable).with_name("acr-bot")
 API_TIMEOUT_SECONDS = 15  # bot.slack.app.API_TIMEOUT_SECONDS: a stall longer than this is a post "in doubt"
 
 
-class ChaosSlack(UploadingFakeSlack):
+class ChaosSlack(FakeSlack):
     """The fake Slack, failing at random: 429 with Retry-After, 500, and stalls (some past the client timeout)."""
 
     def __init__(self, seed: int) -> None:

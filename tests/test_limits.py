@@ -16,15 +16,14 @@ import pytest
 from bot.slack.app import EVENTS_MAX_BODY_BYTES
 from bot.storage import ContactStore
 from tests.fake_slack import FakeSlack
-from tests.fake_slack import fake_slack as fake_slack
 from tests.slack_support import SlackServer, running, slack_settings
 from tests.test_serve import Process, start_serve
 from tests.test_serve import processes as processes
 
 
 @pytest.fixture
-def slack_server(fake_slack: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
-    with running(slack_settings(database_url, fake_slack.api_url), store) as server:
+def events_server(fake: FakeSlack, store: ContactStore, database_url: str) -> Iterator[SlackServer]:
+    with running(slack_settings(database_url, fake.api_url), store) as server:
         yield server
 
 
@@ -84,37 +83,35 @@ def stream_chunked(
         return sent, reader.received
 
 
-def test_slack_events_refuses_a_huge_chunked_body_before_reading_it(slack_server: SlackServer) -> None:
+def test_slack_events_refuses_a_huge_chunked_body_before_reading_it(events_server: SlackServer) -> None:
     """Defect 1: an unsigned 64 MiB chunked body was read whole (memory) before the signature was checked."""
     total = 64 * 1024 * 1024
     sent, answer = stream_chunked(
-        slack_server.url, "/slack/events", {"Content-Type": "application/x-www-form-urlencoded"}, total
+        events_server.url, "/slack/events", {"Content-Type": "application/x-www-form-urlencoded"}, total
     )
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert b"Slack never sends that much" in answer
     assert sent < 16 * EVENTS_MAX_BODY_BYTES  # refused early: only socket buffers' worth went past the cap
 
 
-def test_slack_events_refuses_a_declared_huge_body_at_once(slack_server: SlackServer) -> None:
+def test_slack_events_refuses_a_declared_huge_body_at_once(events_server: SlackServer) -> None:
     head = [
         "POST /slack/events HTTP/1.1",
         "Host: test",
         "Content-Type: application/x-www-form-urlencoded",
         f"Content-Length: {200 * 1024 * 1024}",
     ]
-    with socket.create_connection(_address(slack_server.url), timeout=10) as conn:
+    with socket.create_connection(_address(events_server.url), timeout=10) as conn:
         conn.sendall("\r\n".join([*head, "", ""]).encode() + b"x" * 1000)
         answer = _read_answer(conn)
     assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
     assert b"connection: close" in answer.lower()
 
 
-def test_slack_events_still_answers_signed_requests_within_the_cap(
-    slack_server: SlackServer, fake_slack: FakeSlack
-) -> None:
-    response = slack_server.command("help", response_url=fake_slack.response_url("h"))
+def test_slack_events_still_answers_signed_requests_within_the_cap(events_server: SlackServer, fake: FakeSlack) -> None:
+    response = events_server.command("help", response_url=fake.response_url("h"))
     assert response.status_code == 200
-    assert fake_slack.reply("h")
+    assert fake.reply("h")
 
 
 @pytest.fixture
