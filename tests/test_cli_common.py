@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.cli.common import AsOf
+from bot.storage import open_store
 
 
 def every_command(group: click.Group, path: str = "acr-bot") -> Iterator[tuple[str, click.Command]]:
@@ -44,6 +45,7 @@ def test_a_command_closes_its_store_however_it_ends(
     behind means the command closed every connection it opened, on success and on error alike."""
     db = tmp_path / "acr.db"
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{db}")
+    open_store(f"sqlite:///{db}").close()  # (a missing database is an error for these commands)
     result = CliRunner().invoke(main, args)
     assert result.exit_code == exit_code, result.output
     assert db.exists() and not Path(f"{db}-wal").exists()

@@ -146,8 +146,8 @@ def test_retention_purges_old_contacts_and_what_remains_answers_exactly(
 ) -> None:
     """RETENTION_DAYS=45: the scheduler's daily job deletes contacts that started more than 45 days before now;
     every answer about what remains equals that of a database that only ever held what remains."""
-    from bot.scheduler.service import SchedulerService
     from bot.clock import ManualClock
+    from bot.scheduler.service import SchedulerService
     from bot.settings import load_settings
     from bot.slack.app import build_web_client
 

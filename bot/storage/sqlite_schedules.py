@@ -35,9 +35,7 @@ _SUBSCRIPTION_COLUMNS = (
 _OUTBOX_COLUMNS = (
     "key, channel, text, blocks, thread_key, file, filename, title, status, attempts, next_attempt_us, created_us, "
     "ts, sent_us, last_error, claimed_by"
-)
-# Added by the migration ``m_outbox_claims`` (after SCHEMA was frozen in ``m_schedules``).
-CLAIMS_SCHEMA = ["ALTER TABLE outbox ADD COLUMN claimed_by TEXT"]
+)  # claimed_by: added by the migration m_outbox_claims
 
 
 class SQLiteSchedules:
