@@ -252,7 +252,8 @@ def main() -> None:
     database_url = f"sqlite:///{folder / 'acr.db'}"
     open_store(database_url).close()
     channels, rules = setup(database_url, options.minutes)
-    with ChaosSlack(options.seed) as slack:
+    slack = ChaosSlack(options.seed)
+    with slack:
         server = Server(database_url, folder, slack)
         server.start()
         stop = threading.Event()

@@ -23,7 +23,7 @@ from tests.store_support import stored_contacts
 UTC_ZONE = load_zone("UTC")
 
 
-def record(contact_id: str, **fields: Any) -> dict[str, Any]:
+def record(contact_id: object, **fields: Any) -> dict[str, Any]:
     base: dict[str, Any] = {
         "id": contact_id,
         "customer_id": "cust-1",

@@ -33,7 +33,7 @@ RECORDS = [
 ]
 
 
-def post(url: str, records: list[dict[str, object]]) -> httpx.Response:
+def post(url: str, records: list[dict[str, Any]]) -> httpx.Response:
     body = orjson.dumps(records)
     headers = {"Content-Type": "application/json", **signed_headers(SECRET, body)}
     return httpx.post(url + "/webhooks/interactions", content=body, headers=headers, timeout=10)

@@ -157,7 +157,8 @@ def _fired_alert(database_url: str, fake: FakeSlack) -> tuple[ContactStore, str,
     )
     jobs_for(settings_for(database_url, fake), store, ManualClock(t0)).run_alerts()
     [fired] = fake.posts()
-    ts = store.outbox().outbox_entry("alert:1:1:fire").ts
+    entry = store.outbox().outbox_entry("alert:1:1:fire")
+    ts = entry.ts if entry is not None else None
     assert ts is not None
     value = next(b for b in fired.body["blocks"] if b["type"] == "actions")["elements"][0]["value"]
     return store, ts, value

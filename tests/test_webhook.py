@@ -35,7 +35,7 @@ from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_head
 from bot.http.webhook import Item, MalformedBody, decode_body
 from bot.settings import load_settings
 from bot.storage import ContactStore, UpsertCounts, open_store
-from metrics.records import Contact
+from metrics.records import Contact, parse_contact
 from metrics.timeutil import to_us
 from tests.builders import valid
 from tests.store_support import sqlite_path
