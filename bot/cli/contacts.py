@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from bot.cli.common import command_store, database_label, settings
+from bot.storage import retention_of
 
 
 @click.group("contacts")
@@ -18,6 +19,6 @@ def forget(customer_id: str) -> None:
     """Erase every contact of a customer (a data subject's request), with every derived value and rate
     corrected. Backups made before keep them: delete or re-make those too."""
     config = settings()
-    erased = command_store().forget_customer(customer_id)
+    erased = retention_of(command_store()).forget_customer(customer_id)
     noun = "contact" if erased == 1 else "contacts"
     click.echo(f"Erased {erased} {noun} of customer {customer_id!r} from {database_label(config)}")
