@@ -63,8 +63,16 @@ def database_label(config: Settings) -> str:
     """The database as a user should see it in a summary: the SQLite file's absolute path (no password ever)."""
     if config.database_url.startswith("sqlite:"):
         return str(config.database_path.resolve())
-    scheme, _, rest = config.database_url.partition("://")
-    return f"{scheme}://{rest.rpartition('@')[2]}"
+    return postgres_label(config.database_url)
+
+
+def postgres_label(url: str) -> str:
+    """A PostgreSQL URL as words (``PostgreSQL database acr on /run/pg:5432``): no password, no URL escapes."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    params = conninfo_to_dict(url)
+    where = str(params.get("host") or "localhost") + (f":{params['port']}" if params.get("port") else "")
+    return f"PostgreSQL database {params.get('dbname') or params.get('user') or '(default)'} on {where}"
 
 
 def _env_source() -> str:

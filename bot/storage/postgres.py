@@ -41,7 +41,7 @@ RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or seria
 # histories instead of one index probe per contact (cheaper for an import, dearer for a webhook batch).
 WINDOW_PASS_MIN_ROWS = 20_000
 _COLUMNS: Final = Contact._fields
-_TYPES: Final = {"tier": "int4", "escalated": "bool", "resolved": "bool", "started_us": "int8", "ended_us": "int8"}
+_TYPES: Final = {"tier": "int8", "escalated": "bool", "resolved": "bool", "started_us": "int8", "ended_us": "int8"}
 _COPY_TYPES: Final = [_TYPES.get(column, "text") for column in _COLUMNS]
 _COLUMN_LIST: Final = ", ".join(_COLUMNS)
 _RAW: Final = _COLUMNS.index("raw")  # a chunk may hold plain tuples in Contact field order (the import's)

@@ -153,6 +153,14 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         # Which process claimed an outbox row, so a claim whose process ended is recovered without a restart.
         ("ALTER TABLE outbox ADD COLUMN claimed_by TEXT",),
     ),
+    (
+        "006_tier_bigint",
+        # A tier is any integer the record schema accepts (up to 2^63 - 1, as SQLite stores it), not just int4.
+        (
+            "ALTER TABLE contacts ALTER COLUMN tier TYPE BIGINT",
+            "ALTER TABLE metric_contacts ALTER COLUMN tier TYPE BIGINT",
+        ),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
