@@ -51,9 +51,10 @@ class PostgresMetricReader:
         if spec.metric == "tier1":
             where += " AND tier = 1"
         for index, (dimension, value) in enumerate(spec.filters):
-            _check(dimension)
+            if dimension != "tier":  # tier filters (never groups): an integer column
+                _check(dimension)
             where += f" AND {dimension} = %(f{index})s"
-            params[f"f{index}"] = value
+            params[f"f{index}"] = int(value) if dimension == "tier" else value
         if spec.among is not None:
             dimension, values = spec.among
             _check(dimension)
