@@ -17,6 +17,7 @@ from typing import Any
 from metrics.errors import UserError
 from metrics.periods import local_midnight_us
 from metrics.query import Counts
+from metrics.significance import change_between, target_distance_points
 from metrics.timeutil import US_PER_DAY, from_us
 
 Block = dict[str, Any]
@@ -105,14 +106,42 @@ def interval_words(counts: Counts) -> str:
 
 
 def change_words(now: Counts, before: Counts | None) -> str | None:
-    """``up 3.2 points`` / ``down 1.0 point`` / ``unchanged``; None when either rate is undefined."""
-    if before is None or now.rate is None or before.rate is None:
+    """``down 2.3 points, not significant (p = 0.19)`` / ``up 3.1 points, significant``; None when either rate
+    is undefined. A change is never shown without whether it is significant (CONTRACT section 2)."""
+    if before is None:
         return None
-    points = round((now.rate - before.rate) * 100, 1)
-    if points == 0:
-        return "unchanged"
-    size = abs(points)
-    return f"{'up' if points > 0 else 'down'} {size:.1f} point{'' if size == 1 else 's'}"
+    change = change_between(now, before)
+    if change.points is None or change.p_value is None:
+        return None
+    shown = round(change.points, 1)
+    if shown == 0 and change.significant:
+        shown = round(change.points, 2)  # a tiny but significant change (huge samples) is not "unchanged"
+    size = abs(shown)
+    if shown == 0:
+        moved = "unchanged"
+    else:
+        decimals = 1 if size == round(size, 1) else 2
+        moved = f"{'up' if shown > 0 else 'down'} {size:.{decimals}f} point{'' if size == 1 else 's'}"
+    if change.significant:
+        return f"{moved}, significant"
+    return f"{moved}, not significant (p = {p_value_words(change.p_value)})"
+
+
+def p_value_words(p_value: float) -> str:
+    """Two significant digits (0.19, 0.051, 1), and ``< 0.001`` below that."""
+    return "< 0.001" if p_value < 0.001 else f"{p_value:.2g}"
+
+
+def target_words(rate: float | None, target: float | None) -> str | None:
+    """``3.3 points below the 70% target`` (or above, or at it); None without a rate or a target."""
+    points = target_distance_points(rate, target)
+    if points is None or target is None:
+        return None
+    goal = f"the {target * 100:g}% target"
+    size = abs(round(points, 1))
+    if size == 0:
+        return f"at {goal}"
+    return f"{size:.1f} point{'' if size == 1 else 's'} {'above' if points > 0 else 'below'} {goal}"
 
 
 def period_words(since_us: int, until_us: int, zone: tzinfo) -> str:
@@ -136,6 +165,11 @@ def length_words(length_us: int) -> str:
         return f"{whole} day{'' if whole == 1 else 's'}"
     hours = length_us / (US_PER_DAY / 24)
     return f"{hours:.0f} hours"
+
+
+def day_words(us: int, zone: tzinfo) -> str:
+    """The calendar day of an instant in the bot's time zone: ``2026-03-09``."""
+    return f"{from_us(us, zone):%Y-%m-%d}"
 
 
 def instant_words(us: int, zone: tzinfo) -> str:

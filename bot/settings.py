@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     alert_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
     alert_hysteresis_points: float = Field(default=2.0, ge=0, le=50)
     retention_days: int | None = Field(default=None, ge=1)
+    target_acr: float | None = Field(default=None, gt=0, le=100)
+    target_tier1: float | None = Field(default=70.0, gt=0, le=100)
 
     @field_validator("bot_timezone")
     @classmethod
@@ -63,6 +65,11 @@ class Settings(BaseSettings):
         from bot.storage import check_database_url  # the backends' table (imported here: no cycle at start-up)
 
         return check_database_url(value)
+
+    @field_validator("target_acr", "target_tier1", mode="before")
+    @classmethod
+    def _no_target(cls, value: object) -> object:
+        return None if isinstance(value, str) and value.strip().lower() in ("off", "none") else value
 
     @field_validator("log_level", "sqlite_synchronous", mode="before")
     @classmethod
@@ -93,6 +100,11 @@ class Settings(BaseSettings):
     def supervisor_ids(self) -> frozenset[str]:
         """The Slack user ids named in SLACK_SUPERVISOR_IDS (comma or space separated)."""
         return frozenset(_split_ids(self.slack_supervisor_ids))
+
+    def target(self, metric: str) -> float | None:
+        """The metric's target as a fraction (TARGET_ACR / TARGET_TIER1 are percents), or None when unset."""
+        percent = self.target_acr if metric == "acr" else self.target_tier1
+        return None if percent is None else percent / 100
 
     @cached_property
     def zone(self) -> ZoneInfo:

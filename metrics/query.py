@@ -7,15 +7,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Metric = Literal["acr", "tier1"]
-Dimension = Literal["agent", "team", "queue", "channel"]
+Dimension = Literal["agent", "team", "queue", "channel", "reason"]
 # A filter narrows the candidates: a dimension, or the tier (its value as decimal text, e.g. "2").
 Filter = Literal[Dimension, "tier"]
-Breakdown = Literal["agent", "team", "queue", "channel", "day", "week", "month"]
+Breakdown = Literal["agent", "team", "queue", "channel", "reason", "day", "week", "month"]
 # Breakdowns whose rows are periods (a time series, in date order), not dimension values.
 PeriodBreakdown = Literal["day", "week", "month"]
 METRICS: tuple[Metric, ...] = ("acr", "tier1")
-DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
-BREAKDOWNS: tuple[Breakdown, ...] = ("agent", "team", "queue", "channel", "day", "week", "month")
+DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel", "reason")
+BREAKDOWNS: tuple[Breakdown, ...] = ("agent", "team", "queue", "channel", "reason", "day", "week", "month")
 PERIOD_BREAKDOWNS: tuple[PeriodBreakdown, ...] = ("day", "week", "month")
 Z_95 = 1.959963984540054
 

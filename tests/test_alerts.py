@@ -115,6 +115,18 @@ def test_fires_once_stays_quiet_reminds_after_a_day_and_recovers_in_the_thread(
     assert keys == ["alert:1:1:fire", "alert:1:1:remind:2026-03-10", "alert:1:1:recover"]
 
 
+def test_an_alert_compares_with_the_days_before_and_says_whether_it_is_significant(
+    bench_factory: Any, fake: FakeSlack
+) -> None:
+    bench = bench_factory()
+    # the 7 days before the rule's 7 matured days: 30 contacts, 27 of them without repeat (90%)
+    add_contacts(bench.store, contacts_for("billing", "bob", 30, 0.9, T0_S - 17 * DAY_S, prefix="e", span_days=2))
+    assert bench.at_hours(0) == ["fire"]
+    text = blocks_text(fake.posts()[0])
+    # 20 of 40 against 27 of 30: p = 0.0036
+    assert "the 7 days before: 90.0%, down 40.0 points, significant" in text
+
+
 def test_a_rate_inside_the_hysteresis_margin_neither_recovers_nor_reminds(bench_factory: Any, fake: FakeSlack) -> None:
     bench = bench_factory()  # 75% threshold, 2-point margin (the default ALERT_HYSTERESIS_POINTS)
     assert bench.at_hours(0) == ["fire"]

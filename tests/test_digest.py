@@ -81,7 +81,9 @@ def test_team_digest_numbers_agents_pending_and_yesterday(seeded: str, fake: Fak
     assert "ACR daily digest — team billing — Mon 2026-03-09" in text
     # 66 of 80 matured without repeat; the 30 days before: 5 of 10 -> up 32.5 points
     assert "ACR (7-day window): 82.5% (95% CI" in text and "n=80" in text
-    assert "up 32.5 points vs the 30 days before (50.0%)" in text
+    # the data starts 40 days ago, inside the 30 days before, which hold 10 matured against 80: not compared
+    assert "the 30 days before have far less data (n=10: the data starts inside them)" in text
+    assert "10.0 points above the 70% target" not in text and "Tier-1 resolution (7-day window): " in text
     assert "Yesterday (Sun 2026-03-08): 3 inbound contacts handled" in text
     assert "3 for the 7-day window" in text
     # per-agent lines (a team digest), worst first
@@ -326,3 +328,18 @@ def test_dry_run_previews_a_digest_before_any_subscription(seeded: str, monkeypa
         assert store.outbox().due_messages(2**62) == [] and store.schedules().list_subscriptions() == []
     finally:
         store.close()
+
+
+def test_digest_says_whether_a_change_is_significant_and_how_far_the_target_is(seeded: str, fake: FakeSlack) -> None:
+    store = open_store(seeded)
+    early = DUE_S - 70 * DAY_S  # the data now starts before the 30 days before
+    add_contacts(
+        store, [{"id": "early", "customer_id": "c-early", "agent": "bob", "team": "billing", "started_at": early}]
+    )
+    store.close()
+    run_at(seeded, fake, DUE, target_acr=85)
+    text = blocks_text(fake.posts()[0])
+    # 66 of 80 matured without repeat; the 30 days before: 5 of 10 -> up 32.5 points, p = 0.018
+    assert "ACR (7-day window): 82.5% (95% CI" in text
+    assert "n=80); 2.5 points below the 85% target; vs the 30 days before (50.0%): up 32.5 points, significant" in text
+    assert "points above the 70% target" in text or "points below the 70% target" in text  # tier-1, default target

@@ -125,6 +125,7 @@ records = st.fixed_dictionaries(
         "team": st.sampled_from(["blue", None]),
         "queue": st.sampled_from(["billing", "tech"]),
         "channel": st.sampled_from(["phone", "chat"]),
+        "reason": st.sampled_from(["billing", "outage", None]),  # a changed reason is an update like any other
         "direction": st.sampled_from(["inbound", "inbound", "inbound", "outbound"]),
         "parent_id": st.sampled_from([None, None, None, "c0"]),
         "tier": st.sampled_from([1, 1, 2]),
@@ -156,8 +157,10 @@ FILTERS: list[tuple[tuple[Filter, str], ...]] = [
     (("agent", "omar"), ("queue", "tech")),
     (("tier", "2"),),
     (("team", "blue"), ("tier", "1")),
+    (("reason", "outage"),),
+    (("team", "blue"), ("reason", "billing")),
 ]
-BREAKDOWNS: list[Breakdown | None] = [None, None, "day", "week", "month", "agent", "team", "queue", "channel"]
+BREAKDOWNS: list[Breakdown | None] = [None, None, "day", "week", "month", "agent", "team", "queue", "channel", "reason"]
 
 
 @st.composite
@@ -234,8 +237,8 @@ def edge_questions(draw: st.DrawFn, starts: tuple[int, ...] = ()) -> MetricQuery
         as_of = BASE + draw(st.integers(1 * 24, 6 * 24)) * HOUR + draw(st.integers(0, 59)) * 60 * US_PER_SECOND
     since = as_of - window + draw(st.integers(-36, 36)) * HOUR
     until = as_of if draw(st.booleans()) else since + draw(st.integers(1, 72)) * HOUR
-    filters = draw(st.sampled_from(FILTERS[1:4]))
-    by = draw(st.sampled_from(BREAKDOWNS[1:5]))
+    filters = draw(st.sampled_from([*FILTERS[1:4], (("reason", "outage"),)]))
+    by = draw(st.sampled_from([*BREAKDOWNS[1:5], "reason"]))
     return MetricQuery(draw(st.sampled_from(["acr", "tier1"])), window, since, until, as_of, filters, by)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -178,7 +179,7 @@ def test_bad_options_are_one_clear_error(example_db: str, args: list[str], messa
 
 def test_unknown_metric_or_breakdown_is_refused(example_db: str) -> None:
     assert CliRunner().invoke(main, ["report", "nps"]).exit_code == 2
-    assert CliRunner().invoke(main, ["report", "acr", "--by", "reason"]).exit_code == 2
+    assert CliRunner().invoke(main, ["report", "acr", "--by", "mood"]).exit_code == 2
 
 
 def test_text_output_shows_names_from_the_data_without_control_characters(
@@ -196,3 +197,36 @@ def test_text_output_shows_names_from_the_data_without_control_characters(
     assert "\x1b" not in result.output and "\x07" not in result.output
     assert "agent=eve [2J " in result.output
     assert any(line.startswith("eve [2J ") for line in result.output.splitlines())
+
+
+def test_compare_adds_the_previous_period_with_its_significance(example_db: Path) -> None:
+    out = report_json("acr", "--as-of", "2026-03-20T12:00:00Z", "--last", "10d", "--compare")
+    assert list(out) == [*JSON_KEYS, "previous"]
+    previous = out["previous"]
+    assert list(previous) == [
+        "since", "until", "matured", "resolved", "pending", "rate", "change_points", "p_value", "significant",
+    ]  # fmt: skip
+    assert (previous["since"], previous["until"]) == ("2026-02-28T12:00:00Z", "2026-03-10T12:00:00Z")
+    # now: c7 repeated (c9 pending); before: c1..c5, c1 repeated
+    assert (out["matured"], out["resolved"]) == (1, 0)
+    assert (previous["matured"], previous["resolved"], previous["pending"]) == (5, 4, 0)
+    assert previous["rate"] == pytest.approx(0.8)
+    assert previous["change_points"] == pytest.approx(-80.0)
+    pooled = 4 / 6
+    z = (0 - 0.8) / (pooled * (1 - pooled) * (1 + 1 / 5)) ** 0.5
+    assert previous["p_value"] == pytest.approx(math.erfc(abs(z) / math.sqrt(2)), abs=1e-12)
+    assert previous["significant"] is False  # one contact against five: p = 0.12
+    text = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--last", "10d", "--compare").output
+    assert "previous 2026-02-28 12:00 UTC to 2026-03-10 12:00 UTC: 80.0% (5 matured); down 80.0 points, " in text
+    assert "not significant (p = 0.12)" in text
+    csv_out = run("acr", "--as-of", "2026-03-20T12:00:00Z", "--compare", "--format", "csv").output
+    lines = list(csv.DictReader(io.StringIO(csv_out)))
+    assert [line["key"] for line in lines] == ["total", "previous"]
+
+
+def test_compare_is_null_when_a_period_has_no_matured_contact(example_db: Path) -> None:
+    out = report_json("acr", "--as-of", "2026-03-20T12:00:00Z", "--last", "3d", "--compare")
+    previous = out["previous"]
+    assert out["matured"] == 0 and previous["matured"] == 0  # c9 pending now; nothing 03-14..03-17
+    assert (previous["change_points"], previous["p_value"], previous["significant"]) == (None, None, None)
+    assert "no change to show" in run("acr", "--as-of", "2026-03-20T12:00:00Z", "--last", "3d", "--compare").output

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bot.presentation import change_words, code, error_message, escape, period_words
+from bot.presentation import change_words, code, error_message, escape, period_words, target_words
 from bot.slack.blocks import MAX_ROWS, Answer, answer_message, help_message, ranked_rows
 from bot.slack.grammar import HELP_WORDS, Question, parse
 from metrics.query import Counts, MetricQuery, MetricResult, Row
@@ -54,9 +54,12 @@ def test_no_data_is_never_zero() -> None:
 
 
 def test_change_words() -> None:
-    assert change_words(Counts(10, 8), Counts(10, 9)) == "down 10.0 points"
-    assert change_words(Counts(10, 8), Counts(10, 8)) == "unchanged"
-    assert change_words(Counts(100, 81), Counts(100, 80)) == "up 1.0 point"
+    assert change_words(Counts(10, 8), Counts(10, 9)) == "down 10.0 points, not significant (p = 0.53)"
+    assert change_words(Counts(10, 8), Counts(10, 8)) == "unchanged, not significant (p = 1)"
+    assert change_words(Counts(100, 81), Counts(100, 80)).startswith("up 1.0 point, not significant")  # type: ignore[union-attr]
+    assert change_words(Counts(1250, 912), Counts(1250, 941)) == "down 2.3 points, not significant (p = 0.19)"
+    assert change_words(Counts(2000, 1400), Counts(2000, 1462)) == "down 3.1 points, significant"
+    assert change_words(Counts(10, 0), Counts(10, 0)) == "unchanged, not significant (p = 1)"
     assert change_words(Counts(10, 8), Counts(0, 0, 3)) is None
     assert change_words(Counts(10, 8), None) is None
 
@@ -129,3 +132,25 @@ def test_help_and_errors() -> None:
         assert word in message.plain
     error = error_message("unknown word '<!channel>'")
     assert "<!channel>" not in json.dumps(error.blocks) and error.plain.startswith("Error: ")
+
+
+def test_target_words() -> None:
+    assert target_words(0.667, 0.70) == "3.3 points below the 70% target"
+    assert target_words(0.75, 0.70) == "5.0 points above the 70% target"
+    assert target_words(0.70, 0.70) == "at the 70% target"
+    assert target_words(0.685, 0.725) == "4.0 points below the 72.5% target"
+    assert target_words(None, 0.70) is None and target_words(0.5, None) is None
+
+
+def test_answer_shows_the_target_and_says_when_the_previous_period_has_far_less_data() -> None:
+    now = result(Counts(matured=100, resolved=67, pending=2))
+    before = MetricResult(now.query, AS_OF - 60 * US_PER_DAY, AS_OF - 30 * US_PER_DAY, Counts(12, 10, 0))
+    data_start = AS_OF - 40 * US_PER_DAY  # inside the previous period
+    parsed = parse("/acr", "")
+    assert isinstance(parsed, Question)
+    message = answer_message(Answer(parsed, now, before, target=0.70, data_since_us=data_start), UTC)
+    assert "3.0 points below the 70% target." in message.plain
+    assert "far less data (12 matured; the data starts 2026-10-14, inside it), so no comparison." in message.plain
+    assert "points," not in message.plain
+    compared = answer_message(Answer(parsed, now, before, target=None, data_since_us=before.since_us), UTC)
+    assert "target" not in compared.plain and "down 16.3 points, not significant (p = 0.25)" in compared.plain

@@ -90,7 +90,14 @@ def test_previous_period_is_compared_in_points(server: SlackServer, fake: FakeSl
     reply = ask(server, fake, "agent:bob", "p")
     text = body_text(reply)
     assert reply["blocks"][0]["text"]["text"].startswith("ACR 100.0%")
-    assert "Previous 30 days" in text and "50.0% (2 matured), up 50.0 points" in text
+    assert "Previous 30 days" in text and "50.0% (2 matured), up 50.0 points, not significant (p = 0.25)" in text
+
+
+def test_the_previous_period_with_far_less_data_is_not_compared(server: SlackServer, fake: FakeSlack) -> None:
+    """The data starts 45 days ago, inside the previous 30 days, which hold a few matured contacts against 12."""
+    text = body_text(ask(server, fake, "team:billing", "f"))
+    assert re.search(r"far less data \(\d matured; the data starts [-\d]+, inside it\), so no comparison", text)
+    assert "points," not in text
 
 
 def test_breakdown_is_ranked_worst_first_with_sample_sizes(server: SlackServer, fake: FakeSlack) -> None:

@@ -14,7 +14,7 @@ from bot.cli.common import as_of_option, command_store, settings
 from bot.clock import Clock
 from bot.export import export_csv
 from bot.names import resolve_names
-from bot.presentation import instant_words, interval_span, percent, plain
+from bot.presentation import change_words, instant_words, interval_span, percent, plain
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.periods import (
@@ -31,6 +31,7 @@ from metrics.periods import (
     word_period,
 )
 from metrics.query import BREAKDOWNS, METRICS, Counts, Filter, MetricQuery, MetricResult
+from metrics.significance import change_between, previous_query
 from metrics.timeutil import US_PER_SECOND, iso_utc
 from metrics.windows import parse_windows, window_sensitivity
 
@@ -59,6 +60,7 @@ METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 reso
 @click.option("--queue", help="Only contacts of this queue.")
 @click.option("--channel", help="Only contacts of this channel (phone, chat, email, ...).")
 @click.option("--tier", "tier_text", help="Only contacts handled at this tier (1 = first line).")
+@click.option("--reason", help="Only contacts with this contact reason (exact match).")
 @click.option("--window", "window_text", default="7d", show_default=True, help="Repeat window: Nd or Nh, max 90d.")
 @click.option("--last", "last_text", help="Period: the last N days before --as-of (default 30d).")
 @click.option(
@@ -78,6 +80,11 @@ METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 reso
 )
 @as_of_option("'Now' for the report (a timestamp; default: the current time).")
 @click.option(
+    "--compare",
+    is_flag=True,
+    help="Also the period of the same length just before, with the change in points and its significance.",
+)
+@click.option(
     "--format",
     "output_format",
     type=click.Choice(("text", "json", "csv")),
@@ -92,6 +99,7 @@ def report(
     queue: str | None,
     channel: str | None,
     tier_text: str | None,
+    reason: str | None,
     window_text: str,
     last_text: str | None,
     period_word: str | None,
@@ -101,13 +109,14 @@ def report(
     by: str | None,
     windows_text: str | None,
     clock: Clock,
+    compare: bool,
     output_format: str,
 ) -> None:
     """Compute METRIC (acr or tier1) for a scope and period; pending contacts are reported, never scored."""
     config = settings()
     zone = config.zone
     query = build_query(
-        metric, {"agent": agent, "team": team, "queue": queue, "channel": channel, "tier": tier_text},
+        metric, {"agent": agent, "team": team, "queue": queue, "channel": channel, "reason": reason, "tier": tier_text},
         window_text, Period(last_text, period_word, matured_text, since_text, until_text), by, clock.now_us(), zone,
     )  # fmt: skip
     windows = parse_windows(windows_text) if windows_text is not None else ()
@@ -132,12 +141,13 @@ def report(
             lines += ["Time to return (first repeat after the contact ended):", *sensitivity.return_lines(found)]
             click.echo("\n".join(lines))
         return
+    previous = compute(store, previous_query(query, result.since_us, result.until_us), zone) if compare else None
     if output_format == "json":
-        click.echo(orjson.dumps(as_json(result), option=orjson.OPT_INDENT_2).decode())
+        click.echo(orjson.dumps(as_json(result, previous), option=orjson.OPT_INDENT_2).decode())
     elif output_format == "csv":
         click.echo(export_csv(result, zone), nl=False)
     else:
-        click.echo(as_text(result, zone))
+        click.echo(as_text(result, zone, previous))
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +198,7 @@ def build_query(
     window_us = parse_window(window_text)
     since_us, until_us = period.bounds(window_us, as_of_us, zone)
     chosen: list[tuple[Filter, str]] = []
-    for dimension in ("agent", "team", "queue", "channel", "tier"):
+    for dimension in ("agent", "team", "queue", "channel", "reason", "tier"):
         value = filters.get(dimension)
         if value is not None:
             text = value.strip().lower() if dimension == "channel" else value.strip()
@@ -220,8 +230,25 @@ def _counts_json(counts: Counts) -> dict[str, Any]:
     }
 
 
-def as_json(result: MetricResult) -> dict[str, Any]:
-    """The contract's JSON: instants ISO 8601 UTC, ``until`` exclusive (and clipped to as_of)."""
+def previous_json(result: MetricResult, previous: MetricResult) -> dict[str, Any]:
+    """The contract's ``"previous"``: the period before, its counts, and the change with its significance."""
+    change = change_between(result.total, previous.total)
+    return {
+        "since": iso_utc(previous.since_us),
+        "until": iso_utc(previous.until_us),
+        "matured": previous.total.matured,
+        "resolved": previous.total.resolved,
+        "pending": previous.total.pending,
+        "rate": previous.total.rate,
+        "change_points": change.points,
+        "p_value": change.p_value,
+        "significant": change.significant,
+    }
+
+
+def as_json(result: MetricResult, previous: MetricResult | None = None) -> dict[str, Any]:
+    """The contract's JSON: instants ISO 8601 UTC, ``until`` exclusive (and clipped to as_of); with
+    ``previous`` (``--compare``) also the ``"previous"`` period."""
     query = result.query
     out: dict[str, Any] = {
         "metric": query.metric,
@@ -236,10 +263,12 @@ def as_json(result: MetricResult) -> dict[str, Any]:
     if query.by is not None:
         out["by"] = query.by
         out["rows"] = [{"key": row.key, **_counts_json(row.counts)} for row in result.rows]
+    if previous is not None:
+        out["previous"] = previous_json(result, previous)
     return out
 
 
-def as_text(result: MetricResult, zone: tzinfo) -> str:
+def as_text(result: MetricResult, zone: tzinfo, previous: MetricResult | None = None) -> str:
     """A readable report: what was asked (so nobody guesses how options were read), then the table."""
     query = result.query
     scope = _scope(query)
@@ -262,6 +291,12 @@ def as_text(result: MetricResult, zone: tzinfo) -> str:
         lines.append("  ".join(cells).rstrip())
         if index == 0 or (result.rows and index == len(table) - 2):
             lines.append("  ".join("-" * width for width in widths))
+    if previous is not None:
+        lines.append(
+            f"previous {instant_words(previous.since_us, zone)} to "
+            f"{instant_words(previous.until_us, zone)}: {percent(previous.total.rate)} "
+            f"({previous.total.matured:,} matured); {change_words(result.total, previous.total) or 'no change to show'}"
+        )
     lines.append("")
     if result.total.matured + result.total.pending == 0:
         lines.append(

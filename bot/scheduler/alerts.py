@@ -13,7 +13,7 @@ from datetime import tzinfo
 from typing import Literal
 
 from bot.ports import ACK_ACTION, SNOOZE_ACTION
-from bot.presentation import Block, context, escape, interval_span, percent, section
+from bot.presentation import Block, change_words, context, escape, interval_span, percent, section
 from bot.scheduler.digest import rule_words
 from bot.storage.schedules import AlertRule, AlertState, OutboxMessage, scope_filters
 from metrics.periods import last_period, local_date
@@ -63,8 +63,16 @@ def has_recovered(rule: AlertRule, counts: Counts, hysteresis_points: float) -> 
     return counts.rate >= rule.threshold + hysteresis_points / 100
 
 
-def evaluate(rule: AlertRule, counts: Counts, now_us: int, hysteresis_points: float, zone: tzinfo) -> Evaluation:
-    """Decide what ``rule`` does now, given its rate's ``counts``."""
+def evaluate(
+    rule: AlertRule,
+    counts: Counts,
+    now_us: int,
+    hysteresis_points: float,
+    zone: tzinfo,
+    before: Counts | None = None,
+) -> Evaluation:
+    """Decide what ``rule`` does now, given its rate's ``counts`` (and ``before``: the same length of time just
+    before, which its messages compare with)."""
     state = replace(rule.state, last_rate=counts.rate, last_matured=counts.matured, evaluated_us=now_us)
     snoozed = rule.snoozed_until_us is not None and now_us < rule.snoozed_until_us
     below = is_below(rule, counts)
@@ -76,11 +84,13 @@ def evaluate(rule: AlertRule, counts: Counts, now_us: int, hysteresis_points: fl
         episode = state.episode + 1
         state = replace(state, firing=True, episode=episode, fired_us=now_us, notified_us=now_us, acknowledged_by=None)
         fired = replace(rule, state=state)
-        return Evaluation("fire", state, [_message(fired, counts, "fire", now_us, zone)], counts, "fired")
+        return Evaluation("fire", state, [_message(fired, counts, "fire", now_us, zone, before)], counts, "fired")
     if has_recovered(rule, counts, hysteresis_points):
         recovered = replace(rule, state=state)
         state = replace(state, firing=False)
-        return Evaluation("recover", state, [_message(recovered, counts, "recover", now_us, zone)], counts, "recovered")
+        return Evaluation(
+            "recover", state, [_message(recovered, counts, "recover", now_us, zone, before)], counts, "recovered"
+        )
     if snoozed:
         return Evaluation("none", state, [], counts, "firing, snoozed")
     if state.acknowledged_by is not None:
@@ -91,7 +101,7 @@ def evaluate(rule: AlertRule, counts: Counts, now_us: int, hysteresis_points: fl
         return Evaluation("none", state, [], counts, "firing, reminded less than a day ago")
     state = replace(state, notified_us=now_us)
     reminded = replace(rule, state=state)
-    return Evaluation("remind", state, [_message(reminded, counts, "remind", now_us, zone)], counts, "reminded")
+    return Evaluation("remind", state, [_message(reminded, counts, "remind", now_us, zone, before)], counts, "reminded")
 
 
 def _quiet_reason(rule: AlertRule, counts: Counts) -> str:
@@ -113,7 +123,9 @@ def message_key(rule: AlertRule, transition: Transition, now_us: int, zone: tzin
     return f"alert:{rule.id}:{rule.state.episode}:{transition}"
 
 
-def _message(rule: AlertRule, counts: Counts, transition: Transition, now_us: int, zone: tzinfo) -> OutboxMessage:
+def _message(
+    rule: AlertRule, counts: Counts, transition: Transition, now_us: int, zone: tzinfo, before: Counts | None
+) -> OutboxMessage:
     what = escape(rule_words(rule))
     rate = percent(counts.rate)
     ci = f"95% CI {interval_span(counts)}" if counts.interval else "no interval"
@@ -123,6 +135,9 @@ def _message(rule: AlertRule, counts: Counts, transition: Transition, now_us: in
         f"{counts.resolved:,} of {counts.matured:,} matured contacts; {counts.pending:,} pending; {ci}; "
         f"contacts started {since:%a %m-%d %H:%M} to {until:%a %m-%d %H:%M %Z}"
     )
+    change = change_words(counts, before)
+    if change is not None and before is not None:
+        detail += f"; the {rule.last_days} days before: {percent(before.rate)}, {change}"
     if transition == "fire":
         headline = f":warning: *Alert #{rule.id}*: {what} — now *{rate}*"
     elif transition == "remind":

@@ -6,7 +6,7 @@ restart says exactly what it would have said on time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta, tzinfo
 from typing import Any
@@ -23,11 +23,13 @@ from bot.presentation import (
     percent,
     plain,
     section,
+    target_words,
 )
 from bot.storage.schedules import AlertRule, scope_filters, scope_label
 from metrics.engine import MetricSource, compute
 from metrics.periods import format_window, last_period, local_date, local_midnight_us
 from metrics.query import Breakdown, Counts, Dimension, Metric, MetricQuery, MetricResult
+from metrics.significance import far_less_data
 from metrics.timeutil import US_PER_DAY, from_us
 
 Compute = Callable[[MetricSource, MetricQuery, tzinfo], MetricResult]
@@ -98,10 +100,12 @@ class Headline:
     label: str
     now: Counts
     before: Counts
+    target: float | None = None  # a fraction
+    before_lacks_data: bool = False  # the data starts inside the 30 days before, which hold far less of it
 
     @property
     def change(self) -> str | None:
-        return change_words(self.now, self.before)
+        return None if self.before_lacks_data else change_words(self.now, self.before)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +141,24 @@ class Digest:
     days: list[DayPoint] = field(default_factory=list)
 
 
-def compose(inputs: DigestInputs, firing: list[AlertRule], min_sample: int, zone: tzinfo) -> Digest:
-    """The digest's content from the engine's answers and the alerts now firing."""
+def compose(
+    inputs: DigestInputs,
+    firing: list[AlertRule],
+    min_sample: int,
+    zone: tzinfo,
+    targets: Mapping[Metric, float | None] | None = None,
+    data_since_us: int | None = None,
+) -> Digest:
+    """The digest's content from the engine's answers and the alerts now firing; ``targets`` are fractions,
+    ``data_since_us`` the start of the stored data (a previous period mostly before it is not compared)."""
     today = local_date(inputs.as_of_us, zone)
+    goals = targets or {}
+    before_since_us = inputs.acr_7d_before.since_us
+
+    def headline(label: str, metric: Metric, now: MetricResult, before: MetricResult) -> Headline:
+        lacks = far_less_data(now.total, before.total, data_since_us, before_since_us)
+        return Headline(label, now.total, before.total, goals.get(metric), lacks)
+
     tier1_by_key = {row.key: row.counts for row in inputs.groups_tier1.rows}
     groups = [GroupLine(row.key, row.counts, tier1_by_key.get(row.key, Counts())) for row in inputs.groups_acr.rows]
     groups.sort(key=lambda g: (g.acr.rate is None, g.acr.rate if g.acr.rate is not None else 0.0, g.key))
@@ -159,9 +178,9 @@ def compose(inputs: DigestInputs, firing: list[AlertRule], min_sample: int, zone
         as_of_us=inputs.as_of_us,
         day=today,
         headlines=[
-            Headline("ACR (7-day window)", inputs.acr_7d.total, inputs.acr_7d_before.total),
-            Headline("ACR (1-day window)", inputs.acr_1d.total, inputs.acr_1d_before.total),
-            Headline("Tier-1 resolution (7-day window)", inputs.tier1.total, inputs.tier1_before.total),
+            headline("ACR (7-day window)", "acr", inputs.acr_7d, inputs.acr_7d_before),
+            headline("ACR (1-day window)", "acr", inputs.acr_1d, inputs.acr_1d_before),
+            headline("Tier-1 resolution (7-day window)", "tier1", inputs.tier1, inputs.tier1_before),
         ],
         yesterday=today - timedelta(days=1),
         yesterday_volume=inputs.yesterday.total.matured + inputs.yesterday.total.pending,
@@ -191,9 +210,17 @@ def _n(counts: Counts) -> str:
 def _headline_text(headline: Headline) -> str:
     now = headline.now
     change = headline.change
-    versus = f"{change} vs the 30 days before ({percent(headline.before.rate)})" if change else "no earlier data"
+    if headline.before_lacks_data:
+        versus = f"the 30 days before have far less data ({_n(headline.before)}: the data starts inside them)"
+    elif change:
+        versus = f"vs the 30 days before ({percent(headline.before.rate)}): {change}"
+    else:
+        versus = "no earlier data"
+    target = target_words(now.rate, headline.target)
+    goal = f"; {target}" if target else ""
     return (
-        f"{headline.label}: {percent(now.rate)} (95% CI {_interval(now)}, {_n(now)}), {versus}; {now.pending:,} pending"
+        f"{headline.label}: {percent(now.rate)} (95% CI {_interval(now)}, {_n(now)}){goal}; {versus}; "
+        f"{now.pending:,} pending"
     )
 
 

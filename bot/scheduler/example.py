@@ -14,8 +14,10 @@ from pathlib import Path
 from bot.demo import generate, iter_records
 from bot.scheduler.chart import trend_chart
 from bot.scheduler.digest import compose, gather, render
+from bot.settings import Settings
 from bot.storage import open_store
 from bot.storage.schedules import scope_label
+from metrics.query import METRICS
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone, to_us
 
@@ -48,7 +50,10 @@ def write_example(out_dir: Path) -> tuple[Path, Path]:
         store = open_store(f"sqlite:///{Path(scratch) / 'example.db'}")
         try:
             store.upsert(contacts)
-            digest = compose(gather(store, SCOPE, as_of_us, zone), [], MIN_SAMPLE, zone)
+            defaults = Settings.model_construct()  # the default targets, whatever the environment says
+            targets = {metric: defaults.target(metric) for metric in METRICS}
+            inputs = gather(store, SCOPE, as_of_us, zone)
+            digest = compose(inputs, [], MIN_SAMPLE, zone, targets, data_since_us=store.data_since_us())
         finally:
             store.close()
     message = render(digest, zone)

@@ -22,6 +22,8 @@ from bot.settings import Settings
 from bot.storage import ContactStore
 from bot.storage.schedules import AlertRule, OutboxMessage, Subscription, scope_label
 from metrics.engine import compute
+from metrics.query import METRICS, Metric
+from metrics.significance import previous_query
 from metrics.timeutil import US_PER_HOUR, from_us, load_zone
 
 log = logging.getLogger("acr_bot.scheduler")
@@ -154,7 +156,10 @@ class Jobs:
             return self._compose_periodic(due, zone, with_chart)
         inputs = gather(self.store, subscription.scope, due.due_us, zone, self.compute)
         firing = [rule for rule in self.store.schedules().list_alert_rules() if rule.state.firing]
-        digest = compose(inputs, firing, self.settings.digest_min_sample, zone)
+        targets: dict[Metric, float | None] = {metric: self.settings.target(metric) for metric in METRICS}
+        digest = compose(
+            inputs, firing, self.settings.digest_min_sample, zone, targets, data_since_us=self.store.data_since_us()
+        )
         message = render(digest, zone)
         messages = [OutboxMessage(due.key, subscription.channel, message.text, message.blocks)]
         if not with_chart:
@@ -220,11 +225,14 @@ class Jobs:
         schedules = self.store.schedules()
         for rule in schedules.list_alert_rules():
             try:
-                result = self.compute(self.store, alert_query(rule, now_us), zone)
+                query = alert_query(rule, now_us)
+                result = self.compute(self.store, query, zone)
+                before = self.compute(self.store, previous_query(query, result.since_us, result.until_us), zone)
             except Exception:
                 log.exception("alert #%d: evaluation failed", rule.id)
                 continue
-            evaluation = evaluate(rule, result.total, now_us, self.settings.alert_hysteresis_points, zone)
+            hysteresis = self.settings.alert_hysteresis_points
+            evaluation = evaluate(rule, result.total, now_us, hysteresis, zone, before.total)
             results.append((rule, evaluation))
             if dry_run:
                 continue

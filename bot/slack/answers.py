@@ -50,6 +50,7 @@ from bot.storage import ContactStore
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.query import PERIOD_BREAKDOWNS, MetricQuery, MetricResult
+from metrics.significance import previous_query
 from metrics.windows import window_sensitivity
 
 log = logging.getLogger("acr_bot.slack")
@@ -194,14 +195,18 @@ class Answerer:
         zone = self.settings.zone
         query = question.to_query(as_of_us, zone)
         result = self._compute(self.store, query, zone)
-        length = result.until_us - result.since_us
-        if length <= 0:
+        if result.until_us <= result.since_us:
             raise UserError(
                 f"the period starts after now (as of {instant_words(as_of_us, zone)}): nothing to count yet"
             )
-        previous_query = replace(query, since_us=result.since_us - length, until_us=result.since_us, by=None)
-        previous = self._compute(self.store, previous_query, zone)
-        return Answer(question, result, previous)
+        previous = self._compute(self.store, previous_query(query, result.since_us, result.until_us), zone)
+        return Answer(
+            question,
+            result,
+            previous,
+            target=self.settings.target(question.metric),
+            data_since_us=self.store.data_since_us(),
+        )
 
     # --- questions -------------------------------------------------------------------------------------
 

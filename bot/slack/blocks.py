@@ -21,6 +21,7 @@ from bot.presentation import (
     change_words,
     code,
     context,
+    day_words,
     escape,
     instant_words,
     interval_span,
@@ -30,10 +31,12 @@ from bot.presentation import (
     period_words,
     plain,
     section,
+    target_words,
 )
 from bot.sensitivity import headline, rate_lines, return_lines
 from bot.slack.grammar import HELP_WORDS, LINK_USAGE, USAGE, Question, describe_window
 from metrics.query import PERIOD_BREAKDOWNS, Breakdown, Counts, MetricResult, Row
+from metrics.significance import far_less_data
 from metrics.timeutil import US_PER_DAY, from_us
 from metrics.windows import WindowSensitivity
 
@@ -51,6 +54,8 @@ class Answer:
     result: MetricResult
     previous: MetricResult | None = None
     notes: tuple[str, ...] = ()  # one-line hints under the answer (pending contacts, a name read in another case)
+    target: float | None = None  # the metric's target (a fraction), from TARGET_ACR / TARGET_TIER1
+    data_since_us: int | None = None  # the start of the earliest stored contact: does the previous period have data?
 
 
 def _scope(question: Question, mark: Any) -> str:
@@ -112,15 +117,11 @@ def _lines(answer: Answer, zone: tzinfo, mark: Any) -> dict[str, str]:
         "interval": interval_words(total),
         "period": f"{dates if calendar else question.period_words() + ': ' + dates}; repeat window {window}",
     }
+    target = target_words(total.rate, answer.target)
+    if target is not None:
+        lines["target"] = target[0].upper() + target[1:] + "."
     if answer.previous is not None:
-        before = answer.previous.total
-        length = length_words(answer.previous.until_us - answer.previous.since_us)
-        change = change_words(total, before)
-        was = f"{percent(before.rate)} ({before.matured:,} matured)" if before.rate is not None else "no data"
-        lines["compare"] = (
-            f"Previous {length} ({period_words(answer.previous.since_us, answer.previous.until_us, zone)}): {was}"
-            + (f", {change}." if change else ".")
-        )
+        lines["compare"] = compare_words(total, answer.previous, answer.data_since_us, zone)
     return lines
 
 
@@ -218,12 +219,30 @@ def pending_hint(answer: Answer) -> str | None:
     )
 
 
+def compare_words(now: Counts, previous: MetricResult, data_since_us: int | None, zone: tzinfo) -> str:
+    """``Previous 30 days (dates): 75.3% (1,204 matured), down 2.3 points, not significant (p = 0.19).``"""
+    before = previous.total
+    length = length_words(previous.until_us - previous.since_us)
+    where = f"Previous {length} ({period_words(previous.since_us, previous.until_us, zone)})"
+    if far_less_data(now, before, data_since_us, previous.since_us):
+        assert data_since_us is not None
+        return (
+            f"{where}: far less data ({before.matured:,} matured; the data starts "
+            f"{day_words(data_since_us, zone)}, inside it), so no comparison."
+        )
+    change = change_words(now, before)
+    was = f"{percent(before.rate)} ({before.matured:,} matured)" if before.rate is not None else "no data"
+    return f"{where}: {was}" + (f", {change}." if change else ".")
+
+
 def answer_message(answer: Answer, zone: tzinfo) -> Message:
     """The reply to a metric question, as Block Kit and as plain text."""
     lines = _lines(answer, zone, code)
     result = answer.result
     asked = f"{answer.question.command} {answer.question.words}".strip()
     summary = [f"*Scope:* {lines['scope']}", lines["counts"], lines["interval"].capitalize() + "."]
+    if "target" in lines:
+        summary.append(lines["target"])
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": lines["title"], "emoji": False}},
         section("\n".join(summary)),
@@ -244,6 +263,8 @@ def answer_text(answer: Answer, zone: tzinfo, max_rows: int = MAX_ROWS) -> str:
     """The same reply as plain text, for ``acr-bot ask`` and for logs in offline mode."""
     lines = _lines(answer, zone, plain)
     out = [f"{lines['title']}  ({lines['scope']})", lines["counts"], lines["interval"].capitalize() + "."]
+    if "target" in lines:
+        out.append(lines["target"])
     out.append("Period: " + lines["period"])
     if "compare" in lines:
         out.append(lines["compare"])

@@ -33,16 +33,16 @@ from metrics.windows import DEFAULT_WINDOWS, parse_windows
 
 COMMANDS: dict[str, Metric] = {"/acr": "acr", "/tier1": "tier1"}
 VALUE_KEYWORDS = (
-    "agent", "team", "queue", "channel", "tier", "window", "windows", "last", "matured", "since", "until", "by",
+    "agent", "team", "queue", "channel", "reason", "tier", "window", "windows", "last", "matured", "since", "until", "by",
 )  # fmt: skip
 FLAG_WORDS = ("me", "share", "chart", "export", "windows", "help")
 # The period keywords: one kind of period per question.
 _PERIOD_KEYWORDS = ("last", "matured", "since", "until", "period")
 LINK_WORDS = ("link", "unlink", "links")
 USAGE = (
-    "Usage: /acr [agent:NAME | me] [team:NAME] [queue:NAME] [channel:NAME] [tier:N] [7d | 12h | windows] "
+    "Usage: /acr [agent:NAME | me] [team:NAME] [queue:NAME] [channel:NAME] [reason:NAME] [tier:N] [7d | 12h | windows] "
     "[last:30d | matured:7d | today | yesterday | this-week | last-week | this-month | last-month | "
-    "since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|day|week|month] [chart] [export] [share] "
+    "since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|reason|day|week|month] [chart] [export] [share] "
     "[help]"
     " (/tier1: same words)"
 )
@@ -348,7 +348,7 @@ def _finish(draft: _Draft, text: str) -> Question:
         who.append("@mention")
     if len(who) > 1:
         raise UserError(f"{' and '.join(who)} both name an agent; use one. {USAGE}")
-    names: tuple[Filter, ...] = ("agent", "team", "queue", "channel", "tier")
+    names: tuple[Filter, ...] = ("agent", "team", "queue", "channel", "reason", "tier")
     filters = tuple((d, values[d]) for d in names if d in values)
     return Question(
         metric=draft.metric,
@@ -416,6 +416,7 @@ _EXAMPLES = {
     "team": "team:billing",
     "queue": "queue:refunds",
     "channel": "channel:phone",
+    "reason": "reason:billing",
     "window": "window:7d",
     "last": "last:30d",
     "since": "since:2026-03-01",
@@ -467,6 +468,7 @@ HELP_WORDS: dict[str, str] = {
     "team:NAME": "one team",
     "queue:NAME": "one queue",
     "channel:NAME": "phone, chat, email, sms, social, video or other",
+    "reason:NAME": 'one contact reason, exactly as in the contact data (quotes for spaces: reason:"card declined")',
     "tier:N": "only contacts handled at tier N (1 = first line)",
     "7d / 12h / 30m": "the repeat window (default 7d, at least 10m, at most 90d); also window:7d",
     "windows, windows:10m,1h,1d,7d": "window sensitivity: the rate for several windows on the same contacts, and "
@@ -475,7 +477,7 @@ HELP_WORDS: dict[str, str] = {
     "matured:7d": "the latest N days whose repeat window has closed (no pending contacts to wait for)",
     "today, yesterday, this-week, last-week, this-month, last-month": "calendar periods (weeks Monday to Sunday)",
     "since:YYYY-MM-DD until:YYYY-MM-DD": "the period in calendar days, both inclusive",
-    "by:agent, by:team, by:queue, by:channel": "a breakdown, worst first",
+    "by:agent, by:team, by:queue, by:channel, by:reason": "a breakdown, worst first",
     "by:day, by:week, by:month": "a trend over the period, in date order (the latest shown when long)",
     "chart": "a chart with the answer (by:day, by:week and by:month always have one)",
     "export": "every row as a CSV file for a spreadsheet or a slide",

@@ -163,6 +163,11 @@ class ContactStore(Protocol):
         ``next_repeat_us`` (None when the metrics do not count the contact, or it has no later repeat)."""
         ...
 
+    def data_since_us(self) -> int | None:
+        """The start (µs UTC) of the earliest stored candidate contact, None when there is none: tells whether a
+        period lies before the data starts (then comparing with it would mislead)."""
+        ...
+
     def dimension_values(self, dimension: str) -> list[str]:
         """Distinct non-empty stored values of ``agent``, ``team``, ``queue`` or ``channel``, sorted (for "did
         you mean" suggestions). Raises ValueError for any other dimension."""

@@ -107,9 +107,9 @@ _FRESH_NEXT_REPEAT = (
 # The candidates among the rows this write inserted, with their next repeat. OR REPLACE: a row inserted and
 # then updated by the same write already has a candidate row, from the update trigger.
 _INSERT_METRIC_CONTACTS_SQL = f"""
-INSERT OR REPLACE INTO metric_contacts ({", ".join(sqlite_metrics.METRIC_CONTACTS_COLUMNS)})
+INSERT OR REPLACE INTO metric_contacts ({", ".join(sqlite_metrics.CANDIDATE_COLUMNS)})
 SELECT c.started_us, c.pk, c.end_us, {_FRESH_NEXT_REPEAT}, c.tier, c.escalated, c.resolved, c.agent, c.team,
-    c.queue, c.channel
+    c.queue, c.channel, c.reason
 FROM contacts AS c WHERE c.pk > ? AND {sqlite_metrics.CANDIDATE}
 ORDER BY c.started_us, c.pk
 """
@@ -289,6 +289,10 @@ class SQLiteContactStore:
     def count_contacts(self) -> int:
         row = self._reader().execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()
         return int(row[0])
+
+    def data_since_us(self) -> int | None:
+        row = self._reader().execute("SELECT min(started_us) FROM metric_contacts").fetchone()
+        return None if row[0] is None else int(row[0])
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
         cursor = self._reader().execute(

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from bot.storage import AgentLink
 
 # The columns a dimension may name; anything else is refused before it reaches SQL.
-DIMENSION_COLUMNS = frozenset({"agent", "team", "queue", "channel"})
+DIMENSION_COLUMNS = frozenset({"agent", "team", "queue", "channel", "reason"})
 
 
 def link(conn: sqlite3.Connection, slack_user_id: str, agent: str, linked_by: str | None) -> None:

@@ -38,7 +38,7 @@ from metrics.rollup import (
 )
 from metrics.timeutil import US_PER_DAY
 
-DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel")
+DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel", "reason")
 # The restatements of metrics.definitions, listed in docs/metrics.md ("Where the rules are restated").
 CANDIDATE = "direction = 'inbound' AND agent IS NOT NULL"  # is_handled_inbound: the contacts the metrics count
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + {w})"
@@ -49,6 +49,7 @@ METRIC_CONTACTS_COLUMNS = (
     "started_us", "pk", "end_us", "next_repeat_us", "tier", "escalated", "resolved", "agent", "team", "queue",
     "channel",
 )  # fmt: skip
+CANDIDATE_COLUMNS = (*METRIC_CONTACTS_COLUMNS, "reason")  # and the reason (migration ``m_metric_contacts_reason``)
 
 
 # --- reading ------------------------------------------------------------------------------------------

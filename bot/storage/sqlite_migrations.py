@@ -257,3 +257,35 @@ def m_outbox_claims(db: Database) -> None:
     """Which process claimed an outbox row: a claim whose process has ended is recovered at once, by any other
     process, without waiting for a restart (see ``bot.scheduler.delivery.Poster.recover_in_doubt``)."""
     db.execute("ALTER TABLE outbox ADD COLUMN claimed_by TEXT")
+
+
+@migrations()
+def m_metric_contacts_reason(db: Database) -> None:
+    """The contact reason as a dimension like the others: a column of the candidates (filters, breakdowns,
+    ``why``), kept by the update trigger (which now also fires on a changed reason), and rollup buckets of its
+    own: the zone is forgotten, so the next refresh rebuilds every day with them."""
+    fields = (
+        "customer_id, agent, team, queue, reason, channel, direction, tier, escalated, resolved, parent_id, "
+        "started_us, ended_us"
+    )
+    for statement in (
+        "ALTER TABLE metric_contacts ADD COLUMN reason TEXT",
+        "UPDATE metric_contacts SET reason = (SELECT c.reason FROM contacts AS c WHERE c.pk = metric_contacts.pk)",
+        "DROP TRIGGER contacts_metric_update",
+        f"""CREATE TRIGGER contacts_metric_update AFTER UPDATE OF {fields} ON contacts
+        BEGIN
+            DELETE FROM metric_contacts WHERE started_us = old.started_us AND pk = old.pk;
+            INSERT INTO metric_contacts (started_us, pk, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason)
+            SELECT new.started_us, new.pk, new.end_us, NULL, new.tier, new.escalated, new.resolved, new.agent,
+                new.team, new.queue, new.channel, new.reason
+            WHERE new.direction = 'inbound' AND new.agent IS NOT NULL;
+        END""",
+        "DROP TRIGGER contacts_rollup_dirty_update",
+        f"""CREATE TRIGGER contacts_rollup_dirty_update AFTER UPDATE OF {fields} ON contacts
+        BEGIN
+            INSERT INTO metric_rollup_dirty (utc_day) SELECT old.started_us / 86400000000
+            WHERE NOT EXISTS (SELECT 1 FROM metric_rollup_dirty WHERE utc_day = old.started_us / 86400000000);
+        END""",
+        "DELETE FROM metric_rollup_state WHERE name = 'zone'",
+    ):
+        db.execute(statement)

@@ -52,7 +52,7 @@ def _rollup_zone(conn: sqlite3.Connection) -> str | None:
 
 
 _DAY_ROWS_SQL = """
-SELECT agent, team, queue, channel, tier, escalated, resolved, started_us, end_us, next_repeat_us
+SELECT agent, team, queue, channel, reason, tier, escalated, resolved, started_us, end_us, next_repeat_us
 FROM metric_contacts WHERE started_us >= ? AND started_us < ?
 """
 _NO_NEXT_REPEAT = 2**62  # stands for "no later repeatable contact": after any end + W
@@ -136,7 +136,9 @@ def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: _ValueI
     rows = conn.execute(_DAY_ROWS_SQL, (lo, hi)).fetchall()
     if not rows:
         return
-    agent, team, queue, channel, tier, escalated, resolved, started, ended, next_repeat = zip(*rows, strict=True)
+    agent, team, queue, channel, reason, tier, escalated, resolved, started, ended, next_repeat = zip(
+        *rows, strict=True
+    )
     start = np.array(started, dtype=np.int64)
     end = np.array(ended, dtype=np.int64)
     slot = (start - lo) // US_PER_HOUR
@@ -149,7 +151,8 @@ def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: _ValueI
         [np.ones(len(rows), dtype=bool), tier1, *no_repeat, *(tier1_base & ok for ok in no_repeat)], axis=1
     ).astype(np.int64)
     day_blobs, hour_blobs = [], []
-    for dim, column in ((EVERYONE, None), ("agent", agent), ("team", team), ("queue", queue), ("channel", channel)):
+    columns = (("agent", agent), ("team", team), ("queue", queue), ("channel", channel), ("reason", reason))
+    for dim, column in ((EVERYONE, None), *columns):
         if column is None:
             keys = np.zeros(len(rows), dtype=np.int64)
             keys[:] = ids.get(dim, "")
