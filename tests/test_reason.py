@@ -58,7 +58,7 @@ def reasons_db(store: ContactStore, database_url: str, monkeypatch: pytest.Monke
 def report_json(*args: str) -> dict[str, Any]:
     result = CliRunner().invoke(main, ["report", *args, "--as-of", AS_OF, "--format", "json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)  # type: ignore[no-any-return]
+    return json.loads(result.output)
 
 
 def test_report_filters_and_breaks_down_by_reason(reasons_db: ContactStore) -> None:
