@@ -11,12 +11,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from click.testing import CliRunner
 from sqlite_utils import Database
 
 from bot.cli import main
 from bot.storage import ContactStore
+from bot.storage.postgres import PostgresContactStore
+from bot.storage.postgres_migrations import MIGRATIONS
 from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_migrations import migrations
 from metrics.engine import compute
@@ -116,6 +119,35 @@ def test_a_store_made_before_reasons_is_migrated(db_path: Path) -> None:
         as_of = parse_instant(AS_OF, UTC)
         query = MetricQuery("acr", 7 * US_PER_DAY, as_of - 30 * US_PER_DAY, as_of, as_of, (("reason", "billing"),))
         assert compute(store, query, UTC).total.matured == 1
+    finally:
+        store.close()
+
+
+def test_a_postgresql_store_made_before_reasons_is_migrated(postgres_url: str) -> None:
+    """The same on PostgreSQL: migration 007 gives the candidates stored before it their reason."""
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())")
+        for name, statements in MIGRATIONS[: [name for name, _ in MIGRATIONS].index("007_metric_contacts_reason")]:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        conn.execute(
+            "INSERT INTO contacts (source, id, customer_id, agent, reason, channel, direction, tier, escalated, "
+            "started_us, raw, received_at) VALUES ('api', 'old', 'k', 'maria', 'billing', 'phone', 'inbound', 1, "
+            "false, %s, '{}', '2026-03-01T00:00:00Z')",
+            (parse_instant("2026-03-01T00:00:00Z", UTC),),
+        )
+        conn.execute(
+            "INSERT INTO metric_contacts (pk, started_us, end_us, tier, escalated, agent, channel) "
+            "SELECT pk, started_us, end_us, tier, escalated, agent, channel FROM contacts"
+        )
+    store = PostgresContactStore(postgres_url)
+    try:
+        as_of = parse_instant(AS_OF, UTC)
+        query = MetricQuery("acr", 7 * US_PER_DAY, as_of - 30 * US_PER_DAY, as_of, as_of, (("reason", "billing"),))
+        assert compute(store, query, UTC).total.matured == 1
+        assert store.dimension_values("reason") == ["billing"]
+        assert store.data_since_us() == parse_instant("2026-03-01T00:00:00Z", UTC)
     finally:
         store.close()
 

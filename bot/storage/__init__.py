@@ -169,7 +169,7 @@ class ContactStore(Protocol):
         ...
 
     def dimension_values(self, dimension: str) -> list[str]:
-        """Distinct non-empty stored values of ``agent``, ``team``, ``queue`` or ``channel``, sorted (for "did
+        """Distinct non-empty stored values of ``agent``, ``team``, ``queue``, ``channel`` or ``reason``, sorted (for "did
         you mean" suggestions). Raises ValueError for any other dimension."""
         ...
 

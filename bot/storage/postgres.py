@@ -90,7 +90,7 @@ INSERT INTO written (pk, customer_id, started_us) SELECT pk, customer_id, starte
 """.format(sets=", ".join(f"{column} = i.{column}" for column in _COLUMNS if column not in ("source", "id")))
 _CANDIDATE: Final = "c.direction = 'inbound' AND c.agent IS NOT NULL"
 _METRIC_COLUMNS: Final = (
-    "pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel"
+    "pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason"
 )
 # The start of the customer's first repeatable contact strictly after contact ``c``.
 _NEXT_REPEAT_OF_C: Final = (
@@ -101,7 +101,7 @@ _DROP_OLD_CANDIDATES: Final = "DELETE FROM metric_contacts AS m USING written AS
 _ADD_CANDIDATES: Final = f"""
 INSERT INTO metric_contacts ({_METRIC_COLUMNS})
 SELECT c.pk, c.started_us, c.end_us, {{next_repeat}}, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue,
-    c.channel
+    c.channel, c.reason
 FROM contacts AS c WHERE c.pk IN (SELECT pk FROM written) AND {_CANDIDATE}
 ON CONFLICT (pk) DO NOTHING
 """
@@ -150,7 +150,7 @@ _COPY_ORDER: Final = {
     "alert_rules": "id",
     "outbox": "created_us, seq",
 }
-_DIMENSIONS: Final = frozenset({"agent", "team", "queue", "channel"})
+_DIMENSIONS: Final = frozenset({"agent", "team", "queue", "channel", "reason"})
 
 
 class PostgresContactStore:
@@ -214,6 +214,11 @@ class PostgresContactStore:
             row = conn.execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()
         assert row is not None
         return int(row[0])
+
+    def data_since_us(self) -> int | None:
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT min(started_us) FROM metric_contacts").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
         with self._pool.connection() as conn:

@@ -22,7 +22,7 @@ from metrics.engine import RowSpec
 from metrics.query import Counts
 from metrics.rollup import RollupDays
 
-DIMENSIONS = ("agent", "team", "queue", "channel")
+DIMENSIONS = ("agent", "team", "queue", "channel", "reason")
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + %(w)s)"
 TIER1_SUCCESS = "(tier = 1 AND NOT escalated AND resolved IS NOT FALSE)"
 MATURED = "end_us <= %(matured_by)s"

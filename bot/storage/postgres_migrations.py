@@ -161,6 +161,16 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "ALTER TABLE metric_contacts ALTER COLUMN tier TYPE BIGINT",
         ),
     ),
+    (
+        "007_metric_contacts_reason",
+        (
+            # The contact reason as a dimension like the others (filters, breakdowns): a column of the candidates,
+            # filled from the contacts they came from; the store's derive step writes it from then on.
+            "ALTER TABLE metric_contacts ADD COLUMN reason TEXT",
+            "UPDATE metric_contacts AS m SET reason = c.reason FROM contacts AS c "
+            "WHERE c.pk = m.pk AND c.reason IS NOT NULL",
+        ),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
