@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import io
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-from metrics.query import Counts
+from metrics.query import Counts, Metric
 
 COLORS = ("#1f6feb", "#d97706")
 TARGET_COLOR = "#15803d"
@@ -33,6 +33,19 @@ class Series:
 class Target:
     label: str
     rate: float  # a fraction
+
+
+TARGET_NAMES: dict[Metric, str] = {"acr": "ACR", "tier1": "Tier-1"}
+
+
+def target_lines(targets: Mapping[Metric, float | None]) -> tuple[Target, ...]:
+    """A dashed line per metric whose target is set (TARGET_ACR / TARGET_TIER1, as fractions): ``Tier-1 target
+    70%``; a metric without a target draws none."""
+    return tuple(
+        Target(f"{TARGET_NAMES[metric]} target {rate * 100:g}%", rate)
+        for metric, rate in targets.items()
+        if rate is not None
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +106,17 @@ def trend_png(chart: TrendChart) -> bytes:
         values = [v for v in solid if not math.isnan(v)]  # a hollow point outside this range is left out
         lows.extend(values)
         highs.extend(values)
-    for target in chart.targets:
-        axes.axhline(target.rate * 100, color=TARGET_COLOR, linestyle="--", linewidth=1.2, label=target.label)
+    for target in chart.targets:  # labelled on the line itself: two targets must not be told apart by a legend
+        axes.axhline(target.rate * 100, color=TARGET_COLOR, linestyle="--", linewidth=1.2)
+        axes.annotate(
+            target.label,
+            (0, target.rate * 100),
+            xycoords=("axes fraction", "data"),
+            xytext=(4, 2),
+            textcoords="offset points",
+            color=TARGET_COLOR,
+            fontsize=8,
+        )
         lows.append(target.rate * 100)
         highs.append(target.rate * 100)
     maturing = [i for i, flag in enumerate(chart.maturing) if flag]

@@ -19,6 +19,7 @@ from bot.settings import load_settings
 from bot.slack.answers import Answerer, Supervisors
 from bot.storage import open_store
 from metrics.engine import compute
+from metrics.query import METRICS
 from metrics.timeutil import load_zone, to_us
 
 CONTACTS = 30_000
@@ -26,6 +27,7 @@ DAYS = 91
 AS_OF = "2026-03-09T09:00:00"  # a Monday 09:00, the day after the spring-forward change
 MIN_SAMPLE = 30
 QUESTION = "team:billing by:week last:84d"
+TARGET_ACR = 80.0  # the examples show target lines: TARGET_ACR is unset by default, TARGET_TIER1 is 70
 
 
 def write_examples(out_dir: Path) -> list[Path]:
@@ -34,16 +36,26 @@ def write_examples(out_dir: Path) -> list[Path]:
     as_of_us = to_us(datetime.fromisoformat(AS_OF).replace(tzinfo=zone))
     contacts = demo_contacts(CONTACTS, DAYS, as_of_us, zone)
     out_dir.mkdir(parents=True, exist_ok=True)
-    source = f"demo data: {CONTACTS:,} contacts over {DAYS} days, seed {SEED}, BOT_TIMEZONE={ZONE}, as of {AS_OF} local"
+    source = (
+        f"demo data: {CONTACTS:,} contacts over {DAYS} days, seed {SEED}, BOT_TIMEZONE={ZONE}, "
+        f"TARGET_ACR={TARGET_ACR:g}, as of {AS_OF} local"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         url = f"sqlite:///{Path(scratch) / 'example.db'}"
         store = open_store(url)
         try:
             store.upsert(contacts)
+            settings = load_settings(
+                database_url=url,
+                bot_timezone=ZONE,
+                digest_min_sample=MIN_SAMPLE,
+                target_acr=TARGET_ACR,
+                target_tier1=70,
+            )
             digest = periodic.gather(store, "", "weekly", as_of_us, zone, compute)
-            weekly = periodic.render(digest, zone, MIN_SAMPLE)
-            weekly_png = periodic.chart(digest, zone, MIN_SAMPLE)
-            settings = load_settings(database_url=url, bot_timezone=ZONE, digest_min_sample=MIN_SAMPLE)
+            targets = {metric: settings.target(metric) for metric in METRICS}
+            weekly = periodic.render(digest, zone, MIN_SAMPLE, targets, data_since_us=store.data_since_us())
+            weekly_png = periodic.chart(digest, zone, MIN_SAMPLE, targets)
             answerer = Answerer(settings, store, Supervisors(frozenset(), None, None))
             reply = answerer.handle("/acr", QUESTION, None, as_of_us=as_of_us)
             [chart_file] = reply.files

@@ -3,6 +3,7 @@ thread, and requests signed the way Slack signs them."""
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -200,3 +201,12 @@ def running(settings: Settings, store: ContactStore, compute_fn: Compute = compu
 def all_text(message: dict[str, Any]) -> str:
     """Every text of a posted message or view: what a user would read."""
     return json.dumps(message.get("blocks", message), ensure_ascii=False) + json.dumps(message.get("text", ""))
+
+
+def target_line_pixels(png: bytes) -> int:
+    """How many pixels of a chart are the target line's green (``bot.charts.TARGET_COLOR``, anti-aliased: clearly
+    greener than red and blue, which no other colour of the charts is): none when no target is drawn."""
+    from PIL import Image
+
+    data = Image.open(io.BytesIO(png)).convert("RGB").tobytes()
+    return sum(1 for i in range(0, len(data), 3) if data[i + 1] > data[i] + 50 and data[i + 1] > data[i + 2] + 30)

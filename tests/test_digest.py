@@ -30,6 +30,7 @@ from tests.scheduler_support import (
     quick_client,
     settings_for,
 )
+from tests.slack_support import target_line_pixels
 from tests.store_support import needs_rollups, probe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +124,7 @@ def test_chart_is_uploaded_in_the_digest_thread(seeded: str, fake: FakeSlack) ->
     assert url_call.body["filename"] == "acr-trend-2026-03-09.png"
     [upload] = [c for c in fake.calls if c.path.startswith("/upload/")]
     assert upload.body["png"] and upload.body["bytes"] > 5_000
+    assert target_line_pixels(upload.body["content"]) > 200  # TARGET_TIER1's default 70% across the trend
     [complete] = fake.calls_to("files.completeUploadExternal")
     body = complete.body
     assert body["channel_id"] == "C0LEADS"

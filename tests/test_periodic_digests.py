@@ -27,7 +27,7 @@ from tests.scheduler_support import (
     quick_client,
     settings_for,
 )
-from tests.slack_support import SlackServer, all_text, slack_settings
+from tests.slack_support import SlackServer, all_text, slack_settings, target_line_pixels
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_YORK = ZoneInfo("America/New_York")
@@ -101,7 +101,9 @@ def test_weekly_digest_is_due_at_09_local_across_dst_and_posted_once(seeded: str
     text = blocks_text(post)
     assert "ACR weekly digest — all teams — week of Mon 2026-02-23 to Sun 2026-03-01" in text
     # 140 + 60 repeats (handled by team other, no repeat) + 8 of desk = 208 of 268; the week before 198 of 218
-    assert "ACR (7-day window): 77.6%" in text and "▼13.3 pts vs the week before (90.9%; significant, p=0.000)" in text
+    assert "ACR (7-day window): 77.6% ▼13.3 pts" in text
+    assert "vs the week before (90.9%): down 13.3 points, significant;" in text  # the one rule (change_words)
+    assert "Tier-1 resolution:" in text and "the 70% target" in text  # TARGET_TIER1's default; ACR has none
     assert "latest week whose 7-day window has closed" in text and "50 contacts, 50 of them still pending" in text
     assert "As of 2026-03-09 09:00 EDT" in text
     assert "care" in text and "desk" in text and "* fewer than 30 matured" in text
@@ -109,6 +111,8 @@ def test_weekly_digest_is_due_at_09_local_across_dst_and_posted_once(seeded: str
     assert complete.body["thread_ts"] == "1700000000.000001"  # the digest's ts (tests/scheduler_support.py)
     [url_call] = fake.calls_to("files.getUploadURLExternal")
     assert url_call.body["filename"] == "acr-weekly-2026-03-09.png"
+    [chart] = [call for call in fake.calls if call.path.startswith("/upload/")]
+    assert target_line_pixels(chart.body["content"]) > 200  # the tier-1 target drawn across the trend
 
 
 def test_monthly_digest_on_the_first_after_berlins_dst_change(seeded: str, fake: FakeSlack) -> None:

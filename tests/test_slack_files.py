@@ -18,7 +18,7 @@ from bot.charts import Series, TrendChart, split_small, trend_png
 from bot.storage import ContactStore
 from metrics.query import Counts
 from tests.fake_slack import FakeSlack
-from tests.slack_support import SlackServer, add_contacts, all_text, running, slack_settings
+from tests.slack_support import SlackServer, add_contacts, all_text, running, slack_settings, target_line_pixels
 
 CHANNEL = "C0CHAN"  # the channel of the slash command (tests/slack_support.py command_form)
 DM = "D0DIRECT"
@@ -89,8 +89,20 @@ def test_a_private_trend_comes_with_its_chart_by_direct_message(slack: tuple[Sla
     assert opened.body["users"] == "U0SUPER"
     [upload] = sent_bytes(fake)
     assert upload.body["png"] is True and upload.body["bytes"] > 5_000
+    assert target_line_pixels(upload.body["content"]) == 0  # TARGET_ACR is unset by default: no target line
     [url_call] = fake.calls_to("files.getUploadURLExternal")
     assert url_call.body["filename"].startswith("acr-by-week-") and url_call.body["filename"].endswith(".png")
+
+
+def test_a_chart_draws_the_target_and_the_reply_says_how_far_it_is(store: ContactStore, database_url: str) -> None:
+    add_contacts(store, history(70))
+    with FakeSlack() as fake, running(slack_settings(database_url, fake.api_url, target_acr=95), store) as server:
+        fake.answer("conversations.open", {"ok": True, "channel": {"id": DM}})
+        reply = ask((server, fake), "by:week last:56d", "weeks")
+        assert "points below the 95% target" in all_text(reply)
+        uploads(fake, 1)
+        [upload] = sent_bytes(fake)
+        assert target_line_pixels(upload.body["content"]) > 200  # a dashed line across the chart
 
 
 def test_a_shared_answer_is_posted_and_its_chart_and_csv_go_in_its_thread(

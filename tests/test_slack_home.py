@@ -47,6 +47,7 @@ def test_linked_agent_sees_herself_against_her_team(server: SlackServer, fake: F
     # maria 8 of 10 (tier-1 7 of 10); team billing: maria's 10 and bob's 2 (both resolved), 10 of 12
     assert "you (maria)" in text and "80.0%" in text and "70.0%" in text
     assert "team billing" in text and "83.3%" in text
+    assert "You: tier-1 at the 70% target." in text  # TARGET_TIER1's default; ACR has no target by default
 
 
 def test_supervisor_sees_teams_weakest_agents_and_own(server: SlackServer, fake: FakeSlack) -> None:
@@ -55,6 +56,7 @@ def test_supervisor_sees_teams_weakest_agents_and_own(server: SlackServer, fake:
     assert "*Teams*, worst ACR first" in text and "billing" in text and "sales" in text
     assert "agent `bob`" in text and len(view["blocks"]) < 20
     assert "*Weakest agents*" not in text  # nobody has 30 matured contacts in the seed
+    assert "All teams: tier-1 " in text and "the 70% target." in text
 
 
 def test_unlinked_user_is_told_how_to_get_linked(server: SlackServer, fake: FakeSlack) -> None:

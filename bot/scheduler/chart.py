@@ -6,18 +6,23 @@ that rests on 7 contacts is never a 100% spike of the trend.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from bot.charts import Series, Target, TrendChart, trend_png
+from bot.charts import Series, TrendChart, target_lines, trend_png
 from bot.scheduler.digest import DayPoint
+from metrics.query import Metric
 
 SMALL_DAY = 30  # matured contacts below which a day is drawn hollow, off the line (DIGEST_MIN_SAMPLE's default)
 
 
 def trend_chart(
-    days: Sequence[DayPoint], title: str, min_sample: int = SMALL_DAY, targets: Sequence[Target] = ()
+    days: Sequence[DayPoint],
+    title: str,
+    min_sample: int = SMALL_DAY,
+    targets: Mapping[Metric, float | None] | None = None,
 ) -> bytes:
-    """The PNG bytes. Days still maturing (some contacts pending) are shaded: their rates can still change."""
+    """The PNG bytes. Days still maturing (some contacts pending) are shaded: their rates can still change;
+    ``targets`` (fractions by metric) are dashed lines."""
     return trend_png(
         TrendChart(
             title=title,
@@ -26,7 +31,7 @@ def trend_chart(
                 Series("ACR (7-day window)", [d.acr for d in days], band=False),
                 Series("Tier-1 resolution", [d.tier1 for d in days], band=False),
             ],
-            targets=targets,
+            targets=target_lines(targets or {}),
             min_sample=min_sample,
             maturing=[d.acr.pending > 0 for d in days],
         )

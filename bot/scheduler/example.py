@@ -60,7 +60,7 @@ def write_example(out_dir: Path) -> tuple[Path, Path]:
     title = f"Daily ACR and tier-1 rate, last 30 days — {scope_label(SCOPE)}"
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "digest-example.png"
-    png.write_bytes(trend_chart(digest.days, title))
+    png.write_bytes(trend_chart(digest.days, title, MIN_SAMPLE, targets))
     markdown = out_dir / "digest-example.md"
     markdown.write_text(
         "# Digest example\n\n"

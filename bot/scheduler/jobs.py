@@ -148,6 +148,10 @@ class Jobs:
             run.delivery = self.poster.deliver_due()
         return run
 
+    def targets(self) -> dict[Metric, float | None]:
+        """TARGET_ACR and TARGET_TIER1 as fractions (None when unset), for the digests and their charts."""
+        return {metric: self.settings.target(metric) for metric in METRICS}
+
     def compose_digest(self, due: DueDigest, *, with_chart: bool = True) -> tuple[list[OutboxMessage], Message]:
         """The digest message and its chart (a file posted in the digest's thread), as of its scheduled time."""
         subscription = due.subscription
@@ -156,7 +160,7 @@ class Jobs:
             return self._compose_periodic(due, zone, with_chart)
         inputs = gather(self.store, subscription.scope, due.due_us, zone, self.compute)
         firing = [rule for rule in self.store.schedules().list_alert_rules() if rule.state.firing]
-        targets: dict[Metric, float | None] = {metric: self.settings.target(metric) for metric in METRICS}
+        targets = self.targets()
         digest = compose(
             inputs, firing, self.settings.digest_min_sample, zone, targets, data_since_us=self.store.data_since_us()
         )
@@ -166,7 +170,7 @@ class Jobs:
             return messages, message
         try:
             title = f"Daily ACR and tier-1 rate, last 30 days — {scope_label(subscription.scope)}"
-            png = chart.trend_chart(digest.days, title, self.settings.digest_min_sample)
+            png = chart.trend_chart(digest.days, title, self.settings.digest_min_sample, targets)
         except Exception:  # the text digest goes out without its chart
             log.exception("digest %s: drawing the trend chart failed; sending the text only", due.key)
         else:
@@ -188,12 +192,13 @@ class Jobs:
         subscription = due.subscription
         min_sample = self.settings.digest_min_sample
         digest = periodic.gather(self.store, subscription.scope, subscription.cadence, due.due_us, zone, self.compute)
-        message = periodic.render(digest, zone, min_sample)
+        targets = self.targets()
+        message = periodic.render(digest, zone, min_sample, targets, data_since_us=self.store.data_since_us())
         messages = [OutboxMessage(due.key, subscription.channel, message.text, message.blocks)]
         if not with_chart:
             return messages, message
         try:
-            png = periodic.chart(digest, zone, min_sample)
+            png = periodic.chart(digest, zone, min_sample, targets)
         except Exception:  # the text digest goes out without its chart
             log.exception("digest %s: drawing the trend chart failed; sending the text only", due.key)
             return messages, message

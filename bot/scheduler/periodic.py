@@ -12,17 +12,29 @@ a month is long enough that the month just ended is reported, with its pending c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta, tzinfo
 
-from bot.charts import Series, Target, TrendChart, trend_png
-from bot.presentation import Block, Message, cell, context, escape, interval_span, percent, period_words, section
+from bot.charts import Series, TrendChart, target_lines, trend_png
+from bot.presentation import (
+    Block,
+    Message,
+    cell,
+    change_words,
+    context,
+    escape,
+    interval_span,
+    percent,
+    period_words,
+    section,
+    target_words,
+)
 from bot.storage.schedules import Cadence, scope_filters, scope_label
 from metrics.engine import MetricSource
 from metrics.periods import local_date, local_midnight_us, next_month, previous_month
-from metrics.query import Breakdown, Counts, Metric, MetricQuery, MetricResult
-from metrics.significance import change_between
+from metrics.query import METRICS, Breakdown, Counts, Metric, MetricQuery, MetricResult
+from metrics.significance import change_between, far_less_data
 from metrics.timeutil import US_PER_DAY, from_us
 
 Compute = Callable[[MetricSource, MetricQuery, tzinfo], MetricResult]
@@ -85,15 +97,14 @@ def gather(
     trend_first = bounds(cadence, as_of_us, zone, back + TREND_PERIODS[cadence] - 1)[0]
     since_reported = ask("acr", last[1], bounds(cadence, as_of_us, zone, 1)[1]) if back > 1 else None
     unit: Breakdown = "week" if cadence == "weekly" else "month"
-    metrics: tuple[Metric, ...] = ("acr", "tier1")
     return PeriodDigest(
         cadence=cadence,
         scope=scope,
         as_of_us=as_of_us,
-        last={m: ask(m, *last) for m in metrics},
-        before={m: ask(m, *before) for m in metrics},
+        last={m: ask(m, *last) for m in METRICS},
+        before={m: ask(m, *before) for m in METRICS},
         groups=ask("acr", *last, by="agent" if filters else "team"),
-        trend={m: ask(m, trend_first, last[1], by=unit) for m in metrics},
+        trend={m: ask(m, trend_first, last[1], by=unit) for m in METRICS},
         since_reported=since_reported,
     )
 
@@ -106,20 +117,31 @@ def _period_name(digest: PeriodDigest, result: MetricResult, zone: tzinfo) -> st
     return f"week of {first:%a %Y-%m-%d} to {last:%a %Y-%m-%d}"
 
 
-def _headline(metric: Metric, now: Counts, before: Counts, unit: str) -> str:
-    change = change_between(now, before)
-    if change.points is None:
-        versus = f"no rate the {unit} before to compare with"
-    else:
-        arrow = "▲" if change.points > 0 else "▼" if change.points < 0 else "="
-        verdict = "significant" if change.significant else "not significant"
-        versus = (
-            f"{arrow}{abs(change.points):.1f} pts vs the {unit} before ({percent(before.rate)}; "
-            f"{verdict}, p={change.p_value:.3f})"
+def _headline(
+    metric: Metric, now: Counts, before: MetricResult, unit: str, target: float | None, data_since_us: int | None
+) -> str:
+    """``ACR (7-day window): 77.6% ▼13.3 pts (95% CI …, n=…); 2.4 points below the 80% target; vs the week
+    before (90.9%): down 13.3 points, significant; 12 pending`` — one rule for changes (``change_words``)."""
+    change = change_between(now, before.total)
+    moved = ""
+    if change.points is not None:
+        moved = (
+            " " + ("▲" if change.points > 0 else "▼" if change.points < 0 else "=") + f"{abs(change.points):.1f} pts"
         )
+    if far_less_data(now, before.total, data_since_us, before.since_us):
+        versus = f"the {unit} before has far less data (n={before.total.matured:,}: the data starts inside it)"
+        moved = ""
+    else:
+        words = change_words(now, before.total)
+        versus = (
+            f"vs the {unit} before ({percent(before.total.rate)}): {words}"
+            if words
+            else (f"no rate the {unit} before to compare with")
+        )
+    goal = target_words(now.rate, target)
     return (
-        f"{METRIC_NAMES[metric]}: {percent(now.rate)} (95% CI {interval_span(now, none='no interval')}, "
-        f"n={now.matured:,}), {versus}; {now.pending:,} pending"
+        f"{METRIC_NAMES[metric]}: {percent(now.rate)}{moved} (95% CI {interval_span(now, none='no interval')}, "
+        f"n={now.matured:,}){'; ' + goal if goal else ''}; {versus}; {now.pending:,} pending"
     )
 
 
@@ -141,14 +163,23 @@ def _group_lines(digest: PeriodDigest, min_sample: int) -> list[str]:
     return lines
 
 
-def render(digest: PeriodDigest, zone: tzinfo, min_sample: int) -> Message:
-    """The digest as Block Kit (for Slack) and as plain text (for ``--dry-run`` and the README example)."""
+def render(
+    digest: PeriodDigest,
+    zone: tzinfo,
+    min_sample: int,
+    targets: Mapping[Metric, float | None] | None = None,
+    data_since_us: int | None = None,
+) -> Message:
+    """The digest as Block Kit (for Slack) and as plain text (for ``--dry-run`` and the README example);
+    ``targets`` are fractions, ``data_since_us`` the start of the stored data (a previous period mostly before it
+    is not compared)."""
+    goals = targets or {}
     unit = "week" if digest.cadence == "weekly" else "month"
     period = _period_name(digest, digest.last["acr"], zone)
     title = f"ACR {digest.cadence} digest — {scope_label(digest.scope)} — {period}"
     headlines = [
-        _headline(m, digest.last[m].total, digest.before[m].total, unit) for m in ("acr", "tier1")
-    ]  # fmt: skip
+        _headline(m, digest.last[m].total, digest.before[m], unit, goals.get(m), data_since_us) for m in METRICS
+    ]
     table_title = (
         f"By {'agent' if digest.scope else 'team'}, {period} (worst first; * fewer than {min_sample} matured):"
     )
@@ -189,10 +220,12 @@ def render(digest: PeriodDigest, zone: tzinfo, min_sample: int) -> Message:
     return Message(blocks=blocks, text=f"{title}: ACR {percent(first.rate)}", plain="\n".join(lines))
 
 
-def chart(digest: PeriodDigest, zone: tzinfo, min_sample: int, targets: Sequence[Target] = ()) -> bytes:
+def chart(
+    digest: PeriodDigest, zone: tzinfo, min_sample: int, targets: Mapping[Metric, float | None] | None = None
+) -> bytes:
     """The trend: ACR and tier-1 per week (month) with ACR's 95% band, the targets, small samples hollow."""
     unit = "week" if digest.cadence == "weekly" else "month"
-    rows = {m: digest.trend[m].rows for m in ("acr", "tier1")}
+    rows = {m: digest.trend[m].rows for m in METRICS}
     return trend_png(
         TrendChart(
             title=f"ACR and tier-1 resolution per {unit}, last {TREND_PERIODS[digest.cadence]} {unit}s — "
@@ -202,7 +235,7 @@ def chart(digest: PeriodDigest, zone: tzinfo, min_sample: int, targets: Sequence
                 Series(METRIC_NAMES["acr"], [row.counts for row in rows["acr"]]),
                 Series(METRIC_NAMES["tier1"], [row.counts for row in rows["tier1"]], band=False),
             ],
-            targets=targets,
+            targets=target_lines(targets or {}),
             min_sample=min_sample,
             maturing=[row.counts.pending > 0 for row in rows["acr"]],
         )

@@ -11,7 +11,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.presentation import Block, cell, code, context, escape, interval_span, percent, section
+from bot.presentation import Block, cell, code, context, escape, interval_span, percent, section, target_words
 from bot.slack.answers import Answerer
 from bot.slack.blocks import MAX_ROWS, Answer, ranked_rows, trend_mark
 from bot.slack.commands import acknowledge
@@ -87,7 +87,11 @@ def _you_and_your_team(answerer: Answerer, agent: str, now: int) -> list[Block]:
         theirs = {m: answerer.compute_answer(Question(m, filters=(("team", team),)), now) for m in METRICS}
         lines.append(_line(f"team {team}", theirs))
     table = "\n".join(escape(line) for line in [f"{'':<22} {'ACR':>17} {'Tier-1':>17}", *lines])
-    return [section(f"*You against your team* (agent {code(agent)})\n```\n{table}\n```")]
+    blocks = [section(f"*You against your team* (agent {code(agent)})\n```\n{table}\n```")]
+    goals = _target_line(mine)
+    if goals:
+        blocks.append(context(escape(f"You: {goals}.")))
+    return blocks
 
 
 def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
@@ -102,6 +106,10 @@ def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
             f"{percent(tier1.get(row.key, Counts()).rate):>7}"
         )
     blocks = [section("*Teams*, worst ACR first\n```\n" + "\n".join(escape(line) for line in lines) + "\n```")]
+    center: dict[Metric, Answer] = {"acr": acr, "tier1": answerer.compute_answer(Question("tier1"), now)}
+    goals = _target_line(center)
+    if goals:
+        blocks.append(context(escape(f"All teams: {goals}.")))
     agents = answerer.compute_answer(Question("acr", by="agent"), now).result.rows
     minimum = answerer.settings.digest_min_sample
     eligible = sorted(
@@ -117,6 +125,17 @@ def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
         body = "\n".join(escape(line) for line in weakest)
         blocks.append(section(f"*Weakest agents* (at least {minimum} matured contacts)\n```\n{body}\n```"))
     return blocks
+
+
+def _target_line(answers: dict[Metric, Answer]) -> str:
+    """``ACR 3.3 points below the 80% target; tier-1 at the 70% target`` for the metrics whose target is set."""
+    names = {"acr": "ACR", "tier1": "tier-1"}
+    parts = [
+        f"{names[metric]} {words}"
+        for metric, answer in answers.items()
+        if (words := target_words(answer.result.total.rate, answer.target)) is not None
+    ]
+    return "; ".join(parts)
 
 
 def _line(label: str, answers: dict[Metric, Answer]) -> str:

@@ -8,12 +8,11 @@ formatting.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any
 
-from bot.charts import BarChart, Series, Target, TrendChart, bars_png, trend_png
+from bot.charts import BarChart, Series, TrendChart, bars_png, target_lines, trend_png
 from bot.presentation import (
     Block,
     Message,
@@ -154,9 +153,11 @@ def file_stem(answer: Answer, zone: tzinfo) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(parts)).strip("-")[:120]
 
 
-def answer_chart(answer: Answer, zone: tzinfo, min_sample: int, targets: Sequence[Target] = ()) -> bytes:
-    """A PNG of the answer: a trend for ``by:day|week|month``, bars for a breakdown (of its rows)."""
+def answer_chart(answer: Answer, zone: tzinfo, min_sample: int) -> bytes:
+    """A PNG of the answer: a trend for ``by:day|week|month``, bars for a breakdown (of its rows); the metric's
+    target (TARGET_ACR / TARGET_TIER1) as a dashed line when it is set."""
     result = answer.result
+    targets = target_lines({result.query.metric: answer.target})
     title = chart_title(answer, zone)
     if result.query.by in PERIOD_BREAKDOWNS:
         label = f"{METRIC_LABELS[result.query.metric]} per {result.query.by}"
