@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import psycopg
 import pytest
+from sqlite_utils import Database
 
 from bot.clock import ManualClock
 from bot.period_examples import write_examples
@@ -16,6 +18,8 @@ from bot.scheduler.delivery import Poster
 from bot.scheduler.jobs import Jobs, schedule_of
 from bot.scheduler.words import Subscribe, parse_schedule_command
 from bot.storage import ContactStore, open_store
+from bot.storage.postgres_migrations import MIGRATIONS
+from bot.storage.sqlite_migrations import migrations
 from metrics.errors import UserError
 from tests.fake_slack import FakeSlack
 from tests.scheduler_support import (
@@ -28,6 +32,7 @@ from tests.scheduler_support import (
     settings_for,
 )
 from tests.slack_support import SlackServer, all_text, slack_settings, target_line_pixels
+from tests.store_support import sqlite_url
 
 REPO = Path(__file__).resolve().parents[1]
 NEW_YORK = ZoneInfo("America/New_York")
@@ -181,3 +186,50 @@ def test_the_readme_examples_are_what_make_periods_example_writes(tmp_path: Path
         else:
             assert path.read_bytes().startswith(b"\x89PNG") and f"docs/{path.name}" in readme
     assert "ACR weekly digest — all teams — week of Mon 2026-02-23 to Sun 2026-03-01" in readme
+
+
+# --- stores made before cadences --------------------------------------------------------------------------
+
+OLD_SUBSCRIPTION = (
+    "INSERT INTO subscriptions (channel, scope, local_time, zone, weekdays_only, created_by, created_us) "
+    "VALUES ('C0LEADS', 'team:care', '08:30', 'Europe/Berlin', {weekdays}, 'U0SUPER', 1700000000000000)"
+)
+
+
+def assert_upgraded(url: str) -> None:
+    """The subscription stored before cadences is the same daily digest, and the channel can now also have the
+    weekly and monthly digests of the same scope (the old UNIQUE (channel, scope) is gone)."""
+    store = open_store(url)
+    try:
+        [old] = store.schedules().list_subscriptions()
+        assert (old.channel, old.scope, old.local_time, old.zone, old.weekdays_only) == (
+            "C0LEADS", "team:care", "08:30", "Europe/Berlin", True,
+        )  # fmt: skip
+        assert (old.cadence, old.cadence_day, old.created_by) == ("daily", None, "U0SUPER")
+        subscribe(store, "weekly mon 09:00 team:care", 1)
+        subscribe(store, "monthly 1 09:00 team:care", 1)
+        cadences = sorted(s.cadence for s in store.schedules().list_subscriptions())
+        assert cadences == ["daily", "monthly", "weekly"]
+    finally:
+        store.close()
+
+
+def test_a_sqlite_store_made_before_cadences_keeps_its_daily_digests(db_path: Path) -> None:
+    db = Database(db_path)
+    migrations.apply(db, stop_before="m_subscription_cadence")
+    db.execute(OLD_SUBSCRIPTION.format(weekdays=1))
+    db.conn.commit()
+    db.close()
+    assert_upgraded(sqlite_url(db_path))
+
+
+def test_a_postgresql_store_made_before_cadences_keeps_its_daily_digests(postgres_url: str) -> None:
+    names = [name for name, _ in MIGRATIONS]
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TIMESTAMPTZ DEFAULT now())")
+        for name, statements in MIGRATIONS[: names.index("004_subscription_cadence")]:
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+        conn.execute(OLD_SUBSCRIPTION.format(weekdays="true").encode())
+    assert_upgraded(postgres_url)
