@@ -14,6 +14,7 @@ from sqlite_utils import Database
 
 from bot.clock import ManualClock
 from bot.period_examples import write_examples
+from bot.scheduler import periodic
 from bot.scheduler.delivery import Poster
 from bot.scheduler.jobs import Jobs, schedule_of
 from bot.scheduler.words import Subscribe, parse_schedule_command
@@ -21,6 +22,7 @@ from bot.storage import ContactStore, open_store
 from bot.storage.postgres_migrations import MIGRATIONS
 from bot.storage.sqlite_migrations import migrations
 from metrics.errors import UserError
+from metrics.query import METRICS, Counts, Metric, MetricQuery, MetricResult
 from tests.fake_slack import FakeSlack
 from tests.scheduler_support import (
     DAY_S,
@@ -233,3 +235,29 @@ def test_a_postgresql_store_made_before_cadences_keeps_its_daily_digests(postgre
             conn.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
         conn.execute(OLD_SUBSCRIPTION.format(weekdays="true").encode())
     assert_upgraded(postgres_url)
+
+
+def test_a_week_before_the_data_starts_is_not_compared() -> None:
+    """When the data starts inside the week before and that week has far less data, the headline says so instead
+    of a change; otherwise the change is worded by the one rule, with its significance, and the target distance."""
+    as_of = WEEKLY_DUE
+    week = 7 * DAY_S * 1_000_000
+    last_since, before_since = as_of - 3 * week, as_of - 4 * week
+
+    def result(metric: Metric, since: int, counts: Counts) -> MetricResult:
+        query = MetricQuery(metric, week, since, since + week, as_of)
+        return MetricResult(query, since, since + week, counts)
+
+    def digest(before: Counts) -> periodic.PeriodDigest:
+        last = {m: result(m, last_since, Counts(200, 140)) for m in METRICS}
+        earlier = {m: result(m, before_since, before) for m in METRICS}
+        return periodic.PeriodDigest("weekly", "", as_of, last, earlier, result("acr", last_since, Counts()), {})
+
+    starts_late = before_since + 6 * DAY_S * 1_000_000  # the data starts on the week before's last day
+    text = periodic.render(digest(Counts(12, 11)), NEW_YORK, 30, {"tier1": 0.8}, data_since_us=starts_late).plain
+    assert "the week before has far less data (n=12: the data starts inside it)" in text
+    assert "▼" not in text and "▲" not in text and "significant" not in text.split("As of")[0]
+    assert "Tier-1 resolution: 70.0% (95% CI" in text and "10.0 points below the 80% target" in text
+    text = periodic.render(digest(Counts(190, 171)), NEW_YORK, 30, data_since_us=before_since).plain
+    assert "ACR (7-day window): 70.0% ▼20.0 pts" in text
+    assert "vs the week before (90.0%): down 20.0 points, significant; 0 pending" in text
