@@ -162,6 +162,7 @@ def test_slack_subscribes_a_weekly_digest_beside_the_daily_one(database_url: str
             for name, text in (("d", "subscribe #leads daily 08:00"), ("w", "subscribe #leads weekly mon 09:00"),
                                ("m", "subscribe #leads monthly 1 09:00"), ("l", "subscriptions")):  # fmt: skip
                 assert server.command(text, response_url=fake.response_url(name)).status_code == 200
+                fake.reply(name, timeout=60)  # answered (and stored) before the next command: replies are async
             listed = all_text(fake.reply("l"))
             assert "daily at 08:00" in listed and "weekly on Mondays at 09:00" in listed
             assert "monthly on day 1 at 09:00" in listed
