@@ -155,6 +155,7 @@ def contacts_of(cols: dict[str, np.ndarray], lo: int, hi: int) -> list[Contact]:
                 record["parent_id"],  # type: ignore[arg-type]
                 started,
                 ended,
+                None,
                 orjson.dumps(record).decode(),
             )
         )

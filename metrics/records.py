@@ -40,6 +40,7 @@ KNOWN_FIELDS = (
     "parent_id",
     "started_at",
     "ended_at",
+    "updated_at",
 )
 _TRUE_WORDS = frozenset({"1", "yes", "true"})
 _FALSE_WORDS = frozenset({"0", "no", "false"})
@@ -68,6 +69,7 @@ class Contact(NamedTuple):
     parent_id: str | None
     started_us: int
     ended_us: int | None
+    updated_us: int | None  # the sender's version (``updated_at``): an older one never replaces a newer one
     raw: str  # the record as delivered, as compact JSON, unknown fields included
 
     @property
@@ -145,6 +147,7 @@ def parse_contact_full(
     ended_us = _instant(get("ended_at"), "ended_at", errors, zone, required=False)
     if started_us is not None and ended_us is not None and ended_us < started_us:
         errors.append(FieldError("ended_at", f"{get('ended_at')!r} is before started_at {get('started_at')!r}"))
+    updated_us = _instant(get("updated_at"), "updated_at", errors, zone, required=False)
 
     if errors:
         return errors
@@ -167,6 +170,7 @@ def parse_contact_full(
             parent_id,
             started_us,
             ended_us,
+            updated_us,
             raw if raw is not None else raw_json(obj),
         )
     )
@@ -307,6 +311,11 @@ def contact_row(  # noqa: C901
             return _full_row(obj, zone, from_text, raw)
         if ended_us < started_us:
             return _full_row(obj, zone, from_text, raw)
+    updated_at = get("updated_at")  # rarer than the others: fast_instant, not written out
+    if updated_at is None:
+        updated_us = None
+    elif (updated_us := fast_instant(updated_at, instants)) is None:
+        return _full_row(obj, zone, from_text, raw)
 
     return (
         source,
@@ -324,6 +333,7 @@ def contact_row(  # noqa: C901
         parent_id,
         started_us,
         ended_us,
+        updated_us,
         raw if raw is not None else raw_json(obj),
     )
 

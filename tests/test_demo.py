@@ -158,7 +158,7 @@ def test_output_file_imports_back_whole(tmp_path: Path, database_url: str, suffi
     env = {"DATABASE_URL": database_url, "BOT_TIMEZONE": "America/New_York"}
     imported = CliRunner().invoke(main, ["ingest", str(path)], env=env)
     assert imported.exit_code == 0, imported.output
-    assert "1500 records: 1500 inserted, 0 updated, 0 unchanged" in imported.stdout
+    assert "1500 records: 1500 inserted, 0 updated, 0 unchanged, 0 stale" in imported.stdout
     if suffix == ".jsonl":
         first = orjson.loads(path.read_text().splitlines()[0])
         assert first == records(1500, seed=9)[0]

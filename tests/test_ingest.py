@@ -58,8 +58,8 @@ def test_jsonl_import_prints_summary_and_stores_records(tmp_path: Path, database
     path = jsonl(tmp_path / "day.jsonl", [record("a"), record("b", agent=None), record("c", channel="CHAT")])
     result = run(database_url, str(path))
     assert result.exit_code == 0, result.output
-    assert f"{path}: 3 records: 3 inserted, 0 updated, 0 unchanged" in result.stdout
-    assert "Total: 1 file: 3 inserted, 0 updated, 0 unchanged" in result.stdout
+    assert f"{path}: 3 records: 3 inserted, 0 updated, 0 unchanged, 0 stale" in result.stdout
+    assert "Total: 1 file: 3 inserted, 0 updated, 0 unchanged, 0 stale" in result.stdout
     rows = stored(database_url)
     assert rows["a"]["started_us"] == parse_instant("2026-05-04T10:00:00Z", UTC_ZONE)
     assert rows["b"]["agent"] is None and rows["c"]["channel"] == "chat"
@@ -70,10 +70,10 @@ def test_reimport_is_unchanged_and_changes_are_updates(tmp_path: Path, database_
     path = jsonl(tmp_path / "c.jsonl", [record("a"), record("b"), record("c")])
     assert run(database_url, str(path)).exit_code == 0
     again = run(database_url, str(path))
-    assert "3 records: 0 inserted, 0 updated, 3 unchanged" in again.stdout
+    assert "3 records: 0 inserted, 0 updated, 3 unchanged, 0 stale" in again.stdout
     jsonl(path, [record("a"), record("b", resolved=False), record("c"), record("d")])
     changed = run(database_url, str(path))
-    assert "4 records: 1 inserted, 1 updated, 2 unchanged" in changed.stdout
+    assert "4 records: 1 inserted, 1 updated, 2 unchanged, 0 stale" in changed.stdout
     assert stored(database_url)["b"]["resolved"] == 0
 
 
@@ -81,7 +81,7 @@ def test_a_key_repeated_in_one_file_counts_in_order(tmp_path: Path, database_url
     first, second = record("a"), record("a", resolved=True)
     path = jsonl(tmp_path / "dup.jsonl", [first, second, second, record("b")])
     result = run(database_url, str(path))
-    assert "4 records: 2 inserted, 1 updated, 1 unchanged" in result.stdout
+    assert "4 records: 2 inserted, 1 updated, 1 unchanged, 0 stale" in result.stdout
     assert stored(database_url)["a"]["resolved"] == 1
 
 
@@ -117,7 +117,7 @@ def test_files_are_independent_a_good_file_is_stored_next_to_a_bad_one(tmp_path:
     assert result.exit_code == 1
     assert f"{bad}:2: tier: must be >= 1, got 0" in result.stderr
     assert f"{good}: 2 records: 2 inserted" in result.stdout
-    assert "Total: 2 files: 2 inserted, 0 updated, 0 unchanged; 1 with errors, not stored" in result.stdout
+    assert "Total: 2 files: 2 inserted, 0 updated, 0 unchanged, 0 stale; 1 with errors, not stored" in result.stdout
     assert set(stored(database_url)) == {"g1", "g2"}
 
 
@@ -198,7 +198,7 @@ def test_json_array_and_jsonl_of_the_same_records_are_the_same_bodies(tmp_path: 
     jsonl(tmp_path / "x.jsonl", records)
     (tmp_path / "x.json").write_text(orjson.dumps(records, option=orjson.OPT_INDENT_2).decode())
     assert run(database_url, str(tmp_path / "x.jsonl")).exit_code == 0
-    assert "0 inserted, 0 updated, 2 unchanged" in run(database_url, str(tmp_path / "x.json")).stdout
+    assert "0 inserted, 0 updated, 2 unchanged, 0 stale" in run(database_url, str(tmp_path / "x.json")).stdout
 
 
 CSV_TEXT = (
@@ -225,7 +225,7 @@ def test_csv_booleans_empty_cells_and_unknown_columns(tmp_path: Path, database_u
     assert orjson.loads(rows["c1"]["raw"])["wrapup_code"] == "W1"
     assert "wrapup_code" not in orjson.loads(rows["c2"]["raw"])  # an empty cell is "not given"
     assert "4 unchanged" not in run(database_url, str(path)).stdout  # (re-import: all 5 unchanged)
-    assert "5 records: 0 inserted, 0 updated, 5 unchanged" in run(database_url, str(path)).stdout
+    assert "5 records: 0 inserted, 0 updated, 5 unchanged, 0 stale" in run(database_url, str(path)).stdout
 
 
 def test_csv_errors_name_the_line_where_the_record_starts(tmp_path: Path, database_url: str) -> None:
@@ -359,11 +359,11 @@ def test_real_command_in_a_subprocess(tmp_path: Path, database_url: str) -> None
     command = [str(Path(sys.executable).with_name("acr-bot")), "ingest", str(good), str(bad)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
-    assert f"{good}: 2 records: 2 inserted, 0 updated, 0 unchanged" in done.stdout
+    assert f"{good}: 2 records: 2 inserted, 0 updated, 0 unchanged, 0 stale" in done.stdout
     assert f"{bad}:2: started_at: 'yesterday' is not an ISO 8601 timestamp or epoch seconds" in done.stderr
     assert "Traceback" not in done.stderr
     again = subprocess.run(command[:3], env=env, input="", capture_output=True, text=True, timeout=60)
-    assert again.returncode == 0 and "0 inserted, 0 updated, 2 unchanged" in again.stdout
+    assert again.returncode == 0 and "0 inserted, 0 updated, 2 unchanged, 0 stale" in again.stdout
 
 
 @pytest.mark.parametrize("name", ["a.JSONL", "b.Csv"])

@@ -417,7 +417,7 @@ def test_the_sql_fragments_state_the_definitions(values: dict[str, Any], window:
     row = Contact(
         **{field: values[field] for field in ("agent", "direction", "tier", "escalated", "resolved", "parent_id")},
         source="api", id="c1", customer_id="k1", team=None, queue=None, reason=None, channel="phone",
-        started_us=started, ended_us=ended, raw="{}",
+        started_us=started, ended_us=ended, updated_us=None, raw="{}",
     )  # fmt: skip
     columns = {**values, "ended_us": ended, "end_us": row.end_us}
     with closing(sqlite3.connect(":memory:")) as conn:

@@ -138,6 +138,7 @@ FIELD_VALUES: dict[str, tuple[st.SearchStrategy[Any], st.SearchStrategy[Any]]] =
     "parent_id": texts(200),
     "started_at": (timestamps(), ODD_TIMESTAMPS),
     "ended_at": (timestamps(), ODD_TIMESTAMPS),
+    "updated_at": (timestamps(), ODD_TIMESTAMPS),
 }
 
 
@@ -174,6 +175,7 @@ def common_records(draw: st.DrawFn) -> dict[str, Any]:
         "resolved": st.booleans(),
         "parent_id": st.just("D1"),
         "ended_at": iso_texts(common=True),
+        "updated_at": st.one_of(iso_texts(common=True), st.integers(631_152_000, 7_258_118_399)),
     }
     for field, values in optional.items():
         if draw(st.booleans()):
@@ -321,6 +323,7 @@ DEVIATIONS: dict[str, list[Any]] = {
     "resolved": [None, True, False, 0, 1, "true", "False", " YES", "no", "1", "0", "maybe", "", []],
     "started_at": TIME_DEVIATIONS,
     "ended_at": TIME_DEVIATIONS,
+    "updated_at": TIME_DEVIATIONS,
 }
 
 

@@ -234,7 +234,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_record(
         content=body,
         headers={"Content-Type": "application/x-ndjson", **signed_headers(SECRET, body)},
     )
-    assert response.json() == {"accepted": 200, "inserted": 0, "updated": 0, "unchanged": 200}
+    assert response.json() == {"accepted": 200, "inserted": 0, "updated": 0, "unchanged": 200, "stale": 0}
     restarted.proc.send_signal(signal.SIGINT)
     assert restarted.proc.wait(timeout=30) == 0
 

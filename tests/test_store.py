@@ -38,8 +38,8 @@ def next_repeat(store: ContactStore, cid: str) -> int | None:
 
 def test_insert_then_redeliver_is_unchanged(store: ContactStore) -> None:
     batch = [contact("a", "k1", 0, 60), contact("b", "k1", 100, 160)]
-    assert store.upsert(batch).as_dict() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0}
-    assert store.upsert(batch).as_dict() == {"accepted": 2, "inserted": 0, "updated": 0, "unchanged": 2}
+    assert store.upsert(batch).as_dict() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0, "stale": 0}
+    assert store.upsert(batch).as_dict() == {"accepted": 2, "inserted": 0, "updated": 0, "unchanged": 2, "stale": 0}
     assert store.count_contacts() == 2
 
 
@@ -49,6 +49,39 @@ def test_same_key_twice_in_one_batch_is_inserted_then_updated(store: ContactStor
     row = store.get_contact("api", "a")
     assert row is not None and row["started_us"] == (T0 + 5) * 1_000_000
     assert store.count_contacts() == 1
+
+
+def test_an_older_version_changes_nothing_and_is_stale(store: ContactStore) -> None:
+    newer = contact("a", "k1", 0, 60, updated_at=T0 + 200, agent="bo")
+    older = contact("a", "k1", 0, 30, updated_at=T0 + 100)
+    assert store.upsert([newer]).as_dict()["inserted"] == 1
+    assert store.upsert([older]).as_dict() == {
+        "accepted": 1,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 0,
+        "stale": 1,
+    }
+    row = store.get_contact("api", "a")
+    assert row is not None and (row["agent"], row["updated_us"]) == ("bo", (T0 + 200) * 1_000_000)
+    # The same version again replaces (last delivered wins); so does a record with no version at all.
+    same_time = contact("a", "k1", 0, 45, updated_at=T0 + 200)
+    unversioned = contact("a", "k1", 0, 50)
+    counts = store.upsert([same_time, unversioned])
+    assert (counts.updated, counts.stale) == (2, 0)
+    row = store.get_contact("api", "a")
+    assert row is not None and row["updated_us"] is None and row["ended_us"] == (T0 + 50) * 1_000_000
+
+
+def test_versions_within_one_batch_apply_in_order(store: ContactStore) -> None:
+    """A new key delivered newest first: the first is inserted, the older one after it is stale."""
+    counts = store.upsert(
+        [contact("a", "k1", 0, updated_at=T0 + 9), contact("a", "k1", 5, updated_at=T0 + 3), contact("b", "k1", 7)]
+    )
+    assert counts.as_dict() == {"accepted": 3, "inserted": 2, "updated": 0, "unchanged": 0, "stale": 1}
+    row = store.get_contact("api", "a")
+    assert row is not None and row["started_us"] == T0 * 1_000_000
+    assert next_repeat(store, "a") == 7
 
 
 def test_source_scopes_the_id(store: ContactStore) -> None:
@@ -209,6 +242,7 @@ _versions = st.fixed_dictionaries(
         "channel": st.sampled_from(["phone", "chat"]),
         "tier": st.sampled_from([1, 1, 2]),
         "escalated": st.booleans(),
+        "updated_at": st.one_of(st.none(), st.integers(0, 4).map(lambda m: T0 + m)),  # the sender's version
     }
 )
 
@@ -236,9 +270,20 @@ def _dump(store: ContactStore) -> list[dict[str, Any]]:
 def test_any_delivery_order_gives_the_same_store(
     new_store: Callable[[], ContactStore], history: Any, cuts: Any
 ) -> None:
-    """Deliver versions in any order and batching: the store equals delivering each key's last version once."""
+    """Deliver versions in any order and batching: the store equals delivering each key's winning version once.
+
+    The winner is the contract's: the last delivered, except that a version older (``updated_at``) than the one
+    kept so far is stale and changes nothing.
+    """
     delivered = [_record(f"c{key}", version) for key, version in history]
-    last_version = {record["id"]: record for record in delivered}
+    last_version: dict[str, dict[str, Any]] = {}
+    stale = 0
+    for record in delivered:
+        kept = last_version.get(record["id"], {})
+        if "updated_at" in kept and "updated_at" in record and record["updated_at"] < kept["updated_at"]:
+            stale += 1
+            continue
+        last_version[record["id"]] = record
     batches: list[list[dict[str, Any]]] = []
     start = 0
     for cut in [*sorted(set(cuts)), len(delivered)]:
@@ -247,8 +292,10 @@ def test_any_delivery_order_gives_the_same_store(
             start = cut
 
     with closing(new_store()) as streamed, closing(new_store()) as once:
+        counted_stale = 0
         for batch in batches:
-            streamed.upsert([valid(record) for record in batch])
+            counted_stale += streamed.upsert([valid(record) for record in batch]).stale
+        assert counted_stale == stale
         final_in_time_order = sorted(last_version.values(), key=lambda r: (r["started_at"], r["id"]))
         once.upsert([valid(record) for record in final_in_time_order])
 

@@ -153,7 +153,7 @@ def test_one_object_is_stored_with_its_counts(start: Callable[..., Server]) -> N
     response = server.post(record(1, started="2026-05-04T10:00:00+02:00", ended_at=1777888000, extra="kept"))
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {"accepted": 1, "inserted": 1, "updated": 0, "unchanged": 0}
+    assert response.json() == {"accepted": 1, "inserted": 1, "updated": 0, "unchanged": 0, "stale": 0}
     stored = server.store.get_contact("api", "c1")
     assert stored is not None
     assert stored["started_us"] == us("2026-05-04T08:00:00")
@@ -179,25 +179,41 @@ def test_ndjson_with_blank_lines_and_crlf(start: Callable[..., Server], content_
     body = b"\xef\xbb\xbf" + orjson.dumps(record(1)) + b"\r\n\r\n" + orjson.dumps(record(2)) + b"\r\n"
     response = server.post(body, content_type)
     assert response.status_code == 200, response.text
-    assert response.json() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0}
+    assert response.json() == {"accepted": 2, "inserted": 2, "updated": 0, "unchanged": 0, "stale": 0}
 
 
 def test_an_empty_array_is_a_harmless_no_op(start: Callable[..., Server]) -> None:
     response = start().post([])
     assert response.status_code == 200
-    assert response.json() == {"accepted": 0, "inserted": 0, "updated": 0, "unchanged": 0}
+    assert response.json() == {"accepted": 0, "inserted": 0, "updated": 0, "unchanged": 0, "stale": 0}
 
 
 def test_redelivery_is_idempotent_and_updates_are_counted(start: Callable[..., Server]) -> None:
     server = start()
     batch = [record(i) for i in range(5)]
-    assert server.post(batch).json() == {"accepted": 5, "inserted": 5, "updated": 0, "unchanged": 0}
-    assert server.post(ndjson(batch), NDJSON).json() == {"accepted": 5, "inserted": 0, "updated": 0, "unchanged": 5}
+    assert server.post(batch).json() == {"accepted": 5, "inserted": 5, "updated": 0, "unchanged": 0, "stale": 0}
+    assert server.post(ndjson(batch), NDJSON).json() == {
+        "accepted": 5,
+        "inserted": 0,
+        "updated": 0,
+        "unchanged": 5,
+        "stale": 0,
+    }
     batch[2]["resolved"] = False
-    assert server.post(batch).json() == {"accepted": 5, "inserted": 0, "updated": 1, "unchanged": 4}
+    assert server.post(batch).json() == {"accepted": 5, "inserted": 0, "updated": 1, "unchanged": 4, "stale": 0}
     assert server.store.count_contacts() == 5
     stored = server.store.get_contact("api", "c2")
     assert stored is not None and stored["resolved"] == 0
+
+
+def test_an_older_version_is_answered_as_stale_and_changes_nothing(start: Callable[..., Server]) -> None:
+    server = start()
+    newer = record(1, resolved=True, updated_at="2026-05-04T10:30:00Z")
+    older = record(1, resolved=False, updated_at="2026-05-04T10:10:00Z")
+    assert server.post([newer]).json()["inserted"] == 1
+    assert server.post([older]).json() == {"accepted": 1, "inserted": 0, "updated": 0, "unchanged": 0, "stale": 1}
+    stored = server.store.get_contact("api", "c1")
+    assert stored is not None and stored["resolved"] == 1 and stored["updated_us"] == us("2026-05-04T10:30:00")
 
 
 def test_updates_fix_the_next_repeat_of_every_contact_they_touch(start: Callable[..., Server]) -> None:

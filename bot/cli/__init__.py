@@ -67,7 +67,7 @@ def _register() -> None:
     commands += [digest, alerts, subscriptions]  # the scheduler's jobs and what they run on
     commands += [ingest, demo]  # bulk import and demo data
     commands += [db]  # moving a store (SQLite <-> PostgreSQL)
-    commands += [contacts, backup]  # erasure and backups
+    commands += [contacts, backup]  # what was stored, erasure and backups
     for command in commands:
         main.add_command(command)
 

@@ -56,5 +56,5 @@ def demo(contacts: int, seed: int, days: int, clock: Clock, if_empty: bool, outp
     counts = load_into(store, data, config.zone)
     click.echo(
         f"Loaded {len(data)} demo contacts ({make_agents_summary(data)}; {period}) into {database_label(config)}: "
-        f"{counts.inserted} inserted, {counts.updated} updated, {counts.unchanged} unchanged"
+        f"{counts.inserted} inserted, {counts.updated} updated, {counts.unchanged} unchanged, {counts.stale} stale"
     )

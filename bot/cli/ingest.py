@@ -22,7 +22,8 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
 
     Each file is stored whole or not at all: if any record in it is invalid, every problem is listed as
     file:line: field: message, nothing from that file is stored, and the exit status is 1. Other files
-    are imported independently. Re-importing a file changes nothing (its records count as unchanged).
+    are imported independently. Re-importing a file changes nothing (its records count as unchanged);
+    a record older (updated_at) than the stored version changes nothing either and counts as stale.
     """
     config = settings()
     show_progress = not no_progress and sys.stdout.isatty() and sys.stderr.isatty()
@@ -33,13 +34,8 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
         result = _import_one(store, name, config.zone, show_progress)
         if result.ok:
             counts = result.counts
-            click.echo(
-                f"{result.name}: {_records(result.records)}: {counts.inserted} inserted, "
-                f"{counts.updated} updated, {counts.unchanged} unchanged"
-            )
-            totals.inserted += counts.inserted
-            totals.updated += counts.updated
-            totals.unchanged += counts.unchanged
+            click.echo(f"{result.name}: {_records(result.records)}: {_counts_text(counts)}")
+            totals.add(counts)
         else:
             failed += 1
             for error in result.errors:
@@ -51,12 +47,13 @@ def ingest(paths: tuple[str, ...], no_progress: bool) -> None:
             )
     files = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
     problem = f"; {failed} with errors, not stored" if failed else ""
-    click.echo(
-        f"Total: {files}: {totals.inserted} inserted, {totals.updated} updated, {totals.unchanged} unchanged{problem}"
-        f" (database {database_label(config)})"
-    )
+    click.echo(f"Total: {files}: {_counts_text(totals)}{problem} (database {database_label(config)})")
     if failed:
         sys.exit(1)
+
+
+def _counts_text(counts: UpsertCounts) -> str:
+    return f"{counts.inserted} inserted, {counts.updated} updated, {counts.unchanged} unchanged, {counts.stale} stale"
 
 
 def _import_one(store: ContactStore, name: str, zone: tzinfo, show_progress: bool) -> FileResult:

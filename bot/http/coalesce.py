@@ -74,10 +74,10 @@ class WriteCoalescer:
         try:
             with self.store.bulk() as writer:
                 for item in group:
-                    before = _copy(writer.counts)
+                    before = writer.counts.minus(UpsertCounts())
                     for start in range(0, len(item.contacts), CHUNK):
                         writer.add(item.contacts[start : start + CHUNK])
-                    results.append(_minus(writer.counts, before))
+                    results.append(writer.counts.minus(before))
         except BaseException as failure:
             if not isinstance(failure, Exception):  # interrupted: nobody in the group may wait forever
                 for item in group:
@@ -95,13 +95,3 @@ class WriteCoalescer:
             return
         for item, counts in zip(group, results, strict=True):
             item.counts = counts
-
-
-def _copy(counts: UpsertCounts) -> UpsertCounts:
-    return UpsertCounts(counts.inserted, counts.updated, counts.unchanged)
-
-
-def _minus(after: UpsertCounts, before: UpsertCounts) -> UpsertCounts:
-    return UpsertCounts(
-        after.inserted - before.inserted, after.updated - before.updated, after.unchanged - before.unchanged
-    )

@@ -13,7 +13,7 @@ Checks run in this order, each answering before the next is tried:
 7. 503 with ``Retry-After`` the store cannot take the batch now (an import holds the write lock for its whole
    file longer than SQLITE_BUSY_TIMEOUT_MS, or the disk is full): nothing is stored, and sending the same batch
    again later is safe. Never a 500 for these: a sender retries a 503 with backoff, where a 500 reads as a bug.
-8. 200 ``{"accepted", "inserted", "updated", "unchanged"}``, sent only after the batch is committed.
+8. 200 ``{"accepted", "inserted", "updated", "unchanged", "stale"}``, sent only after the batch is committed.
 
 Parsing, validation and the store write run in a worker thread so the event loop keeps answering (Slack needs its
 acks within 3 s). Concurrent batches share store transactions (group commit, see ``bot.http.coalesce``); each

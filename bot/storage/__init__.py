@@ -52,10 +52,20 @@ class UpsertCounts:
     inserted: int = 0
     updated: int = 0
     unchanged: int = 0
+    stale: int = 0  # older (``updated_at``) than the stored version: valid, kept out
 
     @property
     def accepted(self) -> int:
-        return self.inserted + self.updated + self.unchanged
+        return self.inserted + self.updated + self.unchanged + self.stale
+
+    def add(self, other: UpsertCounts) -> None:
+        """Add ``other``'s counts to these."""
+        for name in _COUNT_NAMES:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+    def minus(self, other: UpsertCounts) -> UpsertCounts:
+        """These counts less ``other``'s (what happened between two readings of a running write)."""
+        return UpsertCounts(*(getattr(self, name) - getattr(other, name) for name in _COUNT_NAMES))
 
     def as_dict(self) -> dict[str, int]:
         return {
@@ -63,6 +73,7 @@ class UpsertCounts:
             "inserted": self.inserted,
             "updated": self.updated,
             "unchanged": self.unchanged,
+            "stale": self.stale,
         }
 
 
@@ -128,18 +139,28 @@ class BulkWriter(Protocol):
         ...
 
 
+_COUNT_NAMES = ("inserted", "updated", "unchanged", "stale")
+
+
 class ContactStore(Protocol):
     """Contacts, the data derived from them for the metrics, Slack links and the scheduler's records.
 
     Thread-safe: one store serves every thread of a process; writes are serialised by the store, and reads
     never wait for a write. Several processes may open the same database.
+
+    Writes (``upsert`` and ``bulk``) apply the records in the order given, each against the stored version of
+    its ``(source, id)`` (an earlier record of the same batch included), and count it as exactly one of:
+    inserted (new key); unchanged (``raw`` identical to the stored one: nothing is written); stale (both have
+    ``updated_us`` and the record's is older: nothing is written); updated (anything else: the record replaces
+    the stored one whole, ``updated_us`` included, even one without ``updated_us``).
     """
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
         """Store a batch atomically: all of it, or (when anything raises) none of it.
 
         A contact whose ``(source, id)`` is stored replaces it (counted ``updated``), or is counted
-        ``unchanged`` when its raw record is identical; a key repeated in one batch is applied in order.
+        ``unchanged`` when its raw record is identical, or ``stale`` when its ``updated_us`` is older than the
+        stored one's (see the class docstring); a key repeated in one batch is applied in order.
         Every derived value (next repeats, rollup marks) is correct when the transaction commits.
         """
         ...

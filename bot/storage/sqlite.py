@@ -62,12 +62,14 @@ _CUSTOMER: Final = 2
 _ESCALATED: Final = 10
 _RESOLVED: Final = 11
 _STARTED: Final = 13
-_RAW: Final = 15
-assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _STARTED, _RAW)] == [
+_UPDATED: Final = 15
+_RAW: Final = 16
+assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _STARTED, _UPDATED, _RAW)] == [
     "source",
     "id",
     "customer_id",
     "started_us",
+    "updated_us",
     "raw",
 ]
 # The derived data: the start of the customer's first repeatable contact strictly after each contact.
@@ -527,7 +529,8 @@ class SQLiteBulkWriter:
     def _replay_conflicts(
         self, contacts: Sequence[Contact], first_pk: int, touched: dict[str, tuple[int, int]]
     ) -> None:
-        """Apply, in order, the rows of a chunk that were not inserted: as updates or as unchanged."""
+        """Apply, in order, the rows of a chunk that were not inserted: as updates, unchanged, or stale (an
+        ``updated_us`` older than the stored one: the store keeps the newer version)."""
         new_keys = set(self._conn.execute("SELECT source, id FROM contacts WHERE pk > ?", (first_pk,)).fetchall())
         pending: list[Contact] = []
         for contact in contacts:
@@ -545,29 +548,32 @@ class SQLiteBulkWriter:
             if before[2] == contact[_RAW]:
                 counts.unchanged += 1
                 continue
+            if before[3] is not None and contact[_UPDATED] is not None and contact[_UPDATED] < before[3]:
+                counts.stale += 1
+                continue
             counts.updated += 1
             for customer, started in ((before[0], before[1]), (contact[_CUSTOMER], contact[_STARTED])):
                 since, until = touched.get(customer, (started, started))
                 touched[customer] = (min(since, started), max(until, started))
-            known[key] = (contact[_CUSTOMER], contact[_STARTED], contact[_RAW])
+            known[key] = (contact[_CUSTOMER], contact[_STARTED], contact[_RAW], contact[_UPDATED])
             changed.append(contact)
         if changed:
             self._conn.executemany(_UPSERT_SQL, changed)
 
-    def _stored_versions(self, contacts: Sequence[Contact]) -> dict[tuple[str, str], tuple[str, int, str]]:
-        """(source, id) -> (customer_id, started_us, raw) of the stored versions of these contacts."""
+    def _stored_versions(self, contacts: Sequence[Contact]) -> dict[tuple[str, str], tuple[str, int, str, int | None]]:
+        """(source, id) -> (customer_id, started_us, raw, updated_us) of the stored versions of these contacts."""
         ids_by_source: dict[str, list[str]] = {}
         for contact in contacts:
             ids_by_source.setdefault(contact[_SOURCE], []).append(contact[_ID])
-        known: dict[tuple[str, str], tuple[str, int, str]] = {}
+        known: dict[tuple[str, str], tuple[str, int, str, int | None]] = {}
         for source, ids in ids_by_source.items():
             for start in range(0, len(ids), 30_000):
                 part = ids[start : start + 30_000]
                 rows = self._conn.execute(
-                    f"SELECT id, customer_id, started_us, raw FROM contacts "
+                    f"SELECT id, customer_id, started_us, raw, updated_us FROM contacts "
                     f"WHERE source = ? AND id IN ({','.join('?' * len(part))})",
                     (source, *part),
                 )
-                for contact_id, customer_id, started_us, raw in rows:
-                    known[(source, contact_id)] = (customer_id, started_us, raw)
+                for contact_id, customer_id, started_us, raw, updated_us in rows:
+                    known[(source, contact_id)] = (customer_id, started_us, raw, updated_us)
         return known

@@ -289,3 +289,9 @@ def m_metric_contacts_reason(db: Database) -> None:
         "DELETE FROM metric_rollup_state WHERE name = 'zone'",
     ):
         db.execute(statement)
+
+
+@migrations()
+def m_contact_versions(db: Database) -> None:
+    """The sender's version of each record (``updated_at``): a re-sent older version never replaces a newer one."""
+    db.execute("ALTER TABLE contacts ADD COLUMN updated_us INTEGER")
