@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
@@ -41,14 +42,16 @@ def generate(contacts: int, fmt: str, folder: Path, env: dict[str, str]) -> Path
     return path
 
 
-def run_ingest(path: Path, database_url: str, env: dict[str, str]) -> tuple[float, int, int, str]:
+def run_ingest(
+    path: Path, database_url: str, env: dict[str, str], options: Sequence[str] = ()
+) -> tuple[float, int, int, str]:
     """(seconds, peak RSS of one process in bytes, peak PSS of the process tree in bytes, summary line).
 
     Both sampled every 50 ms (psutil): the writer and its reader children."""
     run_env = {**env, "DATABASE_URL": database_url}
     began = time.perf_counter()
     process = subprocess.Popen(
-        [ACR_BOT, "ingest", "--no-progress", str(path)], env=run_env, stdout=subprocess.PIPE, text=True
+        [ACR_BOT, "ingest", "--no-progress", *options, str(path)], env=run_env, stdout=subprocess.PIPE, text=True
     )
     watched = psutil.Process(process.pid)
     tree_peak = single_peak = 0

@@ -49,6 +49,13 @@ class Settings(BaseSettings):
     retention_days: int | None = Field(default=None, ge=1)
     target_acr: float | None = Field(default=None, gt=0, le=100)
     target_tier1: float | None = Field(default=70.0, gt=0, le=100)
+    # Amazon Connect (bot/platforms/amazon_connect.py): the Firehose stream's access key, and the contact
+    # attributes that hold a customer id (else the phone number or address), a reason, resolved and escalated.
+    connect_firehose_access_key: SecretStr | None = None
+    connect_customer_attribute: str | None = None
+    connect_reason_attribute: str | None = None
+    connect_resolved_attribute: str | None = None
+    connect_escalated_attribute: str | None = None
 
     @field_validator("bot_timezone")
     @classmethod

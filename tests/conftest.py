@@ -23,6 +23,8 @@ from tests.store_support import EXTERNAL, STORE_BACKENDS, TEST_DATABASE_URL, Dat
 # is isolated the day it is added.
 SETTINGS_VARIABLES = tuple(name.upper() for name in Settings.model_fields)
 
+pytest_plugins = ("tests.platform_support",)  # start_app: the real app under uvicorn, for the platform webhooks
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from bot.http.health import Health
 from bot.http.metrics import RequestMetricsMiddleware, metrics_route
 from bot.http.responses import JSONResponse, error_response
 from bot.http.webhook import Webhook
+from bot.platforms import platform_routes
 from bot.settings import Settings
 from bot.storage import ContactStore
 from bot.telemetry import REQUEST_ID
@@ -50,7 +51,13 @@ def build_app(
             yield
 
     webhook = Webhook(settings, store)
-    routes = [webhook.route(), Health(settings, store).route(), metrics_route(store), *extra_routes]
+    routes = [
+        webhook.route(),
+        *platform_routes(settings, store),
+        Health(settings, store).route(),
+        metrics_route(store),
+        *extra_routes,
+    ]
     app = Starlette(
         routes=routes,
         # outermost first: the request id is set before anything is counted or logged

@@ -11,6 +11,7 @@ The modules, one job each:
   jsonl_format  JSONL / NDJSON records
   csv_format    CSV records (a header, then rows)
   json_array    a JSON array of records, streamed
+  events_format a platform's events (Amazon Connect CTRs as Firehose writes them), each mapped to a record
   chunks        what readers hand the writer: validated chunks, and a stream that counts its bytes
   children      reading in child processes, blocks stored in file order
   batch         one file as one atomic batch into the store (``ingest_file``)
@@ -19,6 +20,7 @@ The modules, one job each:
 from __future__ import annotations
 
 from bot.ingest.batch import FileResult, ingest_file
+from bot.ingest.events_format import EventMapper
 from bot.ingest.formats import FORMATS, STDIN, file_format
 
-__all__ = ["FORMATS", "STDIN", "FileResult", "file_format", "ingest_file"]
+__all__ = ["FORMATS", "STDIN", "EventMapper", "FileResult", "file_format", "ingest_file"]

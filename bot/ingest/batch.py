@@ -14,6 +14,7 @@ from typing import IO, cast
 from bot.ingest import children, formats
 from bot.ingest.children import BLOCK_BYTES, READERS
 from bot.ingest.chunks import Chunk, Progress, SplitInsideRecord
+from bot.ingest.events_format import EVENTS, GZIP_MAGIC, EventMapper
 from bot.ingest.formats import STDIN
 from bot.storage import ContactStore, PackedContacts, UpsertCounts
 from metrics.records import Contact
@@ -29,6 +30,7 @@ class FileResult:
     counts: UpsertCounts = field(default_factory=UpsertCounts)
     records: int = 0
     errors: list[str] = field(default_factory=list)
+    ignored: int = 0  # platform events that are not contacts (files of platform events only)
 
     @property
     def ok(self) -> bool:
@@ -45,20 +47,23 @@ def ingest_file(
     parallel: bool | None = None,
     readers: int = READERS,
     block_bytes: int = BLOCK_BYTES,
+    events: EventMapper | None = None,
 ) -> FileResult:
     """Import one file (``-`` reads JSONL from ``stdin``) as one atomic batch.
 
     ``parallel`` forces (True) or forbids (False) reading in child processes (``readers`` of them, taking
     blocks of about ``block_bytes`` in turn); by default a regular file of at least PARALLEL_MIN_BYTES is
-    read in parallel.
+    read in parallel. With ``events`` the file holds a platform's events (JSON objects back to back, or a
+    gzip of them, whatever its name), each mapped to a record by ``events``.
     """
     result = FileResult(name="<stdin>" if name == STDIN else name)
     opened: IO[bytes] | None = None
     try:
-        kind = formats.file_format(name)
+        kind = EVENTS if events is not None else formats.file_format(name)
         if name == STDIN:
             size = 0
-            chunks = formats.read_chunks(stdin if stdin is not None else _stdin_bytes(), kind, result.name, zone)
+            source = stdin if stdin is not None else _stdin_bytes()
+            chunks = formats.read_chunks(source, kind, result.name, zone, events)
         else:
             path = Path(name)
             if path.is_dir():
@@ -67,12 +72,14 @@ def ingest_file(
             size = os.fstat(opened.fileno()).st_size
             use_child = parallel if parallel is not None else size >= PARALLEL_MIN_BYTES and path.is_file()
             if use_child:
+                gzipped = opened.read(2) == GZIP_MAGIC  # (a gzip stream cannot be cut into blocks)
                 opened.close()  # (opened first so that a missing or unreadable file is reported the same way)
                 opened = None
-                readers = readers if kind in ("jsonl", "csv") else 1
-                chunks = children.read_in_children(path, kind, result.name, zone, readers, block_bytes)
+                splits = kind in ("jsonl", "csv") or (kind == EVENTS and not gzipped)
+                readers = readers if splits else 1
+                chunks = children.read_in_children(path, kind, result.name, zone, readers, block_bytes, events)
             else:
-                chunks = formats.read_chunks(opened, kind, result.name, zone)
+                chunks = formats.read_chunks(opened, kind, result.name, zone, events)
     except OSError as problem:
         result.errors.append(f"{name}: cannot read: {problem.strerror or problem}")
         return result
@@ -82,7 +89,7 @@ def ingest_file(
     try:
         _store_chunks(store, chunks, result, size, progress)
     except SplitInsideRecord:  # rolled back; a quoted cell spans a cut: read the file in one piece
-        return ingest_file(store, name, zone, progress=progress, parallel=True, readers=1)
+        return ingest_file(store, name, zone, progress=progress, parallel=True, readers=1, events=events)
     except OSError as problem:
         result.errors.append(f"{result.name}: cannot read: {problem.strerror or problem}")
     finally:
@@ -107,6 +114,7 @@ def _store_chunks(
         with store.bulk(expected) as writer:
             for chunk in chain([first] if first is not None else [], chunks):
                 result.records += chunk.records
+                result.ignored += chunk.ignored
                 if progress is not None:
                     progress(chunk.bytes_read)
                 if chunk.errors:
@@ -125,6 +133,7 @@ def _store_chunks(
             if progress is not None:
                 progress(chunk.bytes_read)
         result.counts = UpsertCounts()
+        result.ignored = 0
 
 
 def _stdin_bytes() -> IO[bytes]:

@@ -20,7 +20,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from itertools import chain
@@ -29,6 +29,7 @@ from typing import IO, Any, cast
 
 from bot.ingest import csv_format, formats, jsonl_format
 from bot.ingest.chunks import Chunk, CountingReader, SplitInsideRecord
+from bot.ingest.events_format import EVENTS, EventMapper, event_chunks, object_cut
 from metrics.records import Contact
 from metrics.timeutil import load_zone
 
@@ -46,12 +47,21 @@ class _PackedChunk:
     records: int
     bytes_read: int
     final: bool
+    ignored: int
 
 
 _BLOCK_DONE = "block done"
 
 
-def read_in_children(path: Path, kind: str, name: str, zone: tzinfo, readers: int, block_bytes: int) -> Iterator[Chunk]:
+def read_in_children(
+    path: Path,
+    kind: str,
+    name: str,
+    zone: tzinfo,
+    readers: int,
+    block_bytes: int,
+    events: EventMapper | None = None,
+) -> Iterator[Chunk]:
     """The chunks of ``path`` in file order, read and validated by ``readers`` child processes while the
     caller writes. With one reader it reads the file whole; with more, each reads every ``readers``-th block
     (``_line_blocks``) and says when it is done with one, so the blocks are handed on in order."""
@@ -63,7 +73,7 @@ def read_in_children(path: Path, kind: str, name: str, zone: tzinfo, readers: in
         channel: multiprocessing.Queue[Any] = context.Queue(maxsize=_QUEUE_CHUNKS)
         child = context.Process(
             target=_child_main,
-            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes, os.getpid()),
+            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes, os.getpid(), events),
             daemon=True,
         )
         child.start()
@@ -90,7 +100,8 @@ def read_in_children(path: Path, kind: str, name: str, zone: tzinfo, readers: in
                 raise RuntimeError(f"{name}: reading failed: {item[1]}")
             if isinstance(item, SplitInsideRecord):
                 raise item
-            chunk = Chunk([], item.errors, item.records, item.bytes_read, flat=pickle.loads(item.values))
+            flat = pickle.loads(item.values)
+            chunk = Chunk([], item.errors, item.records, item.bytes_read, flat=flat, ignored=item.ignored)
             yield chunk
             if item.final:
                 break
@@ -132,6 +143,7 @@ def _child_main(
     readers: int = 1,
     block_bytes: int = BLOCK_BYTES,
     parent_pid: int | None = None,
+    events: EventMapper | None = None,
 ) -> None:
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -140,10 +152,13 @@ def _child_main(
         real_zone = load_zone(zone) if isinstance(zone, str) else cast(tzinfo, zone)
         shared: dict[Any, Any] = {}
         with open(path, "rb") as stream:
-            for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes):
+            for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes, events):
                 for chunk in chunks:
                     values = pickle.dumps(_flat_values(chunk.rows, shared), 5)
-                    channel.put(_PackedChunk(values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final))
+                    packed = _PackedChunk(
+                        values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final, chunk.ignored
+                    )
+                    channel.put(packed)
                 if readers > 1:
                     channel.put(_BLOCK_DONE)
         channel.put(None)
@@ -159,14 +174,22 @@ def _child_main(
 
 
 def _my_blocks(
-    stream: IO[bytes], kind: str, name: str, zone: tzinfo, index: int, readers: int, block_bytes: int
+    stream: IO[bytes],
+    kind: str,
+    name: str,
+    zone: tzinfo,
+    index: int,
+    readers: int,
+    block_bytes: int,
+    events: EventMapper | None = None,
 ) -> Iterator[Iterator[Chunk]]:
     """The chunks of each block reader ``index`` of ``readers`` reads (the whole file when it is the only one)."""
     if readers == 1:
-        yield formats.read_chunks(stream, kind, name, zone)
+        yield formats.read_chunks(stream, kind, name, zone, events)
         return
     columns: list[str] | None = None
-    for number, (offset, first_line, data, last) in enumerate(_line_blocks(stream, block_bytes)):
+    cut = object_cut if kind == EVENTS else _line_cut
+    for number, (offset, first_line, data, last) in enumerate(_line_blocks(stream, block_bytes, cut)):
         if kind == "csv" and number == 0:
             columns = csv_format.csv_columns(data)
         if number % readers != index:
@@ -174,6 +197,9 @@ def _my_blocks(
         counter = CountingReader(io.BytesIO(data), offset)
         if kind == "jsonl":
             yield jsonl_format.jsonl_chunks(counter, name, zone, first_line=first_line)
+        elif kind == EVENTS:
+            assert events is not None
+            yield event_chunks(counter, name, zone, events, first_line=first_line, block_end=not last)
         elif number == 0:  # the header, then records
             yield csv_format.csv_chunks(counter, name, zone, block_end=not last)
         elif columns is not None:  # (else block 0 reports what is wrong with the header)
@@ -182,16 +208,24 @@ def _my_blocks(
             yield iter(())
 
 
-def _line_blocks(stream: IO[bytes], block_bytes: int) -> Iterator[tuple[int, int, bytes, bool]]:
-    """The file in blocks of whole lines of about ``block_bytes``: (offset, number of the first line, the
-    bytes, is it the last block). Every reader cuts the file the same way, as each reads all of it."""
+def _line_cut(data: bytes) -> int:
+    """Where a block of lines may end: after its last line end (0: nowhere yet)."""
+    return data.rfind(b"\n") + 1
+
+
+def _line_blocks(
+    stream: IO[bytes], block_bytes: int, cut_at: Callable[[bytes], int] = _line_cut
+) -> Iterator[tuple[int, int, bytes, bool]]:
+    """The file in blocks of whole lines (or whole records: ``cut_at``) of about ``block_bytes``: (offset, number
+    of the first line, the bytes, is it the last block). Every reader cuts the file the same way, as each reads
+    all of it."""
     offset, line, carry = 0, 1, b""
     pending = (0, 1, b"")  # (an empty file is one empty block)
     while True:
         data = stream.read(block_bytes)
         if data:
             data = carry + data
-            cut = data.rfind(b"\n") + 1
+            cut = cut_at(data)
             if not cut:  # one line longer than a block: keep reading it
                 carry = data
                 continue

@@ -24,6 +24,7 @@ class Chunk:
     bytes_read: int
     flat: list[Any] | None = None  # instead of rows: their values one after another (from the reader process)
     final: bool = False  # nothing after this chunk can be read reliably (a CSV structure error)
+    ignored: int = 0  # platform events in this stretch that are not contacts (files of events only)
 
 
 class SplitInsideRecord(Exception):

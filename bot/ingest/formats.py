@@ -9,6 +9,7 @@ from typing import IO
 
 from bot.ingest import csv_format, jsonl_format
 from bot.ingest.chunks import Chunk, CountingReader
+from bot.ingest.events_format import EVENTS, EventMapper, event_chunks
 from bot.ingest.json_array import json_array_chunks
 
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -26,9 +27,16 @@ def file_format(name: str) -> str:
     return FORMATS[suffix]
 
 
-def read_chunks(stream: IO[bytes], kind: str, name: str, zone: tzinfo) -> Iterator[Chunk]:
-    """Validated chunks of the file; once a record is invalid, only errors are collected (nothing is stored)."""
+def read_chunks(
+    stream: IO[bytes], kind: str, name: str, zone: tzinfo, events: EventMapper | None = None
+) -> Iterator[Chunk]:
+    """Validated chunks of the file; once a record is invalid, only errors are collected (nothing is stored).
+    ``events`` maps each event of a file of platform events (kind EVENTS) to a record."""
     counter = CountingReader(stream)
+    if kind == EVENTS:
+        assert events is not None
+        yield from event_chunks(counter, name, zone, events)
+        return
     if kind == "jsonl":
         yield from jsonl_format.jsonl_chunks(counter, name, zone)
         return

@@ -1,0 +1,203 @@
+"""Amazon Connect: Firehose deliveries over loopback, and ``acr-bot ingest --format amazon-connect`` of S3 objects.
+
+1. Firehose: starts ``acr-bot serve`` on a fresh SQLite file and sends Firehose HTTP-endpoint deliveries of 500
+   CTRs each (base64 records, the access key, a request id; ``--gzip`` compresses them as a stream set to GZIP
+   would) from client threads over keep-alive connections; every answer must be 200 in Firehose's format.
+   Target (issue 13): >= 15,000 contacts/s.
+2. Files: writes ``--contacts`` CTRs as one Firehose S3 object (JSON objects back to back, no separator; kept in
+   bench/out/amazon-connect/ for re-runs), imports it with ``acr-bot ingest --format amazon-connect`` into a new
+   database, and reports contacts/s and peak memory (as bench/ingest.py: the largest process's RSS and the
+   process tree's PSS, sampled every 50 ms). Target (issue 13): >= 40,000 contacts/s in < 300 MB for 1,000,000.
+
+The CTRs are the real one of tests/payloads/amazon-connect-ctr-inbound.json (about 2.4 KB) with fresh ids,
+customers (20,000), agents, queues, channels, initiation methods and times over 90 days.
+
+    flock /tmp/acr-bench.lock .venv/bin/python bench/amazon_connect.py [--contacts 1000000] [--skip-files]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import http.client
+import os
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from ingest import run_ingest  # the sibling benches (this script's folder is on sys.path)
+from webhook import Phase, healthz_count, report, start_server
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = orjson.loads((ROOT / "tests" / "payloads" / "amazon-connect-ctr-inbound.json").read_bytes())
+KEY = "bench-firehose-access-key"
+PATH = "/webhooks/amazon-connect"
+START = 1_780_000_000
+CHANNELS = ("VOICE", "VOICE", "VOICE", "CHAT", "EMAIL")
+METHODS = ("INBOUND",) * 8 + ("OUTBOUND", "TRANSFER")
+
+
+def make_ctr(n: int, rng: random.Random, customers: int) -> dict[str, Any]:
+    started = START + rng.randrange(90 * 86_400)
+    ended = started + rng.randrange(60, 1800)
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))
+    method = METHODS[n % len(METHODS)]
+    return {
+        **TEMPLATE,
+        "ContactId": str(uuid.UUID(int=rng.getrandbits(128))),
+        "Agent": {**TEMPLATE["Agent"], "Username": f"agent-{rng.randrange(60)}"},
+        "Channel": CHANNELS[n % len(CHANNELS)],
+        "CustomerEndpoint": {"Address": f"+1555{rng.randrange(customers):07d}", "Type": "TELEPHONE_NUMBER"},
+        "InitiationMethod": method,
+        "PreviousContactId": str(uuid.UUID(int=n)) if method == "TRANSFER" else None,
+        "Queue": {**TEMPLATE["Queue"], "Name": ("billing", "tech", "sales")[n % 3]},
+        "InitiationTimestamp": stamp,
+        "ConnectedToSystemTimestamp": stamp,
+        "DisconnectTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended)),
+        "LastUpdateTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ended + 90)),
+    }
+
+
+def delivery(ctrs: list[dict[str, Any]], gzipped: bool) -> tuple[str, bytes]:
+    request_id = str(uuid.uuid4())
+    body = orjson.dumps(
+        {
+            "requestId": request_id,
+            "timestamp": int(time.time() * 1000),
+            "records": [{"data": base64.b64encode(orjson.dumps(ctr)).decode()} for ctr in ctrs],
+        }
+    )
+    return request_id, gzip.compress(body, 5) if gzipped else body
+
+
+def send(phase: Phase, port: int, bodies: list[tuple[str, bytes]], threads: int, gzipped: bool) -> None:
+    """Send the pre-built deliveries from ``threads`` keep-alive connections, as Firehose would."""
+    lock = threading.Lock()
+    cursor = iter(range(len(bodies)))
+
+    def worker() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+        mine: list[float] = []
+        while True:
+            with lock:
+                index = next(cursor, None)
+            if index is None:
+                break
+            request_id, body = bodies[index]
+            headers = {
+                "Content-Type": "application/json",
+                "X-Amz-Firehose-Protocol-Version": "1.0",
+                "X-Amz-Firehose-Request-Id": request_id,
+                "X-Amz-Firehose-Access-Key": KEY,
+            }
+            if gzipped:
+                headers["Content-Encoding"] = "gzip"
+            began = time.perf_counter()
+            conn.request("POST", PATH, body=body, headers=headers)
+            response = conn.getresponse()
+            answer = response.read()
+            mine.append(time.perf_counter() - began)
+            if response.status != 200 or orjson.loads(answer).get("requestId") != request_id:
+                phase.errors.append(f"{response.status} {answer[:200]!r}")
+        conn.close()
+        with lock:
+            phase.latencies.extend(mine)
+
+    began = time.perf_counter()
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join()
+    phase.elapsed = time.perf_counter() - began
+
+
+def firehose(args: argparse.Namespace) -> bool:
+    rng = random.Random(13)
+    bodies = [
+        delivery([make_ctr(d * args.batch_size + i, rng, args.customers) for i in range(args.batch_size)], args.gzip)
+        for d in range(args.deliveries)
+    ]
+    workdir = Path(tempfile.mkdtemp(prefix="acr-bench-connect-"))
+    os.environ["CONNECT_FIREHOSE_ACCESS_KEY"] = KEY  # start_server passes the environment on
+    proc, port = start_server(workdir / "acr.db", workdir / "serve.log", "WARNING")
+    try:
+        phase = Phase(f"Firehose deliveries of {args.batch_size} CTRs{' (gzip)' if args.gzip else ''}", args.batch_size)
+        send(phase, port, bodies, args.threads, args.gzip)
+        stored = healthz_count(port)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=60)
+        for path in workdir.iterdir():
+            path.unlink()
+        workdir.rmdir()
+    ok = report(phase, 15_000, "contacts/s")
+    sent = phase.requests * args.batch_size
+    print(f"stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {code}")
+    return ok and stored == sent and code == 0
+
+
+def files(args: argparse.Namespace) -> bool:
+    folder = args.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"connect-ctrs-{args.contacts}.objects"
+    if path.exists():
+        print(f"{path.name}: exists, reused")
+    else:
+        rng = random.Random(7)
+        began = time.perf_counter()
+        with path.open("wb") as out:
+            for start in range(0, args.contacts, 10_000):
+                batch = range(start, min(args.contacts, start + 10_000))
+                out.write(b"".join(orjson.dumps(make_ctr(n, rng, args.customers)) for n in batch))
+        print(f"{path.name}: {path.stat().st_size / 1e6:,.0f} MB written in {time.perf_counter() - began:.0f} s")
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BOT_TIMEZONE")}
+    os.sync()
+    database = folder / "bench-connect.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    seconds, single, tree, summary = run_ingest(path, f"sqlite:///{database}", env, ["--format", "amazon-connect"])
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{database}{suffix}").unlink(missing_ok=True)
+    rate = args.contacts / seconds
+    ok = rate >= 40_000 and max(single, tree) < 300 * 2**20
+    print(
+        f"ingest --format amazon-connect: {args.contacts:,} CTRs in {seconds:.1f} s = {rate:,.0f} contacts/s; "
+        f"peak RSS {single / 2**20:,.0f} MB (largest process), PSS {tree / 2**20:,.0f} MB (whole process tree)"
+        f" [{'meets' if ok else 'MISSES'} >= 40,000/s and < 300 MB]"
+    )
+    print(f"    {summary}")
+    return ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deliveries", type=int, default=200, help="Firehose deliveries to send")
+    parser.add_argument("--batch-size", type=int, default=500, help="CTRs per delivery")
+    parser.add_argument("--threads", type=int, default=4, help="client connections")
+    parser.add_argument("--gzip", action="store_true", help="gzip the deliveries")
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--contacts", type=int, default=1_000_000, help="CTRs in the file import")
+    parser.add_argument("--folder", type=Path, default=ROOT / "bench" / "out" / "amazon-connect")
+    parser.add_argument("--skip-firehose", action="store_true")
+    parser.add_argument("--skip-files", action="store_true")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    ok = True
+    if not args.skip_firehose:
+        ok = firehose(args) and ok
+    if not args.skip_files:
+        ok = files(args) and ok
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

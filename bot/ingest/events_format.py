@@ -1,0 +1,152 @@
+"""Files of platform events (``acr-bot ingest --format amazon-connect``): JSON objects back to back, whitespace
+between them optional (Firehose writes them to S3 so), or a gzip of that; each event mapped to a record."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import re
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from datetime import tzinfo
+from typing import IO, Any, cast
+
+import orjson
+
+from bot.ingest.chunks import CHUNK_RECORDS, Chunk, CountingReader, SplitInsideRecord
+from bot.ingest.jsonl_format import json_problem
+from metrics.records import contact_row
+
+# A platform's event -> its contact record (None: not a contact).
+EventMapper = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+EVENTS = "events"  # the reader kind
+GZIP_MAGIC = b"\x1f\x8b"
+MAX_EVENT_BYTES = 16 << 20  # an event still not valid JSON at this size is broken, not cut in the middle
+_OBJECT_GAP = re.compile(rb"\}\s*\{")  # where one event may end and the next begin
+
+
+def object_cut(data: bytes) -> int:
+    """Where a block of events may end: between its last ``}`` and ``{`` (0: nowhere yet). A cut that falls
+    inside a string is detected by the reader of the block (``SplitInsideRecord``)."""
+    for window in (1 << 16, len(data)):
+        gaps = list(_OBJECT_GAP.finditer(data, max(0, len(data) - window)))
+        if gaps:
+            return gaps[-1].start() + 1
+    return 0
+
+
+def event_chunks(
+    counter: CountingReader,
+    name: str,
+    zone: tzinfo,
+    events: EventMapper,
+    *,
+    first_line: int = 1,
+    block_end: bool = False,
+) -> Iterator[Chunk]:
+    """Validated chunks of a file (or block) of events, each mapped to a record by ``events``.
+
+    An object ends at a ``}`` followed by ``{``: the text up to there is decoded, and if it is not valid JSON
+    the ``}{`` was inside a string, so the object goes on to the next one. Errors name the line where an event
+    starts and its ContactId. ``first_line`` and ``block_end`` as for ``csv_format.csv_chunks``.
+    """
+    rows: list[Sequence[Any]] = []
+    errors: list[str] = []
+    records = ignored = 0
+    failed = False
+    row_of = contact_row
+    for line, obj, text in _event_objects(_event_stream(counter), first_line, block_end):
+        records += 1
+        if obj is _BROKEN:  # ``text`` says why; nothing after this point of the file can be read reliably
+            errors.append(f"{name}:{line}: {text!s}")
+            yield Chunk(rows, errors, records, counter.bytes_read, final=True, ignored=ignored)
+            return
+        if type(obj) is not dict:
+            errors.append(f"{name}:{line}: record: expected a JSON object, got {type(obj).__name__}")
+            failed = True
+        elif (record := events(obj)) is None:
+            ignored += 1
+        else:
+            row = row_of(record, zone, raw=text.decode())  # type: ignore[union-attr]
+            if type(row) is list:
+                errors.extend(f"{name}:{line}: {error} (ContactId {obj.get('ContactId')})" for error in row)
+                failed = True
+            elif not failed:
+                rows.append(row)
+        if records >= CHUNK_RECORDS:
+            yield Chunk(rows, errors, records, counter.bytes_read, ignored=ignored)
+            rows, errors, records, ignored = [], [], 0, 0
+    yield Chunk(rows, errors, records, counter.bytes_read, ignored=ignored)
+
+
+_BROKEN = object()  # in place of an event that cannot be read (its text is then the problem)
+
+
+def _event_stream(counter: CountingReader) -> CountingReader:
+    """The events' bytes: ``counter`` itself within a file, and at its start the file gunzipped when it is gzip."""
+    if counter.bytes_read != 0:
+        return counter
+    head = counter.read_block()
+    if head.startswith(GZIP_MAGIC):
+        return CountingReader(cast(IO[bytes], gzip.GzipFile(fileobj=_Replay(head, counter), mode="rb")))
+    return CountingReader(cast(IO[bytes], _Replay(head, counter)))
+
+
+def _event_objects(reader: CountingReader, first_line: int, block_end: bool) -> Iterator[tuple[int, Any, bytes | str]]:
+    """(line, decoded value, its text) of each JSON value of the stream, written back to back; a last
+    (line, _BROKEN, problem) when the rest cannot be read. See ``_event_chunks``."""
+    loads, malformed, gap = orjson.loads, orjson.JSONDecodeError, _OBJECT_GAP
+    line = first_line  # the line of ``data[start]``
+    data = b""
+    while True:
+        try:
+            block = reader.read_block()
+        except (OSError, EOFError, zlib.error) as problem:  # a broken gzip stream
+            yield line, _BROKEN, f"record: cannot be read: {problem}"
+            return
+        data = data + block if data else block
+        start = len(data) - len(data.lstrip())
+        line += data.count(b"\n", 0, start)
+        ends = [(m.start() + 1, m.end() - 1) for m in gap.finditer(data, start)]
+        if not block:
+            ends.append((len(data.rstrip()), len(data)))  # the end of the file ends the last object
+        for number, (end, after) in enumerate(ends):
+            if end <= start:
+                continue
+            try:
+                obj = loads(data[start:end])
+            except malformed as problem:
+                if (block or number < len(ends) - 1) and end - start < MAX_EVENT_BYTES:
+                    continue  # a "}{" inside a string: the object goes on
+                if block_end:
+                    raise SplitInsideRecord from None
+                yield line, _BROKEN, f"record: malformed JSON: {json_problem(problem)}"
+                return
+            yield line, obj, data[start:end]
+            line += data.count(b"\n", start, after)
+            start = after
+        if not block:
+            return
+        if len(data) - start > MAX_EVENT_BYTES:
+            yield line, _BROKEN, f"record: malformed JSON: an event longer than {MAX_EVENT_BYTES} bytes"
+            return
+        data = data[start:]
+
+
+class _Replay(io.RawIOBase):
+    """A stream that gives ``head`` again before the rest of ``counter`` (the bytes read to tell gzip apart)."""
+
+    def __init__(self, head: bytes, counter: CountingReader):
+        self._head = head
+        self._counter = counter
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._head:
+            size = min(len(buffer), len(self._head))
+            buffer[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        return self._counter.readinto(buffer)

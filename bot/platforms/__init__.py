@@ -1,0 +1,24 @@
+"""Webhooks of contact-center platforms: each platform's own delivery, verified with its own scheme and secret.
+
+One module per platform beside the shared path in ``base``. Adding a platform is one module (a ``Platform``
+subclass), one settings block (``bot/settings.py`` and ``.env.example``), one README section and one test file,
+and its class in ``PLATFORMS`` below.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import Route
+
+from bot.http.coalesce import WriteCoalescer
+from bot.platforms.amazon_connect import AmazonConnect
+from bot.platforms.base import Platform, PlatformEndpoint
+from bot.settings import Settings
+from bot.storage import ContactStore
+
+PLATFORMS: tuple[type[Platform], ...] = (AmazonConnect,)
+
+
+def platform_routes(settings: Settings, store: ContactStore) -> list[Route]:
+    """``POST /webhooks/<platform>`` for every platform; their writes share one group-commit writer."""
+    writer = WriteCoalescer(store)
+    return [PlatformEndpoint(platform(settings), writer).route() for platform in PLATFORMS]

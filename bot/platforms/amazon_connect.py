@@ -1,0 +1,214 @@
+"""Amazon Connect: contact trace records (CTRs) from a Kinesis Data Firehose "HTTP endpoint" delivery.
+
+Firehose's request: ``{"requestId", "timestamp", "records": [{"data": <base64>}]}`` (optionally gzip), with the
+stream's access key in ``X-Amz-Firehose-Access-Key``; its answer ``{"requestId", "timestamp"}`` (200) or
+``{"requestId", "timestamp", "errorMessage"}``. Firehose retries anything but a 200 (413 excepted) with the same
+request id; a repeated delivery is harmless, as each CTR is stored idempotently under its ContactId, and a CTR
+older (``LastUpdateTimestamp``) than the stored one is counted stale. Each record's data is one CTR, or several
+JSON objects back to back (the form Firehose writes to S3, read by ``acr-bot ingest --format amazon-connect``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from bot.http.responses import JSONResponse
+from bot.platforms.base import Event, Incoming, Outcome, Platform, Refused
+from bot.settings import Settings
+
+SOURCE = "amazon-connect"
+ACCESS_KEY_HEADER = "X-Amz-Firehose-Access-Key"
+REQUEST_ID_HEADER = "X-Amz-Firehose-Request-Id"
+CHANNELS = {"VOICE": "phone", "CHAT": "chat", "TASK": "other", "EMAIL": "email"}
+OUTBOUND_METHODS = frozenset({"OUTBOUND", "CALLBACK"})
+CONTINUATION_METHODS = frozenset({"TRANSFER", "QUEUE_TRANSFER"})
+_TRUE = frozenset({"true", "yes", "1"})
+_FALSE = frozenset({"false", "no", "0"})
+MAX_ERROR_CHARS = 8192  # Firehose's limit for errorMessage
+
+
+class CtrMapper:
+    """CTR -> contact record, with the contact attributes the settings name (pure; also used by file import)."""
+
+    def __init__(self, settings: Settings):
+        self.customer_attribute = settings.connect_customer_attribute
+        self.reason_attribute = settings.connect_reason_attribute
+        self.resolved_attribute = settings.connect_resolved_attribute
+        self.escalated_attribute = settings.connect_escalated_attribute
+
+    def record(self, ctr: dict[str, Any]) -> dict[str, Any] | None:
+        """The record of one CTR, or None when it has no customer (most tasks): not a contact metrics can use.
+
+        Fields the CTR lacks are left out, so that validation names them (``started_at: is required``).
+        """
+        attributes = ctr.get("Attributes")
+        if not isinstance(attributes, dict):
+            attributes = {}
+        customer = _text(attributes.get(self.customer_attribute)) if self.customer_attribute else None
+        if customer is None:
+            endpoint = ctr.get("CustomerEndpoint")
+            customer = _text(endpoint.get("Address")) if isinstance(endpoint, dict) else None
+        if customer is None:
+            return None
+        record: dict[str, Any] = {"id": ctr.get("ContactId"), "source": SOURCE, "customer_id": customer}
+        agent = ctr.get("Agent")
+        if isinstance(agent, dict) and (username := _text(agent.get("Username"))) is not None:
+            record["agent"] = username
+        queue = ctr.get("Queue")
+        if isinstance(queue, dict) and (queue_name := _text(queue.get("Name"))) is not None:
+            record["queue"] = queue_name
+        channel = ctr.get("Channel")
+        record["channel"] = CHANNELS.get(channel.upper(), "other") if isinstance(channel, str) else "other"
+        method = ctr.get("InitiationMethod")
+        if method in OUTBOUND_METHODS:
+            record["direction"] = "outbound"
+        elif method in CONTINUATION_METHODS and (previous := _text(ctr.get("PreviousContactId"))) is not None:
+            record["parent_id"] = previous
+        for field, key in (
+            ("started_at", "InitiationTimestamp"),
+            ("ended_at", "DisconnectTimestamp"),
+            ("updated_at", "LastUpdateTimestamp"),
+        ):
+            if (value := ctr.get(key)) is not None:
+                record[field] = value
+        if self.reason_attribute and (reason := _text(attributes.get(self.reason_attribute))) is not None:
+            record["reason"] = reason
+        for field, name in (("resolved", self.resolved_attribute), ("escalated", self.escalated_attribute)):
+            if name and (flag := _flag(attributes.get(name))) is not None:
+                record[field] = flag
+        return record
+
+
+class AmazonConnect(Platform):
+    name = SOURCE
+    title = "Amazon Connect"
+    secret_setting = "connect_firehose_access_key"
+
+    def __init__(self, settings: Settings):
+        super().__init__(settings)
+        self.mapper = CtrMapper(settings)
+
+    def verify(self, incoming: Incoming) -> None:
+        assert self.secret is not None
+        key = incoming.headers.get(ACCESS_KEY_HEADER)
+        if key is None:
+            raise Refused(401, f"missing {ACCESS_KEY_HEADER} header (set the stream's access key)")
+        if not hmac.compare_digest(key.encode(), self.secret):
+            raise Refused(401, f"{ACCESS_KEY_HEADER} does not match CONNECT_FIREHOSE_ACCESS_KEY")
+
+    def decode(self, incoming: Incoming) -> list[Event]:
+        try:
+            envelope = orjson.loads(incoming.body)
+        except orjson.JSONDecodeError as problem:
+            raise Refused(400, f"the body is not JSON ({problem.msg} at line {problem.lineno})") from None
+        if not isinstance(envelope, dict) or not isinstance(envelope.get("records"), list):
+            raise Refused(400, 'expected a Firehose delivery: {"requestId": ..., "records": [{"data": ...}]}')
+        request_id = envelope.get("requestId")
+        if not isinstance(request_id, str) or not request_id:
+            raise Refused(400, "the delivery has no requestId")
+        incoming.notes["request_id"] = request_id
+        events: list[Event] = []
+        for index, item in enumerate(envelope["records"]):
+            data = item.get("data") if isinstance(item, dict) else None
+            if not isinstance(data, str):
+                raise Refused(400, f"records[{index}] has no data string")
+            try:
+                payload = base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError):
+                raise Refused(400, f"records[{index}].data is not base64") from None
+            try:
+                for value, raw in json_objects(payload):
+                    if not isinstance(value, dict):
+                        raise ValueError("is not a JSON object (a contact trace record)")
+                    events.append(Event(value, raw))
+            except ValueError as problem:
+                raise Refused(400, f"records[{index}].data {problem}") from None
+        return events
+
+    def records(self, event: Event) -> list[dict[str, Any]]:
+        record = self.mapper.record(event.value)
+        return [] if record is None else [record]
+
+    def ok(self, incoming: Incoming, outcome: Outcome) -> Response:
+        return JSONResponse({"requestId": _request_id(incoming), "timestamp": _now_ms()})
+
+    def refused(self, incoming: Incoming | None, status: int, message: str, details: Sequence[Any] = ()) -> Response:
+        if details:
+            message += ": " + "; ".join(
+                f"CTR {d.get('id') or d['index']}: {d['field']}: {d['message']}" for d in details
+            )
+        body = {
+            "requestId": _request_id(incoming),
+            "timestamp": _now_ms(),
+            "errorMessage": message[:MAX_ERROR_CHARS],
+        }
+        return JSONResponse(body, status_code=status)
+
+
+def json_objects(data: bytes) -> Iterator[tuple[Any, str]]:
+    """The JSON values of ``data`` written back to back (whitespace between them optional), each with its text.
+
+    Raises ValueError naming the position of the first one that is not valid JSON. Fast path: the usual
+    single object goes to orjson whole; several are cut where one ends (found by the standard decoder).
+    """
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        yield value, data.strip().decode()
+        return
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise ValueError("is not UTF-8 text") from None
+    decoder = json.JSONDecoder()
+    position, size = 0, len(text)
+    while True:
+        while position < size and text[position] in " \t\r\n":
+            position += 1
+        if position == size:
+            return
+        try:
+            value, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as problem:
+            raise ValueError(f"is not valid JSON at character {problem.pos}: {problem.msg}") from None
+        yield value, text[position:end]
+        position = end
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str) and (stripped := value.strip()):
+        return stripped
+    return None
+
+
+def _flag(value: object) -> bool | None:
+    """A contact attribute (always text) read as a boolean; anything but true/false, yes/no, 1/0 is not given."""
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE:
+            return True
+        if word in _FALSE:
+            return False
+    return None
+
+
+def _request_id(incoming: Incoming | None) -> str:
+    """The delivery's requestId (the header's copy until the body is decoded, or when it cannot be)."""
+    if incoming is None:
+        return ""
+    return str(incoming.notes.get("request_id") or incoming.headers.get(REQUEST_ID_HEADER, ""))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

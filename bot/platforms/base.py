@@ -1,0 +1,245 @@
+"""The path every platform webhook shares: verify -> decode -> map -> validate -> store, and the answer.
+
+A platform module says only what is its own: how a request is authenticated (``verify``), how its body becomes
+events (``decode``), and which contact records each event means (``records``, zero or more in the ingest schema
+of CONTRACT section 1). Everything else is here, the same for every platform:
+
+1. 503 the platform's secret setting is unset (the answer names the setting): unsigned data is never accepted.
+2. 413 the body (or, with ``Content-Encoding: gzip``, its decompressed form) is larger than
+   ``WEBHOOK_MAX_BODY_BYTES``; nothing more than that is ever buffered.
+3. 401 the request is not authenticated by the platform's scheme (missing, stale, forged).
+4. 400 the body cannot be decoded (not the platform's envelope, bad base64, bad JSON ...).
+5. 422 an event maps to a record that is invalid (every problem listed).
+6. 200 once the whole request is stored in one transaction: each event is stored as records, or is not a
+   contact (counted ``ignored``); each record keeps the platform's raw event (``acr-bot contacts get``).
+
+Nothing is stored from a refused request. Writes share the group commit of ``bot.http.coalesce``.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import SecretStr
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from bot.http.coalesce import WriteCoalescer
+from bot.http.responses import JSONResponse, error_response
+from bot.settings import Settings
+from bot.storage import UpsertCounts
+from metrics.records import Contact, parse_contact
+
+log = logging.getLogger("acr_bot.platforms")
+
+MAX_DETAILS = 100  # problems listed in one answer
+
+
+class Refused(Exception):
+    """The request is refused with ``status``; the message says why, for the sender."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A request as a platform module sees it: headers, the path with its query, and the (decompressed) body."""
+
+    headers: Mapping[str, str]
+    path: str  # with the query string, as the sender addressed it
+    body: bytes
+    notes: dict[str, Any] = field(default_factory=dict)  # what decode learnt that the answer needs
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One platform event: its decoded value and its text as delivered (kept as each record's raw)."""
+
+    value: Any
+    raw: str
+
+
+@dataclass
+class Outcome:
+    """What one request did: the store's counts, and the events that were not contacts."""
+
+    counts: UpsertCounts = field(default_factory=UpsertCounts)
+    ignored: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {**self.counts.as_dict(), "ignored": self.ignored}
+
+
+class Platform(ABC):
+    """One platform's webhook. Subclasses set the class attributes and the three steps."""
+
+    name: ClassVar[str]  # the records' source and the endpoint: POST /webhooks/{name}
+    title: ClassVar[str]  # how people write the platform's name
+    secret_setting: ClassVar[str]  # the Settings field holding the secret (its env name is the upper case)
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        secret: SecretStr | None = getattr(settings, self.secret_setting)
+        self.secret: bytes | None = secret.get_secret_value().encode() if secret else None
+
+    @property
+    def path(self) -> str:
+        return f"/webhooks/{self.name}"
+
+    @abstractmethod
+    def verify(self, incoming: Incoming) -> None:
+        """Raise Refused(401, ...) unless the request is authentic (compare digests with hmac.compare_digest)."""
+
+    @abstractmethod
+    def decode(self, incoming: Incoming) -> list[Event]:
+        """The events of the body; Refused(400, ...) when it is not the platform's envelope."""
+
+    @abstractmethod
+    def records(self, event: Event) -> list[dict[str, Any]]:
+        """The contact records (ingest schema) an event means; [] when it is not a contact."""
+
+    def ok(self, incoming: Incoming, outcome: Outcome) -> Response:
+        """The answer to a stored request."""
+        return JSONResponse(outcome.as_dict())
+
+    def refused(self, incoming: Incoming | None, status: int, message: str, details: Sequence[Any] = ()) -> Response:
+        """The answer to a refused request."""
+        return error_response(status, message, details=list(details) if details else None)
+
+    def unset_secret_message(self) -> str:
+        env = self.secret_setting.upper()
+        return (
+            f"the {self.title} endpoint is disabled because {env} is not set; unsigned data is never accepted. "
+            f"Set {env} in the environment or in .env and restart acr-bot serve "
+            f"(see the README section 'Connect {self.title}')"
+        )
+
+
+class PlatformEndpoint:
+    """Serves one Platform at its path, storing through the shared group-commit writer."""
+
+    def __init__(self, platform: Platform, writer: WriteCoalescer):
+        self.platform = platform
+        self.writer = writer
+        self.max_body_bytes = platform.settings.webhook_max_body_bytes
+        self.zone = platform.settings.zone
+
+    def route(self) -> Route:
+        return Route(self.platform.path, self.handle, methods=["POST"], name=f"webhook_{self.platform.name}")
+
+    async def handle(self, request: Request) -> Response:
+        platform = self.platform
+        if platform.secret is None:
+            return platform.refused(None, 503, platform.unset_secret_message())
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_body_bytes:
+            return self._too_large(None)
+        try:
+            body = await read_limited(request, self.max_body_bytes)
+        except ClientDisconnect:
+            return platform.refused(None, 400, "the client disconnected before the whole body arrived")
+        if body is None:
+            return self._too_large(None)
+        path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        incoming = Incoming(request.headers, path, body)
+        encoding = request.headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            unpacked = gunzip_limited(body, self.max_body_bytes)
+            if unpacked is None:
+                return self._too_large(incoming)
+            if isinstance(unpacked, str):
+                return platform.refused(incoming, 400, unpacked)
+            incoming = Incoming(request.headers, path, unpacked, incoming.notes)
+        elif encoding not in ("", "identity"):
+            return platform.refused(incoming, 415, f"unsupported Content-Encoding {encoding!r}: send gzip or none")
+        try:
+            platform.verify(incoming)
+        except Refused as refused:
+            log.warning("%s webhook refused from %s: %s", platform.name, _client(request), refused)
+            return platform.refused(incoming, refused.status, str(refused))
+        return await run_in_threadpool(self._store, incoming)
+
+    def _store(self, incoming: Incoming) -> Response:
+        """Decode, map, validate and store one request (in a worker thread: parsing and SQLite block)."""
+        platform = self.platform
+        try:
+            events = platform.decode(incoming)
+            contacts, ignored, details = self._contacts(events)
+        except Refused as refused:
+            return platform.refused(incoming, refused.status, str(refused))
+        if details:
+            shown = details[:MAX_DETAILS]
+            message = (
+                f"{len(details)} problem{'s' if len(details) != 1 else ''} in the mapped records; nothing was stored"
+            )
+            return platform.refused(incoming, 422, message, shown)
+        outcome = Outcome(self.writer.upsert(contacts), ignored)
+        return platform.ok(incoming, outcome)
+
+    def _contacts(self, events: Iterable[Event]) -> tuple[list[Contact], int, list[dict[str, Any]]]:
+        contacts: list[Contact] = []
+        details: list[dict[str, Any]] = []
+        ignored = 0
+        zone = self.zone
+        for index, event in enumerate(events):
+            records = self.platform.records(event)
+            if not records:
+                ignored += 1
+            for record in records:
+                parsed = parse_contact(record, zone, raw=event.raw)
+                if isinstance(parsed, Contact):
+                    contacts.append(parsed)
+                else:
+                    where = {"index": index, "id": record.get("id")}
+                    details.extend({**where, "field": p.field, "message": p.message} for p in parsed)
+        return contacts, ignored, details
+
+    def _too_large(self, incoming: Incoming | None) -> Response:
+        response = self.platform.refused(
+            incoming,
+            413,
+            f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes, decompressed); "
+            "send smaller batches",
+        )
+        response.headers["Connection"] = "close"  # the rest of the body is never read
+        return response
+
+
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it grows past ``limit`` bytes (nothing more is buffered)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def gunzip_limited(data: bytes, limit: int) -> bytes | str | None:
+    """``data`` gunzipped; None when the result would pass ``limit`` bytes (a zip bomb costs no more than that),
+    or a message when it is not gzip."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as problem:
+        return f"Content-Encoding is gzip but the body is not valid gzip ({problem})"
+    if len(out) > limit:
+        return None
+    if not inflater.eof:
+        return "Content-Encoding is gzip but the body is cut short"
+    return out
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "unknown client"

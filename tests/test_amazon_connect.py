@@ -1,0 +1,453 @@
+"""``POST /webhooks/amazon-connect``: Firehose HTTP-endpoint deliveries of contact trace records, over real HTTP
+into the real app and a real SQLite file.
+
+Payloads (tests/payloads):
+- ``amazon-connect-ctr-versions.jsonl``: three deliveries of one CTR (LastUpdateTimestamp 2022-01-05T17:48:35Z,
+  2022-01-11T03:41:32Z, 2022-01-11T04:09:47Z), copied from a public "CTR Samples" page of real Amazon Connect
+  records (cases 1 to 3), found by code search; field names as in AWS's contact records data model
+  (docs.aws.amazon.com/connect/latest/adminguide/ctr-data-model.html).
+- ``amazon-connect-ctr-inbound.json``: a CTR used as a test event (``event_ctr_01``) in a public Python project,
+  found by code search.
+The envelope is Firehose's, as in AWS's "HTTP Endpoint Delivery Request and Response Specifications"
+(awsdocs/amazon-kinesis-data-firehose-developer-guide, doc_source/httpdeliveryrequestresponse.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import httpx
+import orjson
+import pytest
+from click.testing import CliRunner, Result
+
+import bot.ingest.batch
+from bot.cli import main
+from bot.ingest import ingest_file
+from bot.platforms.amazon_connect import CtrMapper
+from bot.settings import load_settings
+from bot.storage import open_store
+from metrics.timeutil import iso_utc
+from tests.platform_support import PAYLOADS, App
+from tests.store_support import stored_contacts
+from tests.test_serve import Process, check_store, start_serve
+
+KEY = "firehose-access-key-0123456789"
+PATH = "/webhooks/amazon-connect"
+SOURCE = "amazon-connect"
+VERSIONS = [orjson.loads(line) for line in (PAYLOADS / "amazon-connect-ctr-versions.jsonl").read_bytes().splitlines()]
+INBOUND = orjson.loads((PAYLOADS / "amazon-connect-ctr-inbound.json").read_bytes())
+MAPPER = CtrMapper(load_settings()).record
+
+
+def envelope(ctrs: list[Any], request_id: str | None = None) -> dict[str, Any]:
+    """A Firehose delivery: each CTR base64-encoded in its own record."""
+    return {
+        "requestId": request_id or str(uuid.uuid4()),
+        "timestamp": 1578090901599,
+        "records": [
+            {"data": base64.b64encode(ctr if isinstance(ctr, bytes) else orjson.dumps(ctr)).decode()} for ctr in ctrs
+        ],
+    }
+
+
+def deliver(
+    app: App,
+    body: dict[str, Any] | bytes,
+    *,
+    key: str | None = KEY,
+    gzipped: bool = False,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST as Firehose does: JSON, its headers (the request id twice), optionally gzip."""
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    sent = {"Content-Type": "application/json", "X-Amz-Firehose-Protocol-Version": "1.0"}
+    if isinstance(body, dict):
+        sent["X-Amz-Firehose-Request-Id"] = body["requestId"]
+    if key is not None:
+        sent["X-Amz-Firehose-Access-Key"] = key
+    if gzipped:
+        raw = gzip.compress(raw)
+        sent["Content-Encoding"] = "gzip"
+    sent.update(headers or {})
+    return app.client.post(PATH, content=raw, headers=sent)
+
+
+@pytest.fixture
+def connect(start_app: Callable[..., App]) -> App:
+    return start_app(connect_firehose_access_key=KEY)
+
+
+def assert_firehose_answer(response: httpx.Response, status: int, request_id: str, error: str | None = None) -> None:
+    """Firehose's own response format: JSON with requestId and a millisecond timestamp (+ errorMessage)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    assert "content-encoding" not in response.headers
+    body = response.json()
+    assert body["requestId"] == request_id
+    assert isinstance(body["timestamp"], int) and body["timestamp"] > 1_700_000_000_000
+    if error is None:
+        assert set(body) == {"requestId", "timestamp"}
+    else:
+        assert set(body) == {"requestId", "timestamp", "errorMessage"}
+        assert error in body["errorMessage"], body["errorMessage"]
+
+
+def test_a_delivery_stores_each_ctr_as_the_contract_maps_it(connect: App) -> None:
+    delivery = envelope([INBOUND, VERSIONS[0]])
+    assert_firehose_answer(deliver(connect, delivery), 200, delivery["requestId"])
+    stored = connect.stored(SOURCE)
+    row = stored["15a5cf14-3212-45a1-9f86-a8e97db8afaf"]
+    assert {k: row[k] for k in ("customer_id", "agent", "queue", "channel", "direction", "parent_id")} == {
+        "customer_id": "+17208401003",
+        "agent": "admin1",
+        "queue": "BasicQueue",
+        "channel": "phone",
+        "direction": "inbound",
+        "parent_id": None,
+    }
+    assert [iso_utc(row[k]) for k in ("started_us", "ended_us", "updated_us")] == [
+        "2022-04-08T14:59:38Z",
+        "2022-04-08T15:01:22Z",
+        "2022-04-08T15:03:02Z",
+    ]
+    assert orjson.loads(row["raw"]) == INBOUND  # the platform's raw event is kept
+    other = stored["6fe40d2a-1a89-4d73-bfcf-5d9c33894f47"]
+    assert (other["agent"], other["queue"], other["customer_id"]) == (
+        "Steve.Lusk",
+        "TCC Refrig AC LLA",
+        "+190011112222",
+    )
+
+
+def test_repeated_request_id_and_older_versions_change_nothing(connect: App) -> None:
+    contact_id = "6fe40d2a-1a89-4d73-bfcf-5d9c33894f47"
+    newest = envelope([VERSIONS[2]])
+    assert deliver(connect, newest).status_code == 200
+    assert deliver(connect, newest).status_code == 200  # Firehose's retry: the same X-Amz-Firehose-Request-Id
+    older = envelope([VERSIONS[0], VERSIONS[1]])  # re-sent out of order, after the newest
+    assert_firehose_answer(deliver(connect, older), 200, older["requestId"])
+    row = connect.stored(SOURCE)[contact_id]
+    assert iso_utc(row["updated_us"]) == "2022-01-11T04:09:47Z"
+    assert orjson.loads(row["raw"]) == VERSIONS[2]
+    assert connect.store.count_contacts() == 1
+
+
+def test_versions_in_order_each_replace_the_last(connect: App) -> None:
+    for version in VERSIONS:
+        assert deliver(connect, envelope([version])).status_code == 200
+    row = connect.stored(SOURCE)["6fe40d2a-1a89-4d73-bfcf-5d9c33894f47"]
+    assert orjson.loads(row["raw"]) == VERSIONS[2]
+
+
+def test_gzip_and_several_ctrs_back_to_back_in_one_record(connect: App) -> None:
+    second = {
+        **INBOUND,
+        "ContactId": "second-contact",
+        "CustomerEndpoint": {"Address": "+15550001", "Type": "TELEPHONE_NUMBER"},
+    }
+    back_to_back = orjson.dumps(INBOUND) + orjson.dumps(second) + b"\n"
+    delivery = envelope([back_to_back])
+    assert_firehose_answer(deliver(connect, delivery, gzipped=True), 200, delivery["requestId"])
+    assert set(connect.stored(SOURCE)) == {"15a5cf14-3212-45a1-9f86-a8e97db8afaf", "second-contact"}
+
+
+def test_transfers_callbacks_channels_and_tasks(connect: App) -> None:
+    transfer = {
+        **INBOUND,
+        "ContactId": "leg-2",
+        "InitiationMethod": "TRANSFER",
+        "PreviousContactId": INBOUND["ContactId"],
+    }
+    callback = {**INBOUND, "ContactId": "cb-1", "InitiationMethod": "CALLBACK", "Channel": "VOICE"}
+    chat = {**INBOUND, "ContactId": "chat-1", "Channel": "CHAT"}
+    email = {**INBOUND, "ContactId": "email-1", "Channel": "EMAIL", "Agent": None}
+    task = {**INBOUND, "ContactId": "task-1", "Channel": "TASK", "CustomerEndpoint": None}  # no customer: ignored
+    delivery = envelope([INBOUND, transfer, callback, chat, email, task])
+    assert deliver(connect, delivery).status_code == 200
+    stored = connect.stored(SOURCE)
+    assert "task-1" not in stored
+    assert stored["leg-2"]["parent_id"] == INBOUND["ContactId"]
+    assert stored["cb-1"]["direction"] == "outbound"
+    assert (stored["chat-1"]["channel"], stored["email-1"]["channel"], stored["email-1"]["agent"]) == (
+        "chat",
+        "email",
+        None,
+    )
+
+
+def test_contact_attributes_named_by_settings(start_app: Callable[..., App]) -> None:
+    app = start_app(
+        connect_firehose_access_key=KEY,
+        connect_customer_attribute="crmId",
+        connect_reason_attribute="reason",
+        connect_resolved_attribute="resolved",
+        connect_escalated_attribute="escalated",
+    )
+    attributes = {"crmId": "CRM-991", "reason": "billing dispute", "resolved": "No", "escalated": "yes"}
+    with_attributes = {**INBOUND, "Attributes": attributes}
+    task = {
+        **INBOUND,
+        "ContactId": "task-2",
+        "Channel": "TASK",
+        "CustomerEndpoint": None,
+        "Attributes": {"crmId": "CRM-7"},
+    }
+    unclear = {**INBOUND, "ContactId": "c-3", "Attributes": {"resolved": "maybe"}}  # not a boolean: not given
+    assert deliver(app, envelope([with_attributes, task, unclear])).status_code == 200
+    stored = app.stored(SOURCE)
+    row = stored[INBOUND["ContactId"]]
+    assert (row["customer_id"], row["reason"], row["resolved"], row["escalated"]) == (
+        "CRM-991",
+        "billing dispute",
+        0,
+        1,
+    )
+    assert stored["task-2"]["customer_id"] == "CRM-7"  # a task with a customer attribute is a contact
+    assert (stored["c-3"]["customer_id"], stored["c-3"]["resolved"]) == ("+17208401003", None)
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [(None, "missing X-Amz-Firehose-Access-Key"), ("wrong-key", "does not match CONNECT_FIREHOSE_ACCESS_KEY")],
+)
+def test_a_missing_or_wrong_access_key_is_401_and_stores_nothing(connect: App, key: str | None, message: str) -> None:
+    delivery = envelope([INBOUND])
+    assert_firehose_answer(deliver(connect, delivery, key=key), 401, delivery["requestId"], message)
+    assert connect.store.count_contacts() == 0
+
+
+def test_without_the_setting_the_endpoint_is_disabled(start_app: Callable[..., App]) -> None:
+    app = start_app()
+    response = deliver(app, envelope([INBOUND]))
+    assert response.status_code == 503
+    assert "CONNECT_FIREHOSE_ACCESS_KEY is not set" in response.json()["errorMessage"]
+    assert app.store.count_contacts() == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"{not json", "the body is not JSON"),
+        (orjson.dumps({"requestId": "r-1", "records": "nope"}), "expected a Firehose delivery"),
+        (orjson.dumps({"records": []}), "the delivery has no requestId"),
+        (orjson.dumps({"requestId": "r-1", "records": [{"data": "@@@"}]}), "records[0].data is not base64"),
+        (orjson.dumps({"requestId": "r-1", "records": [{}]}), "records[0] has no data string"),
+        (orjson.dumps(envelope([b'{"ContactId": '], "r-1")), "records[0].data is not valid JSON"),
+        (orjson.dumps(envelope([b"[1, 2]"], "r-1")), "records[0].data is not a JSON object"),
+    ],
+)
+def test_a_malformed_envelope_is_400_and_stores_nothing(connect: App, body: bytes, message: str) -> None:
+    response = deliver(connect, body, headers={"X-Amz-Firehose-Request-Id": "r-1"})
+    assert_firehose_answer(response, 400, "r-1", message)
+    assert connect.store.count_contacts() == 0
+
+
+def test_one_bad_ctr_refuses_the_whole_delivery(connect: App) -> None:
+    broken = {**INBOUND, "ContactId": "broken", "InitiationTimestamp": "yesterday"}
+    delivery = envelope([INBOUND, broken])
+    assert_firehose_answer(deliver(connect, delivery), 422, delivery["requestId"], "CTR broken: started_at")
+    assert connect.store.count_contacts() == 0
+    garbled = envelope([INBOUND, b"{}{"])
+    assert_firehose_answer(deliver(connect, garbled), 400, garbled["requestId"], "records[1].data is not valid JSON")
+    assert connect.store.count_contacts() == 0
+
+
+def test_too_large_and_bad_gzip_bodies(start_app: Callable[..., App]) -> None:
+    app = start_app(connect_firehose_access_key=KEY, webhook_max_body_bytes=4096)
+    big = envelope([INBOUND] * 3)
+    assert deliver(app, big).status_code == 413
+    bomb = envelope([{**INBOUND, "Padding": "x" * 20_000}])  # small once gzipped, too large unpacked
+    assert_firehose_answer(deliver(app, bomb, gzipped=True), 413, bomb["requestId"], "WEBHOOK_MAX_BODY_BYTES")
+    not_gzip = deliver(app, b"plain", headers={"Content-Encoding": "gzip", "X-Amz-Firehose-Request-Id": "r-9"})
+    assert_firehose_answer(not_gzip, 400, "r-9", "not valid gzip")
+    assert app.store.count_contacts() == 0
+
+
+# --- a crash mid-stream ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def servers() -> Iterator[list[Process]]:
+    """Every ``acr-bot serve`` a test started is killed at the end, whatever happened."""
+    started: list[Process] = []
+    yield started
+    for process in started:
+        if process.proc.poll() is None:
+            process.proc.kill()
+            process.proc.wait()
+
+
+def synthetic_ctr(worker: int, number: int, i: int) -> dict[str, Any]:
+    """The inbound CTR above as another contact: a fresh ContactId, customers that overlap across deliveries."""
+    minute = (number * 7919 + i * 104729) % 100_000
+    started = iso_utc((1_780_000_000 + minute * 60) * 1_000_000)
+    return {
+        **INBOUND,
+        "ContactId": f"w{worker}-d{number}-{i}",
+        "CustomerEndpoint": {"Address": f"+1555{(number * 50 + i) % 97:07d}", "Type": "TELEPHONE_NUMBER"},
+        "InitiationTimestamp": started,
+        "DisconnectTimestamp": started,
+        "LastUpdateTimestamp": started,
+    }
+
+
+@dataclass
+class FirehoseSender:
+    """Streams deliveries of ``size`` CTRs until the server goes away, remembering which were acknowledged."""
+
+    url: str
+    worker: int
+    size: int = 100
+    acknowledged: list[str] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+
+    def run(self) -> None:
+        with httpx.Client(base_url=self.url, timeout=30) as client:
+            for number in range(100_000):
+                ctrs = [synthetic_ctr(self.worker, number, i) for i in range(self.size)]
+                delivery = envelope(ctrs)
+                headers = {"X-Amz-Firehose-Access-Key": KEY, "X-Amz-Firehose-Request-Id": delivery["requestId"]}
+                try:
+                    response = client.post(
+                        PATH,
+                        content=gzip.compress(orjson.dumps(delivery)),
+                        headers={**headers, "Content-Type": "application/json", "Content-Encoding": "gzip"},
+                    )
+                except httpx.TransportError:
+                    return
+                self.answered.append(response.status_code)
+                if response.status_code != 200:
+                    return
+                self.acknowledged.extend(ctr["ContactId"] for ctr in ctrs)
+                self.delivered.append(delivery)
+
+
+def test_sigkill_mid_stream_loses_no_acknowledged_ctr(db_path: Path, tmp_path: Path, servers: list[Process]) -> None:
+    database_url = f"sqlite:///{db_path}"
+    server = start_serve(database_url, tmp_path / "serve.log", CONNECT_FIREHOSE_ACCESS_KEY=KEY)
+    servers.append(server)
+    senders = [FirehoseSender(server.url, worker) for worker in range(3)]
+    threads = [threading.Thread(target=sender.run) for sender in senders]
+    for thread in threads:
+        thread.start()
+    deadline = time.monotonic() + 60
+    while sum(len(sender.acknowledged) for sender in senders) < 1000 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.proc.kill()  # while the senders keep streaming: some deliveries are in flight, unanswered
+    assert server.proc.wait(timeout=10) == -signal.SIGKILL
+    for thread in threads:
+        thread.join(timeout=30)
+    acknowledged = [contact for sender in senders for contact in sender.acknowledged]
+    assert len(acknowledged) >= 1000, "the senders should have streamed for a while before the kill"
+    for sender in senders:
+        assert set(sender.answered) <= {200}, sender.answered
+
+    restarted = start_serve(database_url, tmp_path / "restarted.log", CONNECT_FIREHOSE_ACCESS_KEY=KEY)
+    servers.append(restarted)
+    assert check_store(database_url, acknowledged) >= len(acknowledged)
+    # Firehose retries a delivery it had no answer for, with the same request id: harmless.
+    retried = next(sender for sender in senders if sender.delivered).delivered[0]
+    response = httpx.post(
+        restarted.url + PATH,
+        content=orjson.dumps(retried),
+        headers={"X-Amz-Firehose-Access-Key": KEY, "X-Amz-Firehose-Request-Id": retried["requestId"]},
+    )
+    assert_firehose_answer(response, 200, retried["requestId"])
+    assert check_store(database_url, acknowledged) == restarted_count(restarted)
+    restarted.proc.send_signal(signal.SIGINT)
+    assert restarted.proc.wait(timeout=30) == 0
+
+
+def restarted_count(process: Process) -> int:
+    return int(httpx.get(process.url + "/healthz").json()["contacts"])
+
+
+# --- the same CTRs from files: acr-bot ingest --format amazon-connect -------------------------------------
+
+
+def ingest(db_path: Path, *paths: Path) -> Result:
+    env = {"DATABASE_URL": f"sqlite:///{db_path}"}
+    args = ["ingest", "--format", "amazon-connect", *map(str, paths)]
+    return CliRunner().invoke(main, args, env=env, catch_exceptions=False)
+
+
+def firehose_object(ctrs: list[dict[str, Any]]) -> bytes:
+    """What Firehose writes to S3: the records' data back to back, no separator."""
+    return b"".join(orjson.dumps(ctr) for ctr in ctrs)
+
+
+def test_ingest_reads_firehose_s3_objects_plain_and_gzip(tmp_path: Path, db_path: Path) -> None:
+    task = {**INBOUND, "ContactId": "task-1", "Channel": "TASK", "CustomerEndpoint": None}
+    plain = tmp_path / "connect-stream-1-2022-01-11-04-10-00-0001"
+    plain.write_bytes(firehose_object([VERSIONS[1], VERSIONS[2], VERSIONS[0], INBOUND, task]))
+    result = ingest(db_path, plain)
+    assert result.exit_code == 0, result.output
+    assert f"{plain}: 5 records: 2 inserted, 1 updated, 0 unchanged, 1 stale, 1 ignored" in result.stdout
+    packed = tmp_path / "connect-stream-1-2022-01-11-04-10-00-0001.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes().replace(b"}{", b"}\n{")))  # whitespace between is fine too
+    again = ingest(db_path, packed)
+    assert again.exit_code == 0, again.output
+    assert f"{packed}: 5 records: 0 inserted, 0 updated, 2 unchanged, 2 stale, 1 ignored" in again.stdout
+    assert "Total: 1 file: 0 inserted, 0 updated, 2 unchanged, 2 stale, 1 ignored" in again.stdout
+    shown = CliRunner().invoke(
+        main, ["contacts", "get", SOURCE, INBOUND["ContactId"]], env={"DATABASE_URL": f"sqlite:///{db_path}"}
+    )
+    assert orjson.loads(shown.stdout)["raw"] == INBOUND
+
+
+def test_ingest_names_each_bad_ctr_and_stores_nothing(tmp_path: Path, db_path: Path) -> None:
+    broken = {**INBOUND, "ContactId": "broken-1", "InitiationTimestamp": None}
+    path = tmp_path / "objects"
+    path.write_bytes(orjson.dumps(INBOUND) + b"\n" + orjson.dumps(broken) + b"\n" + b'{"ContactId": ')
+    result = ingest(db_path, path)
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[:2] == [
+        f"{path}:2: started_at: is required (ContactId broken-1)",
+        f"{path}:3: record: malformed JSON: unexpected end of data (column 14)",
+    ]
+    assert result.stderr.splitlines()[-1] == f"{path}: 2 errors in 3 records; nothing stored from this file"
+    with closing(open_store(f"sqlite:///{db_path}")) as store:
+        assert store.count_contacts() == 0
+
+
+def test_parallel_readers_cut_between_objects_and_recover_from_a_cut_inside_a_string(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """Blocks end between two objects; a "}{" inside a string can fool the cut, and the file is then read again
+    by one reader: the stored contacts are the same as when read in one piece."""
+    ctrs = [synthetic_ctr(0, n, 0) for n in range(400)]
+    ctrs[150]["Attributes"] = {"note": 'customer typed "}{" twice }{'}
+    path = tmp_path / "objects"
+    path.write_bytes(firehose_object(ctrs))
+    store = open_store(f"sqlite:///{db_path}")
+    readers: list[int | None] = []  # of each read (a read again after a false cut is by one reader)
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        readers.append(kwargs.get("readers"))
+        return ingest_file(*args, **kwargs)
+
+    try:
+        with mock.patch.object(bot.ingest.batch, "ingest_file", spy):
+            for block_bytes in (4096, 9000, 1 << 20):
+                result = ingest_file(store, str(path), UTC, parallel=True, block_bytes=block_bytes, events=MAPPER)
+                assert result.ok, result.errors
+                assert result.records == 400
+        assert readers.count(1) == 1  # with 4 KiB blocks one cut fell inside the string
+        rows = {row["id"]: orjson.loads(row["raw"]) for row in stored_contacts(store)}
+        assert rows == {ctr["ContactId"]: ctr for ctr in ctrs}
+    finally:
+        store.close()
