@@ -56,6 +56,16 @@ class Settings(BaseSettings):
     connect_reason_attribute: str | None = None
     connect_resolved_attribute: str | None = None
     connect_escalated_attribute: str | None = None
+    # Zendesk (bot/platforms/zendesk.py): the webhook's signing secret.
+    zendesk_webhook_secret: SecretStr | None = None
+    # Intercom (bot/platforms/intercom.py): the app's client secret, which signs its webhook notifications.
+    intercom_client_secret: SecretStr | None = None
+    # Chatwoot (bot/platforms/chatwoot.py): the webhook's secret (Chatwoot 4.11.2 and later sign webhooks).
+    chatwoot_webhook_secret: SecretStr | None = None
+    # Twilio Flex / TaskRouter (bot/platforms/twilio.py): the account's auth token, and the server's public base URL
+    # (Twilio signs the URL it calls; behind a proxy the server cannot know it).
+    twilio_auth_token: SecretStr | None = None
+    public_url: str | None = None
 
     @field_validator("bot_timezone")
     @classmethod
@@ -94,6 +104,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"{value!r} is not an http(s) URL")
         return value if value.endswith("/") else value + "/"
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL (like https://acr.example.com)")
+        return value.rstrip("/") if value is not None else None
 
     @field_validator("slack_supervisor_ids")
     @classmethod

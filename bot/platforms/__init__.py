@@ -12,10 +12,14 @@ from starlette.routing import Route
 from bot.http.coalesce import WriteCoalescer
 from bot.platforms.amazon_connect import AmazonConnect
 from bot.platforms.base import Platform, PlatformEndpoint
+from bot.platforms.chatwoot import Chatwoot
+from bot.platforms.intercom import Intercom
+from bot.platforms.twilio import Twilio
+from bot.platforms.zendesk import Zendesk
 from bot.settings import Settings
 from bot.storage import ContactStore
 
-PLATFORMS: tuple[type[Platform], ...] = (AmazonConnect,)
+PLATFORMS: tuple[type[Platform], ...] = (AmazonConnect, Zendesk, Intercom, Chatwoot, Twilio)
 
 
 def platform_routes(settings: Settings, store: ContactStore) -> list[Route]:

@@ -18,13 +18,16 @@ Nothing is stored from a refused request. Writes share the group commit of ``bot
 
 from __future__ import annotations
 
+import hmac
 import logging
+import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import orjson
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
@@ -115,11 +118,16 @@ class Platform(ABC):
         """The answer to a refused request."""
         return error_response(status, message, details=list(details) if details else None)
 
-    def unset_secret_message(self) -> str:
-        env = self.secret_setting.upper()
+    def unset_settings(self) -> list[str]:
+        """The settings (environment names) this endpoint needs that are not set."""
+        return [] if self.secret is not None else [self.secret_setting.upper()]
+
+    def unset_message(self, unset: list[str]) -> str:
+        names = " and ".join(unset)
+        verb = "is" if len(unset) == 1 else "are"
         return (
-            f"the {self.title} endpoint is disabled because {env} is not set; unsigned data is never accepted. "
-            f"Set {env} in the environment or in .env and restart acr-bot serve "
+            f"the {self.title} endpoint is disabled because {names} {verb} not set; unsigned data is never accepted. "
+            f"Set {names} in the environment or in .env and restart acr-bot serve "
             f"(see the README section 'Connect {self.title}')"
         )
 
@@ -138,8 +146,8 @@ class PlatformEndpoint:
 
     async def handle(self, request: Request) -> Response:
         platform = self.platform
-        if platform.secret is None:
-            return platform.refused(None, 503, platform.unset_secret_message())
+        if unset := platform.unset_settings():
+            return platform.refused(None, 503, platform.unset_message(unset))
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
             return self._too_large(None)
@@ -239,6 +247,66 @@ def gunzip_limited(data: bytes, limit: int) -> bytes | str | None:
     if not inflater.eof:
         return "Content-Encoding is gzip but the body is cut short"
     return out
+
+
+# --- helpers for the platform modules -------------------------------------------------------------------
+
+MAX_SKEW_SECONDS = 300  # a signed timestamp further than this from our clock is refused (a replay, or a bad clock)
+
+
+def check_fresh(seconds: float, header: str, *, clock: Callable[[], float] = time.time) -> None:
+    """Refuse (401) a signature timestamp more than MAX_SKEW_SECONDS away from now."""
+    skew = clock() - seconds
+    if abs(skew) > MAX_SKEW_SECONDS:
+        direction = "old" if skew > 0 else "in the future"
+        raise Refused(
+            401,
+            f"{header} is {abs(int(skew))} s {direction}; at most {MAX_SKEW_SECONDS} s of clock skew is accepted",
+        )
+
+
+def check_digest(expected: str, given: str | None, header: str, what: str) -> None:
+    """Refuse (401) unless ``given`` equals ``expected`` (constant-time); ``what`` says how it is computed."""
+    if given is None:
+        raise Refused(401, f"missing {header} header")
+    if not hmac.compare_digest(expected.encode(), given.strip().encode()):
+        raise Refused(401, f"{header} does not match the body ({what})")
+
+
+def hmac_digest(secret: bytes, message: bytes, algorithm: str) -> bytes:
+    return hmac.new(secret, message, algorithm).digest()
+
+
+def json_body(incoming: Incoming) -> Any:
+    """The body as JSON, or Refused(400) saying where it is broken."""
+    try:
+        return orjson.loads(incoming.body)
+    except orjson.JSONDecodeError as problem:
+        raise Refused(400, f"the body is not JSON ({problem.msg} at line {problem.lineno})") from None
+
+
+def text(value: object) -> str | None:
+    """A platform value as record text: strings stripped, ids given as numbers in decimal; else None."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str) and (stripped := value.strip()):
+        return stripped
+    return None
+
+
+def mapping(value: object) -> dict[str, Any]:
+    """``value`` when it is a JSON object, else an empty one (platforms send null for absent objects)."""
+    return value if isinstance(value, dict) else {}
+
+
+def first_text(*values: object) -> str | None:
+    """The first of ``values`` that is usable text (``text``)."""
+    for value in values:
+        if (found := text(value)) is not None:
+            return found
+    return None
 
 
 def _client(request: Request) -> str:

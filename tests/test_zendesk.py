@@ -1,0 +1,142 @@
+"""``POST /webhooks/zendesk``: signed Zendesk ticket events over real HTTP into the real app and a real SQLite file.
+
+Payload: ``tests/payloads/zendesk-ticket-created.json``, a ``zen:event-type:ticket.created`` body recorded from a
+real Zendesk account (quoted as the sample request body in a public Go project's webhook handler, found by code
+search); its envelope and ``detail`` fields are those of developer.zendesk.com/api-reference/webhooks/event-types/
+ticket-events. The signature scheme is developer.zendesk.com/documentation/webhooks/verifying:
+base64(HMAC-SHA256(secret, timestamp + body)).
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import hmac
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from metrics.timeutil import iso_utc
+from tests.platform_support import PAYLOADS, App
+
+SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="  # the signing secret of Zendesk's NodeJS example
+PATH = "/webhooks/zendesk"
+CREATED = orjson.loads((PAYLOADS / "zendesk-ticket-created.json").read_bytes())
+
+
+def solved(at: str = "2025-01-08T11:40:00Z", assignee: str = "8447388090494") -> dict[str, Any]:
+    """The same ticket after it was solved: a ``ticket.status_changed`` event, as Zendesk documents it."""
+    detail = {**CREATED["detail"], "status": "SOLVED", "updated_at": at, "assignee_id": assignee}
+    return {**CREATED, "type": "zen:event-type:ticket.status_changed", "detail": detail,
+            "event": {"current": "SOLVED", "previous": "OPEN"}, "id": "e2", "time": at}  # fmt: skip
+
+
+def now_stamp(offset_seconds: int = 0) -> str:
+    return (datetime.now(UTC) + timedelta(seconds=offset_seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def sign(secret: str, stamp: str, body: bytes) -> str:
+    return base64.b64encode(hmac.new(secret.encode(), stamp.encode() + body, hashlib.sha256).digest()).decode()
+
+
+def send(app: App, event: Any, *, secret: str = SECRET, stamp: str | None = None, gzipped: bool = False,
+         signature: str | None = None) -> httpx.Response:  # fmt: skip
+    body = event if isinstance(event, bytes) else orjson.dumps(event)
+    stamp = now_stamp() if stamp is None else stamp
+    headers = {
+        "Content-Type": "application/json",
+        "X-Zendesk-Webhook-Signature-Timestamp": stamp,
+        "X-Zendesk-Webhook-Signature": signature or sign(secret, stamp, body),
+    }
+    if gzipped:
+        body = gzip.compress(body)
+        headers["Content-Encoding"] = "gzip"
+    return app.client.post(PATH, content=body, headers=headers)
+
+
+@pytest.fixture
+def zendesk(start_app: Callable[..., App]) -> App:
+    return start_app(zendesk_webhook_secret=SECRET)
+
+
+def test_a_ticket_event_stores_the_ticket_as_one_contact(zendesk: App) -> None:
+    response = send(zendesk, CREATED)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"accepted": 1, "inserted": 1, "updated": 0, "unchanged": 0, "stale": 0, "ignored": 0}
+    row = zendesk.stored("zendesk")["5158"]
+    assert (row["customer_id"], row["agent"], row["channel"], row["direction"]) == (
+        "8447388090494", "8447388090494", "other", "inbound")  # fmt: skip
+    assert (iso_utc(row["started_us"]), row["ended_us"], row["resolved"]) == ("2025-01-08T10:12:07Z", None, None)
+    assert orjson.loads(row["raw"]) == CREATED
+
+
+def test_solved_reopened_and_reassigned(zendesk: App) -> None:
+    """Solved: ended and resolved. Reopened: the same contact, open again. Reassigned: the latest assignee."""
+    assert send(zendesk, CREATED).status_code == 200
+    assert send(zendesk, solved()).json()["updated"] == 1
+    row = zendesk.stored("zendesk")["5158"]
+    assert (iso_utc(row["ended_us"]), row["resolved"]) == ("2025-01-08T11:40:00Z", 1)
+    reopened = {**solved(), "detail": {**solved()["detail"], "status": "OPEN", "updated_at": "2025-01-09T08:00:00Z"}}
+    assert send(zendesk, reopened).json()["updated"] == 1
+    row = zendesk.stored("zendesk")["5158"]
+    assert (row["ended_us"], row["resolved"]) == (None, None)
+    resolved_again = solved(at="2025-01-09T09:30:00Z", assignee="900001")
+    assert send(zendesk, resolved_again).json()["updated"] == 1
+    row = zendesk.stored("zendesk")["5158"]
+    assert (row["agent"], iso_utc(row["ended_us"])) == ("900001", "2025-01-09T09:30:00Z")
+    assert zendesk.store.count_contacts() == 1
+
+
+def test_duplicates_and_older_versions_change_nothing(zendesk: App) -> None:
+    assert send(zendesk, solved()).status_code == 200
+    assert send(zendesk, solved()).json()["unchanged"] == 1  # Zendesk retries a delivery
+    assert send(zendesk, CREATED, gzipped=True).json()["stale"] == 1  # the creation event, arriving late
+    assert zendesk.stored("zendesk")["5158"]["resolved"] == 1
+
+
+def test_events_that_are_not_tickets_are_ignored(zendesk: App) -> None:
+    user_event = {**CREATED, "type": "zen:event-type:user.created", "detail": {"id": "1"}}
+    no_requester = {**CREATED, "detail": {**CREATED["detail"], "requester_id": None}}
+    for event in (user_event, no_requester):
+        response = send(zendesk, event)
+        assert response.status_code == 200
+        assert response.json()["ignored"] == 1
+    assert zendesk.store.count_contacts() == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"signature": "AAAA"}, "X-Zendesk-Webhook-Signature does not match the body"),
+        ({"secret": "another-secret"}, "X-Zendesk-Webhook-Signature does not match the body"),
+        ({"stamp": now_stamp(-3600)}, "s old"),
+        ({"stamp": "yesterday"}, "must be an ISO 8601 time"),
+    ],
+)
+def test_forged_or_stale_requests_are_401_and_store_nothing(zendesk: App, change: dict[str, str], message: str) -> None:
+    response = send(zendesk, CREATED, **change)  # type: ignore[arg-type]
+    assert response.status_code == 401
+    assert message in response.json()["error"]
+    assert zendesk.store.count_contacts() == 0
+
+
+def test_malformed_bodies_and_bad_records_store_nothing(zendesk: App) -> None:
+    assert send(zendesk, b"{oops").status_code == 400
+    assert send(zendesk, [CREATED]).status_code == 400  # not an event object
+    undated = {**CREATED, "detail": {**CREATED["detail"], "created_at": None}}
+    response = send(zendesk, undated)
+    assert response.status_code == 422
+    assert response.json()["details"] == [{"index": 0, "id": "5158", "field": "started_at", "message": "is required"}]
+    assert zendesk.store.count_contacts() == 0
+
+
+def test_without_the_secret_the_endpoint_is_disabled(start_app: Callable[..., App]) -> None:
+    app = start_app()
+    response = send(app, CREATED)
+    assert response.status_code == 503
+    assert "ZENDESK_WEBHOOK_SECRET is not set" in response.json()["error"]
