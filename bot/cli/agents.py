@@ -1,4 +1,5 @@
-"""``acr-bot agents link|unlink|list``: which Slack user is which agent (what ``/acr me`` answers about)."""
+"""``acr-bot agents``: which Slack user is which agent (what ``/acr me`` answers about), and the agent roster
+(``import``, ``export``, ``unknown``) that names the platforms' agent ids."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import re
 
 import click
 
+from bot import roster
 from bot.cli.common import command_store
 from bot.presentation import plain
 from metrics.errors import UserError
@@ -15,7 +17,7 @@ _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 
 @click.group("agents")
 def agents() -> None:
-    """Link Slack users to agent names (the agent name exactly as in the contact data)."""
+    """Link Slack users to agent names, and keep the agent roster of the platforms' agent ids."""
 
 
 def _user(value: str) -> str:
@@ -60,3 +62,56 @@ def list_links() -> None:
         return
     for item in links:
         click.echo(f"{item.slack_user_id}\t{plain(item.agent)}\t{item.linked_by or 'cli'}\t{item.linked_at}")
+
+
+@agents.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, allow_dash=True))
+def import_roster(path: str) -> None:
+    """Make the CSV file PATH the agent roster (- reads standard input).
+
+    Columns: agent, team, tier, slack_user, ids; ids lists the platform ids that mean the agent, as
+    platform:id words separated by spaces or semicolons (zendesk:8447388090494 twilio:WK0123...). The file
+    replaces the roster whole, or (with any error, each listed) changes nothing. Stored contacts that still
+    carry one of the ids get the agent's name, and its team and tier where they had none; contacts that
+    already carry a name keep it, and its team and tier, as recorded when they arrived.
+    """
+    from bot.platforms import platform_names
+
+    name = "<stdin>" if path == "-" else path
+    try:
+        with click.open_file(path, encoding="utf-8-sig") as stream:
+            text = stream.read()
+    except (OSError, UnicodeDecodeError) as problem:
+        raise UserError(f"{name}: cannot read: {getattr(problem, 'strerror', None) or problem}") from None
+    entries, errors = roster.parse_csv(text, name, platform_names())
+    if errors:
+        for error in errors:
+            click.echo(error, err=True)
+        raise UserError(f"{name}: {len(errors)} error{'s' if len(errors) != 1 else ''}; the roster was not changed")
+    remapped = command_store().replace_roster(entries)
+    ids = sum(len(entry.ids) for entry in entries)
+    linked = sum(entry.slack_user is not None for entry in entries)
+    click.echo(
+        f"Imported {len(entries)} agents with {ids} platform ids; {linked} Slack users linked; "
+        f"{remapped} stored contacts re-mapped to their agent."
+    )
+
+
+@agents.command("export")
+def export_roster() -> None:
+    """Print the agent roster as CSV (the columns agents import reads)."""
+    entries = command_store().roster()
+    click.echo(roster.to_csv(entries), nl=False)
+
+
+@agents.command("unknown")
+def unknown_agents() -> None:
+    """List the platform agent ids that no roster entry names: source, id and how many contacts carry it."""
+    from bot.platforms import platform_names
+
+    unknown = command_store().unknown_agents(platform_names())
+    if not unknown:
+        click.echo("Every agent of the platforms' contacts is in the roster.")
+        return
+    for source, agent, count in unknown:
+        click.echo(f"{plain(source)}\t{plain(agent)}\t{count} contact{'s' if count != 1 else ''}")

@@ -12,6 +12,7 @@ import click
 from bot.cli.common import command_store, database_label, settings
 from bot.ingest import STDIN, EventMapper, FileResult, ingest_file
 from bot.platforms.amazon_connect import CtrMapper
+from bot.roster import Mapped, lookup
 from bot.storage import ContactStore, UpsertCounts
 
 
@@ -38,9 +39,11 @@ def ingest(paths: tuple[str, ...], no_progress: bool, file_format: str) -> None:
     Connect); a CTR without a customer is skipped and counted as ignored.
     """
     config = settings()
-    events = CtrMapper(config).record if file_format == "amazon-connect" else None
     show_progress = not no_progress and sys.stdout.isatty() and sys.stderr.isatty()
     store = command_store(create=True)
+    events = None
+    if file_format == "amazon-connect":  # CTRs mapped as the webhook maps them, agent ids through the roster
+        events = Mapped(CtrMapper(config).record, "amazon-connect", lookup(store.roster()))
     totals = UpsertCounts()
     total_ignored = 0
     failed = 0

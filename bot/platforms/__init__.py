@@ -25,4 +25,9 @@ PLATFORMS: tuple[type[Platform], ...] = (AmazonConnect, Zendesk, Intercom, Chatw
 def platform_routes(settings: Settings, store: ContactStore) -> list[Route]:
     """``POST /webhooks/<platform>`` for every platform; their writes share one group-commit writer."""
     writer = WriteCoalescer(store)
-    return [PlatformEndpoint(platform(settings), writer).route() for platform in PLATFORMS]
+    return [PlatformEndpoint(platform(settings), writer, store).route() for platform in PLATFORMS]
+
+
+def platform_names() -> list[str]:
+    """The platforms' names: their records' source, and how a roster names their agent ids."""
+    return [platform.name for platform in PLATFORMS]

@@ -11,7 +11,8 @@ of CONTRACT section 1). Everything else is here, the same for every platform:
 4. 400 the body cannot be decoded (not the platform's envelope, bad base64, bad JSON ...).
 5. 422 an event maps to a record that is invalid (every problem listed).
 6. 200 once the whole request is stored in one transaction: each event is stored as records, or is not a
-   contact (counted ``ignored``); each record keeps the platform's raw event (``acr-bot contacts get``).
+   contact (counted ``ignored``); each record keeps the platform's raw event (``acr-bot contacts get``), and a
+   platform agent id the roster knows becomes the agent's name, with its team and tier (``bot.roster``).
 
 Nothing is stored from a refused request. Writes share the group commit of ``bot.http.coalesce``.
 """
@@ -34,10 +35,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bot import roster
 from bot.http.coalesce import WriteCoalescer
 from bot.http.responses import JSONResponse, error_response
 from bot.settings import Settings
-from bot.storage import UpsertCounts
+from bot.storage import ContactStore, UpsertCounts
 from metrics.records import Contact, parse_contact
 
 log = logging.getLogger("acr_bot.platforms")
@@ -135,9 +137,10 @@ class Platform(ABC):
 class PlatformEndpoint:
     """Serves one Platform at its path, storing through the shared group-commit writer."""
 
-    def __init__(self, platform: Platform, writer: WriteCoalescer):
+    def __init__(self, platform: Platform, writer: WriteCoalescer, store: ContactStore):
         self.platform = platform
         self.writer = writer
+        self.store = store
         self.max_body_bytes = platform.settings.webhook_max_body_bytes
         self.zone = platform.settings.zone
 
@@ -197,13 +200,14 @@ class PlatformEndpoint:
         contacts: list[Contact] = []
         details: list[dict[str, Any]] = []
         ignored = 0
-        zone = self.zone
+        zone, name = self.zone, self.platform.name
+        known = roster.lookup(self.store.roster())  # read per request: a new roster applies from the next one
         for index, event in enumerate(events):
             records = self.platform.records(event)
             if not records:
                 ignored += 1
             for record in records:
-                parsed = parse_contact(record, zone, raw=event.raw)
+                parsed = parse_contact(roster.apply(record, name, known), zone, raw=event.raw)
                 if isinstance(parsed, Contact):
                     contacts.append(parsed)
                 else:

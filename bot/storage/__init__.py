@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import Any, Protocol, overload, runtime_checkable
 
+from bot.roster import RosterEntry
 from bot.storage.schedules import Outbox, SchedulerLease, ScheduleStore
 from metrics.engine import MetricReader
 from metrics.errors import UserError
@@ -208,6 +209,21 @@ class ContactStore(Protocol):
 
     def list_agent_links(self) -> list[AgentLink]:
         """Every link, by agent then user."""
+        ...
+
+    def replace_roster(self, entries: Sequence[RosterEntry]) -> int:
+        """Make ``entries`` the agent roster, atomically; link each entry's Slack user to its agent; and re-map the
+        stored contacts whose agent is still one of the roster's platform ids ``(source, agent)``: agent := the
+        roster's name, team filled when empty, tier := the roster's tier when it has one (derived data kept
+        correct). Contacts already carrying a name are left as they are. Returns how many were re-mapped."""
+        ...
+
+    def roster(self) -> list[RosterEntry]:
+        """The agent roster, by agent name."""
+        ...
+
+    def unknown_agents(self, sources: Sequence[str]) -> list[tuple[str, str, int]]:
+        """``(source, agent, contacts)`` for the contacts of ``sources`` whose agent is not a roster agent."""
         ...
 
     def metric_reader(self, zone: tzinfo, *, refresh_days: int = ...) -> AbstractContextManager[MetricReader]:

@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from sqlite_utils import Database
 
+from bot.roster import RosterEntry
 from bot.storage import (
     COPIED_TABLES,
     AgentLink,
@@ -22,6 +23,7 @@ from bot.storage import (
     sqlite_links,
     sqlite_metrics,
     sqlite_rollups,
+    sqlite_roster,
     sqlite_schedules,
 )
 from bot.storage.errors import StoreUnavailable
@@ -321,6 +323,18 @@ class SQLiteContactStore:
 
     def list_agent_links(self) -> list[AgentLink]:
         return sqlite_links.list_links(self._reader())
+
+    # --- the agent roster (SQL in sqlite_roster.py) ---------------------------------------------------------
+
+    def replace_roster(self, entries: Sequence[RosterEntry]) -> int:
+        with self._write_lock, immediate_transaction(self._writer) as conn:
+            return sqlite_roster.replace(conn, entries)
+
+    def roster(self) -> list[RosterEntry]:
+        return sqlite_roster.entries(self._reader())
+
+    def unknown_agents(self, sources: Sequence[str]) -> list[tuple[str, str, int]]:
+        return sqlite_roster.unknown_agents(self._reader(), sources)
 
     # --- scheduler: subscriptions, alert rules, outbox (SQL in sqlite_schedules.py) ---------------------
 

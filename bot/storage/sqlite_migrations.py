@@ -295,3 +295,25 @@ def m_metric_contacts_reason(db: Database) -> None:
 def m_contact_versions(db: Database) -> None:
     """The sender's version of each record (``updated_at``): a re-sent older version never replaces a newer one."""
     db.execute("ALTER TABLE contacts ADD COLUMN updated_us INTEGER")
+
+
+@migrations()
+def m_agent_roster(db: Database) -> None:
+    """The agent roster: agents with team, tier and Slack user, and the platform ids that mean each of them.
+    See ``bot/storage/sqlite_roster.py``."""
+    db.execute(
+        """CREATE TABLE agent_roster (
+        agent TEXT PRIMARY KEY,
+        team TEXT,
+        tier INTEGER CHECK (tier >= 1),
+        slack_user TEXT
+    )"""
+    )
+    db.execute(
+        """CREATE TABLE agent_platform_ids (
+        platform TEXT NOT NULL,
+        platform_id TEXT NOT NULL,
+        agent TEXT NOT NULL REFERENCES agent_roster (agent),
+        PRIMARY KEY (platform, platform_id)
+    ) WITHOUT ROWID"""
+    )
