@@ -154,10 +154,12 @@ def files(args: argparse.Namespace) -> bool:
     else:
         rng = random.Random(7)
         began = time.perf_counter()
-        with path.open("wb") as out:
+        part = path.with_suffix(".part")  # renamed when whole: an interrupted run leaves no half file to reuse
+        with part.open("wb") as out:
             for start in range(0, args.contacts, 10_000):
                 batch = range(start, min(args.contacts, start + 10_000))
                 out.write(b"".join(orjson.dumps(make_ctr(n, rng, args.customers)) for n in batch))
+        part.rename(path)
         print(f"{path.name}: {path.stat().st_size / 1e6:,.0f} MB written in {time.perf_counter() - began:.0f} s")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BOT_TIMEZONE")}
     os.sync()

@@ -289,6 +289,15 @@ def json_body(incoming: Incoming) -> Any:
         raise Refused(400, f"the body is not JSON ({problem.msg} at line {problem.lineno})") from None
 
 
+def json_event(incoming: Incoming, kind: str, expected: str) -> list[Event]:
+    """A body that is one JSON event object naming its kind in the string field ``kind``; Refused(400) saying
+    what was ``expected`` otherwise. The event's raw text is the body as delivered."""
+    value = json_body(incoming)
+    if not isinstance(value, dict) or not isinstance(value.get(kind), str):
+        raise Refused(400, f"expected {expected}")
+    return [Event(value, incoming.body.decode())]
+
+
 def text(value: object) -> str | None:
     """A platform value as record text: strings stripped, ids given as numbers in decimal; else None."""
     if isinstance(value, bool) or value is None:

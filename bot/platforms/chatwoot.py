@@ -20,7 +20,7 @@ from bot.platforms.base import (
     check_fresh,
     first_text,
     hmac_digest,
-    json_body,
+    json_event,
     mapping,
     text,
 )
@@ -75,10 +75,7 @@ class Chatwoot(Platform):
         )
 
     def decode(self, incoming: Incoming) -> list[Event]:
-        value = json_body(incoming)
-        if not isinstance(value, dict) or not isinstance(value.get("event"), str):
-            raise Refused(400, 'expected a Chatwoot webhook event: {"event": ..., ...}')
-        return [Event(value, incoming.body.decode())]
+        return json_event(incoming, "event", 'a Chatwoot webhook event: {"event": ..., ...}')
 
     def records(self, event: Event) -> list[dict[str, Any]]:
         """A conversation event -> the conversation as one contact; any other event (messages ...) -> none."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.platforms.base import Event, Incoming, Platform, Refused, check_digest, first_text, hmac_digest, json_body
+from bot.platforms.base import Event, Incoming, Platform, check_digest, first_text, hmac_digest, json_event
 
 SIGNATURE_HEADER = "X-Hub-Signature"
 # source.type of a conversation (API 2.x) -> our channel (anything else: other)
@@ -41,10 +41,7 @@ class Intercom(Platform):
         check_digest(expected, given, SIGNATURE_HEADER, "sha1= hex HMAC-SHA1 of the body with INTERCOM_CLIENT_SECRET")
 
     def decode(self, incoming: Incoming) -> list[Event]:
-        value = json_body(incoming)
-        if not isinstance(value, dict) or not isinstance(value.get("topic"), str):
-            raise Refused(400, 'expected an Intercom notification: {"type": "notification_event", "topic": ...}')
-        return [Event(value, incoming.body.decode())]
+        return json_event(incoming, "topic", 'an Intercom notification: {"type": "notification_event", "topic": ...}')
 
     def records(self, event: Event) -> list[dict[str, Any]]:
         """A conversation notification -> the conversation as one contact; any other topic (ping ...) -> none."""

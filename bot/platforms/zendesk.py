@@ -21,7 +21,7 @@ from bot.platforms.base import (
     check_fresh,
     first_text,
     hmac_digest,
-    json_body,
+    json_event,
     text,
 )
 
@@ -78,10 +78,7 @@ class Zendesk(Platform):
         )
 
     def decode(self, incoming: Incoming) -> list[Event]:
-        value = json_body(incoming)
-        if not isinstance(value, dict) or not isinstance(value.get("type"), str):
-            raise Refused(400, 'expected a Zendesk event: {"type": "zen:event-type:...", "detail": {...}, ...}')
-        return [Event(value, incoming.body.decode())]
+        return json_event(incoming, "type", 'a Zendesk event: {"type": "zen:event-type:...", "detail": {...}, ...}')
 
     def records(self, event: Event) -> list[dict[str, Any]]:
         """A ticket event -> the ticket as one contact; any other event (user, organization ...) -> none."""
