@@ -1,5 +1,5 @@
 """The agent roster: ``acr-bot agents import|export|unknown``, and the platforms' agent ids mapped through it, on a
-real SQLite file, through the real command and the real HTTP path."""
+real SQLite file, through the real command and the real HTTP path; the store's roster on every backend."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import orjson
 from click.testing import CliRunner, Result
 
 from bot.cli import main
-from bot.storage import open_store
+from bot.roster import RosterEntry
+from bot.storage import ContactStore, open_store
+from tests.builders import contact
 from tests.platform_support import App
 from tests.store_support import assert_candidates_mirror_contacts
 from tests.test_amazon_connect import INBOUND, firehose_object
@@ -108,3 +110,29 @@ def test_ctr_files_are_mapped_through_the_roster(db_path: Path, tmp_path: Path) 
         assert orjson.loads(row["raw"]) == INBOUND
     finally:
         store.close()
+
+
+def test_every_store_keeps_the_roster_and_re_maps_stored_contacts(store: ContactStore) -> None:
+    t0 = 1_780_000_000
+    store.upsert(
+        [
+            contact("5158", "k1", t0, t0 + 60, source="zendesk", agent="900001"),
+            contact("5159", "k1", t0 + 600, t0 + 660, source="zendesk", agent="Ann", team="sales"),
+            contact("a1", "k2", t0, t0 + 60, agent="900001"),  # another source: the id means nobody there
+        ]
+    )
+    assert store.unknown_agents(["zendesk"]) == [("zendesk", "900001", 1), ("zendesk", "Ann", 1)]
+    kofi = RosterEntry("Kofi Mensah", "tech", 2, "U0KOFI", (("zendesk", "900001"),))
+    ann = RosterEntry("Ann")
+    assert store.replace_roster([kofi, ann]) == 1
+    assert store.roster() == [ann, kofi]
+    assert store.agent_for_user("U0KOFI") == "Kofi Mensah"
+    remapped = store.get_contact("zendesk", "5158")
+    assert remapped is not None
+    assert (remapped["agent"], remapped["team"], remapped["tier"]) == ("Kofi Mensah", "tech", 2)
+    assert remapped["next_repeat_us"] == (t0 + 600) * 1_000_000  # the derived next repeat stays
+    untouched = store.get_contact("api", "a1")
+    assert untouched is not None and untouched["agent"] == "900001"
+    assert store.unknown_agents(["zendesk"]) == []
+    assert_candidates_mirror_contacts(store)
+    assert store.replace_roster([]) == 0 and store.roster() == []

@@ -8,6 +8,7 @@ import orjson
 from click.testing import CliRunner, Result
 
 from bot.cli import main
+from bot.storage import open_store
 
 
 def run(db_path: Path, *args: str, stdin: bytes | None = None) -> Result:
@@ -56,6 +57,7 @@ def test_get_prints_the_schema_fields_in_utc_and_the_raw_record(db_path: Path) -
 
 
 def test_an_unknown_contact_is_one_line_and_exit_1(db_path: Path) -> None:
+    open_store(f"sqlite:///{db_path}").close()  # the database exists (a missing one is an error of its own)
     result = run(db_path, "contacts", "get", "crm", "nope")
     assert result.exit_code == 1
     assert result.stderr == "Error: no contact with source 'crm' and id 'nope'\n"

@@ -88,7 +88,7 @@ def import_roster(path: str) -> None:
         for error in errors:
             click.echo(error, err=True)
         raise UserError(f"{name}: {len(errors)} error{'s' if len(errors) != 1 else ''}; the roster was not changed")
-    remapped = command_store().replace_roster(entries)
+    remapped = command_store(create=True).replace_roster(entries)
     ids = sum(len(entry.ids) for entry in entries)
     linked = sum(entry.slack_user is not None for entry in entries)
     click.echo(

@@ -20,12 +20,13 @@ import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool
 
+from bot.roster import RosterEntry
 from bot.storage import BOOLEAN_COLUMNS, COPIED_TABLES, AgentLink, TableRows, UpsertCounts, postgres_migrations
 from bot.storage.postgres_metrics import PostgresMetricReader
 from bot.storage.postgres_schedules import PostgresSchedules
@@ -41,10 +42,18 @@ RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or seria
 # histories instead of one index probe per contact (cheaper for an import, dearer for a webhook batch).
 WINDOW_PASS_MIN_ROWS = 20_000
 _COLUMNS: Final = Contact._fields
-_TYPES: Final = {"tier": "int8", "escalated": "bool", "resolved": "bool", "started_us": "int8", "ended_us": "int8"}
+_TYPES: Final = {
+    "tier": "int8",
+    "escalated": "bool",
+    "resolved": "bool",
+    "started_us": "int8",
+    "ended_us": "int8",
+    "updated_us": "int8",
+}
 _COPY_TYPES: Final = [_TYPES.get(column, "text") for column in _COLUMNS]
 _COLUMN_LIST: Final = ", ".join(_COLUMNS)
 _RAW: Final = _COLUMNS.index("raw")  # a chunk may hold plain tuples in Contact field order (the import's)
+_UPDATED: Final = _COLUMNS.index("updated_us")
 _DERIVE_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtext('acr-bot derive'), hashtext(current_schema()))"
 _PG_TYPES: Final = {"int4": "INTEGER", "bool": "BOOLEAN", "int8": "BIGINT", "text": "TEXT"}
 _SCHEDULER_LOCK: Final = "SELECT pg_try_advisory_lock(hashtext('acr-bot scheduler'), hashtext(current_schema()))"
@@ -57,11 +66,15 @@ _TEMP_TABLES: Final = (
     "CREATE TEMP TABLE IF NOT EXISTS written (pk BIGINT, customer_id TEXT, started_us BIGINT) ON COMMIT DELETE ROWS",
 )
 _COPY_INCOMING: Final = f"COPY incoming ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
+_DROP_INCOMING: Final = (
+    "DELETE FROM incoming AS i USING unnest(%s::text[], %s::text[]) AS k (source, id) "
+    "WHERE i.source = k.source AND i.id = k.id"
+)
 # The stored versions of this chunk's keys, locked until the commit: one index probe per key (a temporary table
 # has no statistics: a join could scan every contact), in key order (COPY wrote incoming sorted by key).
 _LOCK_STORED: Final = """
-SELECT s.source, s.id, s.pk, s.customer_id, s.started_us, s.raw FROM incoming AS i CROSS JOIN LATERAL (
-    SELECT c.source, c.id, c.pk, c.customer_id, c.started_us, c.raw FROM contacts AS c
+SELECT s.source, s.id, s.pk, s.customer_id, s.started_us, s.raw, s.updated_us FROM incoming AS i CROSS JOIN LATERAL (
+    SELECT c.source, c.id, c.pk, c.customer_id, c.started_us, c.raw, c.updated_us FROM contacts AS c
     WHERE c.source = i.source AND c.id = i.id FOR UPDATE
 ) AS s
 """
@@ -151,6 +164,23 @@ _COPY_ORDER: Final = {
     "outbox": "created_us, seq",
 }
 _DIMENSIONS: Final = frozenset({"agent", "team", "queue", "channel", "reason"})
+_LINK_AGENT: Final = """
+INSERT INTO slack_links (slack_user_id, agent, linked_by, linked_at) VALUES (%s, %s, %s, %s)
+ON CONFLICT (slack_user_id) DO UPDATE SET
+    agent = excluded.agent, linked_by = excluded.linked_by, linked_at = excluded.linked_at
+"""
+# The stored contacts whose agent is still one of the roster's platform ids: agent := the roster's name, team filled
+# when empty, tier := the roster's tier when it has one. Next repeats do not depend on these: they stay.
+_REMAP_CONTACTS: Final = """
+UPDATE contacts AS c SET agent = i.agent, team = coalesce(c.team, r.team), tier = coalesce(r.tier, c.tier)
+FROM agent_platform_ids AS i JOIN agent_roster AS r ON r.agent = i.agent
+WHERE i.platform = c.source AND i.platform_id = c.agent
+RETURNING c.pk
+"""
+_REMAP_CANDIDATES: Final = """
+UPDATE metric_contacts AS m SET agent = c.agent, team = c.team, tier = c.tier
+FROM contacts AS c WHERE c.pk = m.pk AND m.pk = ANY(%s)
+"""
 
 
 class PostgresContactStore:
@@ -249,14 +279,7 @@ class PostgresContactStore:
 
     def link_agent(self, slack_user_id: str, agent: str, linked_by: str | None = None) -> None:
         with self._pool.connection() as conn:
-            conn.execute(
-                """
-                INSERT INTO slack_links (slack_user_id, agent, linked_by, linked_at) VALUES (%s, %s, %s, %s)
-                ON CONFLICT (slack_user_id) DO UPDATE SET
-                    agent = excluded.agent, linked_by = excluded.linked_by, linked_at = excluded.linked_at
-                """,
-                (slack_user_id, agent, linked_by, _now_text()),
-            )
+            conn.execute(_LINK_AGENT, (slack_user_id, agent, linked_by, _now_text()))
 
     def unlink_agent(self, slack_user_id: str) -> bool:
         with self._pool.connection() as conn:
@@ -273,6 +296,49 @@ class PostgresContactStore:
                 "SELECT slack_user_id, agent, linked_by, linked_at FROM slack_links ORDER BY agent, slack_user_id"
             ).fetchall()
         return [AgentLink(*row) for row in rows]
+
+    # --- the agent roster (as sqlite_roster.py) ----------------------------------------------------------
+
+    def replace_roster(self, entries: Sequence[RosterEntry]) -> int:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            conn.execute("DELETE FROM agent_platform_ids")
+            conn.execute("DELETE FROM agent_roster")
+            cursor.executemany(
+                "INSERT INTO agent_roster (agent, team, tier, slack_user) VALUES (%s, %s, %s, %s)",
+                [(e.agent, e.team, e.tier, e.slack_user) for e in entries],
+            )
+            cursor.executemany(
+                "INSERT INTO agent_platform_ids (platform, platform_id, agent) VALUES (%s, %s, %s)",
+                [(platform, platform_id, e.agent) for e in entries for platform, platform_id in e.ids],
+            )
+            cursor.executemany(
+                _LINK_AGENT,
+                [(e.slack_user, e.agent, "roster", _now_text()) for e in entries if e.slack_user is not None],
+            )
+            pks = [row[0] for row in conn.execute(_REMAP_CONTACTS).fetchall()]
+            if pks:  # the candidates carry agent, team and tier too (derive lock after the row locks)
+                conn.execute(_DERIVE_LOCK)
+                conn.execute(_REMAP_CANDIDATES, (pks,))
+        return len(pks)
+
+    def roster(self) -> list[RosterEntry]:
+        with self._pool.connection() as conn:
+            ids: dict[str, list[tuple[str, str]]] = {}
+            for platform, platform_id, agent in conn.execute(
+                "SELECT platform, platform_id, agent FROM agent_platform_ids ORDER BY agent, platform, platform_id"
+            ).fetchall():
+                ids.setdefault(agent, []).append((platform, platform_id))
+            rows = conn.execute("SELECT agent, team, tier, slack_user FROM agent_roster ORDER BY agent").fetchall()
+        return [RosterEntry(agent, team, tier, slack, tuple(ids.get(agent, ()))) for agent, team, tier, slack in rows]
+
+    def unknown_agents(self, sources: Sequence[str]) -> list[tuple[str, str, int]]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT source, agent, count(*) FROM contacts WHERE source = ANY(%s) AND agent IS NOT NULL "
+                "AND agent NOT IN (SELECT agent FROM agent_roster) GROUP BY source, agent ORDER BY source, agent",
+                (list(sources),),
+            ).fetchall()
+        return [(str(source), str(agent), int(count)) for source, agent, count in rows]
 
     # --- scheduler -------------------------------------------------------------------------------------
 
@@ -397,39 +463,46 @@ class _PostgresBulkWriter:
         conn = self._conn
         if self._written:  # the previous chunk's (a transaction starts with it empty)
             conn.execute("DELETE FROM incoming")
-        with conn.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
-            copy.set_types(_COPY_TYPES)
-            for key in sorted(versions):
-                copy.write_row(versions[key][-1])
-        stored = {(s, i): (pk, k, t, raw) for s, i, pk, k, t, raw in conn.execute(_LOCK_STORED).fetchall()}
+        # What each key ends as if it is new (its first version inserted, the others applied in turn).
+        if_new = {key: _apply_to_new(given, UpsertCounts()) for key, given in versions.items()}
+        self._copy_incoming(sorted(if_new.items()))  # in key order: the rows are locked in this order
+        stored = {(s, i): row for s, i, *row in conn.execute(_LOCK_STORED).fetchall()}
         inserted = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
         missing = versions.keys() - stored.keys() - inserted
         if missing:  # inserted by another transaction since we looked: locked and read now
             again = conn.execute(_LOCK_STORED).fetchall()
-            stored.update({(s, i): (pk, k, t, raw) for s, i, pk, k, t, raw in again if (s, i) in missing})
+            stored.update({(s, i): row for s, i, *row in again if (s, i) in missing})
         counts = self.counts
         changed: list[tuple[int, str, int]] = []  # (pk, old customer, old start)
+        rewrite: list[tuple[tuple[str, str], Contact]] = []  # keys whose incoming row is not what they end as
         for key, given in versions.items():
             if key in inserted:
                 counts.inserted += 1
-                previous = given[0][_RAW]
-                given = given[1:]
-            else:
-                pk, customer, started, previous = stored[key]
-                if given[-1][_RAW] != previous:
-                    changed.append((pk, customer, started))
-            for contact in given:
-                if contact[_RAW] == previous:
-                    counts.unchanged += 1
-                else:
-                    counts.updated += 1
-                    previous = contact[_RAW]
+                _apply_to_new(given, counts)
+                continue
+            pk, customer, started, raw, updated_us = stored[key]
+            current = object()  # the stored version
+            final = _apply(current, raw, updated_us, given, counts)
+            if final is not current:
+                changed.append((pk, customer, started))
+                if final is not if_new[key]:
+                    rewrite.append((key, cast(Contact, final)))
+        if rewrite:
+            sources, ids = (list(column) for column in zip(*(key for key, _ in rewrite), strict=True))
+            conn.execute(_DROP_INCOMING, (sources, ids))
+            self._copy_incoming(rewrite)
         if changed:
             pks, customers, starts = (list(column) for column in zip(*changed, strict=True))
             conn.execute(_NOTE_OLD, (pks, customers, starts))
             conn.execute(_UPDATE_CHANGED, (self._received_at, pks))
             self._updated = True
         self._written += len(versions)
+
+    def _copy_incoming(self, rows: Sequence[tuple[tuple[str, str], Contact]]) -> None:
+        with self._conn.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
+            copy.set_types(_COPY_TYPES)
+            for _, contact in rows:
+                copy.write_row(contact)
 
     def finish(self) -> None:
         """The derive step, under the derive lock: candidates of the written contacts, then next repeats."""
@@ -445,6 +518,28 @@ class _PostgresBulkWriter:
             steps += [_ADD_CANDIDATES.format(next_repeat="NULL"), _FIX_NEXT_REPEATS]
         steps.append(f"UPDATE store_stats SET value = value + {int(self.counts.inserted)} WHERE name = 'contacts'")
         conn.execute(";\n".join(steps))  # one round trip (no parameters: the simple query protocol)
+
+
+def _apply(current: object, raw: str, updated_us: int | None, given: Sequence[Contact], counts: UpsertCounts) -> object:
+    """Apply ``given`` in turn to the version ``current`` (with its ``raw`` and ``updated_us``), counting each as
+    the store port says (``ContactStore``): unchanged (same raw), stale (older ``updated_us``), or updated.
+    Returns the version the key ends as (``current`` itself when nothing replaced it)."""
+    for contact in given:
+        version = cast("int | None", contact[_UPDATED])
+        if contact[_RAW] == raw:
+            counts.unchanged += 1
+        elif updated_us is not None and version is not None and version < updated_us:
+            counts.stale += 1
+        else:
+            counts.updated += 1
+            current, raw, updated_us = contact, cast(str, contact[_RAW]), version
+    return current
+
+
+def _apply_to_new(given: Sequence[Contact], counts: UpsertCounts) -> Contact:
+    """``_apply`` to a new key: its first version is inserted (not counted here), the others applied in turn."""
+    first = given[0]
+    return cast(Contact, _apply(first, cast(str, first[_RAW]), cast("int | None", first[_UPDATED]), given[1:], counts))
 
 
 def _make_temp_tables(conn: psycopg.Connection[tuple[Any, ...]]) -> None:

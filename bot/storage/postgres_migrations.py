@@ -171,6 +171,29 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "WHERE c.pk = m.pk AND c.reason IS NOT NULL",
         ),
     ),
+    (
+        "008_contact_versions",
+        # The sender's version of each record (updated_at): a re-sent older version never replaces a newer one.
+        ("ALTER TABLE contacts ADD COLUMN updated_us BIGINT",),
+    ),
+    (
+        "009_agent_roster",
+        (
+            # The agent roster: agents with team, tier and Slack user, and the platform ids that mean each of them.
+            """CREATE TABLE agent_roster (
+                agent TEXT PRIMARY KEY,
+                team TEXT,
+                tier BIGINT CHECK (tier >= 1),
+                slack_user TEXT
+            )""",
+            """CREATE TABLE agent_platform_ids (
+                platform TEXT NOT NULL,
+                platform_id TEXT NOT NULL,
+                agent TEXT NOT NULL REFERENCES agent_roster (agent),
+                PRIMARY KEY (platform, platform_id)
+            )""",
+        ),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
