@@ -32,7 +32,7 @@ def test_ingest_creates_the_database_saying_so_and_names_it_in_its_summary(tmp_p
     result = run(f"sqlite:///{db}", "ingest", str(path))
     assert result.exit_code == 0, result.output
     assert f"Creating a new database at {db}" in result.stderr
-    assert result.stdout.rstrip().endswith(f"unchanged (database {db})")
+    assert result.stdout.rstrip().endswith(f"0 stale (database {db})")
     again = run(f"sqlite:///{db}", "ingest", str(path))
     assert "Creating" not in again.stderr
 
