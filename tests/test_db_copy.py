@@ -1,4 +1,5 @@
-"""``acr-bot db copy``: SQLite -> PostgreSQL -> SQLite gives back the same store, answers and scheduler state."""
+"""``acr-bot db copy``: SQLite -> PostgreSQL -> SQLite gives back the same store (contacts with their versions, the
+agent roster), answers and scheduler state."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from click.testing import CliRunner
 
 from bot.cli import main
 from bot.demo import generate, load_into
-from bot.storage import COPIED_TABLES, ContactStore, open_store
+from bot.roster import RosterEntry
+from bot.storage import COPIED_TABLES, ContactStore, UpsertCounts, open_store
 from bot.storage.schedules import AlertState, OutboxMessage
+from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone
 from tests.test_postgres_store import answers, dump
 
@@ -19,9 +22,28 @@ UTC_ZONE = load_zone("UTC")
 AS_OF_US = 1_780_000_000 * 1_000_000
 
 
+def versioned(updated_at: str, resolved: bool) -> Contact:
+    """One Zendesk ticket in the version of ``updated_at``."""
+    record = {
+        "source": "zendesk", "id": "35436", "customer_id": "user-7", "agent": "8447388090494",
+        "started_at": "2026-05-20T09:00:00Z", "updated_at": updated_at, "resolved": resolved,
+    }  # fmt: skip
+    contact = parse_contact(record, UTC_ZONE)
+    assert isinstance(contact, Contact)
+    return contact
+
+
+ROSTER = [
+    RosterEntry("maria", "billing", 2, "U0MARIA", (("twilio", "WK0123"), ("zendesk", "8447388090494"))),
+    RosterEntry("tomas", None, None, None, (("intercom", "991267"),)),
+]
+
+
 def fill(store: ContactStore) -> None:
-    """Demo contacts and one of everything the scheduler and Slack keep."""
+    """Demo contacts, a versioned contact, the agent roster and one of everything the scheduler and Slack keep."""
     load_into(store, generate(3000, seed=7, as_of_us=AS_OF_US, days=20, zone=UTC_ZONE), UTC_ZONE)
+    store.upsert([versioned("2026-05-21T10:00:00Z", True)])
+    store.replace_roster(ROSTER)
     store.link_agent("U0MARIA", "maria", "U0BOSS")
     schedules = store.schedules()
     schedules.save_subscription("C1", "team:billing", "09:00", "Europe/Berlin", True, "U0BOSS", AS_OF_US)
@@ -58,13 +80,22 @@ def test_sqlite_to_postgresql_and_back_keeps_everything(tmp_path: Path, postgres
     there = runner.invoke(main, ["db", "copy", "--from", first, "--to", shown_url])
     assert there.exit_code == 0, there.output
     assert "pw-s3cret" not in there.output
-    assert there.output.startswith("Copied 3000 contacts and 1 slack links, 2 subscriptions, 1 alert rules, 2 outbox")
+    assert there.output.startswith(
+        "Copied 3001 contacts and 1 slack links, 2 subscriptions, 1 alert rules, 2 outbox, 2 agent roster, "
+        "3 agent platform ids from "
+    )
     again = runner.invoke(main, ["db", "copy", "--from", postgres_url, "--to", back])
     assert again.exit_code == 0, again.output
     for url in (postgres_url, back):
         store = open_store(url)
         try:
             assert (dump(store), answers(store), tables(store), store.count_contacts()) == expected
+            assert store.roster() == ROSTER
+            ticket = store.get_contact("zendesk", "35436")
+            assert ticket is not None and ticket["agent"] == "maria" and ticket["team"] == "billing"
+            # the version came along: an older one re-sent after the copy changes nothing
+            assert store.upsert([versioned("2026-05-21T09:00:00Z", False)]) == UpsertCounts(stale=1)
+            assert store.get_contact("zendesk", "35436") == ticket
         finally:
             store.close()
     pending = open_store(back)
@@ -133,4 +164,4 @@ def test_a_copy_that_fails_midway_leaves_no_contact_and_runs_again(
     monkeypatch.setattr(copy_module, "_chunks", real)
     rerun = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
     assert rerun.exit_code == 0, rerun.output
-    assert rerun.output.startswith("Copied 3000 contacts")
+    assert rerun.output.startswith("Copied 3001 contacts")

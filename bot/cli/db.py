@@ -22,8 +22,8 @@ def db() -> None:
 @click.option("--to", "target_url", required=True, metavar="URL", help="The store to fill; it must hold no contacts.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (it is shown only on a terminal anyway).")
 def copy(source_url: str, target_url: str, no_progress: bool) -> None:
-    """Copy every contact, subscription, alert rule, Slack link and outbox message from one store to another,
-    e.g. --from sqlite:///data/acr.db --to postgresql://acr@db/acr. Stop the servers writing to the source
+    """Copy every contact (with its version), subscription, alert rule, Slack link, outbox message and the agent
+    roster from one store to another, e.g. --from sqlite:///data/acr.db --to postgresql://acr@db/acr. Stop the servers writing to the source
     first. The target is created and migrated if needed; its contacts are written in one transaction, so a
     copy that fails leaves none behind and can be run again. Every table is counted on both sides at the end."""
     show_progress = not no_progress and sys.stderr.isatty()

@@ -41,6 +41,8 @@ COPIED_TABLES: dict[str, tuple[str, ...]] = {
         "key", "channel", "text", "blocks", "thread_key", "file", "filename", "title", "status", "attempts",
         "next_attempt_us", "created_us", "ts", "sent_us", "last_error",
     ),
+    "agent_roster": ("agent", "team", "tier", "slack_user"),
+    "agent_platform_ids": ("platform", "platform_id", "agent"),  # after agent_roster: its rows name roster agents
 }  # fmt: skip
 BOOLEAN_COLUMNS = frozenset({"weekdays_only", "strict", "firing"})  # 0/1 in SQLite
 TableRows = tuple[str, tuple[str, ...], list[tuple[Any, ...]]]  # (table, columns, rows)

@@ -1,10 +1,10 @@
 """``acr-bot db copy``: a whole store into an empty one, across backends (SQLite <-> PostgreSQL), streamed.
 
 Two transactions on the target, each atomic: first the small tables (links, subscriptions, alert rules with their
-state, the outbox with its history, so nothing already posted is posted again), replacing whatever they held; then
-every contact, streamed in chunks through the target's bulk writer (which works out the derived data itself). A
-copy that fails leaves no contact behind and can simply be run again. At the end every table is counted on both
-sides.
+state, the outbox with its history, so nothing already posted is posted again, the agent roster with its platform
+ids), replacing whatever they held; then every contact with its version (``updated_us``), streamed in chunks through
+the target's bulk writer (which works out the derived data itself). A copy that fails leaves no contact behind and
+can simply be run again. At the end every table is counted on both sides.
 """
 
 from __future__ import annotations

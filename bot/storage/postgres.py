@@ -162,6 +162,8 @@ _COPY_ORDER: Final = {
     "subscriptions": "id",
     "alert_rules": "id",
     "outbox": "created_us, seq",
+    "agent_roster": "agent",
+    "agent_platform_ids": "platform, platform_id",
 }
 _DIMENSIONS: Final = frozenset({"agent", "team", "queue", "channel", "reason"})
 _LINK_AGENT: Final = """
@@ -361,11 +363,12 @@ class PostgresContactStore:
 
     def replace_tables(self, tables: Sequence[TableRows]) -> None:
         with self._pool.connection() as conn, conn.transaction():
-            for table, columns, rows in tables:
+            for table, columns, _ in reversed(tables):  # emptied last table first: a row may name an earlier one's
                 if tuple(columns) != COPIED_TABLES[table]:
                     raise ValueError(f"{table}: columns {columns} are not {COPIED_TABLES[table]}")
-                booleans = [index for index, column in enumerate(columns) if column in BOOLEAN_COLUMNS]
                 conn.execute(f"DELETE FROM {table}")
+            for table, columns, rows in tables:
+                booleans = [index for index, column in enumerate(columns) if column in BOOLEAN_COLUMNS]
                 marks = ", ".join(["%s"] * len(columns))
                 with conn.cursor() as cursor:
                     cursor.executemany(

@@ -151,6 +151,8 @@ _COPY_ORDER = {
     "subscriptions": "id",
     "alert_rules": "id",
     "outbox": "created_us, rowid",
+    "agent_roster": "agent",
+    "agent_platform_ids": "platform, platform_id",
 }
 # A contact with the derived next repeat of its candidate row (None for one the metrics do not count).
 _CONTACTS_WITH_NEXT_REPEAT = (
@@ -367,10 +369,11 @@ class SQLiteContactStore:
 
     def replace_tables(self, tables: Sequence[TableRows]) -> None:
         with self._write_lock, immediate_transaction(self._writer) as conn:
-            for table, columns, rows in tables:
+            for table, columns, _ in reversed(tables):  # emptied last table first: a row may name an earlier one's
                 if tuple(columns) != COPIED_TABLES[table]:
                     raise ValueError(f"{table}: columns {columns} are not {COPIED_TABLES[table]}")
                 conn.execute(f"DELETE FROM {table}")
+            for table, columns, rows in tables:
                 marks = ", ".join("?" * len(columns))
                 conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
