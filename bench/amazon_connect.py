@@ -1,16 +1,20 @@
-"""Amazon Connect: Firehose deliveries over loopback, and ``acr-bot ingest --format amazon-connect`` of S3 objects.
+"""Amazon Connect: Firehose deliveries over loopback, and ``acr-bot ingest --format amazon-connect`` of S3 objects,
+each side by side with the generic path (the same contacts as ACR Bot records) in the same run.
 
-1. Firehose: starts ``acr-bot serve`` on a fresh SQLite file and sends Firehose HTTP-endpoint deliveries of 500
+1. Webhooks: starts ``acr-bot serve`` on a fresh SQLite file and sends Firehose HTTP-endpoint deliveries of 500
    CTRs each (base64 records, the access key, a request id; ``--gzip`` compresses them as a stream set to GZIP
    would) from client threads over keep-alive connections; every answer must be 200 in Firehose's format.
-   Target (issue 13): >= 15,000 contacts/s.
-2. Files: writes ``--contacts`` CTRs as one Firehose S3 object (JSON objects back to back, no separator; kept in
-   bench/out/amazon-connect/ for re-runs), imports it with ``acr-bot ingest --format amazon-connect`` into a new
-   database, and reports contacts/s and peak memory (as bench/ingest.py: the largest process's RSS and the
-   process tree's PSS, sampled every 50 ms). Target (issue 13): >= 40,000 contacts/s in < 300 MB for 1,000,000.
+   Target (issue 13): >= 15,000 contacts/s. Then the same contacts, mapped to records as the adapter maps them,
+   in signed batches of 500 to the generic ``POST /webhooks/interactions`` of another fresh server.
+2. Files: writes ``--contacts`` CTRs as one Firehose S3 object (JSON objects back to back, no separator) and the
+   same contacts as a JSONL file of records (both kept in bench/out/amazon-connect/ for re-runs), imports each
+   with ``acr-bot ingest`` (``--format amazon-connect`` for the CTRs) into a new database, and reports
+   contacts/s and peak memory (as bench/ingest.py: the largest process's RSS and the process tree's PSS,
+   sampled every 50 ms). Target (issue 13): >= 40,000 contacts/s in < 300 MB for 1,000,000 CTRs.
 
-The CTRs are the real one of tests/payloads/amazon-connect-ctr-inbound.json (about 2.4 KB) with fresh ids,
-customers (20,000), agents, queues, channels, initiation methods and times over 90 days.
+The CTRs are the real one of tests/payloads/amazon-connect-ctr-inbound.json (about 2.4 KB, stored whole as each
+contact's raw record) with fresh ids, customers (20,000), agents, queues, channels, initiation methods and times
+over 90 days; their records are about 350 bytes.
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/amazon_connect.py [--contacts 1000000] [--skip-files]
 """
@@ -34,7 +38,10 @@ from typing import Any
 
 import orjson
 from ingest import run_ingest  # the sibling benches (this script's folder is on sys.path)
-from webhook import Phase, healthz_count, report, start_server
+from webhook import Phase, healthz_count, report, run_phase, start_server
+
+from bot.platforms.amazon_connect import CtrMapper
+from bot.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = orjson.loads((ROOT / "tests" / "payloads" / "amazon-connect-ctr-inbound.json").read_bytes())
@@ -120,18 +127,32 @@ def send(phase: Phase, port: int, bodies: list[tuple[str, bytes]], threads: int,
     phase.elapsed = time.perf_counter() - began
 
 
-def firehose(args: argparse.Namespace) -> bool:
+MAPPER = CtrMapper(Settings())  # as the server maps them (the same environment)
+
+
+def webhooks(args: argparse.Namespace) -> bool:
+    """Firehose deliveries, then the same contacts as records through the generic webhook."""
     rng = random.Random(13)
-    bodies = [
-        delivery([make_ctr(d * args.batch_size + i, rng, args.customers) for i in range(args.batch_size)], args.gzip)
+    batches = [
+        [make_ctr(d * args.batch_size + i, rng, args.customers) for i in range(args.batch_size)]
         for d in range(args.deliveries)
     ]
+    bodies = [delivery(ctrs, args.gzip) for ctrs in batches]
+    phase = Phase(f"Firehose deliveries of {args.batch_size} CTRs{' (gzip)' if args.gzip else ''}", args.batch_size)
+    ok = served(phase, 15_000, lambda port: send(phase, port, bodies, args.threads, args.gzip))
+    records = [orjson.dumps([MAPPER.record(ctr) for ctr in ctrs]) for ctrs in batches]
+    generic = Phase(f"the same contacts as records, generic webhook, batches of {args.batch_size}", args.batch_size)
+    served(generic, 20_000, lambda port: run_phase(generic, [port], records, args.threads, 3600.0))  # issue 2's
+    return ok
+
+
+def served(phase: Phase, target: float, drive: Any) -> bool:
+    """Run ``drive(port)`` against a new server on a new SQLite file; report ``phase`` and what was stored."""
     workdir = Path(tempfile.mkdtemp(prefix="acr-bench-connect-"))
     os.environ["CONNECT_FIREHOSE_ACCESS_KEY"] = KEY  # start_server passes the environment on
-    proc, port = start_server(workdir / "acr.db", workdir / "serve.log", "WARNING")
+    proc, port = start_server(f"sqlite:///{workdir / 'acr.db'}", workdir / "serve.log", "WARNING")
     try:
-        phase = Phase(f"Firehose deliveries of {args.batch_size} CTRs{' (gzip)' if args.gzip else ''}", args.batch_size)
-        send(phase, port, bodies, args.threads, args.gzip)
+        drive(port)
         stored = healthz_count(port)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -139,42 +160,53 @@ def firehose(args: argparse.Namespace) -> bool:
         for path in workdir.iterdir():
             path.unlink()
         workdir.rmdir()
-    ok = report(phase, 15_000, "contacts/s")
-    sent = phase.requests * args.batch_size
-    print(f"stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {code}")
+    ok = report(phase, target, "contacts/s")
+    sent = phase.requests * phase.records_per_request
+    print(f"    stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {code}")
     return ok and stored == sent and code == 0
 
 
 def files(args: argparse.Namespace) -> bool:
     folder = args.folder
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"connect-ctrs-{args.contacts}.objects"
-    if path.exists():
-        print(f"{path.name}: exists, reused")
+    ctr_path = folder / f"connect-ctrs-{args.contacts}.objects"
+    record_path = folder / f"connect-records-{args.contacts}.jsonl"
+    if ctr_path.exists() and record_path.exists():
+        print(f"{ctr_path.name}, {record_path.name}: exist, reused")
     else:
         rng = random.Random(7)
         began = time.perf_counter()
-        part = path.with_suffix(".part")  # renamed when whole: an interrupted run leaves no half file to reuse
-        with part.open("wb") as out:
+        # Each written as .part and renamed when whole: an interrupted run leaves no half file to reuse.
+        ctr_part, record_part = ctr_path.with_suffix(".part"), record_path.with_suffix(".jsonl-part")
+        with ctr_part.open("wb") as ctr_out, record_part.open("wb") as record_out:
             for start in range(0, args.contacts, 10_000):
-                batch = range(start, min(args.contacts, start + 10_000))
-                out.write(b"".join(orjson.dumps(make_ctr(n, rng, args.customers)) for n in batch))
-        part.rename(path)
-        print(f"{path.name}: {path.stat().st_size / 1e6:,.0f} MB written in {time.perf_counter() - began:.0f} s")
+                ctrs = [make_ctr(n, rng, args.customers) for n in range(start, min(args.contacts, start + 10_000))]
+                ctr_out.write(b"".join(orjson.dumps(ctr) for ctr in ctrs))
+                record_out.write(b"".join(orjson.dumps(MAPPER.record(ctr)) + b"\n" for ctr in ctrs))
+        ctr_part.rename(ctr_path)
+        record_part.rename(record_path)
+        sizes = f"{ctr_path.stat().st_size / 1e6:,.0f} MB and {record_path.stat().st_size / 1e6:,.0f} MB"
+        print(f"{ctr_path.name}, {record_path.name}: {sizes} written in {time.perf_counter() - began:.0f} s")
+    ok = import_file(args, "ingest --format amazon-connect", ctr_path, ["--format", "amazon-connect"], 40_000)
+    import_file(args, "ingest of the same contacts as JSONL records", record_path, [], 50_000)  # issue 2's target
+    return ok
+
+
+def import_file(args: argparse.Namespace, what: str, path: Path, options: list[str], target: int) -> bool:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "BOT_TIMEZONE")}
     os.sync()
-    database = folder / "bench-connect.db"
+    database = args.folder / "bench-connect.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
-    seconds, single, tree, summary = run_ingest(path, f"sqlite:///{database}", env, ["--format", "amazon-connect"])
+    seconds, single, tree, summary = run_ingest(path, f"sqlite:///{database}", env, options)
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     rate = args.contacts / seconds
-    ok = rate >= 40_000 and max(single, tree) < 300 * 2**20
+    ok = rate >= target and max(single, tree) < 300 * 2**20
     print(
-        f"ingest --format amazon-connect: {args.contacts:,} CTRs in {seconds:.1f} s = {rate:,.0f} contacts/s; "
+        f"{what}: {args.contacts:,} contacts in {seconds:.1f} s = {rate:,.0f} contacts/s; "
         f"peak RSS {single / 2**20:,.0f} MB (largest process), PSS {tree / 2**20:,.0f} MB (whole process tree)"
-        f" [{'meets' if ok else 'MISSES'} >= 40,000/s and < 300 MB]"
+        f" [{'meets' if ok else 'MISSES'} >= {target:,}/s and < 300 MB]"
     )
     print(f"    {summary}")
     return ok
@@ -189,13 +221,13 @@ def main() -> int:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--contacts", type=int, default=1_000_000, help="CTRs in the file import")
     parser.add_argument("--folder", type=Path, default=ROOT / "bench" / "out" / "amazon-connect")
-    parser.add_argument("--skip-firehose", action="store_true")
+    parser.add_argument("--skip-webhooks", action="store_true")
     parser.add_argument("--skip-files", action="store_true")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
     ok = True
-    if not args.skip_firehose:
-        ok = firehose(args) and ok
+    if not args.skip_webhooks:
+        ok = webhooks(args) and ok
     if not args.skip_files:
         ok = files(args) and ok
     return 0 if ok else 1
