@@ -8,6 +8,13 @@ e + W* <= as_of, and whether a contact has a repeat within w does not depend on 
 ordinary question (from the rollups for their windows, from contacts for the others), no new query kind.
 
 Time to return (first repeat start - end): within b is "not resolved with window b" for ACR, on the same cohort.
+
+Windows under a day (10 minutes, 1 hour: dropped-call callbacks) have no rollups, and counting them from contacts
+reads the whole period. On one cohort they need not: a contact with no repeat within a day has none within w < 1 day
+either, so counts(w) = counts(1 day) + the cohort's contacts (of the metric's population, tier-1 successes apart
+from repeats for tier-1) whose first repeat came after w but within the day (``QuickReturns``). A store answers
+that from the few contacts with a repeat within a day (about one in ten), by a partial index; the 1-day counts
+come from the rollups. Both paths give the same counts (tests/test_windows.py holds them to each other).
 """
 
 from __future__ import annotations
@@ -15,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import tzinfo
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from metrics.definitions import clip_until
 from metrics.errors import UserError
 from metrics.periods import parse_window
-from metrics.query import Counts, Metric, MetricQuery, MetricResult
+from metrics.query import Counts, Filter, Metric, MetricQuery, MetricResult
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, US_PER_MINUTE
 
 Source = TypeVar("Source")
@@ -28,6 +35,27 @@ DEFAULT_WINDOWS = "1h,1d,3d,7d"
 # The time-to-return distribution's bounds: dropped-call callbacks, same hour, same day, the usual windows.
 RETURN_BOUNDS_US = (10 * US_PER_MINUTE, US_PER_HOUR, US_PER_DAY, 3 * US_PER_DAY, 7 * US_PER_DAY)
 MAX_WINDOWS = 8
+QUICK_RETURN_US = US_PER_DAY  # windows under this are counted as the 1-day window plus the quick returns after them
+
+
+@dataclass(frozen=True, slots=True)
+class QuickReturns:
+    """Count the candidates started in ``[since, until)`` with ``end_us <= matured_by_us`` (the cohort) that match
+    ``filters`` (tier-1: tier 1, not escalated, not marked unresolved) and whose first repeat came after each
+    bound but no later than QUICK_RETURN_US after their end: ``end + bound < next_repeat <= end + 1 day``."""
+
+    metric: Metric
+    filters: tuple[tuple[Filter, str], ...]
+    since_us: int
+    until_us: int
+    matured_by_us: int
+    bounds_us: tuple[int, ...]  # each under QUICK_RETURN_US
+
+
+class QuickReturnsSource(Protocol):
+    def quick_returns(self, spec: QuickReturns) -> list[int]:
+        """One count per bound of ``spec.bounds_us``, in that order (see QuickReturns)."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +67,7 @@ class WindowSensitivity:
     until_us: int  # clipped to as_of
     cohort_window_us: int
     windows: list[tuple[int, Counts]]  # (window, counts): matured = the cohort, resolved = no repeat within it
+    # (pending is 0: the contacts outside the cohort are not scored by any window)
     returns: list[tuple[int, int]]  # (bound, customers of the ACR cohort who came back within it), cumulative
     returns_cohort: int  # the ACR cohort (every candidate, any tier): the base of the return shares
 
@@ -60,24 +89,39 @@ def window_sensitivity(
     windows_us: Sequence[int],
     zone: tzinfo,
     compute_fn: Callable[[Source, MetricQuery, tzinfo], MetricResult],
+    quick: QuickReturnsSource | None = None,
 ) -> WindowSensitivity:
     """The rates of ``query`` (its metric, filters and period) for each window, on one cohort; ``compute_fn`` is
-    ``metrics.engine.compute`` (or a wrapper of it)."""
+    ``metrics.engine.compute`` (or a wrapper of it). With ``quick`` (the store), windows under a day are the
+    1-day counts plus the quick returns (see the module's docstring); without it each is counted on its own."""
     cohort_us = max(*windows_us, *RETURN_BOUNDS_US)
     until_us = clip_until(query.until_us, query.as_of_us)
+    asked: dict[tuple[Metric, int], Counts] = {}
 
     def counts(metric: Metric, window_us: int) -> Counts:
-        asked = replace(
-            query, metric=metric, window_us=window_us, as_of_us=query.as_of_us - cohort_us + window_us, by=None
-        )
-        return compute_fn(source, replace(asked, until_us=until_us), zone).total
+        if (metric, window_us) not in asked:
+            shifted = replace(
+                query, metric=metric, window_us=window_us, as_of_us=query.as_of_us - cohort_us + window_us, by=None
+            )
+            total = compute_fn(source, replace(shifted, until_us=until_us), zone).total
+            asked[metric, window_us] = Counts(total.matured, total.resolved)  # a cohort has nothing pending
+        return asked[metric, window_us]
 
+    if quick is not None:
+        wanted: dict[Metric, set[int]] = {query.metric: set(windows_us), "acr": set(RETURN_BOUNDS_US)}
+        for metric, windows in wanted.items():
+            short = tuple(sorted(w for w in windows if w < QUICK_RETURN_US))
+            if not short:
+                continue
+            day = counts(metric, QUICK_RETURN_US)
+            spec = QuickReturns(metric, query.filters, query.since_us, until_us, query.as_of_us - cohort_us, short)
+            for window, later in zip(short, quick.quick_returns(spec), strict=True):
+                asked[metric, window] = Counts(day.matured, day.resolved + later)
     rates = [(window, counts(query.metric, window)) for window in windows_us]
-    acr = {window: c for window, c in rates} if query.metric == "acr" else {}
     returns: list[tuple[int, int]] = []
     cohort = 0
     for bound in RETURN_BOUNDS_US:
-        within = acr.get(bound) or counts("acr", bound)
+        within = counts("acr", bound)
         cohort = within.matured
         returns.append((bound, within.matured - within.resolved))
     return WindowSensitivity(query, query.since_us, until_us, cohort_us, rates, returns, cohort)

@@ -101,16 +101,19 @@ def stored(store: ContactStore) -> tuple[ContactStore, list[Contact]]:
 
 @pytest.mark.parametrize("metric", ["acr", "tier1"])
 @pytest.mark.parametrize("rollups", [False, True])
+@pytest.mark.parametrize("quick", [False, True], ids=["each-window", "quick-returns"])
 def test_every_window_scores_the_same_cohort_as_the_reference(
-    stored: tuple[ContactStore, list[Contact]], metric: str, rollups: bool
+    stored: tuple[ContactStore, list[Contact]], metric: str, rollups: bool, quick: bool
 ) -> None:
+    """Counted window by window, and the windows under a day as the 1-day counts plus the quick returns after
+    them (``metrics.windows``): both equal to the reference."""
     store, contacts = stored
     if rollups:
         store.refresh_rollups(BERLIN)
     windows = list(parse_windows("10m,1h,1d,3d,7d,14d"))
     for days, as_of in ((30, AS_OF), (20, AS_OF - 5 * US_PER_DAY - 17 * US_PER_MINUTE)):
         query = MetricQuery(metric, 7 * US_PER_DAY, as_of - days * US_PER_DAY, as_of, as_of, (("team", "care"),))  # type: ignore[arg-type]
-        found = window_sensitivity(store, query, windows, BERLIN, compute)
+        found = window_sensitivity(store, query, windows, BERLIN, compute, quick=store if quick else None)
         resolved, came_back, cohort = reference(contacts, query, windows)
         assert found.cohort_window_us == 14 * US_PER_DAY
         assert [c.matured for _, c in found.windows] == [cohort] * len(windows)  # one cohort for every window

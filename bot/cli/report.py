@@ -130,7 +130,7 @@ def report(
             query = replace(query, filters=filters)
             result = compute(store, query, zone)
     if windows:
-        found = window_sensitivity(store, query, windows, zone, compute)
+        found = window_sensitivity(store, query, windows, zone, compute, quick=store)
         if output_format == "json":
             click.echo(orjson.dumps(sensitivity.as_json(found), option=orjson.OPT_INDENT_2).decode())
         elif output_format == "csv":

@@ -228,7 +228,7 @@ class Answerer:
             self._explain_empty(question, answer)
         if question.windows:  # the same scope and period, scored for several windows on one cohort
             found = window_sensitivity(
-                self.store, answer.result.query, question.windows, self.settings.zone, self._compute
+                self.store, answer.result.query, question.windows, self.settings.zone, self._compute, quick=self.store
             )
             return Reply(windows_message(found, answer, self.settings.zone), in_channel=question.share)
         hint = pending_hint(answer)

@@ -24,6 +24,7 @@ from bot.storage.schedules import Outbox, SchedulerLease, ScheduleStore
 from metrics.engine import MetricReader
 from metrics.errors import UserError
 from metrics.records import Contact
+from metrics.windows import QuickReturns
 
 # The tables besides the contacts that ``db copy`` moves, with the columns every backend has (in this order).
 COPIED_TABLES: dict[str, tuple[str, ...]] = {
@@ -190,6 +191,11 @@ class ContactStore(Protocol):
     def data_since_us(self) -> int | None:
         """The start (µs UTC) of the earliest stored candidate contact, None when there is none: tells whether a
         period lies before the data starts (then comparing with it would mislead)."""
+        ...
+
+    def quick_returns(self, spec: QuickReturns) -> list[int]:
+        """For window sensitivity under a day (``metrics.windows``): per bound, the cohort's candidates whose
+        first repeat came after it but within a day of their end; read from those few contacts alone."""
         ...
 
     def dimension_values(self, dimension: str) -> list[str]:

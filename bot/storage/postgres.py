@@ -28,10 +28,11 @@ from psycopg_pool import ConnectionPool
 
 from bot.roster import RosterEntry
 from bot.storage import BOOLEAN_COLUMNS, COPIED_TABLES, AgentLink, TableRows, UpsertCounts, postgres_migrations
-from bot.storage.postgres_metrics import PostgresMetricReader
+from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.urls import redact
 from metrics.records import Contact
+from metrics.windows import QuickReturns
 
 log = logging.getLogger("acr_bot.storage")
 
@@ -251,6 +252,10 @@ class PostgresContactStore:
         with self._pool.connection() as conn:
             row = conn.execute("SELECT min(started_us) FROM metric_contacts").fetchone()
         return None if row is None or row[0] is None else int(row[0])
+
+    def quick_returns(self, spec: QuickReturns) -> list[int]:
+        with self._pool.connection() as conn:
+            return quick_returns(conn, spec)
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
         with self._pool.connection() as conn:

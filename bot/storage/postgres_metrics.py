@@ -21,6 +21,7 @@ import psycopg
 from metrics.engine import RowSpec
 from metrics.query import Counts
 from metrics.rollup import RollupDays
+from metrics.windows import QUICK_RETURN_US, QuickReturns
 
 DIMENSIONS = ("agent", "team", "queue", "channel", "reason")
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + %(w)s)"
@@ -81,3 +82,28 @@ class PostgresMetricReader:
 def _check(dimension: str) -> None:
     if dimension not in DIMENSIONS:
         raise ValueError(f"unknown dimension {dimension!r}")
+
+
+def quick_returns(conn: psycopg.Connection[Any], spec: QuickReturns) -> list[int]:
+    """``metrics.windows.QuickReturns`` from the partial index of the candidates with a repeat within a day
+    (migration 010): one pass, one count per bound. The index's predicate is restated literally (the planner
+    matches it only so)."""
+    where = [
+        "started_us >= %(lo)s AND started_us < %(hi)s AND end_us <= %(matured_by)s",
+        f"next_repeat_us <= end_us + {QUICK_RETURN_US}",
+    ]
+    params: dict[str, object] = {"lo": spec.since_us, "hi": spec.until_us, "matured_by": spec.matured_by_us}
+    if spec.metric == "tier1":
+        where.append(TIER1_SUCCESS)
+    for index, (dimension, value) in enumerate(spec.filters):
+        if dimension != "tier":
+            _check(dimension)
+        where.append(f"{dimension} = %(f{index})s")
+        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE next_repeat_us > end_us + %(b{i})s)" for i in range(len(spec.bounds_us))
+    )
+    params.update({f"b{i}": bound for i, bound in enumerate(spec.bounds_us)})
+    row = conn.execute(f"SELECT {counts} FROM metric_contacts WHERE {' AND '.join(where)}", params).fetchone()
+    assert row is not None
+    return [int(count) for count in row]

@@ -194,6 +194,16 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             )""",
         ),
     ),
+    (
+        "010_metric_contacts_quick_returns",
+        (
+            # Window sensitivity under a day (metrics.windows): the candidates with a repeat within a day of their
+            # end, with every column a question filters on; the query restates the predicate literally.
+            "CREATE INDEX metric_contacts_quick_return ON metric_contacts (started_us) "
+            "INCLUDE (end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason) "
+            "WHERE next_repeat_us <= end_us + 86400000000",
+        ),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"

@@ -33,6 +33,7 @@ from bot.storage.sqlite_migrations import migrations
 from bot.storage.sqlite_rollup_cache import RollupCache
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
+from metrics.windows import QuickReturns
 
 CHUNK = 5000
 PURGE_BATCH = 5000  # contacts deleted per write transaction by a purge or an erasure
@@ -299,6 +300,9 @@ class SQLiteContactStore:
     def data_since_us(self) -> int | None:
         row = self._reader().execute("SELECT min(started_us) FROM metric_contacts").fetchone()
         return None if row[0] is None else int(row[0])
+
+    def quick_returns(self, spec: QuickReturns) -> list[int]:
+        return sqlite_metrics.quick_returns(self._reader(), spec)
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
         cursor = self._reader().execute(

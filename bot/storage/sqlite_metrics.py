@@ -37,6 +37,7 @@ from metrics.rollup import (
     unpack_hours,
 )
 from metrics.timeutil import US_PER_DAY
+from metrics.windows import QUICK_RETURN_US, QuickReturns
 
 DIMENSIONS: tuple[Dimension, ...] = ("agent", "team", "queue", "channel", "reason")
 # The restatements of metrics.definitions, listed in docs/metrics.md ("Where the rules are restated").
@@ -204,3 +205,24 @@ class SQLiteMetricReader:
                 tally[0] += number
                 tally[1] += number if code == 2 else 0
         return {key: Counts(*tally) for key, tally in sums.items()}
+
+
+def quick_returns(conn: sqlite3.Connection, spec: QuickReturns) -> list[int]:
+    """``metrics.windows.QuickReturns`` from the partial index of the candidates with a repeat within a day
+    (migration ``m_metric_contacts_quick_returns``): one pass, one sum per bound."""
+    where = [
+        "started_us >= :lo AND started_us < :hi AND end_us <= :matured_by",
+        f"next_repeat_us <= end_us + {QUICK_RETURN_US}",  # the index's predicate, word for word
+    ]
+    params: dict[str, object] = {"lo": spec.since_us, "hi": spec.until_us, "matured_by": spec.matured_by_us}
+    if spec.metric == "tier1":
+        where.append(TIER1_SUCCESS)
+    for index, (dimension, value) in enumerate(spec.filters):
+        if dimension not in (*DIMENSIONS, "tier"):
+            raise ValueError(f"unknown dimension {dimension!r}")
+        where.append(f"{dimension} = :f{index}")
+        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    sums = ", ".join(f"coalesce(sum(next_repeat_us > end_us + :b{i}), 0)" for i in range(len(spec.bounds_us)))
+    params.update({f"b{i}": bound for i, bound in enumerate(spec.bounds_us)})
+    sql = f"SELECT {sums} FROM metric_contacts INDEXED BY metric_contacts_quick_return WHERE {' AND '.join(where)}"
+    return [int(count) for count in conn.execute(sql, params).fetchone()]
