@@ -1,6 +1,7 @@
 """What an operator runs the bot with: GET /metrics, LOG_FORMAT=json, backups, retention and erasure.
 
-Through the real ``acr-bot serve`` process and the real commands, on real SQLite files.
+Through the real ``acr-bot serve`` process and the real commands, on real SQLite files; retention and erasure on
+every store backend (a real PostgreSQL server too).
 """
 
 from __future__ import annotations
@@ -146,8 +147,6 @@ def test_retention_purges_old_contacts_and_what_remains_answers_exactly(
 ) -> None:
     """RETENTION_DAYS=45: the scheduler's daily job deletes contacts that started more than 45 days before now;
     every answer about what remains equals that of a database that only ever held what remains."""
-    if not database_url.startswith("sqlite:"):
-        pytest.skip("RETENTION_DAYS and contacts forget: the SQLite store only, so far")
     from bot.clock import ManualClock
     from bot.scheduler.service import SchedulerService
     from bot.settings import load_settings
@@ -176,8 +175,6 @@ def test_retention_purges_old_contacts_and_what_remains_answers_exactly(
 
 
 def test_contacts_forget_erases_a_customer_and_corrects_every_rate(database_url: str, databases: Databases) -> None:
-    if not database_url.startswith("sqlite:"):
-        pytest.skip("RETENTION_DAYS and contacts forget: the SQLite store only, so far")
     records = demo_records()
     load(database_url, records)
     counts = Counter(r["customer_id"] for r in records)
@@ -208,6 +205,18 @@ def test_backup_is_a_consistent_copy_of_the_live_database(tmp_path: Path) -> Non
     assert answers(f"sqlite:///{tmp_path / 'copy.db'}") == answers(url_with(tmp_path / "ref.db", records))
     again = cli(url, "backup", str(tmp_path / "copy.db"))
     assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_backup_of_a_postgresql_database_says_in_one_line_to_use_pg_dump(tmp_path: Path) -> None:
+    """Refused before connecting (nothing listens on this port), naming the tool instead, without the password."""
+    url = "postgresql://acr:s3cret@127.0.0.1:9/acr"
+    result = CliRunner().invoke(main, ["backup", str(tmp_path / "copy.db")], env={"DATABASE_URL": url})
+    assert result.exit_code == 1
+    assert result.stderr.strip().splitlines() == [
+        "Error: acr-bot backup copies SQLite databases; back up PostgreSQL with pg_dump "
+        '(pg_dump --format=custom --file=PATH "$DATABASE_URL"; restore with pg_restore)'
+    ]
+    assert not (tmp_path / "copy.db").exists() and "s3cret" not in result.output
 
 
 def url_with(path: Path, records: list[dict[str, Any]]) -> str:

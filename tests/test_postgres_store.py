@@ -26,7 +26,13 @@ from metrics.errors import UserError
 from metrics.query import MetricQuery
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, load_zone
-from tests.store_support import PostgresDatabases, stored_contacts
+from tests.store_support import (
+    PostgresDatabases,
+    as_contact,
+    assert_candidates_mirror_contacts,
+    expected_next_repeats,
+    stored_contacts,
+)
 
 UTC_ZONE = load_zone("UTC")
 T0 = 1_780_000_000  # 2026-05-28, epoch seconds
@@ -188,6 +194,133 @@ def test_concurrent_writers_of_the_same_customers_equal_one_ordered_delivery(pos
     finally:
         lite.close()
         for store in writers:
+            store.close()
+
+
+def assert_derived_data_exact(store: PostgresContactStore) -> list[dict[str, Any]]:
+    """Every stored contact's next repeat is what ``metrics.definitions`` gives for the stored contacts, the
+    candidates mirror them and the count is right; returns the stored contacts."""
+    rows = stored_contacts(store)
+    expected = expected_next_repeats(as_contact(row) for row in rows)
+    assert {row["id"]: row["next_repeat_us"] for row in rows} == expected
+    assert_candidates_mirror_contacts(store)
+    assert store.count_contacts() == len(rows)
+    return rows
+
+
+@pytest.mark.parametrize("erase", ["forget", "purge"])
+def test_an_erasure_racing_a_write_of_the_same_customer_leaves_exact_next_repeats(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, erase: str
+) -> None:
+    """The worst order: a write works out its contact's next repeat (a contact about to be erased) and commits
+    only after the erasure's delete has run. The erasure's derive step, after that commit, corrects it."""
+    import bot.storage.postgres as postgres_store
+
+    pg = PostgresContactStore(postgres_url)
+    watcher = psycopg.connect(postgres_url, autocommit=True)
+    pg.upsert([contact("old", "k1", 10), contact("other", "k2", 11)])
+    derived, release = threading.Event(), threading.Event()
+    original_finish = postgres_store._PostgresBulkWriter.finish
+
+    def finish_then_wait(writer: Any) -> None:
+        original_finish(writer)  # the derive step ran: the derive lock is held until the commit
+        derived.set()
+        assert release.wait(30)
+
+    monkeypatch.setattr(postgres_store._PostgresBulkWriter, "finish", finish_then_wait)
+    results: dict[str, Any] = {}
+
+    def write() -> None:
+        results["write"] = pg.upsert([contact("early", "k1", 5)])
+
+    def erase_now() -> None:
+        if erase == "forget":
+            results["erased"] = pg.forget_customer("k1")
+        else:
+            results["erased"] = pg.purge_contacts_before(int((T0 + 10.5 * 3600) * 1_000_000))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert derived.wait(30)
+        assert pg.get_contact("api", "early") is None  # not committed yet
+        eraser = threading.Thread(target=erase_now)
+        eraser.start()
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        for _ in range(300):  # until the erasure has deleted and waits for the derive lock
+            row = watcher.execute(waiting).fetchone()
+            if row is not None and row[0]:
+                break
+            threading.Event().wait(0.05)
+        else:
+            raise AssertionError("the erasure never waited for the derive lock")
+    finally:
+        release.set()
+        writer.join()
+    eraser.join()
+    monkeypatch.setattr(postgres_store._PostgresBulkWriter, "finish", original_finish)
+    try:
+        assert results["erased"] == 1  # "old" only: "early" was not committed when the erasure deleted
+        rows = assert_derived_data_exact(pg)
+        assert [(row["id"], row["next_repeat_us"]) for row in rows] == [("early", None), ("other", None)]
+    finally:
+        watcher.close()
+        pg.close()
+
+
+def test_erasures_among_concurrent_writers_leave_every_derived_value_exact(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers (as two server processes) write the same customers while a third erases one customer and
+    purges old contacts over and over, in small batches: what remains is derived exactly."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "PURGE_BATCH", 4)
+    stores = [PostgresContactStore(postgres_url) for _ in range(3)]
+    rounds = 20
+    start = threading.Barrier(3)
+    writing = [True, True]
+    failures: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        try:
+            start.wait()
+            for r in range(rounds):
+                batch = [contact(f"w{writer}-{r}-{i}", f"k{i % 4}", r + (writer + 2 * i) / 10) for i in range(6)]
+                if r % 4 == 3:  # an earlier contact moves later, to another customer
+                    batch.append(contact(f"w{writer}-{r - 2}-1", f"k{(r + writer) % 4}", r + 0.05))
+                stores[writer].upsert(batch)
+        except BaseException as problem:  # surfaced by the main thread
+            failures.append(problem)
+        finally:
+            writing[writer] = False
+
+    def erase() -> None:
+        try:
+            start.wait()
+            hours = 0
+            while any(writing):
+                stores[2].forget_customer("k1")
+                stores[2].purge_contacts_before(int((T0 + hours * 3600) * 1_000_000))
+                hours = min(hours + 1, rounds // 2)
+        except BaseException as problem:
+            failures.append(problem)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)] + [threading.Thread(target=erase)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert not failures
+        rows = assert_derived_data_exact(stores[0])
+        assert {row["customer_id"] for row in rows} >= {"k0", "k2", "k3"}
+        assert stores[2].forget_customer("k1") == sum(row["customer_id"] == "k1" for row in rows)
+        assert stores[2].purge_contacts_before(int((T0 + 5 * 3600) * 1_000_000)) > 0
+        remaining = assert_derived_data_exact(stores[1])
+        assert all(row["customer_id"] != "k1" and row["started_us"] >= (T0 + 5 * 3600) * 1_000_000 for row in remaining)
+    finally:
+        for store in stores:
             store.close()
 
 

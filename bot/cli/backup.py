@@ -20,7 +20,10 @@ def backup(path: Path) -> None:
 
     config = settings()
     if not config.database_url.startswith("sqlite:"):
-        raise UserError("acr-bot backup copies SQLite databases; back up PostgreSQL with pg_dump")
+        raise UserError(
+            "acr-bot backup copies SQLite databases; back up PostgreSQL with pg_dump "
+            '(pg_dump --format=custom --file=PATH "$DATABASE_URL"; restore with pg_restore)'
+        )
     if path.exists():
         raise UserError(f"{path} already exists; name a new file (a backup never overwrites anything)")
     if not path.parent.is_dir():

@@ -324,7 +324,8 @@ def open_store(database_url: str, *, synchronous: str = "NORMAL", busy_timeout_m
 @runtime_checkable
 class Retention(Protocol):
     """Deleting contacts for good (RETENTION_DAYS, a data subject's erasure), with every derived value of what
-    remains exact. The SQLite store has it; a backend without it says so when asked (PostgreSQL: not yet)."""
+    remains exact, while writers go on. The SQLite and PostgreSQL stores have it; a backend without it says so
+    when asked (``retention_of``)."""
 
     def purge_contacts_before(self, cutoff_us: int) -> int:
         """Delete every contact that started before ``cutoff_us``; returns how many. May commit in several

@@ -12,15 +12,19 @@ Why the derived data is exact under concurrent writers of one customer: a write 
 its touched customers' contacts between the last repeatable start before its earliest change (``from_us``) and
 its latest change; both are worked out under the derive lock, over every committed contact, so a later write's
 derive step fixes what an earlier one could not yet see.
+
+A purge (RETENTION_DAYS) or an erasure (``contacts forget``) is a write that deletes: in batches, each deletes its
+rows (locking them, like a write), notes what went, and ends with the same derive step. A write that worked out a
+next repeat from a contact being deleted, and committed after the delete ran, is corrected by that step.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
-from typing import Any, Final, cast
+from typing import Any, Final, TypeVar, cast
 
 import psycopg
 from psycopg import errors
@@ -35,10 +39,12 @@ from metrics.records import Contact
 from metrics.windows import QuickReturns
 
 log = logging.getLogger("acr_bot.storage")
+_T = TypeVar("_T")
 
 CHUNK = 5000
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
+PURGE_BATCH = 5000  # contacts deleted per transaction by a purge or an erasure (writers wait for no more)
 # A write touching more contacts than this works out next repeats with one window pass over its customers'
 # histories instead of one index probe per contact (cheaper for an import, dearer for a webhook batch).
 WINDOW_PASS_MIN_ROWS = 20_000
@@ -155,6 +161,18 @@ _APPLY_WINDOW: Final = """
 UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
 FROM fresh_next_repeat AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
 """
+# One batch of a purge or an erasure: the rows are deleted (and locked) first, like a write's; what went is
+# noted for the derive step. The condition is checked again on the row deleted (a concurrent update may have
+# moved it out of the batch).
+_DELETE_BATCH: Final = """
+WITH gone AS (
+    DELETE FROM contacts WHERE pk IN (SELECT pk FROM contacts WHERE {where} LIMIT %(limit)s) AND {where}
+    RETURNING pk, customer_id, started_us
+), noted AS (
+    INSERT INTO written (pk, customer_id, started_us) SELECT pk, customer_id, started_us FROM gone
+)
+SELECT count(*) FROM gone
+"""
 _CONTACTS_WITH_NEXT_REPEAT: Final = (
     "SELECT c.*, m.next_repeat_us FROM contacts AS c LEFT JOIN metric_contacts AS m ON m.pk = c.pk"
 )
@@ -221,17 +239,14 @@ class PostgresContactStore:
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
         batch = list(contacts)  # kept: a write PostgreSQL aborted is written again
-        for attempt in range(1, RETRIES + 1):
-            try:
-                with self.bulk() as writer:
-                    for start in range(0, len(batch), CHUNK):
-                        writer.add(batch[start : start + CHUNK])
-                return writer.counts
-            except (errors.DeadlockDetected, errors.SerializationFailure) as problem:
-                if attempt == RETRIES:
-                    raise
-                log.info("write aborted by PostgreSQL (%s); trying again", type(problem).__name__)
-        raise AssertionError("unreachable")
+
+        def write() -> UpsertCounts:
+            with self.bulk() as writer:
+                for start in range(0, len(batch), CHUNK):
+                    writer.add(batch[start : start + CHUNK])
+            return writer.counts
+
+        return _retried(write)
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
@@ -239,6 +254,30 @@ class PostgresContactStore:
             writer = _PostgresBulkWriter(conn)
             yield writer
             writer.finish()
+
+    def purge_contacts_before(self, cutoff_us: int) -> int:
+        return self._delete_in_batches("started_us < %(value)s", cutoff_us)
+
+    def forget_customer(self, customer_id: str) -> int:
+        return self._delete_in_batches("customer_id = %(value)s", customer_id)
+
+    def _delete_in_batches(self, where: str, value: object) -> int:
+        """Delete the contacts matching ``where`` in transactions of PURGE_BATCH (retried when PostgreSQL aborts
+        one for a deadlock with a writer), each ending with the derive step of what it deleted."""
+        deleted = 0
+        while True:
+            count = _retried(lambda: self._delete_batch(where, value))
+            deleted += count
+            if count < PURGE_BATCH:
+                return deleted
+
+    def _delete_batch(self, where: str, value: object) -> int:
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(_DELETE_BATCH.format(where=where), {"value": value, "limit": PURGE_BATCH}).fetchone()
+            count = int(row[0]) if row is not None else 0
+            if count:  # the deleted contacts' candidates go; the remaining contacts' next repeats are fixed
+                conn.execute(";\n".join(_derive_steps(updated=True, rows=0, contacts_added=-count)))
+        return count
 
     # --- reading -------------------------------------------------------------------------------------
 
@@ -514,18 +553,41 @@ class _PostgresBulkWriter:
 
     def finish(self) -> None:
         """The derive step, under the derive lock: candidates of the written contacts, then next repeats."""
-        conn = self._conn
         if not self._written:
             return
-        steps = [_DERIVE_LOCK]
-        if self._updated:
-            steps.append(_DROP_OLD_CANDIDATES)
-        if self._written >= WINDOW_PASS_MIN_ROWS:
-            steps += [*_WINDOW_NEXT_REPEATS, _ADD_CANDIDATES.format(next_repeat=_FROM_WINDOW), _APPLY_WINDOW]
-        else:  # each new candidate is in its customer's span: the fix gives it its next repeat
-            steps += [_ADD_CANDIDATES.format(next_repeat="NULL"), _FIX_NEXT_REPEATS]
-        steps.append(f"UPDATE store_stats SET value = value + {int(self.counts.inserted)} WHERE name = 'contacts'")
-        conn.execute(";\n".join(steps))  # one round trip (no parameters: the simple query protocol)
+        steps = _derive_steps(updated=self._updated, rows=self._written, contacts_added=self.counts.inserted)
+        self._conn.execute(";\n".join(steps))  # one round trip (no parameters: the simple query protocol)
+
+
+def _derive_steps(*, updated: bool, rows: int, contacts_added: int) -> list[str]:
+    """The derive step of a transaction that noted what it wrote or deleted in ``written`` (``rows`` written
+    rows; ``updated``: some stored contact changed or went, so its old candidate row must go), as statements.
+
+    Under the derive lock: the candidates of the written contacts (a deleted contact has none left), then the
+    next repeats of the touched customers' contacts, worked out over every committed contact; then the count.
+    """
+    steps = [_DERIVE_LOCK]
+    if updated:
+        steps.append(_DROP_OLD_CANDIDATES)
+    if rows >= WINDOW_PASS_MIN_ROWS:
+        steps += [*_WINDOW_NEXT_REPEATS, _ADD_CANDIDATES.format(next_repeat=_FROM_WINDOW), _APPLY_WINDOW]
+    else:  # each new candidate is in its customer's span: the fix gives it its next repeat
+        steps += [_ADD_CANDIDATES.format(next_repeat="NULL"), _FIX_NEXT_REPEATS]
+    steps.append(f"UPDATE store_stats SET value = value + {int(contacts_added)} WHERE name = 'contacts'")
+    return steps
+
+
+def _retried(transaction: Callable[[], _T]) -> _T:
+    """Run ``transaction`` again when PostgreSQL aborted it (a deadlock of crossing row locks, or a
+    serialization failure), up to RETRIES times."""
+    for attempt in range(1, RETRIES + 1):
+        try:
+            return transaction()
+        except (errors.DeadlockDetected, errors.SerializationFailure) as problem:
+            if attempt == RETRIES:
+                raise
+            log.info("transaction aborted by PostgreSQL (%s); trying again", type(problem).__name__)
+    raise AssertionError("unreachable")
 
 
 def _apply(current: object, raw: str, updated_us: int | None, given: Sequence[Contact], counts: UpsertCounts) -> object:

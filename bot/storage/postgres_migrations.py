@@ -204,6 +204,12 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "WHERE next_repeat_us <= end_us + 86400000000",
         ),
     ),
+    (
+        "011_contacts_started_brin",
+        # The daily RETENTION_DAYS purge finds the oldest contacts without reading the whole table. A BRIN index
+        # (a few pages; next to nothing per insert) serves contacts stored roughly in time order, as they arrive.
+        ("CREATE INDEX contacts_started_brin ON contacts USING brin (started_us) WITH (autosummarize = on)",),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
