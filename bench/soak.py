@@ -5,9 +5,16 @@ a Slack user sends signed slash commands (each ack timed), one ``acr-bot ingest`
 server's scheduler posts digests (subscriptions due every minute or so of the run) and alerts (a rule that fires)
 to a fake Slack that answers 429, 500 and stalls past the client's timeout at random. Halfway through the server
 is SIGKILLed and started again at once. At the end it checks that every acknowledged record is stored, that every
-digest and alert due was posted exactly once, and reports the server's memory over time.
+digest and alert due was posted exactly once, and reports the server's memory: its RSS at the end of each minute
+of each run, and how much it still grew after the warm-up (WARM_UP_MINUTES) of the last run.
+
+``--trace-memory`` runs the server through ``bench/soak_serve.py`` (the same server, with tracemalloc on and a
+thread that samples it from inside): the figures then also split the memory into Python objects, SQLite's heap
+and what malloc keeps, per minute, and list the lines whose allocations grew most after the warm-up. It is
+slower (tracemalloc): a run for finding a leak, not for the throughput figures.
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py --minutes 10
+    flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py --minutes 10 --trace-memory
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ from tests.slack_support import command_form, signed_post  # noqa: E402
 
 WEBHOOK_SECRET = "soak-webhook-secret"
 ACR_BOT = Path(sys.executable).with_name("acr-bot")
+TRACED_SERVE = Path(__file__).with_name("soak_serve.py")
+WARM_UP_MINUTES = 2  # a run's first minutes: caches, pools and the import's chunk buffers fill up
+GROWTH_LINES = 12  # allocation sites listed by --trace-memory
 API_TIMEOUT_SECONDS = 15  # bot.slack.app.API_TIMEOUT_SECONDS: a stall longer than this is a post "in doubt"
 
 
@@ -79,11 +89,12 @@ def _failure(status: int, retry_after: int | None) -> Any:
 
 
 class Server:
-    def __init__(self, database_url: str, folder: Path, slack: ChaosSlack):
+    def __init__(self, database_url: str, folder: Path, slack: ChaosSlack, *, trace_memory: bool = False):
         self.database_url, self.folder, self.slack = database_url, folder, slack
+        self.trace_memory = trace_memory
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
-        self.memory: list[tuple[float, int, float]] = []  # (run number, seconds since start, RSS MiB)
+        self.memory: list[tuple[int, int, float]] = []  # (run number, seconds since start, RSS MiB)
         self.runs = 0
 
     def start(self) -> None:
@@ -99,9 +110,12 @@ class Server:
             "ALERT_INTERVAL_MINUTES": "1",
             "LOG_LEVEL": "INFO",  # (the "listening on" line tells the port)
             "PYTHONUNBUFFERED": "1",
+            "SOAK_MEMORY_DIR": str(self.folder),
+            "SOAK_RUN": str(self.runs),
         }
+        command = [sys.executable, str(TRACED_SERVE)] if self.trace_memory else [str(ACR_BOT)]
         with log.open("wb") as sink:
-            self.proc = subprocess.Popen([str(ACR_BOT), "serve", "--port", "0"], env=env, stdout=sink, stderr=sink)
+            self.proc = subprocess.Popen([*command, "serve", "--port", "0"], env=env, stdout=sink, stderr=sink)
         deadline = time.monotonic() + 120
         while True:
             found = re.findall(r"listening on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))
@@ -113,6 +127,8 @@ class Server:
                 except httpx.TransportError:
                     pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.proc.kill()  # not left running when it is merely slow
+                self.proc.wait()
                 raise SystemExit(f"the server did not start:\n{log.read_text(errors='replace')}")
             time.sleep(0.1)
         self.started = time.monotonic()
@@ -247,6 +263,8 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--import-records", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=15)
+    parser.add_argument("--kill-at", type=float, default=0.5, help="when to SIGKILL, as a fraction of the run")
+    parser.add_argument("--trace-memory", action="store_true", help="tracemalloc and SQLite's heap, from inside")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="acr-soak-"))
     database_url = f"sqlite:///{folder / 'acr.db'}"
@@ -254,7 +272,7 @@ def main() -> None:
     channels, rules = setup(database_url, options.minutes)
     slack = ChaosSlack(options.seed)
     with slack:
-        server = Server(database_url, folder, slack)
+        server = Server(database_url, folder, slack, trace_memory=options.trace_memory)
         server.start()
         stop = threading.Event()
         senders = [Sender(server, n, stop) for n in range(options.senders)]
@@ -277,7 +295,7 @@ def main() -> None:
 
                 importer = threading.Thread(target=run_import, daemon=True)
                 importer.start()
-            if not killed and left < options.minutes * 60 / 2:
+            if not killed and left < options.minutes * 60 * (1 - options.kill_at):
                 killed = True
                 server.kill()
                 server.start()  # at once
@@ -311,7 +329,7 @@ def report(
     alerts = {k: n for k, n in keys.items() if k.startswith("alert:")}
     acks = sorted(asker.acks)
     figures = {
-        "minutes": round((server.memory[-1][1] if server.memory else 0) / 60, 1),
+        "last_run_minutes": round((server.memory[-1][1] if server.memory else 0) / 60, 1),
         "acknowledged_records": len(acknowledged),
         "acknowledged_but_missing": len(missing),
         "webhook_answers": dict(sum((s.answers for s in senders), Counter())),
@@ -325,12 +343,84 @@ def report(
         "alert_posts_per_key": alerts,
         "duplicates": {k: n for k, n in keys.items() if n > 1},
         "outbox_left": [(e.key, e.status, e.last_error) for e in stuck],
-        "rss_mib": [(run, seconds, round(rss)) for run, seconds, rss in server.memory],
+        "rss_mib_per_minute": per_minute(server.memory),
+        "rss_after_warm_up": growth_after_warm_up(server.memory),
     }
+    if server.trace_memory:
+        figures["inside_per_minute"] = inside_per_minute(folder, server.runs)
+        figures["grew_most_after_warm_up"] = grown_lines(folder, server.runs)
     print(json.dumps(figures, indent=1))
     ok = not missing and not figures["duplicates"] and all(n == 1 for n in digests.values()) and not stuck
     print("PASS" if ok else "FAIL", f"(logs in {folder})")
     sys.exit(0 if ok else 1)
+
+
+def per_minute(samples: list[tuple[int, int, float]]) -> dict[str, list[int]]:
+    """RSS in MiB at the end of each minute of each run (the last sample of that minute), by run."""
+    result: dict[str, dict[int, float]] = {}
+    for run, seconds, rss in samples:
+        result.setdefault(f"run {run}", {})[seconds // 60] = rss
+    return {run: [round(rss) for _, rss in sorted(minutes.items())] for run, minutes in result.items()}
+
+
+def growth_after_warm_up(samples: list[tuple[int, int, float]]) -> dict[str, Any]:
+    """How much the last run's RSS grew after its warm-up: in all, and per minute (a least-squares slope over
+    the samples after WARM_UP_MINUTES, so one spike does not decide it)."""
+    last = max((run for run, _, _ in samples), default=0)
+    after = [(seconds / 60, rss) for run, seconds, rss in samples if run == last and seconds >= WARM_UP_MINUTES * 60]
+    if len(after) < 3:
+        return {"run": last, "minutes": 0, "note": "too short to tell"}
+    n = len(after)
+    mean_t = sum(t for t, _ in after) / n
+    mean_r = sum(r for _, r in after) / n
+    slope = sum((t - mean_t) * (r - mean_r) for t, r in after) / sum((t - mean_t) ** 2 for t, _ in after)
+    return {
+        "run": last,
+        "from_minute": WARM_UP_MINUTES,
+        "minutes": round(after[-1][0] - after[0][0], 1),
+        "first_mib": round(after[0][1]),
+        "last_mib": round(after[-1][1]),
+        "max_mib": round(max(r for _, r in after)),
+        "slope_mib_per_minute": round(slope, 2),
+    }
+
+
+def inside_per_minute(folder: Path, runs: int) -> dict[str, list[dict[str, Any]]]:
+    """The server's own samples (bench/soak_serve.py) at the end of each minute, by run."""
+    result: dict[str, list[dict[str, Any]]] = {}
+    for run in range(1, runs + 1):
+        path = folder / f"inside-{run}.jsonl"
+        if not path.exists():
+            continue
+        minutes: dict[int, dict[str, Any]] = {}
+        for line in path.read_text().splitlines():
+            sample = json.loads(line)
+            minutes[sample["seconds"] // 60] = sample
+        result[f"run {run}"] = [
+            {key: round(value) if isinstance(value, float) else value for key, value in sample.items()}
+            for _, sample in sorted(minutes.items())
+        ]
+    return result
+
+
+def grown_lines(folder: Path, runs: int) -> dict[str, list[str]]:
+    """For each run, the allocation sites whose live Python memory grew most from the warm-up snapshot to the
+    last one (tracemalloc, by source line)."""
+    import tracemalloc
+
+    result: dict[str, list[str]] = {}
+    for run in range(1, runs + 1):
+        snapshots = sorted(folder.glob(f"snapshot-{run}-*.pickle"), key=lambda p: int(p.stem.rsplit("-", 1)[1]))
+        if len(snapshots) <= WARM_UP_MINUTES:
+            continue
+        first, last = (tracemalloc.Snapshot.load(str(p)) for p in (snapshots[WARM_UP_MINUTES], snapshots[-1]))
+        differences = last.compare_to(first, "lineno")
+        total = sum(d.size_diff for d in differences) / 2**20
+        result[f"run {run}, minute {WARM_UP_MINUTES} to {len(snapshots) - 1}, in all {total:+.1f} MiB"] = [
+            f"{d.size_diff / 2**10:+.0f} KiB ({d.count_diff:+d} blocks) {d.traceback[0].filename}:{d.traceback[0].lineno}"
+            for d in differences[:GROWTH_LINES]
+        ]
+    return result
 
 
 if __name__ == "__main__":
