@@ -35,12 +35,14 @@ def serve(host: str | None, port: int | None) -> None:
     from bot.clock import SystemClock
     from bot.http.app import build_app
     from bot.http.server import server_config
+    from bot.process_memory import MemoryKeeper
     from bot.scheduler.manage import ScheduleManager
     from bot.scheduler.service import scheduler_lifespan, server_scheduler
     from bot.slack.app import build_slack, build_web_client
 
     config = settings()
     setup_logging(config)
+    memory = MemoryKeeper()  # before the server's threads start: few malloc arenas, free memory trimmed
     host = config.host if host is None else host
     port = config.port if port is None else port
     listener = _listen(host, port)
@@ -71,9 +73,11 @@ def serve(host: str | None, port: int | None) -> None:
             log.info("webhook enabled: POST /webhooks/interactions (signed with WEBHOOK_SECRET)")
         else:
             log.warning("webhook disabled: WEBHOOK_SECRET is not set, POST /webhooks/interactions answers 503")
+        memory.start()
         with _QuietSignals():
             server.run(sockets=[listener])
     finally:
+        memory.stop()
         listener.close()
     if not server.started:
         raise UserError("the server did not start; see the log above")

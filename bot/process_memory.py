@@ -1,0 +1,77 @@
+"""Keeping the resident memory of a long-running ``acr-bot serve`` flat (on glibc, as in Debian's Python).
+
+What grows in a server under load is not Python's objects (flat, by tracemalloc) but memory that glibc's malloc
+keeps after it was freed (bench/soak.py --trace-memory measures both): each thread that allocates gets an arena
+of its own (up to 8 per core), and an arena gives freed pages back to the system only from its top, so the
+freed memory of ~15 threads' short bursts (a question's arrays, a chart, a batch) stays resident. Two standard
+remedies: few arenas (``M_ARENA_MAX``, set before the server's threads start) and ``malloc_trim(0)`` every
+minute, which hands the free pages of every arena back. ``MALLOC_ARENA_MAX`` in the environment is left as the
+operator set it. On another C library both do nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import threading
+
+log = logging.getLogger("acr_bot.memory")
+
+MALLOC_ARENAS = 2  # as MALLOC_ARENA_MAX=2: what long-running threaded Python servers commonly use
+TRIM_EVERY_SECONDS = 60.0
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def _glibc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc (musl, macOS): its own malloc, left as it is
+        return None
+
+
+def on_glibc() -> bool:
+    """Whether this process's C library is glibc (whose malloc the keeper tunes)."""
+    return _glibc() is not None
+
+
+class MemoryKeeper:
+    """Limits glibc's malloc arenas when made (call it before the threads start), then trims free memory every ``every`` seconds in a thread of
+    its own until stopped. ``available`` is False (and nothing happens) where glibc is not the C library."""
+
+    def __init__(self, every: float = TRIM_EVERY_SECONDS, arenas: int = MALLOC_ARENAS):
+        self._libc = _glibc()
+        self._every = every
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if "MALLOC_ARENA_MAX" in os.environ:  # the operator's own choice, which glibc already applied
+            return
+        if self._libc is not None and not self._libc.mallopt(_M_ARENA_MAX, arenas):
+            log.warning("glibc refused M_ARENA_MAX=%d; memory may grow with the number of threads", arenas)
+
+    @property
+    def available(self) -> bool:
+        return self._libc is not None
+
+    def trim(self) -> bool:
+        """Give free malloc memory back to the system now; True when some was."""
+        return bool(self._libc is not None and self._libc.malloc_trim(0))
+
+    def start(self) -> None:
+        if self._libc is None or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="malloc-trim", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            self.trim()
