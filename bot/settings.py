@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     alert_interval_minutes: int = Field(default=60, ge=1, le=24 * 60)
     alert_hysteresis_points: float = Field(default=2.0, ge=0, le=50)
     retention_days: int | None = Field(default=None, ge=1)
+    mask_customer_ids: bool = True
+    contact_url_template: str | None = None
     target_acr: float | None = Field(default=None, gt=0, le=100)
     target_tier1: float | None = Field(default=70.0, gt=0, le=100)
     # Amazon Connect (bot/platforms/amazon_connect.py): the Firehose stream's access key, and the contact
@@ -82,6 +84,13 @@ class Settings(BaseSettings):
         from bot.storage import check_database_url  # the backends' table (imported here: no cycle at start-up)
 
         return check_database_url(value)
+
+    @field_validator("contact_url_template")
+    @classmethod
+    def _has_id(cls, value: str | None) -> str | None:
+        if value is not None and ("{id}" not in value or not value.startswith(("http://", "https://"))):
+            raise ValueError(f"{value!r} must be an http(s) URL with {{id}} where the contact id goes")
+        return value
 
     @field_validator("target_acr", "target_tier1", mode="before")
     @classmethod

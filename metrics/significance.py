@@ -76,3 +76,33 @@ def previous_query(query: MetricQuery, since_us: int, until_us: int) -> MetricQu
     """The same question over the period of the same length just before ``[since, until)`` (totals only)."""
     length = until_us - since_us
     return replace(query, since_us=since_us - length, until_us=since_us, by=None)
+
+
+# --- confidence-aware ranking ------------------------------------------------------------------------------
+# Worst first by the upper end of the Wilson 95% interval: a row tops the list only when even the most favourable
+# reading of its sample is low, so 3 of 4 (upper 95%) never outranks 1,400 of 1,900 (upper 76%). Best first by the
+# lower end, likewise. Why Wilson rather than empirical-Bayes shrinkage: it needs no prior estimated from the other
+# rows (unstable with a handful of teams, and it would change one agent's place when another's data changes), it is
+# the interval every reply already shows, and it is exact at 0% and 100%. docs/metrics.md says the same.
+
+
+def worst_first_key(counts: Counts) -> tuple[bool, float, int]:
+    """Sort key, worst first: rows with no data last; then the Wilson upper bound; then the larger sample."""
+    interval = counts.interval
+    return (interval is None, interval[1] if interval is not None else 0.0, -counts.matured)
+
+
+def best_first_key(counts: Counts) -> tuple[bool, float, int]:
+    """Sort key, best first: rows with no data last; then the Wilson lower bound, highest first."""
+    interval = counts.interval
+    return (interval is None, -interval[0] if interval is not None else 0.0, -counts.matured)
+
+
+def versus_rest(row: Counts, scope: Counts) -> str | None:
+    """``"below"`` / ``"above"`` when the row's rate differs significantly (p < 0.05, the same z-test) from the
+    rest of the scope (the scope's counts without the row's, so the row is not compared with itself); else None."""
+    rest = Counts(scope.matured - row.matured, scope.resolved - row.resolved)
+    change = change_between(row, rest)
+    if not change.significant or change.points is None:
+        return None
+    return "below" if change.points < 0 else "above"

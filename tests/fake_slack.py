@@ -3,7 +3,8 @@
 It records every call (path, method, parsed body, headers) and can be told to fail a given number of times
 (429 with Retry-After, 500, ...) before answering normally. Point ``SLACK_API_URL`` at ``fake.api_url`` and
 put ``fake.response_url(...)`` in the signed requests. It also answers what ``files_upload_v2`` needs (an upload
-URL that accepts bytes, a completion with the file) and gives each successful chat.postMessage its own ``ts``.
+URL that accepts bytes, a completion with the file) and gives each successful chat.postMessage its own ``ts``;
+``conversations.open`` answers a direct-message channel, and ``uploads()`` gives the uploaded bytes as text.
 The ``fake`` fixture (tests/conftest.py) runs one for a test.
 """
 
@@ -125,6 +126,15 @@ class FakeSlack:
                 self._lock.wait(left)
             return found
 
+    def uploads(self) -> dict[str, str]:
+        """The bytes uploaded through ``files_upload_v2``, as text, by file id (in upload order)."""
+        with self._lock:
+            return {
+                c.path.rsplit("/", 1)[-1]: c.body["content"].decode("utf-8", "replace")
+                for c in self.calls
+                if c.path.startswith("/upload/")
+            }
+
     def reply(self, name: str = "r1", timeout: float = 10.0) -> dict[str, Any]:
         """The (single, successful) message posted to response_url ``name``."""
         calls = self.wait_for(f"/respond/{name}", timeout=timeout)
@@ -204,6 +214,8 @@ class FakeSlack:
                 posted = {"ts": ts, "text": body.get("text", ""), "metadata": body.get("metadata")}
                 self.history.setdefault(str(body.get("channel")), []).insert(0, posted)
                 return 200, {}, {"ok": True, "ts": ts}
+            if method == "conversations.open":
+                return 200, {}, {"ok": True, "channel": {"id": "D0DIRECT"}}
             if method == "conversations.history":  # newest first, with metadata, as Slack answers
                 return 200, {}, {"ok": True, "messages": list(self.history.get(str(body.get("channel")), []))}
             if method == "files.getUploadURLExternal":

@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from scipy.stats import chi2_contingency, norm
 
 from metrics.query import Counts
-from metrics.significance import change_between, far_less_data, two_proportion_p_value
+from metrics.significance import (
+    best_first_key,
+    change_between,
+    far_less_data,
+    two_proportion_p_value,
+    versus_rest,
+    worst_first_key,
+)
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
@@ -109,3 +116,23 @@ def test_far_less_data_only_when_the_data_starts_inside_the_previous_period() ->
     assert not far_less_data(now, thin, data_since_us=0, before_since_us=0)  # a real drop in volume
     assert not far_less_data(now, Counts(900, 700), data_since_us=50, before_since_us=0)
     assert not far_less_data(now, thin, data_since_us=None, before_since_us=0)
+
+
+def test_ranking_does_not_let_a_tiny_sample_top_the_list() -> None:
+    """The issue's case: 18 contacts at a low rate against 1,900 clearly below the team."""
+    tiny = Counts(18, 11)  # 61%, but anything from 39% to 80%
+    large = Counts(1900, 1330)  # 70%, 68% to 72%
+    fine = Counts(2000, 1700)  # 85%
+    ordered = sorted([("tiny", tiny), ("large", large), ("fine", fine)], key=lambda row: worst_first_key(row[1]))
+    assert [name for name, _ in ordered] == ["large", "tiny", "fine"]
+    assert sorted([tiny, large, Counts()], key=worst_first_key)[-1] == Counts()  # no data last
+    best = sorted([("tiny", Counts(4, 4)), ("fine", fine)], key=lambda row: best_first_key(row[1]))
+    assert [name for name, _ in best] == ["fine", "tiny"]  # 4 of 4 is not proof of the best agent
+
+
+def test_rows_are_flagged_against_the_rest_of_the_scope() -> None:
+    scope = Counts(4000, 3200)
+    assert versus_rest(Counts(1000, 700), scope) == "below"  # 70% against 2,500 of 3,000 (83%)
+    assert versus_rest(Counts(1000, 900), scope) == "above"
+    assert versus_rest(Counts(10, 7), scope) is None  # 70% on 10 contacts: not significant
+    assert versus_rest(Counts(), scope) is None

@@ -88,10 +88,21 @@ def test_breakdown_worst_first_small_samples_marked_and_capped() -> None:
     assert len(lines) == MAX_ROWS
     assert re.match(r"\s+1\s+tiny\s+0\.0%†", lines[0])
     assert max(len(line) for line in lines) <= 52  # narrow enough for a phone
-    assert re.match(r"\s+2\s+agent00\s+50\.0%\s+\d", lines[1])
-    text = json.dumps(message.blocks)
+    assert re.match(r"\s+2\s+agent00\s+50\.0%▼\s+\d", lines[1])  # 50 of 100 against 70% for the rest
+    text = json.dumps(message.blocks, ensure_ascii=False)
+    assert "▼/▲ significantly below/above the rest of this scope (p &lt; 0.05)." in text
     assert "7 more rows not shown" in text and "fewer than 30 matured contacts" in text
     assert "7 more rows not shown" in message.plain
+
+
+def test_a_tiny_sample_does_not_top_the_breakdown() -> None:
+    """The issue's "weakest agents": 18 contacts at 61% against 1,900 at 70%, clearly below the team (80%)."""
+    rows = [Row("new", Counts(18, 11)), Row("steady", Counts(1900, 1330)), Row("good", Counts(6000, 5000))]
+    ans = answer("by:agent", result(Counts(7918, 6341), rows, by="agent"))
+    assert [r.key for r in ranked_rows(ans)] == ["steady", "new", "good"]
+    plain_text = answer_message(ans, UTC).plain
+    assert re.search(r"steady\s+70\.0%\s+▼", plain_text) and re.search(r"good\s+83\.3%\s+▲", plain_text)
+    assert re.search(r"new\s+61\.1% † ▼\s+\d", plain_text)  # small, yet below the rest (p = 0.045)
 
 
 def test_by_day_stays_in_date_order() -> None:

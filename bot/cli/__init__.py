@@ -62,8 +62,9 @@ def _register() -> None:
     from bot.cli.report import report
     from bot.cli.serve import serve
     from bot.cli.subscriptions import subscriptions
+    from bot.cli.why import why
 
-    commands: list[click.Command] = [serve, ask, agents, report]
+    commands: list[click.Command] = [serve, ask, agents, report, why]
     commands += [digest, alerts, subscriptions]  # the scheduler's jobs and what they run on
     commands += [ingest, demo]  # bulk import and demo data
     commands += [db]  # moving a store (SQLite <-> PostgreSQL)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import tzinfo
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 import orjson
@@ -50,25 +51,38 @@ JSON_KEYS = (
     "ci_low",
     "ci_high",
 )
+F = TypeVar("F", bound=Callable[..., Any])
 METRIC_TITLES = {"acr": "ACR (Active Contact Resolution)", "tier1": "Tier-1 resolution rate"}
+
+
+_SCOPE_OPTIONS = (
+    click.option("--agent", help="Only contacts handled by this agent (exact match)."),
+    click.option("--team", help="Only contacts of this team."),
+    click.option("--queue", help="Only contacts of this queue."),
+    click.option("--channel", help="Only contacts of this channel (phone, chat, email, ...)."),
+    click.option("--tier", "tier_text", help="Only contacts handled at this tier (1 = first line)."),
+    click.option("--reason", help="Only contacts with this contact reason (exact match)."),
+    click.option("--window", "window_text", default="7d", show_default=True, help="Repeat window: Nd or Nh, max 90d."),
+    click.option("--last", "last_text", help="Period: the last N days before --as-of (default 30d)."),
+    click.option(
+        "--period", "period_word", type=click.Choice(PERIOD_WORDS), help="Period: a calendar word, in BOT_TIMEZONE."
+    ),
+    click.option("--matured", "matured_text", help="Period: the latest N days whose window has closed (e.g. 7d)."),
+    click.option("--since", "since_text", help="Period start: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive)."),
+    click.option("--until", "until_text", help="Period end: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive)."),
+)
+
+
+def scope_options(command: F) -> F:
+    """The scope, window and period options, the same for ``report`` and ``why`` (read with ``build_query``)."""
+    for option in reversed(_SCOPE_OPTIONS):
+        command = option(command)
+    return command
 
 
 @click.command("report")
 @click.argument("metric", type=click.Choice(METRICS))
-@click.option("--agent", help="Only contacts handled by this agent (exact match).")
-@click.option("--team", help="Only contacts of this team.")
-@click.option("--queue", help="Only contacts of this queue.")
-@click.option("--channel", help="Only contacts of this channel (phone, chat, email, ...).")
-@click.option("--tier", "tier_text", help="Only contacts handled at this tier (1 = first line).")
-@click.option("--reason", help="Only contacts with this contact reason (exact match).")
-@click.option("--window", "window_text", default="7d", show_default=True, help="Repeat window: Nd or Nh, max 90d.")
-@click.option("--last", "last_text", help="Period: the last N days before --as-of (default 30d).")
-@click.option(
-    "--period", "period_word", type=click.Choice(PERIOD_WORDS), help="Period: a calendar word, in BOT_TIMEZONE."
-)
-@click.option("--matured", "matured_text", help="Period: the latest N days whose window has closed (e.g. 7d).")
-@click.option("--since", "since_text", help="Period start: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
-@click.option("--until", "until_text", help="Period end: a calendar day YYYY-MM-DD in BOT_TIMEZONE (inclusive).")
+@scope_options
 @click.option(
     "--by", type=click.Choice(BREAKDOWNS), help="Break the result down by this dimension, or by day, week or month."
 )

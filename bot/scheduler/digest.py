@@ -29,7 +29,7 @@ from bot.storage.schedules import AlertRule, scope_filters, scope_label
 from metrics.engine import MetricSource, compute
 from metrics.periods import format_window, last_period, local_date, local_midnight_us
 from metrics.query import Breakdown, Counts, Dimension, Metric, MetricQuery, MetricResult
-from metrics.significance import far_less_data
+from metrics.significance import best_first_key, far_less_data, worst_first_key
 from metrics.timeutil import US_PER_DAY, from_us
 
 Compute = Callable[[MetricSource, MetricQuery, tzinfo], MetricResult]
@@ -161,12 +161,14 @@ def compose(
 
     tier1_by_key = {row.key: row.counts for row in inputs.groups_tier1.rows}
     groups = [GroupLine(row.key, row.counts, tier1_by_key.get(row.key, Counts())) for row in inputs.groups_acr.rows]
-    groups.sort(key=lambda g: (g.acr.rate is None, g.acr.rate if g.acr.rate is not None else 0.0, g.key))
+    groups.sort(key=lambda g: (*worst_first_key(g.acr), g.key))  # the breakdowns' rule: see metrics.significance
     eligible = [
         GroupLine(row.key, row.counts, Counts()) for row in inputs.agents_acr.rows if row.counts.matured >= min_sample
     ]
-    eligible.sort(key=lambda g: (g.acr.rate or 0.0, -g.acr.matured, g.key))
     shown = min(EXTREMES, len(eligible) // 2)
+    # The same rule as every breakdown: lowest by the upper end of the 95% interval, highest by its lower end.
+    lowest = sorted(eligible, key=lambda g: (*worst_first_key(g.acr), g.key))[:shown]
+    highest = sorted((g for g in eligible if g not in lowest), key=lambda g: (*best_first_key(g.acr), g.key))[:shown]
     tier1_days = {row.key: row.counts for row in inputs.days_tier1.rows}
     days = [
         DayPoint(date.fromisoformat(row.key), row.counts, tier1_days.get(row.key, Counts()))
@@ -187,8 +189,8 @@ def compose(
         group_dimension="agent" if inputs.scope else "team",
         groups=groups,
         min_sample=min_sample,
-        lowest=eligible[:shown],
-        highest=list(reversed(eligible[-shown:])) if shown else [],
+        lowest=lowest,
+        highest=highest,
         pending_7d=inputs.acr_7d.total.pending,
         pending_1d=inputs.acr_1d.total.pending,
         firing=relevant,
@@ -263,7 +265,7 @@ def _sections(digest: Digest, zone: tzinfo, mark: Callable[[str], str]) -> dict[
         "title": title,
         "headlines": [_headline_text(h) for h in digest.headlines],
         "volume": f"Yesterday ({digest.yesterday:%a %Y-%m-%d}): {digest.yesterday_volume:,} inbound contacts handled",
-        "table_title": f"By {digest.group_dimension}, last 30 days (worst ACR first; * fewer than "
+        "table_title": f"By {digest.group_dimension}, last 30 days (worst ACR first, by the top of its 95% interval; * fewer than "
         f"{digest.min_sample} matured):",
         "table": [mark(line) for line in _group_table(digest)],
         "lowest": f"Lowest ACR ({sample}): {_extremes(digest.lowest, mark)}" if digest.lowest else None,

@@ -12,7 +12,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
@@ -35,7 +35,10 @@ from bot.presentation import (
 )
 from bot.settings import Settings
 from bot.slack.blocks import (
+    METRIC_LABELS,
+    WHY_ROWS_SHOWN,
     Answer,
+    WhyAnswer,
     answer_chart,
     answer_message,
     chart_title,
@@ -43,14 +46,17 @@ from bot.slack.blocks import (
     help_message,
     pending_hint,
     trend_breakdown,
+    why_message,
     windows_message,
 )
 from bot.slack.grammar import LinkCommand, Question, parse
 from bot.storage import ContactStore
+from bot.why_report import csv_chunks, mask
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.query import PERIOD_BREAKDOWNS, MetricQuery, MetricResult
 from metrics.significance import previous_query
+from metrics.why import WhyQuery, WhyRow, WhySummary
 from metrics.windows import window_sensitivity
 
 log = logging.getLogger("acr_bot.slack")
@@ -235,6 +241,8 @@ class Answerer:
         if hint is not None:
             answer = replace(answer, notes=(*answer.notes, hint))
         files = self._files(answer, as_of_us)
+        if question.why:
+            return self._why(answer, user_id, files)
         return Reply(answer_message(answer, self.settings.zone), in_channel=question.share, files=files)
 
     def _files(self, answer: Answer, as_of_us: int) -> tuple[ReplyFile, ...]:
@@ -266,6 +274,33 @@ class Answerer:
         note = "Read " + ", ".join(f"{d}:{typed} as {d}:{stored}" for d, typed, stored in changed) + "."
         return replace(question, filters=filters), note
 
+    def _why(self, answer: Answer, user_id: str | None, files: tuple[ReplyFile, ...]) -> Reply:
+        """The answer, what drives it and its first rows; every row as a CSV (customer ids whole for supervisors,
+        masked for others while MASK_CUSTOMER_IDS is on)."""
+        zone, query = self.settings.zone, answer.result.query
+        first: list[WhyRow] = []
+        summary = WhySummary(query.metric)
+
+        def rows() -> Iterator[WhyRow]:
+            for row in summary.extend(self.store.why_rows(WhyQuery.of(query))):
+                if len(first) < WHY_ROWS_SHOWN:
+                    first.append(row)
+                yield row
+
+        masked_csv = self.settings.mask_customer_ids and not self.supervisors.allows(user_id)
+        content = "".join(csv_chunks(rows(), zone, mask if masked_csv else str)).encode()
+        by_reason = self._compute(self.store, replace(query, by="reason"), zone)
+        shared = answer.question.share
+        message = why_message(
+            WhyAnswer(answer, summary, first, {row.key: row.counts for row in by_reason.rows}, shared),
+            zone,
+            masked=self.settings.mask_customer_ids,
+            url_template=self.settings.contact_url_template,
+        )
+        title = f"{METRIC_LABELS[query.metric]}: the contacts behind the number ({summary.rows:,} rows)"
+        rows_file = ReplyFile(f"{file_stem(answer, zone)}-why.csv", title, lambda: content)
+        return Reply(message, in_channel=shared, files=(*files, rows_file))
+
     def _resolve_people(self, question: Question, user_id: str | None) -> Question:
         """``me`` and ``@user`` become the linked agent's name."""
         if question.me:
@@ -296,7 +331,12 @@ class Answerer:
         own = self.caller_agent(user_id)
         if own is not None and question.agent == own and question.by != "agent":
             return None
-        what = "a breakdown by agent" if question.by == "agent" else "another agent's numbers"
+        if question.by == "agent":
+            what = "a breakdown by agent"
+        elif question.why:
+            what = "the contacts behind other agents' numbers"
+        else:
+            what = "another agent's numbers"
         hint = (
             "You can always ask about yourself with `/acr me`."
             if own is not None

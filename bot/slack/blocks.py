@@ -34,9 +34,11 @@ from bot.presentation import (
 )
 from bot.sensitivity import headline, rate_lines, return_lines
 from bot.slack.grammar import HELP_WORDS, LINK_USAGE, USAGE, Question, describe_window
+from bot.why_report import contact_url, mask, row_line, summary_lines
 from metrics.query import PERIOD_BREAKDOWNS, Breakdown, Counts, MetricResult, Row
-from metrics.significance import far_less_data
+from metrics.significance import far_less_data, versus_rest, worst_first_key
 from metrics.timeutil import US_PER_DAY, from_us
+from metrics.why import WhyRow, WhySummary
 from metrics.windows import WindowSensitivity
 
 MAX_ROWS = 20  # rows of a breakdown shown in Slack; the rest are counted in a note
@@ -280,16 +282,15 @@ def answer_text(answer: Answer, zone: tzinfo, max_rows: int = MAX_ROWS) -> str:
 
 
 def ranked_rows(answer: Answer) -> list[Row]:
-    """Worst first (lowest rate; rows with no data last); ``by:day|week|month`` stay in date order, a series."""
+    """Worst first by the upper end of the 95% interval, so a tiny sample cannot top the list (rows with no data
+    last; see ``metrics.significance.worst_first_key``); ``by:day|week|month`` stay in date order, a series."""
     rows = answer.result.rows
     if answer.result.query.by in PERIOD_BREAKDOWNS:
         return list(rows)
+    return sorted(rows, key=lambda row: (*worst_first_key(row.counts), row.key))
 
-    def key(row: Row) -> tuple[int, float, int, str]:
-        rate = row.counts.rate
-        return (rate is None, rate if rate is not None else 0.0, -row.counts.matured, row.key)
 
-    return sorted(rows, key=key)
+_VERSUS_MARKS = {"below": "▼", "above": "▲", None: ""}
 
 
 def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
@@ -302,16 +303,19 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
     width = 10 if series else TABLE_NAME_WIDTH
     rank_width = 0 if series else 3
     place = " # " if rank_width else ""
-    lines = [f"{place}{by:<{width}} {'rate':>7} {'95% CI':>8} {'matured':>7} {'pending':>7}"]
+    lines = [f"{place}{by:<{width}} {'rate':>8} {'95% CI':>8} {'matured':>7} {'pending':>7}"]
     small = False
+    marked: set[str | None] = set()
     for rank, row in enumerate(shown, start=1):
         counts = row.counts
         is_small = 0 < counts.matured < SMALL_SAMPLE
         small = small or is_small
-        rate = percent(counts.rate).replace("no data", "–") + ("†" if is_small else "")
+        versus = versus_rest(counts, answer.result.total)
+        marked.add(versus)
+        rate = percent(counts.rate).replace("no data", "–") + ("†" if is_small else "") + _VERSUS_MARKS[versus]
         place = f"{rank:>2} " if rank_width else ""
         lines.append(
-            f"{place}{cell(row.key, width):<{width}} {rate:>7} {interval_span(counts, 0, '–'):>8} "
+            f"{place}{cell(row.key, width):<{width}} {rate:>8} {interval_span(counts, 0, '–'):>8} "
             f"{counts.matured:>7,} {counts.pending:>7,}"
         )
     notes: list[str] = []
@@ -319,6 +323,8 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
         notes.append(f"No {by} values in this scope.")
     if small:
         notes.append(f"† fewer than {SMALL_SAMPLE} matured contacts: read with care.")
+    if marked - {None}:
+        notes.append("▼/▲ significantly below/above the rest of this scope (p < 0.05).")
     if len(rows) > len(shown):
         left = len(rows) - len(shown)
         if series:
@@ -370,3 +376,50 @@ def help_message() -> Message:
         ),
     ]
     return Message(blocks=blocks, text=escape(USAGE), plain=help_text())
+
+
+# --- why -----------------------------------------------------------------------------------------------
+
+WHY_ROWS_SHOWN = 10  # rows of ``why`` in the reply; every row is in the CSV file
+_SECTION_CHARS = 2900  # Slack refuses a section text over 3,000 characters
+
+
+@dataclass(frozen=True, slots=True)
+class WhyAnswer:
+    """An answer with what drives it: the summary of every row, the first rows, each reason's own counts."""
+
+    answer: Answer
+    summary: WhySummary
+    first: list[WhyRow]
+    by_reason: dict[str, Counts]
+    shared: bool  # the CSV goes in the reply's thread (else by direct message)
+
+
+def why_message(why: WhyAnswer, zone: tzinfo, *, masked: bool, url_template: str | None) -> Message:
+    """The answer as usual, then why: the summary, the first rows (customer ids masked unless ``masked`` is off,
+    contact ids linked with CONTACT_URL_TEMPLATE) and where the CSV of every row went."""
+    base = answer_message(why.answer, zone)
+    summary = why.summary
+    lines = summary_lines(summary, why.answer.result.total.matured, why.by_reason)
+    show_customer = mask if masked else str
+
+    def linked_id(row: WhyRow) -> str:
+        url = contact_url(url_template, row.source, row.id)
+        shown = escape(row.id).replace("|", "¦")
+        return f"<{url.replace('|', '%7C').replace('>', '%3E')}|{shown}>" if url else shown
+
+    row_lines = [row_line(row, zone, escape, show_customer, linked_id) for row in why.first]
+    while row_lines and sum(len(line) + 1 for line in row_lines) > _SECTION_CHARS:
+        row_lines.pop()
+    where = "in this thread" if why.shared else "sent to you in a direct message"
+    note = f"All {summary.rows:,} rows: a CSV file {where}." if summary.rows else "No rows: nothing behind this number."
+    blocks = [*base.blocks[:-1], section(("*Why:* " + "\n".join(escape(line) for line in lines))[:_SECTION_CHARS])]
+    if row_lines:
+        blocks.append(
+            section(f"*First {len(row_lines)} of {summary.rows:,}* (started, contact, agent, customer, reason):")
+        )
+        blocks.append(section("\n".join(row_lines)))
+    blocks += [context(escape(note)), base.blocks[-1]]
+    plain_rows = [row_line(row, zone, plain, show_customer, lambda r: plain(r.id)) for row in why.first]
+    text = "\n".join([base.plain, "", "Why:", *(plain(line) for line in lines), *plain_rows, note])
+    return Message(blocks=blocks, text=base.text, plain=text)

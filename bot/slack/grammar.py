@@ -35,15 +35,15 @@ COMMANDS: dict[str, Metric] = {"/acr": "acr", "/tier1": "tier1"}
 VALUE_KEYWORDS = (
     "agent", "team", "queue", "channel", "reason", "tier", "window", "windows", "last", "matured", "since", "until", "by",
 )  # fmt: skip
-FLAG_WORDS = ("me", "share", "chart", "export", "windows", "help")
+FLAG_WORDS = ("me", "share", "chart", "export", "windows", "why", "help")
 # The period keywords: one kind of period per question.
 _PERIOD_KEYWORDS = ("last", "matured", "since", "until", "period")
 LINK_WORDS = ("link", "unlink", "links")
 USAGE = (
     "Usage: /acr [agent:NAME | me] [team:NAME] [queue:NAME] [channel:NAME] [reason:NAME] [tier:N] [7d | 12h | windows] "
     "[last:30d | matured:7d | today | yesterday | this-week | last-week | this-month | last-month | "
-    "since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|reason|day|week|month] [chart] [export] [share] "
-    "[help]"
+    "since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|reason|day|week|month] [chart] [export] [why] "
+    "[share] [help]"
     " (/tier1: same words)"
 )
 LINK_USAGE = "Supervisors: /acr link @user agent:NAME, /acr unlink @user, /acr links"
@@ -78,6 +78,7 @@ class Question:
     chart: bool = False  # a PNG of the trend (or of the breakdown) with the reply
     export: bool = False  # every row as a CSV file with the reply
     help: bool = False
+    why: bool = False  # the contacts behind the number, and what drives it
     words: str = ""  # the text as typed, echoed back in the reply
 
     @property
@@ -90,8 +91,9 @@ class Question:
 
     @property
     def asks_about_agents(self) -> bool:
-        """Does the answer show numbers of individual agents (a filter on one, or a breakdown by agent)?"""
-        return self.agent is not None or self.agent_user is not None or self.me or self.by == "agent"
+        """Does the answer show numbers of individual agents (a filter on one, a breakdown by agent, or ``why``:
+        its rows name each contact's agent and customer)?"""
+        return self.agent is not None or self.agent_user is not None or self.me or self.by == "agent" or self.why
 
     @property
     def is_calendar(self) -> bool:
@@ -367,6 +369,7 @@ def _finish(draft: _Draft, text: str) -> Question:
         chart="chart" in draft.flags,
         export="export" in draft.flags,
         help="help" in draft.flags,
+        why="why" in draft.flags,
         words=" ".join(text.split()),
     )
 
@@ -481,6 +484,7 @@ HELP_WORDS: dict[str, str] = {
     "by:day, by:week, by:month": "a trend over the period, in date order (the latest shown when long)",
     "chart": "a chart with the answer (by:day, by:week and by:month always have one)",
     "export": "every row as a CSV file for a spreadsheet or a slide",
+    "why": "the contacts behind the number: what customers came back with, how fast, and every row as a CSV file",
     "share": "post the answer in the channel instead of only to you (a chart or CSV in its thread)",
     "help": "this help",
     "link @user agent:NAME": "(supervisors) link a Slack user to an agent; also unlink @user and links",

@@ -24,6 +24,7 @@ from bot.storage.schedules import Outbox, SchedulerLease, ScheduleStore
 from metrics.engine import MetricReader
 from metrics.errors import UserError
 from metrics.records import Contact
+from metrics.why import WhyQuery, WhyRow
 from metrics.windows import QuickReturns
 
 # The tables besides the contacts that ``db copy`` moves, with the columns every backend has (in this order).
@@ -238,6 +239,12 @@ class ContactStore(Protocol):
         """One consistent read snapshot for one metric question, with calendar days in ``zone`` (see
         ``metrics.engine.MetricSource``). First rebuilds up to ``refresh_days`` stale rollup days (default: a
         few; 0: none, as tests do to see stale rollups), but never waits for a write in progress to do so."""
+        ...
+
+    def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
+        """The contacts behind a number (``metrics.why``): every matured candidate of ``query`` that is not
+        resolved, with its causes and first repeat, in order of ``started_us`` then ``(source, id)``; streamed from
+        one read snapshot (a team's month is tens of thousands of rows: never all in memory)."""
         ...
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:

@@ -25,6 +25,7 @@ from bot.storage import (
     sqlite_rollups,
     sqlite_roster,
     sqlite_schedules,
+    sqlite_why,
 )
 from bot.storage.errors import StoreUnavailable
 from bot.storage.sqlite_errors import explain
@@ -33,6 +34,7 @@ from bot.storage.sqlite_migrations import migrations
 from bot.storage.sqlite_rollup_cache import RollupCache
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
+from metrics.why import WhyQuery, WhyRow
 from metrics.windows import QuickReturns
 
 CHUNK = 5000
@@ -400,6 +402,14 @@ class SQLiteContactStore:
         conn.execute("BEGIN")
         try:
             yield sqlite_metrics.SQLiteMetricReader(conn, zone, self._rollup_cache)
+        finally:
+            conn.execute("COMMIT")
+
+    def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield from sqlite_why.why_rows(conn, query)
         finally:
             conn.execute("COMMIT")
 
