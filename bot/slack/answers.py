@@ -298,8 +298,9 @@ class Answerer:
             url_template=self.settings.contact_url_template,
         )
         title = f"{METRIC_LABELS[query.metric]}: the contacts behind the number ({summary.rows:,} rows)"
-        rows_file = ReplyFile(f"{file_stem(answer, zone)}-why.csv", title, lambda: content)
-        return Reply(message, in_channel=shared, files=(*files, rows_file))
+        if summary.rows:
+            files = (*files, ReplyFile(f"{file_stem(answer, zone)}-why.csv", title, lambda: content))
+        return Reply(message, in_channel=shared, files=files)
 
     def _resolve_people(self, question: Question, user_id: str | None) -> Question:
         """``me`` and ``@user`` become the linked agent's name."""

@@ -303,7 +303,7 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
     width = 10 if series else TABLE_NAME_WIDTH
     rank_width = 0 if series else 3
     place = " # " if rank_width else ""
-    lines = [f"{place}{by:<{width}} {'rate':>8} {'95% CI':>8} {'matured':>7} {'pending':>7}"]
+    lines = [f"{place}{by:<{width}} {'rate':>8} {'95% CI':>7} {'matured':>7} {'pending':>7}"]
     small = False
     marked: set[str | None] = set()
     for rank, row in enumerate(shown, start=1):
@@ -315,7 +315,7 @@ def _table(answer: Answer, max_rows: int) -> tuple[list[str], list[str]]:
         rate = percent(counts.rate).replace("no data", "–") + ("†" if is_small else "") + _VERSUS_MARKS[versus]
         place = f"{rank:>2} " if rank_width else ""
         lines.append(
-            f"{place}{cell(row.key, width):<{width}} {rate:>8} {interval_span(counts, 0, '–'):>8} "
+            f"{place}{cell(row.key, width):<{width}} {rate:>8} {interval_span(counts, 0, '–'):>7} "
             f"{counts.matured:>7,} {counts.pending:>7,}"
         )
     notes: list[str] = []
@@ -411,8 +411,8 @@ def why_message(why: WhyAnswer, zone: tzinfo, *, masked: bool, url_template: str
     row_lines = [row_line(row, zone, escape, show_customer, linked_id) for row in why.first]
     while row_lines and sum(len(line) + 1 for line in row_lines) > _SECTION_CHARS:
         row_lines.pop()
-    where = "in this thread" if why.shared else "sent to you in a direct message"
-    note = f"All {summary.rows:,} rows: a CSV file {where}." if summary.rows else "No rows: nothing behind this number."
+    where = "a CSV file in this thread" if why.shared else "in a CSV file"  # else the DM note follows (commands)
+    note = f"All {summary.rows:,} rows: {where}." if summary.rows else "No rows: nothing behind this number."
     blocks = [*base.blocks[:-1], section(("*Why:* " + "\n".join(escape(line) for line in lines))[:_SECTION_CHARS])]
     if row_lines:
         blocks.append(

@@ -31,11 +31,20 @@ from psycopg import errors
 from psycopg_pool import ConnectionPool
 
 from bot.roster import RosterEntry
-from bot.storage import BOOLEAN_COLUMNS, COPIED_TABLES, AgentLink, TableRows, UpsertCounts, postgres_migrations
+from bot.storage import (
+    BOOLEAN_COLUMNS,
+    COPIED_TABLES,
+    AgentLink,
+    TableRows,
+    UpsertCounts,
+    postgres_migrations,
+    postgres_why,
+)
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.urls import redact
 from metrics.records import Contact
+from metrics.why import WhyQuery, WhyRow
 from metrics.windows import QuickReturns
 
 log = logging.getLogger("acr_bot.storage")
@@ -433,6 +442,12 @@ class PostgresContactStore:
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield PostgresMetricReader(conn, zone)
+
+    def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
+        """One REPEATABLE READ snapshot, streamed (``postgres_why``)."""
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            yield from postgres_why.why_rows(conn, query)
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Nothing to rebuild: this backend counts every question from the candidates (exact SQL aggregates)."""
