@@ -18,6 +18,7 @@ from bot.slack.commands import acknowledge
 from bot.slack.grammar import Question
 from metrics.errors import UserError
 from metrics.query import METRICS, Counts, Metric
+from metrics.significance import worst_first_key
 
 log = logging.getLogger("acr_bot.slack")
 REFRESH_ACTION = "home_refresh"
@@ -95,7 +96,8 @@ def _you_and_your_team(answerer: Answerer, agent: str, now: int) -> list[Block]:
 
 
 def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
-    """Every team worst first, and the agents with the lowest ACR among those with enough matured contacts."""
+    """Every team worst first, and the weakest agents among those with enough matured contacts (worst first by the
+    upper end of the 95% interval, as every breakdown)."""
     acr = answerer.compute_answer(Question("acr", by="team"), now)
     tier1 = {row.key: row.counts for row in answerer.compute_answer(Question("tier1", by="team"), now).result.rows}
     rows = ranked_rows(acr)
@@ -114,7 +116,7 @@ def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
     minimum = answerer.settings.digest_min_sample
     eligible = sorted(
         (row for row in agents if row.counts.matured >= minimum and row.counts.rate is not None),
-        key=lambda row: (row.counts.rate or 0.0, -row.counts.matured, row.key),
+        key=lambda row: (*worst_first_key(row.counts), row.key),  # the breakdowns' rule (metrics.significance)
     )[:WEAKEST_AGENTS]
     if eligible:
         weakest = [
