@@ -101,8 +101,12 @@ def best_first_key(counts: Counts) -> tuple[bool, float, int]:
 def versus_rest(row: Counts, scope: Counts) -> str | None:
     """``"below"`` / ``"above"`` when the row's rate differs significantly (p < 0.05, the same z-test) from the
     rest of the scope (the scope's counts without the row's, so the row is not compared with itself); else None."""
-    rest = Counts(scope.matured - row.matured, scope.resolved - row.resolved)
-    change = change_between(row, rest)
+    change = change_between(row, rest_of(scope, row))
     if not change.significant or change.points is None:
         return None
     return "below" if change.points < 0 else "above"
+
+
+def rest_of(scope: Counts, part: Counts) -> Counts:
+    """The scope's counts without ``part`` (``part`` is inside ``scope``): what a row is compared with."""
+    return Counts(scope.matured - part.matured, scope.resolved - part.resolved, scope.pending - part.pending)

@@ -215,10 +215,11 @@ def test_why_links_contact_ids_with_the_url_template_and_tier1_says_why_rows_fai
     )
 
 
-def test_readme_why_example_is_what_the_demo_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's `why` example, made again from the demo data by the commands it shows."""
+def readme_example(title: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """Run the ``acr-bot`` commands of the README section ``title`` (its ``sh`` block) on a new database: the last
+    command's output, and the output the section shows (the block after)."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme[readme.index("### Why: the contacts behind a number") :]
+    section = readme[readme.index(title) :]
     commands = section[section.index("```sh\n") + 6 : section.index("```\n\n```\n")]
     shown = section[section.index("```\n\n```\n") + 9 :]
     shown = shown[: shown.index("\n```")]
@@ -230,7 +231,13 @@ def test_readme_why_example_is_what_the_demo_gives(tmp_path: Path, monkeypatch: 
         result = CliRunner().invoke(main, words[1:], catch_exceptions=False)
         assert result.exit_code == 0, result.output
         output = result.output
-    assert output.rstrip("\n") == shown
+    return output.rstrip("\n"), shown
+
+
+def test_readme_why_example_is_what_the_demo_gives(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's `why` example, made again from the demo data by the commands it shows."""
+    output, shown = readme_example("### Why: the contacts behind a number", tmp_path, monkeypatch)
+    assert output == shown
 
 
 def test_docs_worked_example_rows(store: ContactStore, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,7 @@ from bot.presentation import (
     period_words,
     quote_name,
 )
+from bot.scorecard import build_scorecard
 from bot.settings import Settings
 from bot.slack.blocks import (
     METRIC_LABELS,
@@ -49,6 +50,7 @@ from bot.slack.blocks import (
     why_message,
     windows_message,
 )
+from bot.slack.card import card_message
 from bot.slack.grammar import LinkCommand, Question, parse
 from bot.storage import ContactStore
 from bot.why_report import csv_chunks, mask
@@ -232,6 +234,8 @@ class Answerer:
                 total = answer.result.total
         if total.matured + total.pending == 0:
             self._explain_empty(question, answer)
+        if question.card:
+            return self._card(answer)
         if question.windows:  # the same scope and period, scored for several windows on one cohort
             found = window_sensitivity(
                 self.store, answer.result.query, question.windows, self.settings.zone, self._compute, quick=self.store
@@ -263,6 +267,14 @@ class Answerer:
             csv_text = export_csv(answer.result, zone).encode()
             files.append(ReplyFile(f"{stem}.csv", f"{chart_title(answer, zone)} (CSV)", lambda: csv_text))
         return tuple(files)
+
+    def _card(self, answer: Answer) -> Reply:
+        """One agent's scorecard over the question's period (``bot.scorecard``)."""
+        zone, question, result = self.settings.zone, answer.question, answer.result
+        card = build_scorecard(self.store, self._compute, result.query, zone)
+        period = f"{question.period_words()}: {period_words(result.since_us, result.until_us, zone)}"
+        asked = f"{question.command} {question.words}".strip()
+        return Reply(card_message(card, zone, asked, period), in_channel=question.share)
 
     def _resolve_case(self, question: Question) -> tuple[Question, str] | None:
         """Names typed in another letter case (``team:Billing``) read as the one stored name that matches, if

@@ -35,7 +35,7 @@ COMMANDS: dict[str, Metric] = {"/acr": "acr", "/tier1": "tier1"}
 VALUE_KEYWORDS = (
     "agent", "team", "queue", "channel", "reason", "tier", "window", "windows", "last", "matured", "since", "until", "by",
 )  # fmt: skip
-FLAG_WORDS = ("me", "share", "chart", "export", "windows", "why", "help")
+FLAG_WORDS = ("me", "share", "chart", "export", "windows", "why", "card", "help")
 # The period keywords: one kind of period per question.
 _PERIOD_KEYWORDS = ("last", "matured", "since", "until", "period")
 LINK_WORDS = ("link", "unlink", "links")
@@ -43,7 +43,7 @@ USAGE = (
     "Usage: /acr [agent:NAME | me] [team:NAME] [queue:NAME] [channel:NAME] [reason:NAME] [tier:N] [7d | 12h | windows] "
     "[last:30d | matured:7d | today | yesterday | this-week | last-week | this-month | last-month | "
     "since:YYYY-MM-DD until:YYYY-MM-DD] [by:agent|team|queue|channel|reason|day|week|month] [chart] [export] [why] "
-    "[share] [help]"
+    "[card] [share] [help]"
     " (/tier1: same words)"
 )
 LINK_USAGE = "Supervisors: /acr link @user agent:NAME, /acr unlink @user, /acr links"
@@ -79,6 +79,7 @@ class Question:
     export: bool = False  # every row as a CSV file with the reply
     help: bool = False
     why: bool = False  # the contacts behind the number, and what drives it
+    card: bool = False  # one agent's scorecard against the team and the center
     words: str = ""  # the text as typed, echoed back in the reply
 
     @property
@@ -350,6 +351,8 @@ def _finish(draft: _Draft, text: str) -> Question:
         who.append("@mention")
     if len(who) > 1:
         raise UserError(f"{' and '.join(who)} both name an agent; use one. {USAGE}")
+    if "card" in draft.flags:
+        _check_card(draft, who)
     names: tuple[Filter, ...] = ("agent", "team", "queue", "channel", "reason", "tier")
     filters = tuple((d, values[d]) for d in names if d in values)
     return Question(
@@ -370,8 +373,25 @@ def _finish(draft: _Draft, text: str) -> Question:
         export="export" in draft.flags,
         help="help" in draft.flags,
         why="why" in draft.flags,
+        card="card" in draft.flags,
         words=" ".join(text.split()),
     )
+
+
+CARD_USAGE = "card is one agent's scorecard: /acr agent:NAME card or /acr me card, with a period if you like"
+
+
+def _check_card(draft: _Draft, who: list[str]) -> None:
+    """A scorecard is about one agent over a period: it sets its own windows and breakdowns, and its own team."""
+    if not who:
+        raise UserError(f"{CARD_USAGE}. {USAGE}")
+    others = [f"{word}:" for word in ("team", "queue", "channel", "reason", "tier", "by") if word in draft.values]
+    others += ["a window (it shows 1 and 7 days)"] if "window" in draft.values else []
+    others += [word for word in ("why", "chart", "export") if word in draft.flags]
+    if _asks_windows(draft):
+        others.append("windows")
+    if others:
+        raise UserError(f"{CARD_USAGE}; it cannot be combined with {', '.join(others)}. {USAGE}")
 
 
 def _asks_windows(draft: _Draft) -> bool:
@@ -484,6 +504,8 @@ HELP_WORDS: dict[str, str] = {
     "by:day, by:week, by:month": "a trend over the period, in date order (the latest shown when long)",
     "chart": "a chart with the answer (by:day, by:week and by:month always have one)",
     "export": "every row as a CSV file for a spreadsheet or a slide",
+    "agent:NAME card, me card": "an agent's scorecard: ACR 1 and 7 days, tier-1, escalations and volume against the "
+    "team and the center (with significance), the last 8 weeks and the top repeat reasons",
     "why": "the contacts behind the number: what customers came back with, how fast, and every row as a CSV file",
     "share": "post the answer in the channel instead of only to you (a chart or CSV in its thread)",
     "help": "this help",

@@ -247,6 +247,11 @@ class ContactStore(Protocol):
         one read snapshot (a team's month is tens of thousands of rows: never all in memory)."""
         ...
 
+    def escalation_counts(self, query: WhyQuery) -> tuple[int, int]:
+        """``(candidates, escalated)``: the candidates of ``query``'s scope and period (every tier, matured or not:
+        an escalation is known when the contact ends) and how many of them were escalated (the agent scorecard)."""
+        ...
+
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups for ``zone`` (all, or the ``max_days`` most recent stale UTC days);
         returns how many UTC days were rebuilt. Rollups only make answers faster, never different."""

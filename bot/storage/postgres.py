@@ -449,6 +449,10 @@ class PostgresContactStore:
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
             yield from postgres_why.why_rows(conn, query)
 
+    def escalation_counts(self, query: WhyQuery) -> tuple[int, int]:
+        with self._pool.connection() as conn:
+            return postgres_why.escalation_counts(conn, query)
+
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Nothing to rebuild: this backend counts every question from the candidates (exact SQL aggregates)."""
         return 0

@@ -1,4 +1,5 @@
-"""SQL for ``why`` on PostgreSQL: the matured candidates that are not resolved, with their first repeat.
+"""SQL for ``why`` on PostgreSQL: the matured candidates that are not resolved, with their first repeat; and the
+escalation counts of the agent scorecard.
 
 The same statement as ``sqlite_why`` in PostgreSQL's boolean SQL (the rules: ``postgres_metrics``): the failing
 candidates by the time index (or the agent index for one agent), joined to their contact row, and the first repeat
@@ -47,13 +48,11 @@ def why_rows(conn: psycopg.Connection[tuple[Any, ...]], query: WhyQuery) -> Iter
         "hi": min(query.until_us, query.as_of_us),
         "matured_by": query.as_of_us - query.window_us,
     }
-    conditions = ["tier = 1"] if query.metric == "tier1" else ["true"]
-    for index, (dimension, value) in enumerate(query.filters):
-        if dimension not in (*DIMENSIONS, "tier"):
-            raise ValueError(f"unknown dimension {dimension!r}")
-        conditions.append(f"{dimension} = %(f{index})s")
-        params[f"f{index}"] = int(value) if dimension == "tier" else value
-    sql = _WHY_SQL.format(no_repeat=NO_REPEAT, matured=MATURED, where=" AND ".join(conditions), success=success)
+    conditions = ["tier = 1"] if query.metric == "tier1" else []
+    conditions += _filters(query, params)
+    sql = _WHY_SQL.format(
+        no_repeat=NO_REPEAT, matured=MATURED, where=" AND ".join(conditions) or "true", success=success
+    )
     with conn.cursor(name="why_rows") as cursor:
         cursor.itersize = ROWS_PER_FETCH
         cursor.execute(sql, params)
@@ -69,3 +68,26 @@ def why_rows(conn: psycopg.Connection[tuple[Any, ...]], query: WhyQuery) -> Iter
                 source, contact_id, customer_id, agent, team, queue, channel, reason, started_us, ended_us, causes,
                 repeat,
             )  # fmt: skip
+
+
+def escalation_counts(conn: psycopg.Connection[tuple[Any, ...]], query: WhyQuery) -> tuple[int, int]:
+    """``(candidates, escalated)`` among the candidates of ``query``'s scope and period, every tier, matured or
+    not (``sqlite_why.escalation_counts``)."""
+    params: dict[str, object] = {"lo": query.since_us, "hi": min(query.until_us, query.as_of_us)}
+    where = " AND ".join(["started_us >= %(lo)s AND started_us < %(hi)s", *_filters(query, params)])
+    row = conn.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE escalated) FROM metric_contacts WHERE {where}", params
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _filters(query: WhyQuery, params: dict[str, object]) -> list[str]:
+    """The filters as conditions on the candidates, their values added to ``params``."""
+    conditions = []
+    for index, (dimension, value) in enumerate(query.filters):
+        if dimension not in (*DIMENSIONS, "tier"):
+            raise ValueError(f"unknown dimension {dimension!r}")
+        conditions.append(f"{dimension} = %(f{index})s")
+        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    return conditions

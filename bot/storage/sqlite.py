@@ -413,6 +413,9 @@ class SQLiteContactStore:
         finally:
             conn.execute("COMMIT")
 
+    def escalation_counts(self, query: WhyQuery) -> tuple[int, int]:
+        return sqlite_why.escalation_counts(self._reader(), query)
+
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
         returns the number of UTC days rebuilt. For the scheduler, and after a big import."""

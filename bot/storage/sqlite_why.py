@@ -1,4 +1,5 @@
-"""SQL for ``why``: the matured candidates that are not resolved, with their first repeat (``metrics.why``).
+"""SQL for ``why``: the matured candidates that are not resolved, with their first repeat (``metrics.why``); and
+the escalation counts of the agent scorecard.
 
 One statement, streamed: the candidates by the time index (or the agent index for one agent), only the failing
 ones joined to their contact row, and the first repeat looked up by the customer index at exactly the stored next
@@ -43,13 +44,9 @@ def why_rows(conn: sqlite3.Connection, query: WhyQuery) -> Iterator[WhyRow]:
         "hi": min(query.until_us, query.as_of_us),
         "matured_by": query.as_of_us - query.window_us,
     }
-    conditions = ["tier = 1"] if query.metric == "tier1" else ["1"]
-    for index, (dimension, value) in enumerate(query.filters):
-        if dimension not in (*DIMENSIONS, "tier"):
-            raise ValueError(f"unknown dimension {dimension!r}")
-        conditions.append(f"{dimension} = :f{index}")
-        params[f"f{index}"] = int(value) if dimension == "tier" else value
-    sql = _WHY_SQL.format(where=" AND ".join(conditions), success=success)
+    conditions = ["tier = 1"] if query.metric == "tier1" else []
+    conditions += _filters(query, params)
+    sql = _WHY_SQL.format(where=" AND ".join(conditions) or "1", success=success)
     for (
         source, contact_id, customer_id, agent, team, queue, channel, reason, started_us, ended_us, end_us,
         escalated, resolved, repeated, r_source, r_id, r_agent, r_channel, r_reason, r_started_us,
@@ -66,3 +63,24 @@ def why_rows(conn: sqlite3.Connection, query: WhyQuery) -> Iterator[WhyRow]:
         yield WhyRow(
             source, contact_id, customer_id, agent, team, queue, channel, reason, started_us, ended_us, causes, repeat
         )
+
+
+def escalation_counts(conn: sqlite3.Connection, query: WhyQuery) -> tuple[int, int]:
+    """``(candidates, escalated)`` among the candidates of ``query``'s scope and period, every tier, matured or
+    not (an escalation is known when the contact ends): the scorecard's escalation share and volume."""
+    params: dict[str, object] = {"lo": query.since_us, "hi": min(query.until_us, query.as_of_us)}
+    where = " AND ".join(["started_us >= :lo AND started_us < :hi", *_filters(query, params)])
+    row = conn.execute(f"SELECT count(*), coalesce(sum(escalated), 0) FROM metric_contacts WHERE {where}", params)
+    contacts, escalated = row.fetchone()
+    return int(contacts), int(escalated)
+
+
+def _filters(query: WhyQuery, params: dict[str, object]) -> list[str]:
+    """The filters as conditions on the candidates, their values added to ``params``."""
+    conditions = []
+    for index, (dimension, value) in enumerate(query.filters):
+        if dimension not in (*DIMENSIONS, "tier"):
+            raise ValueError(f"unknown dimension {dimension!r}")
+        conditions.append(f"{dimension} = :f{index}")
+        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    return conditions
