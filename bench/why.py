@@ -4,11 +4,11 @@
   W1  why for one agent, 7-day window, last 30 days       target: median < 100 ms
   W2  why for one team as the CSV, last 30 days           target: < 2 s, peak memory < 300 MB (own process)
 
-The benchmark database predates ``reason``; ``--prepare`` copies it (the original stays read-only), gives the
+The benchmark database has no contact reasons; ``--prepare`` copies it (the original stays read-only), gives the
 contacts of the last 45 days (all the questions read, repeats included) a reason derived from the queue and the
 contact's number (12 reasons, 3 per queue, so a repeat often has another reason; rewriting all 10M wide rows would
-take long and change nothing the questions read), lets the store migrate (the reason column of the candidates:
-every candidate) and rebuilds the rollups of every day (the migration asks for that):
+take long and change nothing the questions read), lets the store migrate if it has not been (the reason column of
+the candidates) and rebuilds the rollups of the days that changed (every day after the migration):
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/why.py --prepare /work/benchdata/bench.db --db bench/out/why.db
     flock /tmp/acr-bench.lock .venv/bin/python bench/why.py --db bench/out/why.db
@@ -40,31 +40,46 @@ TARGETS_MS = {"R1 by:reason": 20.0, "W1 why one agent": 100.0, "W2 why one team 
 PEAK_MB = 300.0
 
 
+REASON_SQL = "'reason-' || (coalesce(unicode(substr(queue, -1)), 0) % 4) || '-' || (pk % 3)"
+
+
 def prepare(source: Path, target: Path) -> None:
-    """Copy the database, give contacts reasons (before the migration, so no trigger moves any row), migrate, roll up."""
+    """Copy the database, give the contacts of the last 45 days reasons (no trigger moves any row: before the
+    migration, or with the triggers set aside on a database migrated already), migrate, roll up."""
     target.parent.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as conn, sqlite3.connect(target) as copy:
         conn.backup(copy)  # a consistent copy, WAL included
     print(f"copied in {time.perf_counter() - began:.0f} s", flush=True)
     conn = sqlite3.connect(target)
-    columns = [row[1] for row in conn.execute("PRAGMA table_info(metric_contacts)")]
-    if "reason" in columns:
-        raise SystemExit("this database already has reasons in metric_contacts: prepare copies one that has none")
+    migrated = "reason" in [row[1] for row in conn.execute("PRAGMA table_info(metric_contacts)")]
     began = time.perf_counter()
-    last = int(conn.execute("SELECT max(started_us) FROM contacts").fetchone()[0])
-    conn.execute(
-        "UPDATE contacts SET reason = 'reason-' || (coalesce(unicode(substr(queue, -1)), 0) % 4) || '-' || (pk % 3) "
-        "WHERE started_us >= ?",
-        (last - 45 * DAY,),
-    )
+    cutoff = int(conn.execute("SELECT max(started_us) FROM contacts").fetchone()[0]) - 45 * DAY
+    triggers = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'contacts'")
+    kept = triggers.fetchall() if migrated else []
+    for name, _ in kept:  # they would move each candidate row and forget its next repeat
+        conn.execute(f"DROP TRIGGER {name}")
+    conn.execute(f"UPDATE contacts SET reason = {REASON_SQL} WHERE started_us >= ?", (cutoff,))
+    if migrated:
+        conn.execute(
+            "UPDATE metric_contacts SET reason = (SELECT c.reason FROM contacts AS c WHERE c.pk = metric_contacts.pk) "
+            "WHERE started_us >= ?",
+            (cutoff,),
+        )
+        conn.execute(
+            "INSERT OR IGNORE INTO metric_rollup_dirty (utc_day) SELECT DISTINCT started_us / ? FROM metric_contacts "
+            "WHERE started_us >= ?",
+            (DAY, cutoff),
+        )
+        for _, sql in kept:
+            conn.execute(sql)
     conn.commit()
     conn.close()
     print(f"reasons set in {time.perf_counter() - began:.0f} s", flush=True)
     from bot.storage import open_store
 
     began = time.perf_counter()
-    store = open_store(f"sqlite:///{target}")  # migrates: the reason column of the candidates
+    store = open_store(f"sqlite:///{target}")  # migrates (the reason column of the candidates) when not yet done
     print(f"migrated in {time.perf_counter() - began:.0f} s", flush=True)
     began = time.perf_counter()
     days = store.refresh_rollups(ZoneInfo(ZONE_NAME))
