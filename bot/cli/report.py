@@ -16,6 +16,7 @@ from bot.clock import Clock
 from bot.export import export_csv
 from bot.names import resolve_names
 from bot.presentation import change_words, instant_words, interval_span, percent, plain
+from bot.storage import ContactStore
 from metrics.engine import compute
 from metrics.errors import UserError
 from metrics.periods import (
@@ -137,12 +138,7 @@ def report(
     if windows and by is not None:
         raise UserError("--windows compares windows on one total; it cannot be combined with --by")
     store = command_store()
-    result = compute(store, query, zone)
-    if result.total.matured + result.total.pending == 0:  # a name typed in another letter case?
-        filters, changed = resolve_names(query.filters, store.dimension_values)
-        if changed:
-            query = replace(query, filters=filters)
-            result = compute(store, query, zone)
+    query, result = compute_asked(store, query, zone)
     if windows:
         found = window_sensitivity(store, query, windows, zone, compute, quick=store)
         if output_format == "json":
@@ -162,6 +158,18 @@ def report(
         click.echo(export_csv(result, zone), nl=False)
     else:
         click.echo(as_text(result, zone, previous))
+
+
+def compute_asked(store: ContactStore, query: MetricQuery, zone: tzinfo) -> tuple[MetricQuery, MetricResult]:
+    """The result of ``query``; when no contact counts, names typed in another letter case are read as the one
+    stored name that matches (and the query says so)."""
+    result = compute(store, query, zone)
+    if result.total.matured + result.total.pending == 0:
+        filters, changed = resolve_names(query.filters, store.dimension_values)
+        if changed:
+            query = replace(query, filters=filters)
+            result = compute(store, query, zone)
+    return query, result
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,8 @@ import click
 import orjson
 
 from bot.cli.common import as_of_option, command_store, settings
-from bot.cli.report import Period, as_json, build_query, scope_options
+from bot.cli.report import Period, as_json, build_query, compute_asked, scope_options
 from bot.clock import Clock
-from bot.names import resolve_names
 from bot.why_report import csv_chunks, row_json, row_line, summary_lines
 from metrics.engine import compute
 from metrics.query import METRICS, Counts, MetricQuery, MetricResult
@@ -57,12 +56,7 @@ def why(
         window_text, Period(last_text, period_word, matured_text, since_text, until_text), None, clock.now_us(), zone,
     )  # fmt: skip
     store = command_store()
-    result = compute(store, query, zone)
-    if result.total.matured + result.total.pending == 0:  # a name typed in another letter case?
-        filters, changed = resolve_names(query.filters, store.dimension_values)
-        if changed:
-            query = replace(query, filters=filters)
-            result = compute(store, query, zone)
+    query, result = compute_asked(store, query, zone)
     rows = store.why_rows(WhyQuery.of(query))
     if output_format == "csv":
         for chunk in csv_chunks(rows, zone):
