@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 
-from bot.storage import ContactStore
+from bot.storage import ContactStore, postgres_rollups
 from bot.storage.postgres import PostgresContactStore
 from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS
@@ -76,19 +76,17 @@ def skip_reason(scheme: str) -> str:
     return f"{scheme} store tests skipped: set {TEST_DATABASE_URL}={scheme}://... (make test starts a server)"
 
 
-ROLLUPS_ONLY_SQLITE = (
-    "about the metric rollups, which only the SQLite backend keeps "
-    "(PostgreSQL counts every question with exact SQL aggregates)"
-)
+ROLLUP_BACKENDS = ("sqlite:///", "postgresql://", "postgres://")  # URL prefixes of the backends that keep rollups
+NO_ROLLUPS = "about the metric rollups, which this backend does not keep (its answers are still tested)"
 
 
 def needs_rollups(store_or_url: ContactStore | str) -> None:
     """Skip a test of the metric rollups themselves on a backend that keeps none (its answers are still tested)."""
     url = store_or_url if isinstance(store_or_url, str) else None
-    if (url is not None and not url.startswith("sqlite:///")) or (
-        url is None and not isinstance(store_or_url, SQLiteContactStore)
+    if (url is not None and not url.startswith(ROLLUP_BACKENDS)) or (
+        url is None and not isinstance(store_or_url, (SQLiteContactStore, PostgresContactStore))
     ):
-        pytest.skip(ROLLUPS_ONLY_SQLITE)
+        pytest.skip(NO_ROLLUPS)
 
 
 def external_url(scheme: str) -> str:
@@ -234,7 +232,10 @@ class PostgresProbe:
             return conn.execute(_POSTGRES_CONTACTS).fetchall()
 
     def stale_rollup_days(self, zone: tzinfo) -> int:
-        return 0  # no rollups: every question is counted by the server
+        import psycopg
+
+        with psycopg.connect(self.url) as conn:
+            return postgres_rollups.stale_days(conn, zone)
 
     def assert_derived_data_consistent(self) -> None:
         import psycopg

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from bot.storage.postgres import PostgresContactStore
 from bot.storage.postgres_migrations import MIGRATIONS
 from bot.storage.schedules import OutboxMessage
 from bot.storage.sqlite import SQLiteContactStore
-from metrics.engine import compute
+from metrics.engine import MetricReader, MetricSource, compute
 from metrics.errors import UserError
 from metrics.query import MetricQuery
 from metrics.records import Contact, parse_contact
@@ -31,6 +32,7 @@ from tests.store_support import (
     as_contact,
     assert_candidates_mirror_contacts,
     expected_next_repeats,
+    probe,
     stored_contacts,
 )
 
@@ -319,6 +321,95 @@ def test_erasures_among_concurrent_writers_leave_every_derived_value_exact(
         assert stores[2].purge_contacts_before(int((T0 + 5 * 3600) * 1_000_000)) > 0
         remaining = assert_derived_data_exact(stores[1])
         assert all(row["customer_id"] != "k1" and row["started_us"] >= (T0 + 5 * 3600) * 1_000_000 for row in remaining)
+    finally:
+        for store in stores:
+            store.close()
+
+
+class WithoutRefresh:
+    """A store as a MetricSource whose questions never refresh rollups themselves (stale days stay stale)."""
+
+    def __init__(self, store: ContactStore):
+        self.store = store
+
+    def metric_reader(self, zone: Any) -> AbstractContextManager[MetricReader]:
+        return self.store.metric_reader(zone, refresh_days=0)
+
+
+def rollup_answers(source: MetricSource | ContactStore, use_rollups: bool) -> list[object]:
+    """Questions over whole days and edges (1-day and 3-day windows: rollup windows), by day and by agent."""
+    as_of = (T0 + 42 * 24 * 3600) * 1_000_000 + 5 * US_PER_HOUR
+    results: list[object] = []
+    since = T0 * 1_000_000 - 7 * US_PER_HOUR
+    for query in (
+        MetricQuery("acr", US_PER_DAY, since, as_of, as_of, by="day"),
+        MetricQuery("tier1", 3 * US_PER_DAY, since, as_of, as_of, by="agent"),
+        MetricQuery("acr", US_PER_DAY, since, as_of, as_of),
+    ):
+        result = compute(source, query, UTC_ZONE, use_rollups=use_rollups)
+        results.append((result.total, [(row.key, row.counts) for row in result.rows]))
+    return results
+
+
+def test_rollups_stay_exact_under_concurrent_writers_and_refreshers(postgres_url: str) -> None:
+    """Two stores write the same customers across days while a third refreshes the rollups and asks questions
+    (as three processes would): the rollups left behind, with the days they mark stale, answer exactly what
+    counting from contacts answers; refreshed, likewise, and nothing is left stale."""
+    stores = [PostgresContactStore(postgres_url) for _ in range(3)]
+    writing = threading.Event()
+    writing.set()
+    start = threading.Barrier(3)
+    failures: list[BaseException] = []
+    rounds = 30
+
+    def write(writer: int) -> None:
+        try:
+            start.wait()
+            for r in range(rounds):
+                batch = [  # over 40 days, many customers: most days untouched by any one batch
+                    contact(
+                        f"w{writer}-{r}-{i}",
+                        f"k{(r * 8 + i) % 40}",
+                        (r * 37 + i * 101 + writer * 11) % 960,
+                        agent=("ana", "ben")[i % 2],
+                    )
+                    for i in range(4)
+                ]
+                if r % 3 == 2:  # an earlier contact moves to another day and customer
+                    batch.append(contact(f"w{writer}-{r - 2}-1", f"k{(r + writer) % 40}", (r * 131) % 960 + 0.5))
+                stores[writer].upsert(batch)
+        except BaseException as problem:  # surfaced by the main thread
+            failures.append(problem)
+
+    def refresh() -> None:
+        try:
+            start.wait()
+            while writing.is_set():
+                stores[2].refresh_rollups(UTC_ZONE)
+                rollup_answers(stores[2], use_rollups=True)  # fills its process's cache of decoded rollups
+        except BaseException as problem:
+            failures.append(problem)
+
+    stores[0].upsert([contact(f"first-{h}", f"k{h % 40}", h, agent="ana") for h in range(0, 960, 5)])
+    stores[0].refresh_rollups(UTC_ZONE)  # every day rolled up before the writes start
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    refresher = threading.Thread(target=refresh)
+    for thread in (*writers, refresher):
+        thread.start()
+    for thread in writers:
+        thread.join()
+    writing.clear()
+    refresher.join()
+    try:
+        assert not failures
+        counted = rollup_answers(stores[0], use_rollups=False)
+        assert 0 <= probe(stores[0]).stale_rollup_days(UTC_ZONE) < 20  # most of the 41 days from the rollups
+        for store in stores:  # each with the decoded rollups its own questions cached
+            assert rollup_answers(WithoutRefresh(store), use_rollups=True) == counted
+        assert stores[0].refresh_rollups(UTC_ZONE) > 0 or probe(stores[0]).stale_rollup_days(UTC_ZONE) == 0
+        assert probe(stores[0]).stale_rollup_days(UTC_ZONE) == 0
+        for store in stores:
+            assert rollup_answers(WithoutRefresh(store), use_rollups=True) == counted
     finally:
         for store in stores:
             store.close()

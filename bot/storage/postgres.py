@@ -38,10 +38,12 @@ from bot.storage import (
     TableRows,
     UpsertCounts,
     postgres_migrations,
+    postgres_rollups,
     postgres_why,
 )
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
+from bot.storage.rollup_cache import RollupCache
 from bot.storage.urls import redact
 from metrics.records import Contact
 from metrics.why import WhyQuery, WhyRow
@@ -51,6 +53,8 @@ log = logging.getLogger("acr_bot.storage")
 _T = TypeVar("_T")
 
 CHUNK = 5000
+REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (as on SQLite)
+REFRESH_BATCH_DAYS = 4  # UTC days rolled up per transaction (writers' derive steps wait for one batch at most)
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
 PURGE_BATCH = 5000  # contacts deleted per transaction by a purge or an erasure (writers wait for no more)
@@ -70,7 +74,9 @@ _COPY_TYPES: Final = [_TYPES.get(column, "text") for column in _COLUMNS]
 _COLUMN_LIST: Final = ", ".join(_COLUMNS)
 _RAW: Final = _COLUMNS.index("raw")  # a chunk may hold plain tuples in Contact field order (the import's)
 _UPDATED: Final = _COLUMNS.index("updated_us")
-_DERIVE_LOCK: Final = "SELECT pg_advisory_xact_lock(hashtext('acr-bot derive'), hashtext(current_schema()))"
+_DERIVE_LOCK_KEY: Final = "hashtext('acr-bot derive'), hashtext(current_schema())"
+_DERIVE_LOCK: Final = f"SELECT pg_advisory_xact_lock({_DERIVE_LOCK_KEY})"
+_TRY_DERIVE_LOCK: Final = f"SELECT pg_try_advisory_xact_lock({_DERIVE_LOCK_KEY})"
 _PG_TYPES: Final = {"int4": "INTEGER", "bool": "BOOLEAN", "int8": "BIGINT", "text": "TEXT"}
 _SCHEDULER_LOCK: Final = "SELECT pg_try_advisory_lock(hashtext('acr-bot scheduler'), hashtext(current_schema()))"
 _TEMP_TABLES: Final = (
@@ -149,9 +155,12 @@ WITH touched AS (
     SELECT c.pk, {_NEXT_REPEAT_OF_C} AS next_repeat_us
     FROM spans AS s JOIN contacts AS c
         ON c.customer_id = s.customer_id AND c.started_us BETWEEN s.from_us AND s.until_us
+), changed AS (
+    UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
+    FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+    RETURNING m.started_us
 )
-UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
-FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+{postgres_rollups.mark_dirty("changed")}
 """
 # The same for a large write: one window pass over the whole history of each touched customer.
 _WINDOW_NEXT_REPEATS: Final = (
@@ -166,9 +175,13 @@ FROM contacts AS c WHERE c.customer_id IN (SELECT customer_id FROM written)
     "ANALYZE fresh_next_repeat",
 )
 _FROM_WINDOW: Final = "(SELECT f.next_repeat_us FROM fresh_next_repeat AS f WHERE f.pk = c.pk)"
-_APPLY_WINDOW: Final = """
-UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
-FROM fresh_next_repeat AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+_APPLY_WINDOW: Final = f"""
+WITH changed AS (
+    UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
+    FROM fresh_next_repeat AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+    RETURNING m.started_us
+)
+{postgres_rollups.mark_dirty("changed")}
 """
 # One batch of a purge or an erasure: the rows are deleted (and locked) first, like a write's; what went is
 # noted for the derive step. The condition is checked again on the row deleted (a concurrent update may have
@@ -207,10 +220,14 @@ FROM agent_platform_ids AS i JOIN agent_roster AS r ON r.agent = i.agent
 WHERE i.platform = c.source AND i.platform_id = c.agent
 RETURNING c.pk
 """
-_REMAP_CANDIDATES: Final = """
-UPDATE metric_contacts AS m SET agent = c.agent, team = c.team, tier = c.tier
-FROM contacts AS c WHERE c.pk = m.pk AND m.pk = ANY(%s)
-"""
+_REMAP_CANDIDATES: Final = f"""
+WITH remapped AS (
+    UPDATE metric_contacts AS m SET agent = c.agent, team = c.team, tier = c.tier
+    FROM contacts AS c WHERE c.pk = m.pk AND m.pk = ANY(%s)
+    RETURNING m.started_us
+)
+{postgres_rollups.mark_dirty("remapped")}
+"""  # and the days of the candidates it changed are rolled up again
 
 
 class PostgresContactStore:
@@ -234,6 +251,7 @@ class PostgresContactStore:
             open=True,
             name="acr-bot",
         )
+        self._rollup_cache = RollupCache()  # decoded metric rollups (exact across processes: see the class)
 
     def close(self) -> None:
         self._pool.close()
@@ -437,11 +455,18 @@ class PostgresContactStore:
     # --- metrics ---------------------------------------------------------------------------------------
 
     @contextmanager
-    def metric_reader(self, zone: tzinfo, *, refresh_days: int = 0) -> Iterator[PostgresMetricReader]:
-        """One REPEATABLE READ snapshot for one metric question."""
+    def metric_reader(
+        self, zone: tzinfo, *, refresh_days: int = REFRESH_ON_READ_DAYS
+    ) -> Iterator[PostgresMetricReader]:
+        """One REPEATABLE READ snapshot for one metric question (rollups and candidates seen at one instant).
+
+        First rebuilds up to ``refresh_days`` stale rollup days, only if no write is deriving at that moment:
+        a question never waits for a write (nor for another process's refresh)."""
+        if refresh_days:
+            self._refresh(zone, refresh_days, wait=False)
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield PostgresMetricReader(conn, zone)
+            yield PostgresMetricReader(conn, zone, self._rollup_cache)
 
     def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
         """One REPEATABLE READ snapshot, streamed (``postgres_why``)."""
@@ -454,8 +479,28 @@ class PostgresContactStore:
             return postgres_why.escalation_counts(conn, query)
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
-        """Nothing to rebuild: this backend counts every question from the candidates (exact SQL aggregates)."""
-        return 0
+        """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
+        returns the number of UTC days rebuilt. In transactions of a few days each, under the derive lock, so
+        writers wait for one batch at most."""
+        return self._refresh(zone, max_days, wait=True)
+
+    def _refresh(self, zone: tzinfo, max_days: int | None, *, wait: bool) -> int:
+        done = 0
+        with self._pool.connection() as conn:
+            if not wait and postgres_rollups.stale_days(conn, zone) == 0:
+                return 0
+            while max_days is None or done < max_days:
+                batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
+                with conn.transaction():
+                    if wait:
+                        conn.execute(_DERIVE_LOCK)
+                    elif not _first(conn.execute(_TRY_DERIVE_LOCK).fetchone()):
+                        break
+                    rebuilt = postgres_rollups.refresh(conn, zone, batch)
+                if not rebuilt:
+                    break
+                done += rebuilt
+        return done
 
 
 class PostgresSchedulerLease:
@@ -527,8 +572,8 @@ class _PostgresBulkWriter:
         for contact in contacts:
             versions.setdefault((contact[0], contact[1]), []).append(contact)
         conn = self._conn
-        if self._written:  # the previous chunk's (a transaction starts with it empty)
-            conn.execute("DELETE FROM incoming")
+        if self._written:  # the previous chunk's (a transaction starts with it empty); TRUNCATE, not DELETE: the
+            conn.execute("TRUNCATE incoming")  # deleted rows would stay until the commit, for every scan to skip
         # What each key ends as if it is new (its first version inserted, the others applied in turn).
         if_new = {key: _apply_to_new(given, UpsertCounts()) for key, given in versions.items()}
         self._copy_incoming(sorted(if_new.items()))  # in key order: the rows are locked in this order
@@ -592,6 +637,8 @@ def _derive_steps(*, updated: bool, rows: int, contacts_added: int) -> list[str]
         steps += [*_WINDOW_NEXT_REPEATS, _ADD_CANDIDATES.format(next_repeat=_FROM_WINDOW), _APPLY_WINDOW]
     else:  # each new candidate is in its customer's span: the fix gives it its next repeat
         steps += [_ADD_CANDIDATES.format(next_repeat="NULL"), _FIX_NEXT_REPEATS]
+    # The days of every candidate added, dropped or moved (old and new starts); the fixes mark their own.
+    steps.append(postgres_rollups.mark_dirty("written"))
     steps.append(f"UPDATE store_stats SET value = value + {int(contacts_added)} WHERE name = 'contacts'")
     return steps
 
@@ -635,6 +682,10 @@ def _make_temp_tables(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
     """Each pooled connection keeps the writer's temporary tables (emptied by every commit)."""
     for statement in _TEMP_TABLES:
         conn.execute(statement)
+
+
+def _first(row: tuple[Any, ...] | None) -> Any:
+    return None if row is None else row[0]
 
 
 def _with_booleans(row: Sequence[Any], booleans: list[int]) -> list[Any]:

@@ -6,44 +6,35 @@ boolean SQL):
   repeat in W    next_repeat_us IS NOT NULL AND next_repeat_us <= end_us + W
   matured        end_us + W <= as_of
   tier-1 success tier = 1 AND NOT escalated AND resolved IS NOT FALSE AND no repeat in W
-This backend keeps no rollups: every question is counted by the server, in one snapshot, so it is exact in every
-process at every moment (no cache to keep in step across processes).
+Whole days are answered from the rollups (``bot.storage.rollups``; built by ``postgres_rollups``, kept decoded
+by ``rollup_cache``), the rest is counted here by the server, all in one snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import date, tzinfo
+from datetime import tzinfo
 from typing import Any
 
 import psycopg
 
+from bot.storage.postgres_rollups import PostgresRollupTables
+from bot.storage.rollup_cache import RollupCache
+from bot.storage.rollups import DIMENSIONS, RollupReader
 from metrics.engine import RowSpec
 from metrics.query import Counts
-from metrics.rollup import RollupDays
 from metrics.windows import QUICK_RETURN_US, QuickReturns
 
-DIMENSIONS = ("agent", "team", "queue", "channel", "reason")
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + %(w)s)"
 TIER1_SUCCESS = "(tier = 1 AND NOT escalated AND resolved IS NOT FALSE)"
 MATURED = "end_us <= %(matured_by)s"
 
 
-class PostgresMetricReader:
+class PostgresMetricReader(PostgresRollupTables, RollupReader):
     """The engine's ``MetricReader`` over one REPEATABLE READ transaction."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], zone: tzinfo):
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], zone: tzinfo, cache: RollupCache | None = None):
         self._conn = conn
-        self._zone = zone
-
-    def rollup_windows(self) -> frozenset[int]:
-        return frozenset()
-
-    def rollup_days(self, dimension: str, first_day: date, last_day: date) -> RollupDays | None:
-        return None
-
-    def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
-        return None
+        super().__init__(zone, cache)
 
     def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
         success = NO_REPEAT if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {NO_REPEAT}"

@@ -210,6 +210,25 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         # (a few pages; next to nothing per insert) serves contacts stored roughly in time order, as they arrive.
         ("CREATE INDEX contacts_started_brin ON contacts USING brin (started_us) WITH (autosummarize = on)",),
     ),
+    (
+        "012_metric_rollups",
+        # The exact metric rollups (bot/storage/rollups.py, postgres_rollups.py): packed day and hour buckets per
+        # dimension and local day, the numbers of dimension values, the UTC days to rebuild, and the zone and
+        # generation they were built for (none yet: the first refresh builds every day).
+        (
+            "CREATE TABLE metric_rollup_day (dim TEXT NOT NULL, day INTEGER NOT NULL, data BYTEA NOT NULL, "
+            "PRIMARY KEY (dim, day))",
+            "CREATE TABLE metric_rollup_hour (dim TEXT NOT NULL, day INTEGER NOT NULL, data BYTEA NOT NULL, "
+            "PRIMARY KEY (dim, day))",
+            # Packed integers hardly compress: stored as they are, read without decompressing.
+            "ALTER TABLE metric_rollup_day ALTER COLUMN data SET STORAGE EXTERNAL",
+            "ALTER TABLE metric_rollup_hour ALTER COLUMN data SET STORAGE EXTERNAL",
+            "CREATE TABLE metric_rollup_value (dim TEXT NOT NULL, value TEXT NOT NULL, id INTEGER NOT NULL, "
+            "PRIMARY KEY (dim, value))",
+            "CREATE TABLE metric_rollup_dirty (utc_day BIGINT PRIMARY KEY)",
+            "CREATE TABLE metric_rollup_state (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"

@@ -28,10 +28,10 @@ from bot.storage import (
     sqlite_why,
 )
 from bot.storage.errors import StoreUnavailable
+from bot.storage.rollup_cache import RollupCache
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
-from bot.storage.sqlite_rollup_cache import RollupCache
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 from metrics.why import WhyQuery, WhyRow

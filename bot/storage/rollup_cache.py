@@ -1,4 +1,4 @@
-"""The decoded metric rollups a SQLite store keeps in memory for its process (``RollupCache``)."""
+"""The decoded metric rollups a store keeps in memory for its process (``RollupCache``), on any backend."""
 
 from __future__ import annotations
 
