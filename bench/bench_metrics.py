@@ -11,7 +11,11 @@ after two warm-ups, and reports the median; the answers of all three are compare
     flock /tmp/acr-bench.lock .venv/bin/python bench/bench_metrics.py --as-of mid-day
 
 ``--database-url`` asks another store than ``--db`` (the SQLite file the DuckDB copy was exported from) for
-our engine, e.g. the same data in another backend.
+our engine, e.g. the same data in another backend; given more than once, each store is asked in the same run and
+shown in its own column (both backends side by side):
+
+    flock /tmp/acr-bench.lock .venv/bin/python bench/bench_metrics.py --db /work/benchdata/bench.db \
+        --database-url sqlite:////work/benchdata/bench.db --database-url 'postgresql://acr@/acr?host=/run/postgresql'
 
 ``--as-of mid-day`` asks at 14:37 local on the data's last day, the common real case: every edge (the
 period's start 30 or 90 days earlier, as_of - 7d) then falls in the middle of a busy local day.
@@ -197,7 +201,7 @@ def run_engine(engine: str, database_url: str, duckdb_path: Path, runs: int, as_
         "duckdb": lambda: duck(duckdb_path, as_of),
         "pandas": lambda: pandas_engine(duckdb_path, as_of),
     }
-    questions = makers[engine]()
+    questions = makers[engine.split(":", 1)[0]]()
     setup_s = time.perf_counter() - began
     out: dict[str, Any] = {"engine": engine, "setup_s": setup_s, "questions": {}}
     for name, ask in questions.items():
@@ -213,18 +217,25 @@ def run_engine(engine: str, database_url: str, duckdb_path: Path, runs: int, as_
     return out
 
 
+def backend_name(database_url: str) -> str:
+    scheme = database_url.split(":", 1)[0]
+    return {"postgresql": "pg", "postgres": "pg"}.get(scheme, scheme)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", type=Path, default=Path("bench/out/bench.db"))
     parser.add_argument("--duckdb", type=Path, default=Path("bench/out/bench.duckdb"))
-    parser.add_argument("--database-url", help="the store our engine asks (default: sqlite:///DB)")
+    parser.add_argument(
+        "--database-url", action="append", help="a store our engine asks (default: sqlite:///DB); repeatable"
+    )
     parser.add_argument("--runs", type=int, default=21)
     parser.add_argument(
         "--as-of", help="ISO instant instead of the end of the data, or 'mid-day' (14:37 local on its last day)"
     )
     parser.add_argument("--engine", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    database_url = args.database_url or f"sqlite:///{args.db}"
+    urls: list[str] = args.database_url or [f"sqlite:///{args.db}"]
     from metrics.timeutil import from_us, iso_utc, parse_instant
 
     zone = ZoneInfo(ZONE_NAME)
@@ -236,43 +247,58 @@ def main() -> None:
     else:
         as_of = parse_instant(args.as_of, zone)
     if args.engine:
-        print(json.dumps(run_engine(args.engine, database_url, args.duckdb, args.runs, as_of)))
+        print(json.dumps(run_engine(args.engine, urls[0], args.duckdb, args.runs, as_of)))
         return
+    # Each engine in its own process; ours once per store (with rollups, then counting rows only).
+    runs = [(f"{kind} {backend_name(url)}", kind, url) for url in urls for kind in ("ours", "ours_rows")]
+    runs += [("duckdb", "duckdb", urls[0]), ("pandas", "pandas", urls[0])]
     results = {}
-    for engine in ("ours", "ours_rows", "duckdb", "pandas"):
-        command = [sys.executable, __file__, "--engine", engine, "--db", str(args.db), "--duckdb", str(args.duckdb)]
-        command += ["--database-url", database_url]
-        command += ["--runs", str(args.runs), "--as-of", iso_utc(as_of)]
+    for label, kind, url in runs:
+        command = [sys.executable, __file__, "--engine", kind, "--db", str(args.db), "--duckdb", str(args.duckdb)]
+        command += ["--database-url", url, "--runs", str(args.runs), "--as-of", iso_utc(as_of)]
         done = subprocess.run(command, capture_output=True, text=True, check=True)
-        results[engine] = json.loads(done.stdout)
+        results[label] = json.loads(done.stdout)
 
+    ours_labels = [f"ours {backend_name(url)}" for url in urls]
     print(f"as_of {iso_utc(as_of)}, median of {args.runs} runs after 2 warm-ups, 7-day window, {ZONE_NAME}")
     print(
-        f"{'question':36} {'ours ms':>9} {'duckdb ms':>10} {'pandas ms':>10} {'duck/ours':>10} {'pandas/ours':>12}  target"
+        f"{'question':36} " + "".join(f"{label + ' ms':>16}" for label in ours_labels) + f"{'duckdb ms':>11}"
+        f"{'pandas ms':>11}  target (each of ours: < target, faster than duckdb and pandas, same answers)"
     )
     ok = True
     for name in QUESTIONS:
-        mine = results["ours"]["questions"][name]
         theirs = results["duckdb"]["questions"][name]
         pandas_q = results["pandas"]["questions"][name]
-        same = mine["answer"] == theirs["answer"] == pandas_q["answer"]
-        fastest = mine["median_ms"] < min(theirs["median_ms"], pandas_q["median_ms"])
-        within = mine["median_ms"] < TARGETS_MS[name]
-        ok = ok and same and fastest and within
+        verdicts = []
+        for label in ours_labels:
+            mine = results[label]["questions"][name]
+            same = mine["answer"] == theirs["answer"] == pandas_q["answer"]
+            fastest = mine["median_ms"] < min(theirs["median_ms"], pandas_q["median_ms"])
+            within = mine["median_ms"] < TARGETS_MS[name]
+            ok = ok and same and fastest and within
+            verdicts.append(
+                f"{label.split()[1]} {'ok' if within and fastest else 'MISSED'} "
+                f"{theirs['median_ms'] / mine['median_ms']:.0f}x duckdb{'' if same else ' DIFFER'}"
+            )
         print(
-            f"{name:36} {mine['median_ms']:9.2f} {theirs['median_ms']:10.2f} {pandas_q['median_ms']:10.2f} "
-            f"{theirs['median_ms'] / mine['median_ms']:9.1f}x {pandas_q['median_ms'] / mine['median_ms']:11.1f}x  "
-            f"<{TARGETS_MS[name]} ms {'ok' if within else 'MISSED'}; answers {'identical' if same else 'DIFFER'}"
+            f"{name:36} "
+            + "".join(f"{results[label]['questions'][name]['median_ms']:16.2f}" for label in ours_labels)
+            + f"{theirs['median_ms']:11.2f}{pandas_q['median_ms']:11.2f}  <{TARGETS_MS[name]} ms: "
+            + "; ".join(verdicts)
         )
-    rows_only = [f"{results['ours_rows']['questions'][name]['median_ms']:.1f}" for name in QUESTIONS]
-    same = all(
-        results["ours_rows"]["questions"][n]["answer"] == results["ours"]["questions"][n]["answer"] for n in QUESTIONS
-    )
-    print(f"ours without rollups (rows only), ms: {', '.join(rows_only)}; answers {'identical' if same else 'DIFFER'}")
-    ok = ok and same
-    for engine in ("ours", "ours_rows", "duckdb", "pandas"):
-        print(f"{engine:9} peak RSS {results[engine]['peak_rss_mb']:7.0f} MB, setup {results[engine]['setup_s']:.1f} s")
-    peak_ok = results["ours"]["peak_rss_mb"] < 300
+    for url, label in zip(urls, ours_labels, strict=True):
+        rows_label = f"ours_rows {backend_name(url)}"
+        rows_only = [f"{results[rows_label]['questions'][name]['median_ms']:.1f}" for name in QUESTIONS]
+        same = all(
+            results[rows_label]["questions"][n]["answer"] == results[label]["questions"][n]["answer"] for n in QUESTIONS
+        )
+        print(
+            f"{label} without rollups (rows only), ms: {', '.join(rows_only)}; answers {'identical' if same else 'DIFFER'}"
+        )
+        ok = ok and same
+    for label in results:
+        print(f"{label:14} peak RSS {results[label]['peak_rss_mb']:7.0f} MB, setup {results[label]['setup_s']:.1f} s")
+    peak_ok = all(results[label]["peak_rss_mb"] < 300 for label in ours_labels)
     print(f"ours peak memory < 300 MB: {'ok' if peak_ok else 'MISSED'}")
     print("ALL OK" if ok and peak_ok else "SOME TARGET MISSED")
 
