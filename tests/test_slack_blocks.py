@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.presentation import change_words, code, error_message, escape, period_words, target_words
-from bot.slack.blocks import MAX_ROWS, Answer, answer_message, help_message, ranked_rows
+from bot.slack.blocks import MAX_ROWS, Answer, answer_message, help_message, ranked_rows, trend_mark
 from bot.slack.grammar import HELP_WORDS, Question, parse
 from metrics.query import Counts, MetricQuery, MetricResult, Row
 from metrics.timeutil import US_PER_DAY, parse_instant
@@ -165,3 +165,21 @@ def test_answer_shows_the_target_and_says_when_the_previous_period_has_far_less_
     assert "points," not in message.plain
     compared = answer_message(Answer(parsed, now, before, target=None, data_since_us=before.since_us), UTC)
     assert "target" not in compared.plain and "down 16.3 points, not significant (p = 0.25)" in compared.plain
+
+
+def test_no_trend_beside_the_number_when_the_previous_period_has_far_less_data() -> None:
+    """The compare line says "far less data ..., so no comparison"; the big number must not show a change then."""
+    day = 86_400_000_000
+    as_of = 40 * day
+    now = MetricResult(
+        MetricQuery("acr", 7 * day, as_of - 30 * day, as_of, as_of), as_of - 30 * day, as_of, Counts(600, 480)
+    )
+    before = MetricResult(
+        MetricQuery("acr", 7 * day, as_of - 60 * day, as_of - 30 * day, as_of),
+        as_of - 60 * day,
+        as_of - 30 * day,
+        Counts(20, 10),
+    )
+    question = Question("acr")
+    assert trend_mark(Answer(question, now, before, data_since_us=as_of - 60 * day)) == " ▲30.0 pts"
+    assert trend_mark(Answer(question, now, before, data_since_us=as_of - 31 * day)) == ""

@@ -66,10 +66,15 @@ def _scope(question: Question, mark: Any) -> str:
 
 def trend_mark(answer: Answer) -> str:
     """`` ▼0.7 pts`` beside the big number: the change from the previous period of the same length (its
-    significance is in the compare line); empty when either period has no rate."""
-    if answer.previous is None or answer.result.total.rate is None or answer.previous.total.rate is None:
+    significance is in the compare line); empty when either period has no rate, or when the previous period has
+    far less data (the compare line then says there is no comparison)."""
+    previous = answer.previous
+    rate = answer.result.total.rate
+    if previous is None or rate is None or previous.total.rate is None:
         return ""
-    points = round((answer.result.total.rate - answer.previous.total.rate) * 100, 1)
+    if far_less_data(answer.result.total, previous.total, answer.data_since_us, previous.since_us):
+        return ""
+    points = round((rate - previous.total.rate) * 100, 1)
     if points == 0:
         return " ±0.0 pts"
     return f" {'▲' if points > 0 else '▼'}{abs(points):.1f} pts"
