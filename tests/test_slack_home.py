@@ -57,6 +57,8 @@ def test_supervisor_sees_teams_weakest_agents_and_own(server: SlackServer, fake:
     assert "agent `bob`" in text and len(view["blocks"]) < 20
     assert "*Weakest agents*" not in text  # nobody has 30 matured contacts in the seed
     assert "All teams: tier-1 " in text and "the 70% target." in text
+    # bob (linked to the supervisor): 2 of 2 now against 1 of 2 in the 30 days before: the arrow's change in words
+    assert "You: ACR up 50.0 points, not significant (p = " in text and "), vs the 30 days before" in text
 
 
 def test_unlinked_user_is_told_how_to_get_linked(server: SlackServer, fake: FakeSlack) -> None:

@@ -11,14 +11,26 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk import WebClient
 
-from bot.presentation import Block, cell, code, context, escape, interval_span, percent, section, target_words
+from bot.presentation import (
+    Block,
+    cell,
+    change_words,
+    code,
+    context,
+    escape,
+    interval_span,
+    length_words,
+    percent,
+    section,
+    target_words,
+)
 from bot.slack.answers import Answerer
 from bot.slack.blocks import MAX_ROWS, Answer, ranked_rows, trend_mark
 from bot.slack.commands import acknowledge
 from bot.slack.grammar import Question
 from metrics.errors import UserError
 from metrics.query import METRICS, Counts, Metric
-from metrics.significance import worst_first_key
+from metrics.significance import far_less_data, worst_first_key
 
 log = logging.getLogger("acr_bot.slack")
 REFRESH_ACTION = "home_refresh"
@@ -89,9 +101,9 @@ def _you_and_your_team(answerer: Answerer, agent: str, now: int) -> list[Block]:
         lines.append(_line(f"team {team}", theirs))
     table = "\n".join(escape(line) for line in [f"{'':<22} {'ACR':>17} {'Tier-1':>17}", *lines])
     blocks = [section(f"*You against your team* (agent {code(agent)})\n```\n{table}\n```")]
-    goals = _target_line(mine)
-    if goals:
-        blocks.append(context(escape(f"You: {goals}.")))
+    summary = _summary_line(mine)
+    if summary:
+        blocks.append(context(escape(f"You: {summary}.")))
     return blocks
 
 
@@ -109,9 +121,9 @@ def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
         )
     blocks = [section("*Teams*, worst ACR first\n```\n" + "\n".join(escape(line) for line in lines) + "\n```")]
     center: dict[Metric, Answer] = {"acr": acr, "tier1": answerer.compute_answer(Question("tier1"), now)}
-    goals = _target_line(center)
-    if goals:
-        blocks.append(context(escape(f"All teams: {goals}.")))
+    summary = _summary_line(center)
+    if summary:
+        blocks.append(context(escape(f"All teams: {summary}.")))
     agents = answerer.compute_answer(Question("acr", by="agent"), now).result.rows
     minimum = answerer.settings.digest_min_sample
     eligible = sorted(
@@ -129,14 +141,25 @@ def _teams_and_weakest(answerer: Answerer, now: int) -> list[Block]:
     return blocks
 
 
-def _target_line(answers: dict[Metric, Answer]) -> str:
-    """``ACR 3.3 points below the 80% target; tier-1 at the 70% target`` for the metrics whose target is set."""
+def _summary_line(answers: dict[Metric, Answer]) -> str:
+    """What the arrows mean and how far the targets are: ``ACR down 0.7 points, not significant (p = 0.41), vs the
+    30 days before, 3.3 points below the 80% target; tier-1 ...`` (the replies' rules: ``change_words``, the
+    far-less-data check, ``target_words``)."""
     names = {"acr": "ACR", "tier1": "tier-1"}
-    parts = [
-        f"{names[metric]} {words}"
-        for metric, answer in answers.items()
-        if (words := target_words(answer.result.total.rate, answer.target)) is not None
-    ]
+    parts = []
+    for metric, answer in answers.items():
+        words = []
+        previous = answer.previous
+        now = answer.result.total
+        if previous is not None and not far_less_data(now, previous.total, answer.data_since_us, previous.since_us):
+            change = change_words(now, previous.total)
+            if change is not None:
+                words.append(f"{change}, vs the {length_words(previous.until_us - previous.since_us)} before")
+        goal = target_words(now.rate, answer.target)
+        if goal is not None:
+            words.append(goal)
+        if words:
+            parts.append(f"{names[metric]} " + ", ".join(words))
     return "; ".join(parts)
 
 
