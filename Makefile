@@ -18,8 +18,8 @@ run: install  ## start the bot on the embedded database (demo data when empty, S
 	$(BIN)/acr-bot demo --if-empty
 	$(BIN)/acr-bot serve
 
-test: install  ## run every test, the store tests on SQLite and on a throwaway PostgreSQL (skipped, loudly, without one)
-	scripts/pg-test-server $(BIN)/pytest -q
+test: install  ## run every test (in parallel, one worker per core), the store tests on SQLite and on a throwaway PostgreSQL (skipped, loudly, without one)
+	scripts/pg-test-server $(BIN)/pytest -q -n auto
 
 test-fast: install  ## the inner loop: every test but those marked slow (well under a minute)
 	$(BIN)/pytest -q -m "not slow"
