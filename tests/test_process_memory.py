@@ -67,4 +67,6 @@ def test_the_keeper_limits_arenas_to_two_and_hands_freed_memory_back() -> None:
 
 
 def test_an_arena_limit_set_by_the_operator_is_left_as_it_is() -> None:
-    assert child("keeper", MALLOC_ARENA_MAX="4")["arenas"] == 4
+    # glibc makes an arena only when threads contend, so on a busy machine 12 threads may need fewer than 4;
+    # what matters is that the keeper did not put its own limit of 2 over the operator's 4.
+    assert 2 < child("keeper", MALLOC_ARENA_MAX="4")["arenas"] <= 4
