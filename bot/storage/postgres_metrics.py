@@ -12,6 +12,7 @@ by ``rollup_cache``), the rest is counted here by the server, all in one snapsho
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import tzinfo
 from typing import Any
 
@@ -42,11 +43,8 @@ class PostgresMetricReader(PostgresRollupTables, RollupReader):
         params: dict[str, object] = {"w": spec.window_us, "matured_by": spec.as_of_us - spec.window_us}
         if spec.metric == "tier1":
             where += " AND tier = 1"
-        for index, (dimension, value) in enumerate(spec.filters):
-            if dimension != "tier":  # tier filters (never groups): an integer column
-                _check(dimension)
-            where += f" AND {dimension} = %(f{index})s"
-            params[f"f{index}"] = int(value) if dimension == "tier" else value
+        for condition in filter_conditions(spec.filters, params):
+            where += f" AND {condition}"
         if spec.among is not None:
             dimension, values = spec.among
             _check(dimension)
@@ -86,11 +84,7 @@ def quick_returns(conn: psycopg.Connection[Any], spec: QuickReturns) -> list[int
     params: dict[str, object] = {"lo": spec.since_us, "hi": spec.until_us, "matured_by": spec.matured_by_us}
     if spec.metric == "tier1":
         where.append(TIER1_SUCCESS)
-    for index, (dimension, value) in enumerate(spec.filters):
-        if dimension != "tier":
-            _check(dimension)
-        where.append(f"{dimension} = %(f{index})s")
-        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    where += filter_conditions(spec.filters, params)
     counts = ", ".join(
         f"count(*) FILTER (WHERE next_repeat_us > end_us + %(b{i})s)" for i in range(len(spec.bounds_us))
     )
@@ -98,3 +92,15 @@ def quick_returns(conn: psycopg.Connection[Any], spec: QuickReturns) -> list[int
     row = conn.execute(f"SELECT {counts} FROM metric_contacts WHERE {' AND '.join(where)}", params).fetchone()
     assert row is not None
     return [int(count) for count in row]
+
+
+def filter_conditions(filters: Sequence[tuple[str, str]], params: dict[str, object]) -> list[str]:
+    """A question's filters as conditions on the candidates (``tier`` compared as an integer), their values added to
+    ``params``; ValueError for an unknown dimension (never user text: the grammar checks names first)."""
+    conditions = []
+    for index, (dimension, value) in enumerate(filters):
+        if dimension not in (*DIMENSIONS, "tier"):
+            raise ValueError(f"unknown dimension {dimension!r}")
+        conditions.append(f"{dimension} = %(f{index})s")
+        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    return conditions

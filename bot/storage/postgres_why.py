@@ -14,7 +14,7 @@ from typing import Any
 
 import psycopg
 
-from bot.storage.postgres_metrics import DIMENSIONS, MATURED, NO_REPEAT, TIER1_SUCCESS
+from bot.storage.postgres_metrics import MATURED, NO_REPEAT, TIER1_SUCCESS, filter_conditions
 from metrics.why import Repeat, WhyQuery, WhyRow, causes_of
 
 ROWS_PER_FETCH = 2000  # rows a server-side cursor sends at a time: a team's month never sits in memory whole
@@ -49,7 +49,7 @@ def why_rows(conn: psycopg.Connection[tuple[Any, ...]], query: WhyQuery) -> Iter
         "matured_by": query.as_of_us - query.window_us,
     }
     conditions = ["tier = 1"] if query.metric == "tier1" else []
-    conditions += _filters(query, params)
+    conditions += filter_conditions(query.filters, params)
     sql = _WHY_SQL.format(
         no_repeat=NO_REPEAT, matured=MATURED, where=" AND ".join(conditions) or "true", success=success
     )
@@ -74,20 +74,9 @@ def escalation_counts(conn: psycopg.Connection[tuple[Any, ...]], query: WhyQuery
     """``(candidates, escalated)`` among the candidates of ``query``'s scope and period, every tier, matured or
     not (``sqlite_why.escalation_counts``)."""
     params: dict[str, object] = {"lo": query.since_us, "hi": min(query.until_us, query.as_of_us)}
-    where = " AND ".join(["started_us >= %(lo)s AND started_us < %(hi)s", *_filters(query, params)])
+    where = " AND ".join(["started_us >= %(lo)s AND started_us < %(hi)s", *filter_conditions(query.filters, params)])
     row = conn.execute(
         f"SELECT count(*), count(*) FILTER (WHERE escalated) FROM metric_contacts WHERE {where}", params
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
-
-
-def _filters(query: WhyQuery, params: dict[str, object]) -> list[str]:
-    """The filters as conditions on the candidates, their values added to ``params``."""
-    conditions = []
-    for index, (dimension, value) in enumerate(query.filters):
-        if dimension not in (*DIMENSIONS, "tier"):
-            raise ValueError(f"unknown dimension {dimension!r}")
-        conditions.append(f"{dimension} = %(f{index})s")
-        params[f"f{index}"] = int(value) if dimension == "tier" else value
-    return conditions

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
+from collections.abc import Sequence
 from datetime import tzinfo
 
 from bot.storage.rollup_cache import RollupCache
@@ -55,11 +56,8 @@ class SQLiteMetricReader(SQLiteRollupTables, RollupReader):
         params: dict[str, object] = {"w": spec.window_us, "matured_by": spec.as_of_us - spec.window_us}
         if spec.metric == "tier1":
             where += " AND tier = 1"
-        for index, (dimension, value) in enumerate(spec.filters):
-            if dimension not in (*DIMENSIONS, "tier"):
-                raise ValueError(f"unknown dimension {dimension!r}")
-            where += f" AND {dimension} = :f{index}"
-            params[f"f{index}"] = int(value) if dimension == "tier" else value
+        for condition in filter_conditions(spec.filters, params):
+            where += f" AND {condition}"
         if spec.among is not None:
             dimension, values = spec.among
             if dimension not in DIMENSIONS:
@@ -110,12 +108,20 @@ def quick_returns(conn: sqlite3.Connection, spec: QuickReturns) -> list[int]:
     params: dict[str, object] = {"lo": spec.since_us, "hi": spec.until_us, "matured_by": spec.matured_by_us}
     if spec.metric == "tier1":
         where.append(TIER1_SUCCESS)
-    for index, (dimension, value) in enumerate(spec.filters):
-        if dimension not in (*DIMENSIONS, "tier"):
-            raise ValueError(f"unknown dimension {dimension!r}")
-        where.append(f"{dimension} = :f{index}")
-        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    where += filter_conditions(spec.filters, params)
     sums = ", ".join(f"coalesce(sum(next_repeat_us > end_us + :b{i}), 0)" for i in range(len(spec.bounds_us)))
     params.update({f"b{i}": bound for i, bound in enumerate(spec.bounds_us)})
     sql = f"SELECT {sums} FROM metric_contacts INDEXED BY metric_contacts_quick_return WHERE {' AND '.join(where)}"
     return [int(count) for count in conn.execute(sql, params).fetchone()]
+
+
+def filter_conditions(filters: Sequence[tuple[str, str]], params: dict[str, object]) -> list[str]:
+    """A question's filters as conditions on the candidates (``tier`` compared as an integer), their values added to
+    ``params``; ValueError for an unknown dimension (never user text: the grammar checks names first)."""
+    conditions = []
+    for index, (dimension, value) in enumerate(filters):
+        if dimension not in (*DIMENSIONS, "tier"):
+            raise ValueError(f"unknown dimension {dimension!r}")
+        conditions.append(f"{dimension} = :f{index}")
+        params[f"f{index}"] = int(value) if dimension == "tier" else value
+    return conditions

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
-from bot.storage.sqlite_metrics import DIMENSIONS, NO_REPEAT, TIER1_SUCCESS
+from bot.storage.sqlite_metrics import NO_REPEAT, TIER1_SUCCESS, filter_conditions
 from metrics.why import Repeat, WhyQuery, WhyRow, causes_of
 
 _WHY_SQL = """
@@ -45,7 +45,7 @@ def why_rows(conn: sqlite3.Connection, query: WhyQuery) -> Iterator[WhyRow]:
         "matured_by": query.as_of_us - query.window_us,
     }
     conditions = ["tier = 1"] if query.metric == "tier1" else []
-    conditions += _filters(query, params)
+    conditions += filter_conditions(query.filters, params)
     sql = _WHY_SQL.format(where=" AND ".join(conditions) or "1", success=success)
     for (
         source, contact_id, customer_id, agent, team, queue, channel, reason, started_us, ended_us, end_us,
@@ -69,18 +69,7 @@ def escalation_counts(conn: sqlite3.Connection, query: WhyQuery) -> tuple[int, i
     """``(candidates, escalated)`` among the candidates of ``query``'s scope and period, every tier, matured or
     not (an escalation is known when the contact ends): the scorecard's escalation share and volume."""
     params: dict[str, object] = {"lo": query.since_us, "hi": min(query.until_us, query.as_of_us)}
-    where = " AND ".join(["started_us >= :lo AND started_us < :hi", *_filters(query, params)])
+    where = " AND ".join(["started_us >= :lo AND started_us < :hi", *filter_conditions(query.filters, params)])
     row = conn.execute(f"SELECT count(*), coalesce(sum(escalated), 0) FROM metric_contacts WHERE {where}", params)
     contacts, escalated = row.fetchone()
     return int(contacts), int(escalated)
-
-
-def _filters(query: WhyQuery, params: dict[str, object]) -> list[str]:
-    """The filters as conditions on the candidates, their values added to ``params``."""
-    conditions = []
-    for index, (dimension, value) in enumerate(query.filters):
-        if dimension not in (*DIMENSIONS, "tier"):
-            raise ValueError(f"unknown dimension {dimension!r}")
-        conditions.append(f"{dimension} = :f{index}")
-        params[f"f{index}"] = int(value) if dimension == "tier" else value
-    return conditions
