@@ -1,15 +1,17 @@
 """``POST /webhooks/amazon-connect``: Firehose HTTP-endpoint deliveries of contact trace records, over real HTTP
 into the real app and a real SQLite file.
 
-Payloads (tests/payloads):
+Payloads (tests/payloads), each copied value for value from the file named:
 - ``amazon-connect-ctr-versions.jsonl``: three deliveries of one CTR (LastUpdateTimestamp 2022-01-05T17:48:35Z,
-  2022-01-11T03:41:32Z, 2022-01-11T04:09:47Z), copied from a public "CTR Samples" page of real Amazon Connect
-  records (cases 1 to 3), found by code search; field names as in AWS's contact records data model
+  2022-01-11T03:41:32Z, 2022-01-11T04:09:47Z): "Case1" to "Case3" of the "CTR Samples" page of
+  kyopark2014/call-center-analytics, samples.md (commit 35afe88c0e1ed26e88edf62e2f24a83498158b55), one contact whose
+  versions differ only in Attributes and LastUpdateTimestamp; field names as in AWS's contact records data model
   (docs.aws.amazon.com/connect/latest/adminguide/ctr-data-model.html).
-- ``amazon-connect-ctr-inbound.json``: a CTR used as a test event (``event_ctr_01``) in a public Python project,
-  found by code search.
+- ``amazon-connect-ctr-inbound.json``: ``event_ctr_01()`` of yaoCXone/test-AC-CTP-github-to-lambda-py,
+  src/event_samples.py (commit 460d7bbd80ebe9d8bd2597e859802e23f9dd432a), an inbound voice CTR with its agent.
 The envelope is Firehose's, as in AWS's "HTTP Endpoint Delivery Request and Response Specifications"
-(awsdocs/amazon-kinesis-data-firehose-developer-guide, doc_source/httpdeliveryrequestresponse.md).
+(awsdocs/amazon-kinesis-data-firehose-developer-guide, doc_source/httpdeliveryrequestresponse.md, commit
+cd0c32b348c3016b1c956bf510b37c3a19531026).
 """
 
 from __future__ import annotations

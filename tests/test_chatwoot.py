@@ -1,8 +1,13 @@
 """``POST /webhooks/chatwoot``: signed Chatwoot conversation events over real HTTP into the real app.
 
 Payload: ``tests/payloads/chatwoot-conversation-status-changed.json``, the ``conversation_status_changed`` sample of
-Chatwoot's own documentation (chatwoot/docs, docs/product/others/webhook-events.md). The signature is Chatwoot's
-since 4.11.2: X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>, X-Chatwoot-Timestamp.
+Chatwoot's own documentation: chatwoot/docs, docs/product/others/webhook-events.md (commit
+eb65c964b9b20374f4d973c8d3e025574034d56e), copied value for value.
+
+Signature: Chatwoot's since 4.11.2 (chatwoot/chatwoot pull request #13573, lib/webhooks/trigger.rb):
+X-Chatwoot-Signature: sha256=<hex HMAC-SHA256(secret, "{timestamp}.{body}")>, X-Chatwoot-Timestamp in unix seconds,
+receivers to refuse timestamps more than about 5 minutes old. No test vector is published: Chatwoot's own spec
+(spec/lib/webhooks/trigger_spec.rb) recomputes the expected signature from the timestamp of each run.
 """
 
 from __future__ import annotations

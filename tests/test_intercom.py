@@ -1,9 +1,15 @@
 """``POST /webhooks/intercom``: signed Intercom conversation notifications over real HTTP into the real app.
 
-Payload: ``tests/payloads/intercom-conversation-admin-closed.json``, a ``conversation.admin.closed`` notification
-as Intercom sent it (the recorded input of a webhook test in Hull's public Intercom connector, found by code
-search); topics and envelope as in developers.intercom.com/docs/references/webhooks/webhook-models. The signature
-is Intercom's "signed notifications": X-Hub-Signature: sha1=<hex HMAC-SHA1(client secret, body)>.
+Payload: ``tests/payloads/intercom-conversation-admin-closed.json``, a ``conversation.admin.closed`` notification as
+Intercom sent it: ``input.body`` of hull/hull-connectors,
+packages/connectors/hull-intercom/test/unit/purplefusion/fixtures/webhook-conversation-admin-closed.js (commit
+cdbb01befdbffc1e76504adeb8d01fcb43a9b6ae), the recorded input of a webhook test in Hull's Intercom connector, copied
+value for value. Topics and envelope as in developers.intercom.com/docs/references/webhooks/webhook-models.
+
+Signature: Intercom's "Signed Notifications" (developers.intercom.com/intercom-api-reference/v1.0/reference/
+signed-notifications): X-Hub-Signature: sha1=<hex HMAC-SHA1(client secret, body)>. No test vector is published: that
+page's example request shows sha1=21ff2e149e0fdcac6f947740f6177f6434bda921 but not the secret that signed it, and
+Intercom's sample receivers (intercom-archive/intercom-webhooks) publish none either.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """``POST /webhooks/twilio``: signed TaskRouter event callbacks over real HTTP into the real app.
 
-Signature vectors: twilio-python's own tests (tests/unit/test_request_validator.py: auth token "12345", URL
-https://mycompany.com/myapp.php?foo=1&bar=2, its parameters and expected signatures, duplicate parameters, ports).
+Signature vectors: twilio-python's own tests, twilio/twilio-python tests/unit/test_request_validator.py (commit
+e2df36ac5141ce5b540b2de72a520cd2b39e81cd: auth token "12345", URL https://mycompany.com/myapp.php?foo=1&bar=2, its
+parameters and expected signatures, with and without ports; the duplicate-parameter vector IK+Dwps556ElfBT0I3Rgjkr1wJU=
+of test_compute_signature_duplicate_multi_dict is in a later version of the same file).
 Event callbacks: the form parameters of twilio.com/docs/taskrouter/api/event/reference ("Event Callbacks": EventType,
 AccountSid, WorkspaceSid, WorkspaceName, EventDescription, ResourceType, ResourceSid, Timestamp, and the Task and
 Worker field data of reservation and task events), with our own values.
@@ -90,7 +92,7 @@ VECTOR_PARAMS = {
 
 def test_signature_matches_twilio_pythons_vectors() -> None:
     assert signature(b"12345", VECTOR_URL, VECTOR_PARAMS) == "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-    duplicates = {"Sid": ["CA123"], "SidAccount": ["AC123"], "Digits": ["5678", "1234"]}
+    duplicates = {"Sid": ["CA123"], "SidAccount": ["AC123"], "Digits": ["5678", "1234", "1234"]}  # sorted, deduplicated
     assert signature(b"12345", VECTOR_URL, duplicates) == "IK+Dwps556ElfBT0I3Rgjkr1wJU="
 
 

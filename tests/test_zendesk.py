@@ -1,10 +1,16 @@
 """``POST /webhooks/zendesk``: signed Zendesk ticket events over real HTTP into the real app and a real SQLite file.
 
 Payload: ``tests/payloads/zendesk-ticket-created.json``, a ``zen:event-type:ticket.created`` body recorded from a
-real Zendesk account (quoted as the sample request body in a public Go project's webhook handler, found by code
-search); its envelope and ``detail`` fields are those of developer.zendesk.com/api-reference/webhooks/event-types/
-ticket-events. The signature scheme is developer.zendesk.com/documentation/webhooks/verifying:
-base64(HMAC-SHA256(secret, timestamp + body)).
+real Zendesk account: the "sample request body" comment of ``ProcessTickets`` in gwinteractive/tco-vo-agent,
+src/process_users.go (commit ea3d01abf9a0146e094f473444206969d931fdb3), copied value for value. Its envelope and
+``detail`` fields are those of developer.zendesk.com/api-reference/webhooks/event-types/ticket-events (its own
+per-event example payloads were not available to copy); the later events are that body changed as that page
+describes them.
+
+Signature: developer.zendesk.com/documentation/webhooks/verifying: base64(HMAC-SHA256(secret, TIMESTAMP + BODY)),
+its NodeJS example keyed by the static test secret below. That page publishes no expected signature. An earlier
+version of it (developer.zendesk.com/documentation/event-connectors/webhooks/verifying) published one vector, but
+that vector is HMAC(BODY + TIMESTAMP), the order its text then gave; see test_the_superseded_docs_vector_*.
 """
 
 from __future__ import annotations
@@ -16,15 +22,19 @@ import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import httpx
 import orjson
 import pytest
 
+from bot.platforms.base import Incoming, Refused
+from bot.platforms.zendesk import TIMESTAMP_HEADER, Zendesk
+from bot.settings import load_settings
 from metrics.timeutil import iso_utc
 from tests.platform_support import PAYLOADS, App
 
-SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="  # the signing secret of Zendesk's NodeJS example
+SECRET = "dGhpc19zZWNyZXRfaXNfZm9yX3Rlc3Rpbmdfb25seQ=="  # SIGNING_SECRET of Zendesk's NodeJS example
 PATH = "/webhooks/zendesk"
 CREATED = orjson.loads((PAYLOADS / "zendesk-ticket-created.json").read_bytes())
 
@@ -140,3 +150,34 @@ def test_without_the_secret_the_endpoint_is_disabled(start_app: Callable[..., Ap
     response = send(app, CREATED)
     assert response.status_code == 503
     assert "ZENDESK_WEBHOOK_SECRET is not set" in response.json()["error"]
+
+
+# Zendesk's only published vector, from the earlier "Verifying webhook authenticity" page: its secret, body, timestamp
+# and the signature it gave, which is base64(HMAC-SHA256(secret, BODY + TIMESTAMP)).
+DOCS_SECRET = "HRkRd4BeOAoUkfZr-mhauJT64rvBASlJRoIyPsd3zeA="
+DOCS_BODY = b'{"say": "hello"}'
+DOCS_TIMESTAMP = "2021-07-25T10:00:00Z"
+DOCS_SIGNATURE = "tRDSF7URY8BLCDlaBcQ7FHu051Zk+aAB0NKMP53teMw="
+
+
+def verify_at_docs_time(signature: str) -> None:
+    """The Zendesk verifier on the docs' request (its body is no event, so not the HTTP path), with the freshness
+    check stubbed: the docs' timestamp is years old."""
+    platform = Zendesk(load_settings(zendesk_webhook_secret=DOCS_SECRET))
+    headers = {"X-Zendesk-Webhook-Signature-Timestamp": DOCS_TIMESTAMP, "X-Zendesk-Webhook-Signature": signature}
+    with mock.patch("bot.platforms.zendesk.check_fresh") as fresh:
+        platform.verify(Incoming(headers=headers, path=PATH, body=DOCS_BODY))
+    fresh.assert_called_once_with(datetime.fromisoformat(DOCS_TIMESTAMP).timestamp(), TIMESTAMP_HEADER)
+
+
+def test_the_superseded_docs_vector_signs_body_then_timestamp_and_is_refused() -> None:
+    """Zendesk's current page says TIMESTAMP + BODY (so do its NodeJS example and every client we found); the
+    vector published with the earlier text is BODY + TIMESTAMP. We follow the current text: the old vector is
+    refused, and the same secret, body and timestamp signed in the documented order are accepted."""
+    body_first = hmac.new(DOCS_SECRET.encode(), DOCS_BODY + DOCS_TIMESTAMP.encode(), hashlib.sha256).digest()
+    assert base64.b64encode(body_first).decode() == DOCS_SIGNATURE  # what the old vector is
+    with pytest.raises(Refused) as refused:
+        verify_at_docs_time(DOCS_SIGNATURE)
+    assert refused.value.status == 401
+    assert str(refused.value).startswith("X-Zendesk-Webhook-Signature does not match the body")
+    verify_at_docs_time(sign(DOCS_SECRET, DOCS_TIMESTAMP, DOCS_BODY))
