@@ -1,8 +1,8 @@
 """``POST /webhooks/zendesk``: signed Zendesk ticket events over real HTTP into the real app and a real SQLite file.
 
-Payload: ``tests/payloads/zendesk-ticket-created.json``, a ``zen:event-type:ticket.created`` body recorded from a
-real Zendesk account: the "sample request body" comment of ``ProcessTickets`` in gwinteractive/tco-vo-agent,
-src/process_users.go (commit ea3d01abf9a0146e094f473444206969d931fdb3), copied value for value. Its envelope and
+Payload: ``tests/payloads/zendesk-ticket-created.json``, a ``zen:event-type:ticket.created`` body: the "sample request
+body" that ``ProcessTickets`` of gwinteractive/tco-vo-agent, src/process_users.go (commit
+ea3d01abf9a0146e094f473444206969d931fdb3) quotes from its Zendesk webhook, copied value for value. Its envelope and
 ``detail`` fields are those of developer.zendesk.com/api-reference/webhooks/event-types/ticket-events (its own
 per-event example payloads were not available to copy); the later events are that body changed as that page
 describes them.
