@@ -54,6 +54,7 @@ def command_store(*, create: bool = False, announce: Callable[[str], None] | Non
         config.database_url,
         synchronous=config.sqlite_synchronous,
         busy_timeout_ms=config.sqlite_busy_timeout_ms,
+        sqlite_readers=config.sqlite_readers,
     )
     click.get_current_context().call_on_close(store.close)
     return store

@@ -288,17 +288,20 @@ class ContactStore(Protocol):
         ...
 
 
-def _open_sqlite(url: str, synchronous: str, busy_timeout_ms: int) -> ContactStore:
+def _open_sqlite(url: str, synchronous: str, busy_timeout_ms: int, readers: int) -> ContactStore:
     from bot.storage.sqlite import SQLiteContactStore
 
-    return SQLiteContactStore(url.removeprefix("sqlite:///"), synchronous=synchronous, busy_timeout_ms=busy_timeout_ms)
+    return SQLiteContactStore(
+        url.removeprefix("sqlite:///"), synchronous=synchronous, busy_timeout_ms=busy_timeout_ms, readers=readers
+    )
 
 
-Opener = Callable[[str, str, int], ContactStore]  # (url, SQLite synchronous, busy timeout in ms) -> a store
+# (url, SQLite synchronous, busy timeout in ms, SQLite reader connections) -> a store
+Opener = Callable[[str, str, int, int], ContactStore]
 
 
 # The backends by URL prefix: adding one is one line here (its module is imported only when it is used).
-def _open_postgres(url: str, synchronous: str, busy_timeout_ms: int) -> ContactStore:
+def _open_postgres(url: str, synchronous: str, busy_timeout_ms: int, readers: int) -> ContactStore:
     from bot.storage.postgres import PostgresContactStore
 
     return PostgresContactStore(url)
@@ -324,13 +327,16 @@ def check_database_url(database_url: str) -> str:
     )
 
 
-def open_store(database_url: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000) -> ContactStore:
+def open_store(
+    database_url: str, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000, sqlite_readers: int = 4
+) -> ContactStore:
     """Open (creating and migrating if needed) the store named by ``database_url``; the backend is chosen by
-    the URL's scheme (``BACKENDS``). ``synchronous`` and ``busy_timeout_ms`` tune SQLite; other backends may
-    ignore them. Raises ValueError for a URL no backend serves."""
+    the URL's scheme (``BACKENDS``). ``synchronous``, ``busy_timeout_ms`` and ``sqlite_readers`` (reader
+    connections at most) tune SQLite; other backends may ignore them. Raises ValueError for a URL no backend
+    serves."""
     check_database_url(database_url)
     prefix = next(prefix for prefix in BACKENDS if database_url.startswith(prefix))
-    return BACKENDS[prefix](database_url, synchronous, busy_timeout_ms)
+    return BACKENDS[prefix](database_url, synchronous, busy_timeout_ms, sqlite_readers)
 
 
 @runtime_checkable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence, Sized
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, tzinfo
 from itertools import chain, islice
 from pathlib import Path
@@ -32,6 +32,7 @@ from bot.storage.rollup_cache import RollupCache
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
+from bot.storage.sqlite_readers import DEFAULT_READERS, SQLiteReaders
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 from metrics.why import WhyQuery, WhyRow
@@ -45,6 +46,7 @@ BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does 
 # often it was rewritten.
 WAL_CHECKPOINT_PAGES = 10_000
 PAGE_SIZE = 16_384  # bytes, for new files; bulk import measured ~10% faster than with 4 KiB pages
+READER_CACHE_KIB = 65_536  # page cache of each reader connection (at most SQLITE_READERS of them)
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.4 s at 27k contacts a day, hours too)
 _WRITE_COLUMNS = Contact._fields  # a Contact is written as it is: its fields are the columns, in order
 _UPSERT_SQL = "INSERT INTO contacts ({cols}) VALUES ({marks}) ON CONFLICT (source, id) DO UPDATE SET {sets}".format(
@@ -165,12 +167,21 @@ _CONTACTS_WITH_NEXT_REPEAT = (
 
 
 class SQLiteContactStore:
-    """Contacts in one SQLite file: WAL, a busy timeout, one writer at a time, readers per thread."""
+    """Contacts in one SQLite file: WAL, a busy timeout, one writer at a time, a fixed pool of readers."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_ms: int = 10_000):
-        """Open (creating and migrating if needed) the file at ``path``. A file that cannot be used (damaged, not
-        SQLite, read-only, a directory) raises ``StoreUnavailable`` naming it."""
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_ms: int = 10_000,
+        readers: int = DEFAULT_READERS,
+    ):
+        """Open (creating and migrating if needed) the file at ``path``, with at most ``readers`` reader
+        connections (``SQLITE_READERS``). A file that cannot be used (damaged, not SQLite, read-only, a
+        directory) raises ``StoreUnavailable`` naming it."""
         self.path = Path(path)
+        self._readers = SQLiteReaders(self._connect_reader, readers, busy_timeout_ms / 1000, self.path)
         try:
             self._open(synchronous, busy_timeout_ms)
         except sqlite3.Error as problem:
@@ -185,7 +196,6 @@ class SQLiteContactStore:
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.RLock()
-        self._local = threading.local()
         self._rollup_cache = RollupCache()  # decoded metric rollups (exact: see the class)
         self._writer = self._connect(check_same_thread=False)
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
@@ -207,6 +217,7 @@ class SQLiteContactStore:
         )
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
+        """A connection set up as every connection of the store is (reader or writer)."""
         conn = sqlite3.connect(
             self.path,
             timeout=self._busy_timeout_ms / 1000,
@@ -219,23 +230,26 @@ class SQLiteContactStore:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
         conn.execute("PRAGMA temp_store = MEMORY")
-        conn.execute("PRAGMA cache_size = -65536")  # 64 MiB
+        conn.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._connect()
-            conn.execute("PRAGMA query_only = ON")
-            self._local.conn = conn
-            readers = self.__dict__.setdefault("_readers", [])
-            readers.append(conn)
+    def _connect_reader(self) -> sqlite3.Connection:
+        # Lent to one thread at a time by the pool (never shared at once), so not tied to the thread that made it.
+        conn = self._connect(check_same_thread=False)
+        conn.execute("PRAGMA query_only = ON")
         return conn
+
+    def _reader(self) -> AbstractContextManager[sqlite3.Connection]:
+        """A reader connection of the pool for the ``with`` block (this thread's own until the block ends)."""
+        return self._readers.connection()
+
+    @property
+    def reader_connections(self) -> int:
+        """Reader connections open now (at most ``SQLITE_READERS``; what the tests of the pool watch)."""
+        return self._readers.opened
 
     def close(self) -> None:
-        for conn in self.__dict__.get("_readers", []):
-            with suppress(sqlite3.ProgrammingError):  # closed from another thread's point of view
-                conn.close()
+        self._readers.close()
         self._writer.close()
 
     # --- writing -------------------------------------------------------------------------------------
@@ -288,7 +302,8 @@ class SQLiteContactStore:
         destination = sqlite3.connect(target)
         try:
             # In one step: one read snapshot for the whole copy (in steps, a write in between would restart it).
-            self._reader().backup(destination)
+            with self._reader() as conn:
+                conn.backup(destination)
             destination.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
         finally:
             destination.close()
@@ -296,27 +311,31 @@ class SQLiteContactStore:
     # --- reading -------------------------------------------------------------------------------------
 
     def count_contacts(self) -> int:
-        row = self._reader().execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()
+        with self._reader() as conn:
+            row = conn.execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()
         return int(row[0])
 
     def data_since_us(self) -> int | None:
-        row = self._reader().execute("SELECT min(started_us) FROM metric_contacts").fetchone()
+        with self._reader() as conn:
+            row = conn.execute("SELECT min(started_us) FROM metric_contacts").fetchone()
         return None if row[0] is None else int(row[0])
 
     def quick_returns(self, spec: QuickReturns) -> list[int]:
-        return sqlite_metrics.quick_returns(self._reader(), spec)
+        with self._reader() as conn:
+            return sqlite_metrics.quick_returns(conn, spec)
 
     def get_contact(self, source: str, contact_id: str) -> dict[str, Any] | None:
-        cursor = self._reader().execute(
-            f"{_CONTACTS_WITH_NEXT_REPEAT} WHERE c.source = ? AND c.id = ?", (source, contact_id)
-        )
-        row = cursor.fetchone()
-        return None if row is None else dict(zip([d[0] for d in cursor.description], row, strict=True))
+        with self._reader() as conn:
+            cursor = conn.execute(f"{_CONTACTS_WITH_NEXT_REPEAT} WHERE c.source = ? AND c.id = ?", (source, contact_id))
+            row, names = cursor.fetchone(), [d[0] for d in cursor.description]
+            cursor.close()  # the statement is done before the connection goes back to the pool
+        return None if row is None else dict(zip(names, row, strict=True))
 
     # --- Slack links and dimension values (SQL in sqlite_links.py) ------------------------------------
 
     def dimension_values(self, dimension: str) -> list[str]:
-        return sqlite_links.dimension_values(self._reader(), dimension)
+        with self._reader() as conn:
+            return sqlite_links.dimension_values(conn, dimension)
 
     def link_agent(self, slack_user_id: str, agent: str, linked_by: str | None = None) -> None:
         with self._write_lock:
@@ -327,10 +346,12 @@ class SQLiteContactStore:
             return sqlite_links.unlink(self._writer, slack_user_id)
 
     def agent_for_user(self, slack_user_id: str) -> str | None:
-        return sqlite_links.agent_for_user(self._reader(), slack_user_id)
+        with self._reader() as conn:
+            return sqlite_links.agent_for_user(conn, slack_user_id)
 
     def list_agent_links(self) -> list[AgentLink]:
-        return sqlite_links.list_links(self._reader())
+        with self._reader() as conn:
+            return sqlite_links.list_links(conn)
 
     # --- the agent roster (SQL in sqlite_roster.py) ---------------------------------------------------------
 
@@ -339,10 +360,12 @@ class SQLiteContactStore:
             return sqlite_roster.replace(conn, entries)
 
     def roster(self) -> list[RosterEntry]:
-        return sqlite_roster.entries(self._reader())
+        with self._reader() as conn:
+            return sqlite_roster.entries(conn)
 
     def unknown_agents(self, sources: Sequence[str]) -> list[tuple[str, str, int]]:
-        return sqlite_roster.unknown_agents(self._reader(), sources)
+        with self._reader() as conn:
+            return sqlite_roster.unknown_agents(conn, sources)
 
     # --- scheduler: subscriptions, alert rules, outbox (SQL in sqlite_schedules.py) ---------------------
 
@@ -370,7 +393,8 @@ class SQLiteContactStore:
     def export_table(self, table: str) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
         columns = COPIED_TABLES[table]
         order = _COPY_ORDER[table]
-        rows = self._reader().execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}").fetchall()
+        with self._reader() as conn:
+            rows = conn.execute(f"SELECT {', '.join(columns)} FROM {table} ORDER BY {order}").fetchall()
         return columns, rows
 
     def replace_tables(self, tables: Sequence[TableRows]) -> None:
@@ -398,23 +422,24 @@ class SQLiteContactStore:
         """
         if refresh_days:
             self._refresh_if_free(zone, refresh_days)
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
-            yield sqlite_metrics.SQLiteMetricReader(conn, zone, self._rollup_cache)
-        finally:
-            conn.execute("COMMIT")
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield sqlite_metrics.SQLiteMetricReader(conn, zone, self._rollup_cache)
+            finally:
+                conn.execute("COMMIT")
 
     def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
-        conn = self._reader()
-        conn.execute("BEGIN")
-        try:
-            yield from sqlite_why.why_rows(conn, query)
-        finally:
-            conn.execute("COMMIT")
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            try:
+                yield from sqlite_why.why_rows(conn, query)
+            finally:
+                conn.execute("COMMIT")
 
     def escalation_counts(self, query: WhyQuery) -> tuple[int, int]:
-        return sqlite_why.escalation_counts(self._reader(), query)
+        with self._reader() as conn:
+            return sqlite_why.escalation_counts(conn, query)
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
@@ -423,7 +448,9 @@ class SQLiteContactStore:
             return sqlite_rollups.refresh(conn, zone, max_days)
 
     def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
-        if sqlite_rollups.stale_days(self._reader(), zone) == 0 or not self._write_lock.acquire(blocking=False):
+        with self._reader() as reader:
+            stale = sqlite_rollups.stale_days(reader, zone)
+        if stale == 0 or not self._write_lock.acquire(blocking=False):
             return
         conn = self._writer
         try:

@@ -1,7 +1,7 @@
 """SQL for the scheduler: subscriptions, alert rules and their state, and the outbox (``bot.storage.schedules``).
 
 Shares the contact store's connections: writes go through its single writer connection under its lock (one
-transaction each), reads through the calling thread's reader connection.
+transaction each), reads through a reader connection of its pool.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from bot.storage.schedules import (
     AlertRule,
@@ -42,7 +42,10 @@ class SQLiteSchedules:
     """``ScheduleStore`` and ``Outbox`` on the contact store's SQLite file."""
 
     def __init__(
-        self, writer: sqlite3.Connection, write_lock: threading.RLock, reader: Callable[[], sqlite3.Connection]
+        self,
+        writer: sqlite3.Connection,
+        write_lock: threading.RLock,
+        reader: Callable[[], AbstractContextManager[sqlite3.Connection]],
     ):
         self._writer = writer
         self._lock = write_lock
@@ -95,7 +98,8 @@ class SQLiteSchedules:
             return conn.execute("DELETE FROM subscriptions WHERE id = ?", (subscription_id,)).rowcount > 0
 
     def list_subscriptions(self) -> list[Subscription]:
-        rows = self._reader().execute(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id")
+        with self._reader() as conn:
+            rows = conn.execute(f"SELECT {_SUBSCRIPTION_COLUMNS} FROM subscriptions ORDER BY id").fetchall()
         return [subscription_from_row(row) for row in rows]
 
     # --- alert rules -----------------------------------------------------------------------------------
@@ -127,13 +131,14 @@ class SQLiteSchedules:
             return conn.execute("DELETE FROM alert_rules WHERE id = ?", (rule_id,)).rowcount > 0
 
     def alert_rule(self, rule_id: int) -> AlertRule | None:
-        row = self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
+        with self._reader() as conn:
+            row = conn.execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules WHERE id = ?", (rule_id,)).fetchone()
         return None if row is None else rule_from_row(row)
 
     def list_alert_rules(self) -> list[AlertRule]:
-        return [
-            rule_from_row(row) for row in self._reader().execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY id")
-        ]
+        with self._reader() as conn:
+            rows = conn.execute(f"SELECT {_RULE_COLUMNS} FROM alert_rules ORDER BY id").fetchall()
+        return [rule_from_row(row) for row in rows]
 
     def snooze_alert_rule(self, rule_id: int, until_us: int | None) -> bool:
         with self._write() as conn:
@@ -176,21 +181,24 @@ class SQLiteSchedules:
             return _insert_messages(conn, messages, now_us)
 
     def outbox_entry(self, key: str) -> OutboxEntry | None:
-        row = self._reader().execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
+        with self._reader() as conn:
+            row = conn.execute(f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE key = ?", (key,)).fetchone()
         return None if row is None else entry_from_row(row)
 
     def due_messages(self, now_us: int, limit: int = 100) -> list[OutboxEntry]:
-        rows = self._reader().execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_us <= ? "
-            "ORDER BY created_us, rowid LIMIT ?",
-            (now_us, limit),
-        )
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'pending' AND next_attempt_us <= ? "
+                "ORDER BY created_us, rowid LIMIT ?",
+                (now_us, limit),
+            ).fetchall()
         return [entry_from_row(row) for row in rows]
 
     def in_doubt_messages(self) -> list[OutboxEntry]:
-        rows = self._reader().execute(
-            f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sending' ORDER BY created_us, rowid"
-        )
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT {_OUTBOX_COLUMNS} FROM outbox WHERE status = 'sending' ORDER BY created_us, rowid"
+            ).fetchall()
         return [entry_from_row(row) for row in rows]
 
     def begin_attempt(self, key: str, now_us: int, owner: str | None = None) -> bool:
