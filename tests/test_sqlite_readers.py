@@ -32,8 +32,8 @@ def connections_to(database: Path, pid: int | None = None) -> int:
     return sum(1 for f in psutil.Process(pid).open_files() if Path(f.path) == database.resolve())
 
 
-def seeded(path: Path, readers: int, busy_timeout_ms: int = 10_000) -> SQLiteContactStore:
-    store = SQLiteContactStore(path, readers=readers, busy_timeout_ms=busy_timeout_ms)
+def seeded(path: Path, readers: int, reader_wait_seconds: float = 30.0) -> SQLiteContactStore:
+    store = SQLiteContactStore(path, readers=readers, reader_wait_seconds=reader_wait_seconds)
     store.upsert(
         contact(f"c{i}", f"k{i % 7}", BASE + i * 3600, BASE + i * 3600 + 300, resolved=i % 3 != 0) for i in range(60)
     )
@@ -80,7 +80,7 @@ def test_many_threads_read_through_at_most_n_connections_one_thread_each(db_path
 
 
 def test_a_read_that_fails_gives_its_connection_back(db_path: Path) -> None:
-    store = seeded(db_path, readers=1, busy_timeout_ms=2000)
+    store = seeded(db_path, readers=1)
 
     def failing_question() -> None:
         with pytest.raises(ValueError), store.metric_reader(UTC, refresh_days=0):
@@ -107,7 +107,7 @@ def test_a_read_that_fails_gives_its_connection_back(db_path: Path) -> None:
 
 
 def test_a_read_waits_for_a_busy_connection_then_says_try_again(db_path: Path) -> None:
-    store = seeded(db_path, readers=1, busy_timeout_ms=300)
+    store = seeded(db_path, readers=1, reader_wait_seconds=0.3)
     holding, release = threading.Event(), threading.Event()
 
     def long_question() -> None:

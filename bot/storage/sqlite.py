@@ -32,7 +32,7 @@ from bot.storage.rollup_cache import RollupCache
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
-from bot.storage.sqlite_readers import DEFAULT_READERS, SQLiteReaders
+from bot.storage.sqlite_readers import DEFAULT_READERS, READER_WAIT_SECONDS, SQLiteReaders
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
 from metrics.why import WhyQuery, WhyRow
@@ -176,12 +176,13 @@ class SQLiteContactStore:
         synchronous: str = "NORMAL",
         busy_timeout_ms: int = 10_000,
         readers: int = DEFAULT_READERS,
+        reader_wait_seconds: float = READER_WAIT_SECONDS,
     ):
         """Open (creating and migrating if needed) the file at ``path``, with at most ``readers`` reader
-        connections (``SQLITE_READERS``). A file that cannot be used (damaged, not SQLite, read-only, a
+        connections (``SQLITE_READERS``; a read waits up to ``reader_wait_seconds`` for one). A file that cannot be used (damaged, not SQLite, read-only, a
         directory) raises ``StoreUnavailable`` naming it."""
         self.path = Path(path)
-        self._readers = SQLiteReaders(self._connect_reader, readers, busy_timeout_ms / 1000, self.path)
+        self._readers = SQLiteReaders(self._connect_reader, readers, reader_wait_seconds, self.path)
         try:
             self._open(synchronous, busy_timeout_ms)
         except sqlite3.Error as problem:

@@ -20,6 +20,10 @@ from pathlib import Path
 from bot.storage.errors import StoreUnavailable
 
 DEFAULT_READERS = 4  # SQLITE_READERS: reads take milliseconds; 4 keeps two cores busy with room for a long one
+# How long a read waits for a free connection. Reads wait only for other reads (never for a writer: WAL), so this
+# is a guard against a stuck read, not a tuning knob: far above any real question, and never the writers' busy
+# timeout, which an operator may set low for fast webhook 503s.
+READER_WAIT_SECONDS = 30.0
 
 
 class _Lease:
@@ -35,9 +39,8 @@ class _Lease:
 class SQLiteReaders:
     """At most ``size`` reader connections, made by ``connect`` when first needed and kept open until ``close``.
 
-    ``connection()`` waits up to ``wait_seconds`` for a free one (the store's busy timeout), then raises
-    ``StoreUnavailable``: every reader held that long means a stuck read, and a clear, retryable error beats
-    waiting forever.
+    ``connection()`` waits up to ``wait_seconds`` for a free one, then raises ``StoreUnavailable``: every reader
+    held that long means a stuck read, and a clear, retryable error beats waiting forever.
     """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], size: int, wait_seconds: float, path: Path):
