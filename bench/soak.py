@@ -3,18 +3,20 @@
 For ``--minutes`` minutes: webhook senders post signed batches (each remembers what was acknowledged with 200),
 a Slack user sends signed slash commands (each ack timed), one ``acr-bot ingest`` of a large file runs, and the
 server's scheduler posts digests (subscriptions due every minute or so of the run) and alerts (a rule that fires)
-to a fake Slack that answers 429, 500 and stalls past the client's timeout at random. Halfway through the server
-is SIGKILLed and started again at once. At the end it checks that every acknowledged record is stored, that every
-digest and alert due was posted exactly once, and reports the server's memory: its RSS at the end of each minute
-of each run, and how much it still grew after the warm-up (WARM_UP_MINUTES) of the last run.
+to a fake Slack that answers 429, 500 and stalls past the client's timeout at random. A quarter of the way through
+(``--kill-at``) the server is SIGKILLed and started again at once. At the end it checks that every acknowledged
+record is stored, that every digest and alert due was posted exactly once, and that memory is flat: it reports the
+server's RSS at the end of each minute of each run and how much it still grew after the warm-up (WARM_UP_MINUTES)
+of the last run, a least-squares slope that must stay under FLAT_MIB_PER_MINUTE over at least FLAT_MINUTES_NEEDED
+minutes (20 minutes with the SIGKILL at 5 leave the restarted server 13 to show a plateau; 10 with it at 5 do not).
 
 ``--trace-memory`` runs the server through ``bench/soak_serve.py`` (the same server, with tracemalloc on and a
 thread that samples it from inside): the figures then also split the memory into Python objects, SQLite's heap
 and what malloc keeps, per minute, and list the lines whose allocations grew most after the warm-up. It is
 slower (tracemalloc): a run for finding a leak, not for the throughput figures.
 
-    flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py --minutes 10
-    flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py --minutes 10 --trace-memory
+    flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py
+    flock /tmp/acr-bench.lock .venv/bin/python bench/soak.py --minutes 20 --kill-at 0.25 --import-records 50000 --trace-memory
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ WEBHOOK_SECRET = "soak-webhook-secret"
 ACR_BOT = Path(sys.executable).with_name("acr-bot")
 TRACED_SERVE = Path(__file__).with_name("soak_serve.py")
 WARM_UP_MINUTES = 2  # a run's first minutes: caches, pools and the import's chunk buffers fill up
+# Memory is flat when the last run's RSS grows by less than this after its warm-up (least-squares slope), over at
+# least FLAT_MINUTES_NEEDED minutes: a shorter stretch cannot tell a plateau from slow growth. 1 MiB a minute is at
+# most ~13 MiB over the 13 judged minutes (~5% of a 250 MiB server) and about ten times the slope's noise from one
+# sample every 5 s of an RSS that moves a few MiB with each question; the growth it catches measured 6.9 MiB a
+# minute (malloc arenas) and 2.8 (a reader connection and page cache per thread).
+FLAT_MIB_PER_MINUTE = 1.0
+FLAT_MINUTES_NEEDED = 8
 GROWTH_LINES = 12  # allocation sites listed by --trace-memory
 API_TIMEOUT_SECONDS = 15  # bot.slack.app.API_TIMEOUT_SECONDS: a stall longer than this is a post "in doubt"
 
@@ -259,11 +268,17 @@ def setup(database_url: str, minutes: float) -> tuple[list[str], list[int]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--minutes", type=float, default=20.0)
     parser.add_argument("--senders", type=int, default=2)
     parser.add_argument("--import-records", type=int, default=200_000)
     parser.add_argument("--seed", type=int, default=15)
-    parser.add_argument("--kill-at", type=float, default=0.5, help="when to SIGKILL, as a fraction of the run")
+    parser.add_argument(
+        "--kill-at",
+        type=float,
+        default=0.25,
+        help="when to SIGKILL, as a fraction of the run (the restarted server "
+        "then runs long enough to judge its memory)",
+    )
     parser.add_argument("--trace-memory", action="store_true", help="tracemalloc and SQLite's heap, from inside")
     options = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="acr-soak-"))
@@ -328,6 +343,7 @@ def report(
     digests = {ch: sum(n for k, n in keys.items() if k.startswith(f"digest:{ch}:")) for ch in channels}
     alerts = {k: n for k, n in keys.items() if k.startswith("alert:")}
     acks = sorted(asker.acks)
+    growth = growth_after_warm_up(server.memory)
     figures = {
         "last_run_minutes": round((server.memory[-1][1] if server.memory else 0) / 60, 1),
         "acknowledged_records": len(acknowledged),
@@ -344,13 +360,16 @@ def report(
         "duplicates": {k: n for k, n in keys.items() if n > 1},
         "outbox_left": [(e.key, e.status, e.last_error) for e in stuck],
         "rss_mib_per_minute": per_minute(server.memory),
-        "rss_after_warm_up": growth_after_warm_up(server.memory),
+        "rss_after_warm_up": growth,
     }
     if server.trace_memory:
         figures["inside_per_minute"] = inside_per_minute(folder, server.runs)
         figures["grew_most_after_warm_up"] = grown_lines(folder, server.runs)
     print(json.dumps(figures, indent=1))
+    memory = memory_verdict(growth)
+    print("memory:", memory or "flat")
     ok = not missing and not figures["duplicates"] and all(n == 1 for n in digests.values()) and not stuck
+    ok = ok and memory is None
     print("PASS" if ok else "FAIL", f"(logs in {folder})")
     sys.exit(0 if ok else 1)
 
@@ -383,6 +402,18 @@ def growth_after_warm_up(samples: list[tuple[int, int, float]]) -> dict[str, Any
         "max_mib": round(max(r for _, r in after)),
         "slope_mib_per_minute": round(slope, 2),
     }
+
+
+def memory_verdict(growth: dict[str, Any]) -> str | None:
+    """None when the last run's memory was flat after its warm-up, else why not (growing, or too short to tell)."""
+    if growth.get("minutes", 0) < FLAT_MINUTES_NEEDED:
+        return (
+            f"not judged: the last run has {growth.get('minutes', 0)} minutes after its warm-up, fewer than "
+            f"{FLAT_MINUTES_NEEDED} (run longer, or SIGKILL earlier with --kill-at)"
+        )
+    if growth["slope_mib_per_minute"] >= FLAT_MIB_PER_MINUTE:
+        return f"growing: {growth['slope_mib_per_minute']} MiB a minute after the warm-up (flat is < {FLAT_MIB_PER_MINUTE})"
+    return None
 
 
 def inside_per_minute(folder: Path, runs: int) -> dict[str, list[dict[str, Any]]]:
