@@ -4,7 +4,10 @@ Payload: ``tests/payloads/intercom-conversation-admin-closed.json``, a ``convers
 Intercom sent it: ``input.body`` of hull/hull-connectors,
 packages/connectors/hull-intercom/test/unit/purplefusion/fixtures/webhook-conversation-admin-closed.js (commit
 cdbb01befdbffc1e76504adeb8d01fcb43a9b6ae), the recorded input of a webhook test in Hull's Intercom connector, copied
-value for value. Topics and envelope as in developers.intercom.com/docs/references/webhooks/webhook-models.
+value for value; and ``tests/payloads/intercom-sample-conversation-admin-closed.json``, Intercom's own sample of that
+notification, byte for byte: intercom-archive/intercom-webhooks, sample_webhook_output/conversation.admin.closed.txt
+(commit 69a389a926f9e36a2c167d588d5df7f454d90f10). Topics and envelope as in
+developers.intercom.com/docs/references/webhooks/webhook-models.
 
 Signature: Intercom's "Signed Notifications" (developers.intercom.com/intercom-api-reference/v1.0/reference/
 signed-notifications): X-Hub-Signature: sha1=<hex HMAC-SHA1(client secret, body)>. No test vector is published: that
@@ -30,6 +33,7 @@ from tests.platform_support import PAYLOADS, App
 SECRET = "intercom-client-secret"
 PATH = "/webhooks/intercom"
 CLOSED = orjson.loads((PAYLOADS / "intercom-conversation-admin-closed.json").read_bytes())
+INTERCOM_SAMPLE = (PAYLOADS / "intercom-sample-conversation-admin-closed.json").read_bytes()
 
 
 def send(app: App, event: Any, *, secret: str = SECRET, signature: str | None = None) -> httpx.Response:
@@ -67,6 +71,18 @@ def test_a_closed_conversation_is_one_resolved_contact(intercom: App) -> None:
         "2020-08-05T13:49:28Z",
         "2020-08-05T13:49:28Z",
     ]
+
+
+def test_intercoms_own_sample_a_visitor_conversation_closed_by_an_admin(intercom: App) -> None:
+    """Intercom's sample, sent as its bytes: a user with no user_id or email is counted by its Intercom id."""
+    response = send(intercom, INTERCOM_SAMPLE)
+    assert response.status_code == 200, response.text
+    assert response.json()["inserted"] == 1
+    row = intercom.stored("intercom")["4584686769"]
+    assert (row["customer_id"], row["agent"], row["channel"], row["direction"], row["resolved"]) == (
+        "57179c30c776e05d4c0002a8", "266487", "chat", "inbound", 1)  # fmt: skip
+    assert [iso_utc(row[k]) for k in ("started_us", "ended_us")] == ["2016-04-20T15:12:21Z", "2016-04-20T15:13:30Z"]
+    assert row["raw"] == INTERCOM_SAMPLE.decode()  # kept as delivered
 
 
 def test_api_2_conversations_reopened_and_reassigned(intercom: App) -> None:
