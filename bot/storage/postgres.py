@@ -58,8 +58,8 @@ REFRESH_BATCH_DAYS = 4  # UTC days rolled up per transaction (writers' derive st
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
 PURGE_BATCH = 5000  # contacts deleted per transaction by a purge or an erasure (writers wait for no more)
-# A write touching more contacts than this works out next repeats with one window pass over its customers'
-# histories instead of one index probe per contact (cheaper for an import, dearer for a webhook batch).
+# A write touching more contacts than this works out next repeats over its customers' whole histories in one scan
+# instead of reading each customer's changed stretch by index (cheaper for an import, dearer for a webhook batch).
 WINDOW_PASS_MIN_ROWS = 20_000
 _COLUMNS: Final = Contact._fields
 _TYPES: Final = {
@@ -127,62 +127,71 @@ _CANDIDATE: Final = "c.direction = 'inbound' AND c.agent IS NOT NULL"
 _METRIC_COLUMNS: Final = (
     "pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason"
 )
-# The start of the customer's first repeatable contact strictly after contact ``c``.
-_NEXT_REPEAT_OF_C: Final = (
-    "(SELECT min(r.started_us) FROM contacts AS r "
-    "WHERE r.customer_id = c.customer_id AND r.repeatable AND r.started_us > c.started_us)"
-)
+_MIN_US: Final = -9223372036854775808
 _DROP_OLD_CANDIDATES: Final = "DELETE FROM metric_contacts AS m USING written AS w WHERE m.pk = w.pk"
+# The next repeat of each contact of ``rows`` (columns pk, customer_id, started_us, repeatable, after_us; every
+# contact of a customer between two instants): the first repeatable start strictly after it among its customer's
+# rows, else ``after_us`` (the customer's first repeatable start after them all). A running minimum, latest first:
+# one sort and one pass (a frame from the row onwards would aggregate each row's frame again).
+_NEXT_REPEATS_OF: Final = """
+SELECT pk, started_us, coalesce(min(started_us) FILTER (WHERE repeatable) OVER (
+    PARTITION BY customer_id ORDER BY started_us DESC RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+), after_us) AS next_repeat_us
+FROM {rows}
+"""
+# A write can change next repeats only of its touched customers' contacts between the last repeatable start
+# before its earliest change (``from_us``) and its latest change (``until_us``); each customer's stretch is read
+# by index (LATERAL: a few probes per customer, never a scan of the table), with the first repeatable start
+# after it.
+_SPAN_ROWS: Final = f"""(
+    SELECT c.pk, c.customer_id, c.started_us, c.repeatable, s.after_us FROM (
+        SELECT t.customer_id, t.until_us,
+            coalesce((SELECT max(p.started_us) FROM contacts AS p
+                      WHERE p.customer_id = t.customer_id AND p.repeatable AND p.started_us < t.since_us),
+                     {_MIN_US}) AS from_us,
+            (SELECT min(n.started_us) FROM contacts AS n
+             WHERE n.customer_id = t.customer_id AND n.repeatable AND n.started_us > t.until_us) AS after_us
+        FROM (SELECT customer_id, min(started_us) AS since_us, max(started_us) AS until_us FROM written
+              GROUP BY customer_id) AS t
+    ) AS s CROSS JOIN LATERAL (
+        SELECT c.pk, c.customer_id, c.started_us, c.repeatable FROM contacts AS c
+        WHERE c.customer_id = s.customer_id AND c.started_us BETWEEN s.from_us AND s.until_us
+        OFFSET 0  -- kept a subquery: not flattened into a join that the planner may make a scan of contacts
+    ) AS c
+) AS span"""
+# A large write reads the whole history of each touched customer in one scan instead.
+_HISTORY_ROWS: Final = """(
+    SELECT c.pk, c.customer_id, c.started_us, c.repeatable, NULL::bigint AS after_us FROM contacts AS c
+    WHERE c.customer_id IN (SELECT customer_id FROM written)
+) AS history"""
+# The written contacts' candidates, with their next repeat; then every other candidate whose next repeat
+# changed, fixed (and its day marked for the rollups). ``fresh`` is the next repeats worked out above.
 _ADD_CANDIDATES: Final = f"""
 INSERT INTO metric_contacts ({_METRIC_COLUMNS})
-SELECT c.pk, c.started_us, c.end_us, {{next_repeat}}, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue,
+SELECT c.pk, c.started_us, c.end_us, f.next_repeat_us, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue,
     c.channel, c.reason
-FROM contacts AS c WHERE c.pk IN (SELECT pk FROM written) AND {_CANDIDATE}
+FROM fresh AS f JOIN contacts AS c ON c.pk = f.pk WHERE f.pk IN (SELECT pk FROM written) AND {_CANDIDATE}
 ON CONFLICT (pk) DO NOTHING
 """
-# Every candidate of a touched customer between ``from_us`` and its latest change, fixed where it differs.
-_FIX_NEXT_REPEATS: Final = f"""
-WITH touched AS (
-    SELECT customer_id, min(started_us) AS since_us, max(started_us) AS until_us FROM written GROUP BY customer_id
-), spans AS (
-    SELECT t.customer_id, t.until_us, coalesce(
-        (SELECT max(p.started_us) FROM contacts AS p
-         WHERE p.customer_id = t.customer_id AND p.repeatable AND p.started_us < t.since_us),
-        -9223372036854775808
-    ) AS from_us
-    FROM touched AS t
-), fresh AS MATERIALIZED (  -- each next repeat worked out once, not again for the comparison
-    SELECT c.pk, {_NEXT_REPEAT_OF_C} AS next_repeat_us
-    FROM spans AS s JOIN contacts AS c
-        ON c.customer_id = s.customer_id AND c.started_us BETWEEN s.from_us AND s.until_us
-), changed AS (
-    UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
-    FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
-    RETURNING m.started_us
-)
+_FIX_CHANGED: Final = """
+UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
+FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+RETURNING m.started_us
+"""
+# A small write: one statement (the new candidates are not yet visible to the fix, which leaves them alone).
+_DERIVE_SPANS: Final = f"""
+WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
+), added AS ({_ADD_CANDIDATES}
+), changed AS ({_FIX_CHANGED})
 {postgres_rollups.mark_dirty("changed")}
 """
-# The same for a large write: one window pass over the whole history of each touched customer.
-_WINDOW_NEXT_REPEATS: Final = (
-    """
-CREATE TEMP TABLE fresh_next_repeat ON COMMIT DROP AS
-SELECT c.pk, min(c.started_us) FILTER (WHERE c.repeatable) OVER (
-    PARTITION BY c.customer_id ORDER BY c.started_us RANGE BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
-) AS next_repeat_us
-FROM contacts AS c WHERE c.customer_id IN (SELECT customer_id FROM written)
-""",
-    "CREATE INDEX ON fresh_next_repeat (pk)",
-    "ANALYZE fresh_next_repeat",
+# A large write: the next repeats into a table of their own (hash joins with what they are joined to).
+_DERIVE_HISTORIES: Final = (
+    f"CREATE TEMP TABLE fresh ON COMMIT DROP AS {_NEXT_REPEATS_OF.format(rows=_HISTORY_ROWS)}",
+    "ANALYZE fresh",
+    _ADD_CANDIDATES,
+    f"WITH changed AS ({_FIX_CHANGED}) {postgres_rollups.mark_dirty('changed')}",
 )
-_FROM_WINDOW: Final = "(SELECT f.next_repeat_us FROM fresh_next_repeat AS f WHERE f.pk = c.pk)"
-_APPLY_WINDOW: Final = f"""
-WITH changed AS (
-    UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
-    FROM fresh_next_repeat AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
-    RETURNING m.started_us
-)
-{postgres_rollups.mark_dirty("changed")}
-"""
 # One batch of a purge or an erasure: the rows are deleted (and locked) first, like a write's; what went is
 # noted for the derive step. The condition is checked again on the row deleted (a concurrent update may have
 # moved it out of the batch).
@@ -633,10 +642,7 @@ def _derive_steps(*, updated: bool, rows: int, contacts_added: int) -> list[str]
     steps = [_DERIVE_LOCK]
     if updated:
         steps.append(_DROP_OLD_CANDIDATES)
-    if rows >= WINDOW_PASS_MIN_ROWS:
-        steps += [*_WINDOW_NEXT_REPEATS, _ADD_CANDIDATES.format(next_repeat=_FROM_WINDOW), _APPLY_WINDOW]
-    else:  # each new candidate is in its customer's span: the fix gives it its next repeat
-        steps += [_ADD_CANDIDATES.format(next_repeat="NULL"), _FIX_NEXT_REPEATS]
+    steps += _DERIVE_HISTORIES if rows >= WINDOW_PASS_MIN_ROWS else [_DERIVE_SPANS]
     # The days of every candidate added, dropped or moved (old and new starts); the fixes mark their own.
     steps.append(postgres_rollups.mark_dirty("written"))
     steps.append(f"UPDATE store_stats SET value = value + {int(contacts_added)} WHERE name = 'contacts'")
