@@ -92,12 +92,13 @@ _DROP_INCOMING: Final = (
     "DELETE FROM incoming AS i USING unnest(%s::text[], %s::text[]) AS k (source, id) "
     "WHERE i.source = k.source AND i.id = k.id"
 )
-# The stored versions of this chunk's keys, locked until the commit: one index probe per key (a temporary table
-# has no statistics: a join could scan every contact), in key order (COPY wrote incoming sorted by key).
+# The stored versions of the given keys (a chunk's keys it did not insert), locked until the commit in the order
+# given (key order): one index probe per key.
 _LOCK_STORED: Final = """
-SELECT s.source, s.id, s.pk, s.customer_id, s.started_us, s.raw, s.updated_us FROM incoming AS i CROSS JOIN LATERAL (
+SELECT s.source, s.id, s.pk, s.customer_id, s.started_us, s.raw, s.updated_us
+FROM unnest(%s::text[], %s::text[]) AS k (source, id) CROSS JOIN LATERAL (
     SELECT c.source, c.id, c.pk, c.customer_id, c.started_us, c.raw, c.updated_us FROM contacts AS c
-    WHERE c.source = i.source AND c.id = i.id FOR UPDATE
+    WHERE c.source = k.source AND c.id = k.id FOR UPDATE
 ) AS s
 """
 _INSERT_NEW: Final = f"""
@@ -171,6 +172,7 @@ INSERT INTO metric_contacts ({_METRIC_COLUMNS})
 SELECT c.pk, c.started_us, c.end_us, f.next_repeat_us, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue,
     c.channel, c.reason
 FROM fresh AS f JOIN contacts AS c ON c.pk = f.pk WHERE f.pk IN (SELECT pk FROM written) AND {_CANDIDATE}
+ORDER BY c.pk  -- index entries in order: neighbours in the pages they go to (a 2-3x cheaper load than at random)
 ON CONFLICT (pk) DO NOTHING
 """
 _FIX_CHANGED: Final = """
@@ -586,12 +588,13 @@ class _PostgresBulkWriter:
         # What each key ends as if it is new (its first version inserted, the others applied in turn).
         if_new = {key: _apply_to_new(given, UpsertCounts()) for key, given in versions.items()}
         self._copy_incoming(sorted(if_new.items()))  # in key order: the rows are locked in this order
-        stored = {(s, i): row for s, i, *row in conn.execute(_LOCK_STORED).fetchall()}
+        # New keys are inserted (and so locked) first; only the others are looked up, locked and read (an
+        # import into an empty store reads nothing back). A key another transaction is inserting is waited for.
         inserted = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
-        missing = versions.keys() - stored.keys() - inserted
-        if missing:  # inserted by another transaction since we looked: locked and read now
-            again = conn.execute(_LOCK_STORED).fetchall()
-            stored.update({(s, i): row for s, i, *row in again if (s, i) in missing})
+        stored: dict[tuple[str, str], list[Any]] = {}
+        if len(inserted) < len(versions):
+            sources, ids = (list(column) for column in zip(*sorted(versions.keys() - inserted), strict=True))
+            stored = {(s, i): row for s, i, *row in conn.execute(_LOCK_STORED, (sources, ids)).fetchall()}
         counts = self.counts
         changed: list[tuple[int, str, int]] = []  # (pk, old customer, old start)
         rewrite: list[tuple[tuple[str, str], Contact]] = []  # keys whose incoming row is not what they end as
