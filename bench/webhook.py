@@ -9,6 +9,9 @@ signed like a real sender's; every answer must be 200. Ids are new on every run,
     flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py
     flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py --servers 2 \
         --database-url 'postgresql://acr@/acr?host=/run/postgresql'
+    # a fresh store beside one that holds a year (a copy: ids are new, but the store grows), side by side:
+    flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py --single 0 \
+        --database-url new --database-url sqlite:///copy-of-bench.db
 
 Targets (issue 2, on the 2-core machine): >= 500 single-record requests/s, >= 20,000 contacts/s in batches of 500.
 """
@@ -178,9 +181,42 @@ def report(phase: Phase, target: float, unit: str) -> bool:
     return ok
 
 
+def run_store(
+    database_url: str, args: argparse.Namespace, single_bodies: list[bytes], batch_bodies: list[bytes], workdir: Path
+) -> tuple[Phase, Phase, bool]:
+    """Both phases against ``args.servers`` server processes on one store; (single, batches, all stored and the
+    servers stopped cleanly)."""
+    servers = [start_server(database_url, workdir / f"serve-{i}.log", args.log_level) for i in range(args.servers)]
+    ports = [port for _, port in servers]
+    print(
+        f"{len(servers)} server(s) on 127.0.0.1:{','.join(map(str, ports))}, database {shown(database_url)},"
+        f" {args.threads} client threads, records in {args.order} order"
+    )
+    single = Phase("single-record requests", 1)
+    batches = Phase(f"batches of {args.batch_size}", args.batch_size)
+    try:
+        before = healthz_count(ports[0])
+        if single_bodies:
+            run_phase(single, ports, single_bodies, args.threads, args.seconds)
+        run_phase(batches, ports, batch_bodies, args.threads, args.seconds)
+        stored = healthz_count(ports[0]) - before
+    finally:
+        for proc, _ in servers:
+            proc.send_signal(signal.SIGTERM)
+        codes = [proc.wait(timeout=60) for proc, _ in servers]
+    sent = single.requests + batches.requests * args.batch_size
+    print(f"stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {max(codes)}")
+    return single, batches, stored == sent and max(codes) == 0
+
+
+def shown(database_url: str) -> str:
+    """The URL without user and password."""
+    return database_url.split("@")[-1] if "@" in database_url else database_url
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--single", type=int, default=10_000, help="single-record requests to send at most")
+    parser.add_argument("--single", type=int, default=10_000, help="single-record requests to send at most (0: none)")
     parser.add_argument("--batches", type=int, default=200, help="batches of --batch-size to send at most")
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--threads", type=int, default=4, help="client connections")
@@ -189,8 +225,13 @@ def main() -> int:
     parser.add_argument(
         "--order", choices=["time", "random"], default="time", help="start times: in time order, or random in 90 days"
     )
-    parser.add_argument("--database-url", help="the store to write to (default: a new SQLite file)")
-    parser.add_argument("--servers", type=int, default=1, help="acr-bot serve processes on that store")
+    parser.add_argument(
+        "--database-url",
+        action="append",
+        help="a store to write to (default: a new SQLite file; 'new' names one too); several: each in turn with the"
+        " same records, and their batch throughputs side by side, each against the first",
+    )
+    parser.add_argument("--servers", type=int, default=1, help="acr-bot serve processes on each store")
     parser.add_argument("--log-level", default="INFO", help="server LOG_LEVEL (INFO keeps the access log on)")
     parser.add_argument("--keep", action="store_true", help="keep the database and server log")
     args = parser.parse_args()
@@ -209,32 +250,21 @@ def main() -> int:
     ]
 
     workdir = Path(tempfile.mkdtemp(prefix="acr-bench-webhook-"))
-    database_url = args.database_url or f"sqlite:///{workdir / 'acr.db'}"
-    servers = [start_server(database_url, workdir / f"serve-{i}.log", args.log_level) for i in range(args.servers)]
-    ports = [port for _, port in servers]
-    shown = database_url.split("@")[-1] if "@" in database_url else database_url
-    print(
-        f"{len(servers)} server(s) on 127.0.0.1:{','.join(map(str, ports))}, database {shown},"
-        f" {args.threads} client threads, records in {args.order} order"
-    )
-    codes = []
-    try:
-        before = healthz_count(ports[0])
-        single = Phase("single-record requests", 1)
-        run_phase(single, ports, single_bodies, args.threads, args.seconds)
-        batches = Phase(f"batches of {args.batch_size}", args.batch_size)
-        run_phase(batches, ports, batch_bodies, args.threads, args.seconds)
-        stored = healthz_count(ports[0]) - before
-    finally:
-        for proc, _ in servers:
-            proc.send_signal(signal.SIGTERM)
-        codes = [proc.wait(timeout=60) for proc, _ in servers]
-    code = max(codes)
-    ok = report(single, 500, "requests/s")
-    ok = report(batches, 20_000, "contacts/s") and ok
-    sent = single.requests + batches.requests * args.batch_size
-    print(f"stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {code}")
-    ok = ok and stored == sent and code == 0
+    urls = args.database_url or ["new"]
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    ok = True
+    rates: list[tuple[str, float]] = []
+    for index, url in enumerate(urls):
+        database_url = f"sqlite:///{workdir / f'acr-{index}.db'}" if url == "new" else url
+        single, batches, stored_all = run_store(database_url, args, single_bodies, batch_bodies, workdir)
+        if single_bodies:
+            ok = report(single, 500, "requests/s") and ok
+        ok = report(batches, 20_000, "contacts/s") and ok and stored_all
+        rates.append((shown(database_url), batches.requests * args.batch_size / batches.elapsed))
+    if len(rates) > 1:
+        print(f"batches of {args.batch_size}, {args.servers} server(s), side by side (load {os.getloadavg()[0]:.2f}):")
+        for name, rate in rates:
+            print(f"  {rate:>9,.0f} contacts/s  {rate / rates[0][1]:6.0%} of the first  {name}")
     if args.keep:
         print(f"kept {workdir}")
     else:
