@@ -140,6 +140,84 @@ def test_a_large_write_takes_the_window_pass_and_agrees(
         lite.close()
 
 
+def secondary_indexes(url: str) -> set[str]:
+    """The definitions of the indexes of the contacts and their candidates (constraints' ones included)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+            "WHERE indrelid IN ('contacts'::regclass, 'metric_contacts'::regclass)"
+        ).fetchall()
+    return {row[0] for row in rows}
+
+
+def readable_meanwhile(url: str) -> bool:
+    """Whether another process can read the contacts now, or finds them taken by a bulk load."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '200ms'")
+        try:
+            conn.execute("SELECT count(*) FROM contacts").fetchone()
+        except psycopg.errors.LockNotAvailable:
+            return False
+    return True
+
+
+def test_an_initial_bulk_load_builds_the_indexes_at_its_end_and_agrees(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load of at least BULK_LOAD_MIN_ROWS and as large as the store takes the tables, drops their secondary
+    indexes and builds them at its end: the same contacts and next repeats as SQLite's, and the same indexes after
+    a commit, after a load that changed nothing and after a rollback."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    indexes = secondary_indexes(postgres_url)
+    first = [contact(f"a{i}", f"k{i % 3}", i, direction="outbound" if i == 4 else "inbound") for i in range(9)]
+    again = [*first[:6], contact("a6", "k2", 0.5), contact("b", "k0", 3.5), contact("c", "k1", 7.5, resolved=False)]
+    try:
+        for batch in (first, first, again):
+            with pg.bulk(len(batch)) as writer:
+                assert not readable_meanwhile(postgres_url)  # the load has the tables
+                writer.add(batch[:4])
+                writer.add(batch[4:])
+            assert writer.counts.as_dict() == lite.upsert(batch).as_dict()
+            assert dump(pg) == dump(lite)
+            assert secondary_indexes(postgres_url) == indexes
+        with pytest.raises(RuntimeError), pg.bulk(20) as writer:
+            writer.add([contact("gone", "k1", 1)])
+            raise RuntimeError("the import failed half-way")
+        assert secondary_indexes(postgres_url) == indexes
+        assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_a_bulk_load_writes_row_by_row_while_another_transaction_holds_the_derive_lock(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A load that cannot have the derive lock at once does not wait for it holding the tables (a writer holding
+    rows may be waiting for that lock): it leaves the tables to others and writes into the indexes as it goes."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    pg = PostgresContactStore(postgres_url)
+    batch = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    try:
+        with psycopg.connect(postgres_url) as holder:
+            holder.execute(postgres_store._DERIVE_LOCK)
+            with pg.bulk(len(batch)) as writer:
+                writer.add(batch)
+                assert readable_meanwhile(postgres_url)
+                holder.commit()  # the derive step at the end takes the lock now
+        assert writer.counts.inserted == 9
+        assert_derived_data_exact(pg)
+    finally:
+        pg.close()
+
+
 def test_a_failed_bulk_write_stores_nothing(pg: PostgresContactStore) -> None:
     pg.upsert([contact("keep", "k1", 0)])
     with pytest.raises(RuntimeError), pg.bulk() as writer:
