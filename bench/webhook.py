@@ -89,10 +89,11 @@ def make_record(n: int, rng: random.Random, customers: int, order: str = "random
     }
 
 
-def start_server(database_url: str, log: Path, log_level: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(database_url: str, log: Path, log_level: str, zone: str) -> tuple[subprocess.Popen[bytes], int]:
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
+        "BOT_TIMEZONE": zone,  # the zone the store's rollups were built for (another one rebuilds every day)
         "WEBHOOK_SECRET": SECRET,
         "LOG_LEVEL": log_level,
         "PYTHONUNBUFFERED": "1",
@@ -186,7 +187,10 @@ def run_store(
 ) -> tuple[Phase, Phase, bool]:
     """Both phases against ``args.servers`` server processes on one store; (single, batches, all stored and the
     servers stopped cleanly)."""
-    servers = [start_server(database_url, workdir / f"serve-{i}.log", args.log_level) for i in range(args.servers)]
+    servers = [
+        start_server(database_url, workdir / f"serve-{i}.log", args.log_level, args.timezone)
+        for i in range(args.servers)
+    ]
     ports = [port for _, port in servers]
     print(
         f"{len(servers)} server(s) on 127.0.0.1:{','.join(map(str, ports))}, database {shown(database_url)},"
@@ -232,6 +236,9 @@ def main() -> int:
         " same records, and their batch throughputs side by side, each against the first",
     )
     parser.add_argument("--servers", type=int, default=1, help="acr-bot serve processes on each store")
+    parser.add_argument(
+        "--timezone", default="America/New_York", help="BOT_TIMEZONE of the servers (the bench store's, build_db.py)"
+    )
     parser.add_argument("--log-level", default="INFO", help="server LOG_LEVEL (INFO keeps the access log on)")
     parser.add_argument("--keep", action="store_true", help="keep the database and server log")
     args = parser.parse_args()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import date, timedelta, tzinfo
@@ -527,3 +529,42 @@ def test_hour_buckets_round_ends_outwards(day_start: int, buckets: list[tuple[in
         assert min_end - US_PER_SECOND < row[5] <= min_end or min_end - day_start >= (2**31 - 2) * US_PER_SECOND
         assert max_end <= row[6] < max_end + US_PER_SECOND or row[6] == 2**62
     assert slots.tolist() == [row[1] for row in rows]
+
+
+def test_a_sqlite_refresh_of_many_days_lets_a_waiting_write_in_between_its_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refreshing every day (here after a change of time zone) runs in write transactions of REFRESH_BATCH_DAYS
+    UTC days: a webhook write that waits for the store goes in between them, not after the whole refresh."""
+    from bot.storage import sqlite_rollups
+
+    base = BASE // US_PER_SECOND
+    store = open_store(sqlite_url(tmp_path / "acr.db"))
+    store.upsert([build_contact(f"c{day}", f"k{day % 3}", base + day * 86_400) for day in range(12)])
+    store.refresh_rollups(ZoneInfo("UTC"))  # rollups of another zone: every day is stale for New York
+    events: list[str] = []
+
+    def write() -> None:
+        store.upsert([build_contact("late", "k1", base)])
+        events.append("write")
+
+    writer = threading.Thread(target=write)
+    real = sqlite_rollups.refresh
+
+    def refresh(conn: sqlite3.Connection, zone: tzinfo, max_days: int | None = None) -> int:
+        rebuilt = real(conn, zone, max_days)
+        events.append(f"refresh {rebuilt}")
+        if not writer.is_alive() and "write" not in events:
+            writer.start()  # the write now waits for the store, held by this refresh
+            time.sleep(0.2)
+        return rebuilt
+
+    monkeypatch.setattr(sqlite_rollups, "refresh", refresh)
+    try:
+        assert store.refresh_rollups(NEW_YORK) >= 12
+        writer.join()
+        assert events.count("write") == 1
+        assert 0 < events.index("write") < len(events) - 1, events
+        assert all(int(event.split()[1]) <= 2 for event in events if event.startswith("refresh"))
+    finally:
+        store.close()

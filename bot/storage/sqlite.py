@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, tzinfo
@@ -47,6 +48,8 @@ BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does 
 WAL_CHECKPOINT_PAGES = 10_000
 PAGE_SIZE = 16_384  # bytes, for new files; bulk import measured ~10% faster than with 4 KiB pages
 READER_CACHE_KIB = 65_536  # page cache of each reader connection (at most SQLITE_READERS of them)
+REFRESH_BATCH_DAYS = 2  # UTC days rolled up per write transaction by refresh_rollups
+REFRESH_PAUSE_SECONDS = 0.005
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.4 s at 27k contacts a day, hours too)
 _WRITE_COLUMNS = Contact._fields  # a Contact is written as it is: its fields are the columns, in order
 _UPSERT_SQL = "INSERT INTO contacts ({cols}) VALUES ({marks}) ON CONFLICT (source, id) DO UPDATE SET {sets}".format(
@@ -444,9 +447,21 @@ class SQLiteContactStore:
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
-        returns the number of UTC days rebuilt. For the scheduler, and after a big import."""
-        with self._write_lock, immediate_transaction(self._writer) as conn:
-            return sqlite_rollups.refresh(conn, zone, max_days)
+        returns the number of UTC days rebuilt. For the scheduler, and after a big import.
+
+        In write transactions of REFRESH_BATCH_DAYS days, with a pause between them in which a waiting write goes
+        first: a webhook batch waits for one batch of days at most, not for the whole refresh (on 10M contacts a
+        day takes about half a second; a change of BOT_TIMEZONE makes every day stale)."""
+        done = 0
+        while max_days is None or done < max_days:
+            batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
+            with self._write_lock, immediate_transaction(self._writer) as conn:
+                rebuilt = sqlite_rollups.refresh(conn, zone, batch)
+            done += rebuilt
+            if rebuilt < batch:
+                return done
+            time.sleep(REFRESH_PAUSE_SECONDS)  # (a lock is not fair: released and taken again at once otherwise)
+        return done
 
     def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
         with self._reader() as reader:
