@@ -643,9 +643,15 @@ class _PostgresBulkWriter:
         # import into an empty store reads nothing back). A key another transaction is inserting is waited for.
         inserted = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
         stored: dict[tuple[str, str], list[Any]] = {}
-        if len(inserted) < len(versions):
-            sources, ids = (list(column) for column in zip(*sorted(versions.keys() - inserted), strict=True))
-            stored = {(s, i): row for s, i, *row in conn.execute(_LOCK_STORED, (sources, ids)).fetchall()}
+        pending = versions.keys() - inserted
+        while pending:  # (again only if a key was erased by another transaction since: it is new again)
+            sources, ids = (list(column) for column in zip(*sorted(pending), strict=True))
+            stored.update({(s, i): row for s, i, *row in conn.execute(_LOCK_STORED, (sources, ids)).fetchall()})
+            pending -= stored.keys()
+            if pending:
+                again = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
+                inserted |= again
+                pending -= again
         counts = self.counts
         changed: list[tuple[int, str, int]] = []  # (pk, old customer, old start)
         rewrite: list[tuple[tuple[str, str], Contact]] = []  # keys whose incoming row is not what they end as
