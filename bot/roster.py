@@ -10,9 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.ingest.events_format import EventMapper
 
 COLUMNS = ("agent", "team", "tier", "slack_user", "ids")
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -57,15 +60,16 @@ def apply(record: dict[str, Any], platform: str, known: Lookup) -> dict[str, Any
 
 
 class Mapped:
-    """A platform's event mapper (event -> record or None) whose records go through the roster (``apply``)."""
+    """A platform's event mapper (``bot.ingest.EventMapper``) whose records go through the roster (``apply``)."""
 
-    def __init__(self, mapper: Callable[[dict[str, Any]], dict[str, Any] | None], platform: str, known: Lookup):
+    def __init__(self, mapper: EventMapper, platform: str, known: Lookup):
         self.mapper = mapper
+        self.loads = mapper.loads
         self.platform = platform
         self.known = known
 
-    def __call__(self, event: dict[str, Any]) -> dict[str, Any] | None:
-        record = self.mapper(event)
+    def record(self, event: Any) -> dict[str, Any] | None:
+        record = self.mapper.record(event)
         return record if record is None or not self.known else apply(record, self.platform, self.known)
 
 

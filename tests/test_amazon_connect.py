@@ -34,12 +34,15 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bot.ingest.batch
 from bot.cli import main
 from bot.ingest import ingest_file
-from bot.platforms.amazon_connect import CtrMapper
-from bot.settings import load_settings
+from bot.platforms.amazon_connect import AmazonConnect, Ctr, CtrMapper
+from bot.platforms.base import Incoming
+from bot.settings import Settings, load_settings
 from bot.storage import open_store
 from metrics.timeutil import iso_utc
 from tests.platform_support import PAYLOADS, App
@@ -446,7 +449,9 @@ def test_parallel_readers_cut_between_objects_and_recover_from_a_cut_inside_a_st
     try:
         with mock.patch.object(bot.ingest.batch, "ingest_file", spy):
             for block_bytes in (4096, 9000, 1 << 20):
-                result = ingest_file(store, str(path), UTC, parallel=True, block_bytes=block_bytes, events=MAPPER)
+                result = ingest_file(
+                    store, str(path), UTC, parallel=True, block_bytes=block_bytes, events=CtrMapper(load_settings())
+                )
                 assert result.ok, result.errors
                 assert result.records == 400
         assert readers.count(1) == 1  # with 4 KiB blocks one cut fell inside the string
@@ -454,3 +459,136 @@ def test_parallel_readers_cut_between_objects_and_recover_from_a_cut_inside_a_st
         assert rows == {ctr["ContactId"]: ctr for ctr in ctrs}
     finally:
         store.close()
+
+
+# --- the typed decoding (msgspec, only the fields the mapping reads) against decoding the whole CTR as dicts --
+
+ATTRIBUTE_SETTINGS = {
+    "connect_customer_attribute": "crmId",
+    "connect_reason_attribute": "reason",
+    "connect_resolved_attribute": "resolved",
+    "connect_escalated_attribute": "escalated",
+}
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=5,
+)
+_word = st.sampled_from(["", " ", "VOICE", "chat", "TASK", "EMAIL", "INBOUND", "OUTBOUND", "CALLBACK", "TRANSFER"])
+_attribute = st.sampled_from(["crmId", "reason", "resolved", "escalated", "other"])
+_CTR_FIELDS = {
+    "ContactId": st.one_of(_json, st.text(max_size=8), st.integers(0, 10**12)),
+    "Agent": st.one_of(_json, st.fixed_dictionaries({"Username": _json}, optional={"Id": _json})),
+    "Queue": st.one_of(_json, st.fixed_dictionaries({"Name": _json})),
+    "Channel": st.one_of(_word, _json),
+    "CustomerEndpoint": st.one_of(_json, st.fixed_dictionaries({"Address": st.one_of(_word, _json)})),
+    "InitiationMethod": st.one_of(_word, _json),
+    "PreviousContactId": st.one_of(_word, _json),
+    "InitiationTimestamp": st.one_of(st.sampled_from(["2026-03-08T06:30:00Z", "x"]), _json),
+    "DisconnectTimestamp": _json,
+    "LastUpdateTimestamp": _json,
+    "Attributes": st.one_of(
+        _json, st.dictionaries(_attribute, st.one_of(st.sampled_from(["yes", "No", " CRM-1 ", "0"]), _json))
+    ),
+    "Recordings": _json,  # a field the mapping does not read
+}
+ctrs = st.fixed_dictionaries({}, optional=_CTR_FIELDS)
+
+
+def reference_record(ctr: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
+    """CONTRACT section 3's mapping, written plainly over the CTR decoded as dicts (the mapper before msgspec)."""
+
+    def text(value: object) -> str | None:
+        return value.strip() if isinstance(value, str) and value.strip() else None
+
+    def flag(value: object) -> bool | None:
+        word = value.strip().lower() if isinstance(value, str) else None
+        return True if word in ("true", "yes", "1") else False if word in ("false", "no", "0") else None
+
+    def part(name: str) -> dict[str, Any]:
+        value = ctr.get(name)
+        return value if isinstance(value, dict) else {}
+
+    attributes = part("Attributes")
+    customer = text(attributes.get(settings.connect_customer_attribute)) or text(
+        part("CustomerEndpoint").get("Address")
+    )
+    if customer is None:
+        return None
+    record: dict[str, Any] = {"id": ctr.get("ContactId"), "source": SOURCE, "customer_id": customer}
+    if (agent := text(part("Agent").get("Username"))) is not None:
+        record["agent"] = agent
+    if (queue := text(part("Queue").get("Name"))) is not None:
+        record["queue"] = queue
+    channel = ctr.get("Channel")
+    channels = {"VOICE": "phone", "CHAT": "chat", "TASK": "other", "EMAIL": "email"}
+    record["channel"] = channels.get(channel.upper(), "other") if isinstance(channel, str) else "other"
+    method = ctr.get("InitiationMethod")
+    if method in ("OUTBOUND", "CALLBACK"):
+        record["direction"] = "outbound"
+    elif method in ("TRANSFER", "QUEUE_TRANSFER") and (previous := text(ctr.get("PreviousContactId"))) is not None:
+        record["parent_id"] = previous
+    for field_name, key in (
+        ("started_at", "InitiationTimestamp"),
+        ("ended_at", "DisconnectTimestamp"),
+        ("updated_at", "LastUpdateTimestamp"),
+    ):
+        if ctr.get(key) is not None:
+            record[field_name] = ctr[key]
+    if (reason := text(attributes.get(settings.connect_reason_attribute))) is not None:
+        record["reason"] = reason
+    for field_name, name in (
+        ("resolved", settings.connect_resolved_attribute),
+        ("escalated", settings.connect_escalated_attribute),
+    ):
+        if (value := flag(attributes.get(name))) is not None:
+            record[field_name] = value
+    return record
+
+
+@settings(max_examples=200, deadline=None)
+@given(ctr=ctrs)
+def test_typed_decoding_maps_every_ctr_as_the_plain_mapping_of_its_dicts(ctr: dict[str, Any]) -> None:
+    config = load_settings(**ATTRIBUTE_SETTINGS)
+    mapper = CtrMapper(config)
+    decoded = mapper.loads(orjson.dumps(ctr))
+    assert isinstance(decoded, Ctr)
+    assert mapper.record(decoded) == mapper.record(ctr) == reference_record(ctr, config)
+
+
+@settings(max_examples=100, deadline=None)
+@given(records=st.lists(st.lists(ctrs, min_size=1, max_size=3), max_size=4))
+def test_typed_delivery_decoding_gives_the_events_of_the_checked_one(records: list[list[dict[str, Any]]]) -> None:
+    """Each record's data holds one CTR or several back to back; both decoders read them the same."""
+    platform = AmazonConnect(load_settings(connect_firehose_access_key=KEY))
+    data = [b"\n".join(orjson.dumps(ctr) for ctr in ctrs) for ctrs in records]
+    body = orjson.dumps({"requestId": "r-1", "records": [{"data": base64.b64encode(d).decode()} for d in data]})
+    typed = platform.decode(Incoming({}, PATH, body))
+    checked = platform._decode_checked(Incoming({}, PATH, body))
+    assert typed == checked
+    assert [orjson.loads(event.raw) for event in typed] == [ctr for ctrs in records for ctr in ctrs]
+
+
+def test_odd_records_are_refused_as_before_by_the_checked_decoding(connect: App) -> None:
+    """What the typed envelope does not take (no data string, bad base64, a CTR that is not an object) is said
+    by the step-by-step decoding; a CTR whose parts have other types than usual is stored as mapped."""
+    odd = {**INBOUND, "ContactId": "odd-1", "Agent": "not-an-object", "Queue": None, "Attributes": []}
+    assert deliver(connect, envelope([odd])).status_code == 200
+    assert connect.stored(SOURCE)["odd-1"]["agent"] is None
+    for body, message in (
+        (b'{"requestId": "r", "records": [{"data": 5}]}', "records[0] has no data string"),
+        (b'{"requestId": "r", "records": [{"data": "YQ"}]}', "records[0].data is not base64"),
+        (
+            orjson.dumps({"requestId": "r", "records": [{"data": base64.b64encode(b"[1]").decode()}]}),
+            "not a JSON object",
+        ),
+        (orjson.dumps({"requestId": "r", "records": [{"data": base64.b64encode(b"\xff{}").decode()}]}), "UTF-8"),
+    ):
+        response = connect.client.post(PATH, content=body, headers={"X-Amz-Firehose-Access-Key": KEY})
+        assert response.status_code == 400, body
+        assert message in response.json()["errorMessage"]
+    assert "odd-1" in connect.stored(SOURCE) and len(connect.stored(SOURCE)) == 1

@@ -43,7 +43,7 @@ def ingest(paths: tuple[str, ...], no_progress: bool, file_format: str) -> None:
     store = command_store(create=True)
     events = None
     if file_format == "amazon-connect":  # CTRs mapped as the webhook maps them, agent ids through the roster
-        events = Mapped(CtrMapper(config).record, "amazon-connect", lookup(store.roster()))
+        events = Mapped(CtrMapper(config), "amazon-connect", lookup(store.roster()))
     totals = UpsertCounts()
     total_ignored = 0
     failed = 0

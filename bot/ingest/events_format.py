@@ -9,7 +9,7 @@ import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from datetime import tzinfo
-from typing import IO, Any, cast
+from typing import IO, Any, Protocol, cast
 
 import orjson
 
@@ -17,8 +17,21 @@ from bot.ingest.chunks import CHUNK_RECORDS, Chunk, CountingReader, SplitInsideR
 from bot.ingest.jsonl_format import json_problem
 from metrics.records import contact_row
 
-# A platform's event -> its contact record (None: not a contact).
-EventMapper = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+class EventMapper(Protocol):
+    """A platform's events in a file: how one is decoded, and the contact record it means."""
+
+    def loads(self, data: bytes) -> Any:
+        """The JSON value of ``data``, a JSON object as the event type ``record`` takes; raises
+        orjson.JSONDecodeError when ``data`` is not one JSON value."""
+        ...
+
+    def record(self, event: Any) -> dict[str, Any] | None:
+        """The contact record of an event (None: not a contact)."""
+        ...
+
+
+_NOT_OBJECTS = (list, str, int, float, bool, type(None))  # what a JSON value is when it is not an object
 EVENTS = "events"  # the reader kind
 GZIP_MAGIC = b"\x1f\x8b"
 MAX_EVENT_BYTES = 16 << 20  # an event still not valid JSON at this size is broken, not cut in the middle
@@ -54,22 +67,22 @@ def event_chunks(
     errors: list[str] = []
     records = ignored = 0
     failed = False
-    row_of = contact_row
-    for line, obj, text in _event_objects(_event_stream(counter), first_line, block_end):
+    row_of, record_of = contact_row, events.record
+    for line, obj, text in _event_objects(_event_stream(counter), events.loads, first_line, block_end):
         records += 1
         if obj is _BROKEN:  # ``text`` says why; nothing after this point of the file can be read reliably
             errors.append(f"{name}:{line}: {text!s}")
             yield Chunk(rows, errors, records, counter.bytes_read, final=True, ignored=ignored)
             return
-        if type(obj) is not dict:
+        if type(obj) in _NOT_OBJECTS:
             errors.append(f"{name}:{line}: record: expected a JSON object, got {type(obj).__name__}")
             failed = True
-        elif (record := events(obj)) is None:
+        elif (record := record_of(obj)) is None:
             ignored += 1
         else:
-            row = row_of(record, zone, raw=text.decode())  # type: ignore[union-attr]
+            row = row_of(record, zone, raw=text)
             if type(row) is list:
-                errors.extend(f"{name}:{line}: {error} (ContactId {obj.get('ContactId')})" for error in row)
+                errors.extend(f"{name}:{line}: {error} (ContactId {record.get('id')})" for error in row)
                 failed = True
             elif not failed:
                 rows.append(row)
@@ -92,10 +105,12 @@ def _event_stream(counter: CountingReader) -> CountingReader:
     return CountingReader(cast(IO[bytes], _Replay(head, counter)))
 
 
-def _event_objects(reader: CountingReader, first_line: int, block_end: bool) -> Iterator[tuple[int, Any, bytes | str]]:
+def _event_objects(
+    reader: CountingReader, loads: Callable[[bytes], Any], first_line: int, block_end: bool
+) -> Iterator[tuple[int, Any, str]]:
     """(line, decoded value, its text) of each JSON value of the stream, written back to back; a last
     (line, _BROKEN, problem) when the rest cannot be read. See ``_event_chunks``."""
-    loads, malformed, gap = orjson.loads, orjson.JSONDecodeError, _OBJECT_GAP
+    gap = _OBJECT_GAP
     line = first_line  # the line of ``data[start]``
     data = b""
     while True:
@@ -113,16 +128,18 @@ def _event_objects(reader: CountingReader, first_line: int, block_end: bool) -> 
         for number, (end, after) in enumerate(ends):
             if end <= start:
                 continue
+            piece = data[start:end]
             try:
-                obj = loads(data[start:end])
-            except malformed as problem:
+                obj = loads(piece)
+                text = piece.decode()
+            except ValueError:  # not JSON (or, which only a lenient ``loads`` lets through, not UTF-8)
                 if (block or number < len(ends) - 1) and end - start < MAX_EVENT_BYTES:
                     continue  # a "}{" inside a string: the object goes on
                 if block_end:
                     raise SplitInsideRecord from None
-                yield line, _BROKEN, f"record: malformed JSON: {json_problem(problem)}"
+                yield line, _BROKEN, f"record: malformed JSON: {_json_problem(piece)}"
                 return
-            yield line, obj, data[start:end]
+            yield line, obj, text
             line += data.count(b"\n", start, after)
             start = after
         if not block:
@@ -131,6 +148,15 @@ def _event_objects(reader: CountingReader, first_line: int, block_end: bool) -> 
             yield line, _BROKEN, f"record: malformed JSON: an event longer than {MAX_EVENT_BYTES} bytes"
             return
         data = data[start:]
+
+
+def _json_problem(piece: bytes) -> str:
+    """What is wrong with the JSON of ``piece``, as orjson says it."""
+    try:
+        orjson.loads(piece)
+    except orjson.JSONDecodeError as problem:
+        return json_problem(problem)
+    return "not UTF-8 text"  # (orjson checks UTF-8, so it never gets here)
 
 
 class _Replay(io.RawIOBase):
