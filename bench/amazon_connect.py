@@ -12,6 +12,10 @@ each side by side with the generic path (the same contacts as ACR Bot records) i
    contacts/s and peak memory (as bench/ingest.py: the largest process's RSS and the process tree's PSS,
    sampled every 50 ms). Target (issue 13): >= 40,000 contacts/s in < 300 MB for 1,000,000 CTRs.
 
+Each figure comes with the load average and the CPU time (user + system) the server or the import (with its
+reader processes) spent per contact: on a shared machine the rate depends on the others' load, the CPU per
+contact much less, and contacts per CPU-second bound what one free core could do.
+
 The CTRs are the real one of tests/payloads/amazon-connect-ctr-inbound.json (about 2.4 KB, stored whole as each
 contact's raw record) with fresh ids, customers (20,000), agents, queues, channels, initiation methods and times
 over 90 days; their records are about 350 bytes.
@@ -27,6 +31,7 @@ import gzip
 import http.client
 import os
 import random
+import resource
 import signal
 import sys
 import tempfile
@@ -37,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from ingest import run_ingest  # the sibling benches (this script's folder is on sys.path)
 from webhook import Phase, healthz_count, report, run_phase, start_server
 
@@ -151,9 +157,12 @@ def served(phase: Phase, target: float, drive: Any) -> bool:
     workdir = Path(tempfile.mkdtemp(prefix="acr-bench-connect-"))
     os.environ["CONNECT_FIREHOSE_ACCESS_KEY"] = KEY  # start_server passes the environment on
     proc, port = start_server(f"sqlite:///{workdir / 'acr.db'}", workdir / "serve.log", "WARNING")
+    server = psutil.Process(proc.pid)
     try:
+        cpu_before, load_before = _process_cpu(server), os.getloadavg()[0]
         drive(port)
         stored = healthz_count(port)
+        cpu = _process_cpu(server) - cpu_before
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=60)
@@ -163,6 +172,9 @@ def served(phase: Phase, target: float, drive: Any) -> bool:
     ok = report(phase, target, "contacts/s")
     sent = phase.requests * phase.records_per_request
     print(f"    stored contacts (healthz): {stored}, sent: {sent}; server exit status after SIGTERM: {code}")
+    print(
+        f"    {_cpu_line(cpu, sent, 'the server')}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
     return ok and stored == sent and code == 0
 
 
@@ -198,7 +210,10 @@ def import_file(args: argparse.Namespace, what: str, path: Path, options: list[s
     database = args.folder / "bench-connect.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
+    load_before = os.getloadavg()[0]
+    cpu_before = _children_cpu()  # the import and its reader children
     seconds, single, tree, summary = run_ingest(path, f"sqlite:///{database}", env, options)
+    cpu = _children_cpu() - cpu_before
     for suffix in ("", "-wal", "-shm"):
         Path(f"{database}{suffix}").unlink(missing_ok=True)
     rate = args.contacts / seconds
@@ -209,7 +224,28 @@ def import_file(args: argparse.Namespace, what: str, path: Path, options: list[s
         f" [{'meets' if ok else 'MISSES'} >= {target:,}/s and < 300 MB]"
     )
     print(f"    {summary}")
+    print(
+        f"    {_cpu_line(cpu, args.contacts, 'the import')}; load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after"
+    )
     return ok
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of this process's finished children (an import and its reader processes)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def _cpu_line(cpu: float, contacts: int, who: str) -> str:
+    """CPU time per contact: what the figure would be on idle cores, as the machine is shared (load average)."""
+    per_contact = cpu / contacts * 1e6 if contacts else 0.0
+    per_core = 1e6 / per_contact if per_contact else 0.0
+    return f"CPU of {who} (user + system): {cpu:.1f} s = {per_contact:.1f} us a contact ({per_core:,.0f} contacts per CPU-second)"
 
 
 def main() -> int:
