@@ -42,7 +42,7 @@ from bot.cli import main
 from bot.ingest import ingest_file
 from bot.platforms.amazon_connect import AmazonConnect, Ctr, CtrMapper
 from bot.platforms.base import Incoming
-from bot.settings import Settings, load_settings
+from bot.settings import load_settings
 from bot.storage import open_store
 from metrics.timeutil import iso_utc
 from tests.platform_support import PAYLOADS, App
@@ -499,8 +499,10 @@ _CTR_FIELDS = {
 ctrs = st.fixed_dictionaries({}, optional=_CTR_FIELDS)
 
 
-def reference_record(ctr: dict[str, Any], settings: Settings) -> dict[str, Any] | None:
-    """CONTRACT section 3's mapping, written plainly over the CTR decoded as dicts (the mapper before msgspec)."""
+def reference_record(ctr: dict[str, Any]) -> dict[str, Any] | None:
+    """CONTRACT section 3's mapping with ATTRIBUTE_SETTINGS, written plainly over the CTR decoded as dicts (the
+    mapper before msgspec)."""
+    names = ATTRIBUTE_SETTINGS
 
     def text(value: object) -> str | None:
         return value.strip() if isinstance(value, str) and value.strip() else None
@@ -514,7 +516,7 @@ def reference_record(ctr: dict[str, Any], settings: Settings) -> dict[str, Any] 
         return value if isinstance(value, dict) else {}
 
     attributes = part("Attributes")
-    customer = text(attributes.get(settings.connect_customer_attribute)) or text(
+    customer = text(attributes.get(names["connect_customer_attribute"])) or text(
         part("CustomerEndpoint").get("Address")
     )
     if customer is None:
@@ -539,11 +541,11 @@ def reference_record(ctr: dict[str, Any], settings: Settings) -> dict[str, Any] 
     ):
         if ctr.get(key) is not None:
             record[field_name] = ctr[key]
-    if (reason := text(attributes.get(settings.connect_reason_attribute))) is not None:
+    if (reason := text(attributes.get(names["connect_reason_attribute"]))) is not None:
         record["reason"] = reason
     for field_name, name in (
-        ("resolved", settings.connect_resolved_attribute),
-        ("escalated", settings.connect_escalated_attribute),
+        ("resolved", names["connect_resolved_attribute"]),
+        ("escalated", names["connect_escalated_attribute"]),
     ):
         if (value := flag(attributes.get(name))) is not None:
             record[field_name] = value
@@ -557,7 +559,7 @@ def test_typed_decoding_maps_every_ctr_as_the_plain_mapping_of_its_dicts(ctr: di
     mapper = CtrMapper(config)
     decoded = mapper.loads(orjson.dumps(ctr))
     assert isinstance(decoded, Ctr)
-    assert mapper.record(decoded) == mapper.record(ctr) == reference_record(ctr, config)
+    assert mapper.record(decoded) == mapper.record(ctr) == reference_record(ctr)
 
 
 @settings(max_examples=100, deadline=None)
