@@ -68,9 +68,10 @@ class MetricReader(Protocol):
         when the store keeps none."""
         ...
 
-    def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
-        """Counts from contacts, keyed by the group value (None: contacts without one), the span day as
-        ISO text for spans with a day, or "" with neither."""
+    def row_counts(self, specs: Sequence[RowSpec]) -> list[dict[str | None, Counts]]:
+        """Counts from contacts for each spec, keyed by the group value (None: contacts without one), the span
+        day as ISO text for spans with a day, or "" with neither. All of a question's counting comes in one
+        call, so a database server can be sent every statement at once."""
         ...
 
 
@@ -286,17 +287,21 @@ def _count_rows(
     def spec(spans: tuple[Span, ...], among: tuple[Dimension, tuple[str, ...]] | None = None) -> RowSpec:
         return RowSpec(query.metric, query.window_us, query.as_of_us, query.filters, group_dimension, spans, among)
 
+    asked: list[tuple[RowSpec, int, bool]] = []  # (spec, sign, move_matured): how _merge takes its counts
     whole_spans = plan.whole_spans()
     if whole_spans:
-        _merge(counts, reader.row_counts(spec(whole_spans)))
+        asked.append((spec(whole_spans), 1, False))
     if plan.among:
         assert target is not None and target[0] is not None
-        for span, among in plan.among:
-            _merge(counts, reader.row_counts(spec((span,), (target[0], among))))
+        asked += [(spec((span,), (target[0], among)), 1, False) for span, among in plan.among]
     if plan.outside:
-        _merge(counts, reader.row_counts(spec(tuple(plan.outside))), sign=-1)
+        asked.append((spec(tuple(plan.outside)), -1, False))
     if plan.moved:
-        _merge(counts, reader.row_counts(spec(tuple(plan.moved))), move_matured=True)
+        asked.append((spec(tuple(plan.moved)), 1, True))
+    if asked:
+        answers = reader.row_counts([row_spec for row_spec, _, _ in asked])
+        for (_, sign, move_matured), more in zip(asked, answers, strict=True):
+            _merge(counts, more, sign, move_matured)
 
 
 def _rollup_target(query: MetricQuery) -> tuple[Dimension | None, str | None, str | None] | None:

@@ -110,9 +110,9 @@ class Spy:
                     spy.hour_days.extend(days)
                     return reader.rollup_hours(dimension, days)
 
-                def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
-                    spy.row_spans.extend(spec.spans)
-                    return reader.row_counts(spec)
+                def row_counts(self, specs: Sequence[RowSpec]) -> list[dict[str | None, Counts]]:
+                    spy.row_spans.extend(span for spec in specs for span in spec.spans)
+                    return reader.row_counts(specs)
 
             yield Reader()
 

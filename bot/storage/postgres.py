@@ -485,13 +485,20 @@ class PostgresContactStore:
     ) -> Iterator[PostgresMetricReader]:
         """One REPEATABLE READ snapshot for one metric question (rollups and candidates seen at one instant).
 
-        First rebuilds up to ``refresh_days`` stale rollup days, only if no write is deriving at that moment:
-        a question never waits for a write (nor for another process's refresh)."""
-        if refresh_days:
-            self._refresh(zone, refresh_days, wait=False)
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-            yield PostgresMetricReader(conn, zone, self._rollup_cache)
+        When the snapshot finds stale rollups, it is given up for a new one after rebuilding up to
+        ``refresh_days`` stale days, only if no write is deriving at that moment: a question never waits for a
+        write (nor for another process's refresh). In a pipeline: statements are sent without waiting for the
+        answers of those before, so a question costs three round trips (its snapshot with the rollups' state,
+        its counting from contacts, its commit) and one per rollup table it finds no decoded copy of."""
+        with self._pool.connection() as conn:
+            with _snapshot(conn):
+                reader = PostgresMetricReader(conn, zone, self._rollup_cache)
+                if not (refresh_days and reader.needs_refresh):
+                    yield reader
+                    return
+            self._refresh(zone, refresh_days, wait=False, conn=conn)
+            with _snapshot(conn):
+                yield PostgresMetricReader(conn, zone, self._rollup_cache)
 
     def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
         """One REPEATABLE READ snapshot, streamed (``postgres_why``)."""
@@ -507,25 +514,32 @@ class PostgresContactStore:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
         returns the number of UTC days rebuilt. In transactions of a few days each, under the derive lock, so
         writers wait for one batch at most."""
-        return self._refresh(zone, max_days, wait=True)
-
-    def _refresh(self, zone: tzinfo, max_days: int | None, *, wait: bool) -> int:
-        done = 0
         with self._pool.connection() as conn:
-            if not wait and postgres_rollups.stale_days(conn, zone) == 0:
-                return 0
-            while max_days is None or done < max_days:
-                batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
-                with conn.transaction():
-                    if wait:
-                        conn.execute(_DERIVE_LOCK)
-                    elif not _first(conn.execute(_TRY_DERIVE_LOCK).fetchone()):
-                        break
-                    rebuilt = postgres_rollups.refresh(conn, zone, batch)
-                if not rebuilt:
+            return self._refresh(zone, max_days, wait=True, conn=conn)
+
+    def _refresh(self, zone: tzinfo, max_days: int | None, *, wait: bool, conn: psycopg.Connection[Any]) -> int:
+        """Rebuild in batches on ``conn``; with ``wait=False`` only while no write holds the derive lock."""
+        done = 0
+        while max_days is None or done < max_days:
+            batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
+            with conn.transaction():
+                if wait:
+                    conn.execute(_DERIVE_LOCK)
+                elif not _first(conn.execute(_TRY_DERIVE_LOCK).fetchone()):
                     break
-                done += rebuilt
+                rebuilt = postgres_rollups.refresh(conn, zone, batch)
+            if not rebuilt:
+                break
+            done += rebuilt
         return done
+
+
+@contextmanager
+def _snapshot(conn: psycopg.Connection[Any]) -> Iterator[None]:
+    """A REPEATABLE READ, READ ONLY transaction in a pipeline: its BEGIN goes with the first statement."""
+    with conn.pipeline(), conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
 
 
 class PostgresSchedulerLease:

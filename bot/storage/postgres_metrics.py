@@ -21,7 +21,7 @@ import psycopg
 from bot.storage.postgres_rollups import PostgresRollupTables
 from bot.storage.rollup_cache import RollupCache
 from bot.storage.rollups import DIMENSIONS, RollupReader
-from metrics.engine import RowSpec
+from metrics.engine import RowSpec, Span
 from metrics.query import Counts
 from metrics.windows import QUICK_RETURN_US, QuickReturns
 
@@ -37,35 +37,50 @@ class PostgresMetricReader(PostgresRollupTables, RollupReader):
         self._conn = conn
         super().__init__(zone, cache)
 
-    def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
-        success = NO_REPEAT if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {NO_REPEAT}"
-        where = "started_us >= %(lo)s AND started_us < %(hi)s"
-        params: dict[str, object] = {"w": spec.window_us, "matured_by": spec.as_of_us - spec.window_us}
-        if spec.metric == "tier1":
-            where += " AND tier = 1"
-        for condition in filter_conditions(spec.filters, params):
-            where += f" AND {condition}"
-        if spec.among is not None:
-            dimension, values = spec.among
-            _check(dimension)
-            where += f" AND {dimension} = ANY(%(among)s)"
-            params["among"] = list(values)
-        if spec.group is not None:
-            _check(spec.group)
-        group = spec.group or "NULL::text"
-        sql = (
-            f"SELECT {group}, count(*) FILTER (WHERE {MATURED}), count(*) FILTER (WHERE {MATURED} AND {success}), "
-            f"count(*) FILTER (WHERE NOT ({MATURED})) FROM metric_contacts WHERE {where} GROUP BY 1"
-        )
-        result: dict[str | None, Counts] = {}
-        for span in spec.spans:
-            params["lo"], params["hi"] = span.since_us, span.until_us
-            for key, matured, resolved, pending in self._conn.execute(sql, params):
-                label = key if spec.group is not None else (span.day.isoformat() if span.day is not None else "")
-                counts = Counts(int(matured), int(resolved), int(pending))
-                before = result.get(label)
-                result[label] = counts if before is None else before + counts
-        return result
+    def row_counts(self, specs: Sequence[RowSpec]) -> list[dict[str | None, Counts]]:
+        """Every statement is sent before any result is read: in the pipeline ``metric_reader`` opens, a question's
+        counting costs one round trip to the server, however many spans and values it has."""
+        sent = [
+            (spec, [(span, self._conn.execute(sql, params)) for span, sql, params in _statements(spec)])
+            for spec in specs
+        ]
+        return [_tally(spec, cursors) for spec, cursors in sent]
+
+
+def _statements(spec: RowSpec) -> list[tuple[Span, str, dict[str, object]]]:
+    """One statement per span of ``spec``: its counts (matured, resolved, pending) by group value."""
+    success = NO_REPEAT if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {NO_REPEAT}"
+    where = "started_us >= %(lo)s AND started_us < %(hi)s"
+    params: dict[str, object] = {"w": spec.window_us, "matured_by": spec.as_of_us - spec.window_us}
+    if spec.metric == "tier1":
+        where += " AND tier = 1"
+    for condition in filter_conditions(spec.filters, params):
+        where += f" AND {condition}"
+    if spec.among is not None:
+        dimension, values = spec.among
+        _check(dimension)
+        where += f" AND {dimension} = ANY(%(among)s)"
+        params["among"] = list(values)
+    if spec.group is not None:
+        _check(spec.group)
+    group = spec.group or "NULL::text"
+    sql = (
+        f"SELECT {group}, count(*) FILTER (WHERE {MATURED}), count(*) FILTER (WHERE {MATURED} AND {success}), "
+        f"count(*) FILTER (WHERE NOT ({MATURED})) FROM metric_contacts WHERE {where} GROUP BY 1"
+    )
+    return [(span, sql, {**params, "lo": span.since_us, "hi": span.until_us}) for span in spec.spans]
+
+
+def _tally(spec: RowSpec, cursors: Sequence[tuple[Span, psycopg.Cursor[Any]]]) -> dict[str | None, Counts]:
+    """The counts of a spec's spans, added up by group value (or labelled by span day)."""
+    result: dict[str | None, Counts] = {}
+    for span, cursor in cursors:
+        for key, matured, resolved, pending in cursor:
+            label = key if spec.group is not None else (span.day.isoformat() if span.day is not None else "")
+            counts = Counts(int(matured), int(resolved), int(pending))
+            before = result.get(label)
+            result[label] = counts if before is None else before + counts
+    return result
 
 
 def _check(dimension: str) -> None:

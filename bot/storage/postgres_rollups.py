@@ -35,6 +35,10 @@ def mark_dirty(source: str) -> str:
 
 
 _STATE: Final = "SELECT name, value FROM metric_rollup_state"
+_STATE_AND_DIRTY: Final = (  # one round trip: a reader's first read
+    "SELECT (SELECT coalesce(jsonb_object_agg(name, value), '{}') FROM metric_rollup_state), "
+    "ARRAY(SELECT utc_day FROM metric_rollup_dirty)"
+)
 _BUMP_GENERATION: Final = (
     "INSERT INTO metric_rollup_state (name, value) VALUES ('generation', '1') "
     "ON CONFLICT (name) DO UPDATE SET value = (metric_rollup_state.value::bigint + 1)::text"
@@ -100,12 +104,14 @@ def _rebuild_day(conn: psycopg.Connection[Any], day: date, zone: tzinfo, ids: Va
 
 
 class PostgresRollupTables:
-    """The five reads ``rollups.RollupReader`` needs, in this backend's SQL (mixed into its metric reader)."""
+    """The four reads ``rollups.RollupReader`` needs, in this backend's SQL (mixed into its metric reader)."""
 
     _conn: psycopg.Connection[Any]
 
-    def _state(self) -> dict[str, str]:
-        return dict(self._conn.execute(_STATE).fetchall())
+    def _state(self) -> tuple[dict[str, str], Sequence[int]]:
+        row = self._conn.execute(_STATE_AND_DIRTY).fetchone()
+        assert row is not None
+        return row[0], row[1]
 
     def _day_blobs(self, dimension: str, first: int, last: int) -> Sequence[tuple[int, bytes]]:
         return self._conn.execute(
@@ -123,7 +129,3 @@ class PostgresRollupTables:
 
     def _value_numbers(self, dimension: str) -> Sequence[tuple[int, str]]:
         return self._conn.execute("SELECT id, value FROM metric_rollup_value WHERE dim = %s", (dimension,)).fetchall()
-
-    def _dirty_utc_days(self, lo: int, hi: int) -> Sequence[int]:
-        rows = self._conn.execute("SELECT utc_day FROM metric_rollup_dirty WHERE utc_day BETWEEN %s AND %s", (lo, hi))
-        return [int(row[0]) for row in rows]

@@ -11,6 +11,7 @@ the SQL (``sqlite_rollups``, ``postgres_rollups``); the numbers are worked out h
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta, tzinfo
 from typing import Any
@@ -159,7 +160,7 @@ class ValueIds:
 
 
 class RollupReader:
-    """The rollup half of a ``MetricReader``, over one read snapshot; a backend supplies five small reads.
+    """The rollup half of a ``MetricReader``, over one read snapshot; a backend supplies four small reads.
 
     Decoded tables are kept in the store's ``RollupCache`` under the rollups' generation (bumped by every
     refresh in its own transaction), so a snapshot only ever finds tables decoded from what it would read itself.
@@ -167,14 +168,21 @@ class RollupReader:
 
     def __init__(self, zone: tzinfo, cache: RollupCache | None):
         self._zone = zone
-        state = self._state()
+        state, dirty = self._state()
         self._rollups_current = state.get("zone") == zone_name(zone)
         self._generation = (int(state.get("generation", 0)), zone_name(zone))
+        self._dirty = sorted(int(utc_day) for utc_day in dirty)
         self._cache = cache if cache is not None else RollupCache(max_bytes=0)
 
+    @property
+    def needs_refresh(self) -> bool:
+        """Whether a refresh has work to do: the rollups were built for another zone (or never), or days changed."""
+        return not self._rollups_current or bool(self._dirty)
+
     # What a backend supplies (its SQL).
-    def _state(self) -> dict[str, str]:
-        """metric_rollup_state as a dict."""
+    def _state(self) -> tuple[dict[str, str], Sequence[int]]:
+        """metric_rollup_state as a dict, and every dirty UTC day: read once, first (a server answers both at
+        once; there are few dirty days, as each question or refresh cleans them)."""
         raise NotImplementedError
 
     def _day_blobs(self, dimension: str, first: int, last: int) -> Sequence[tuple[int, bytes]]:
@@ -187,10 +195,6 @@ class RollupReader:
 
     def _value_numbers(self, dimension: str) -> Sequence[tuple[int, str]]:
         """(id, value) of metric_rollup_value for the dimension."""
-        raise NotImplementedError
-
-    def _dirty_utc_days(self, lo: int, hi: int) -> Sequence[int]:
-        """The dirty UTC days in lo..hi."""
         raise NotImplementedError
 
     # The MetricReader's rollup methods.
@@ -266,6 +270,6 @@ class RollupReader:
         lo = local_midnight_us(first_day, self._zone) // US_PER_DAY
         hi = local_midnight_us(last_day + timedelta(days=1), self._zone) // US_PER_DAY
         stale: set[date] = set()
-        for utc_day in self._dirty_utc_days(lo, hi):
+        for utc_day in self._dirty[bisect_left(self._dirty, lo) : bisect_right(self._dirty, hi)]:
             stale.update(d for d in local_days_of_utc_day(int(utc_day), self._zone) if first_day <= d <= last_day)
         return stale

@@ -49,7 +49,10 @@ class SQLiteMetricReader(SQLiteRollupTables, RollupReader):
         self._conn = conn
         super().__init__(zone, cache)
 
-    def row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
+    def row_counts(self, specs: Sequence[RowSpec]) -> list[dict[str | None, Counts]]:
+        return [self._row_counts(spec) for spec in specs]
+
+    def _row_counts(self, spec: RowSpec) -> dict[str | None, Counts]:
         no_repeat = NO_REPEAT.format(w=":w")
         success = no_repeat if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {no_repeat}"
         where = "started_us >= :lo AND started_us < :hi"

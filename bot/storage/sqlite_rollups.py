@@ -105,12 +105,13 @@ def stale_days(conn: sqlite3.Connection, zone: tzinfo) -> int:
 
 
 class SQLiteRollupTables:
-    """The five reads ``rollups.RollupReader`` needs, in this backend's SQL (mixed into its metric reader)."""
+    """The four reads ``rollups.RollupReader`` needs, in this backend's SQL (mixed into its metric reader)."""
 
     _conn: sqlite3.Connection
 
-    def _state(self) -> dict[str, str]:
-        return dict(self._conn.execute("SELECT name, value FROM metric_rollup_state").fetchall())
+    def _state(self) -> tuple[dict[str, str], Sequence[int]]:
+        state = dict(self._conn.execute("SELECT name, value FROM metric_rollup_state").fetchall())
+        return state, [int(row[0]) for row in self._conn.execute("SELECT utc_day FROM metric_rollup_dirty")]
 
     def _day_blobs(self, dimension: str, first: int, last: int) -> Sequence[tuple[int, bytes]]:
         return self._conn.execute(
@@ -125,7 +126,3 @@ class SQLiteRollupTables:
 
     def _value_numbers(self, dimension: str) -> Sequence[tuple[int, str]]:
         return self._conn.execute("SELECT id, value FROM metric_rollup_value WHERE dim = ?", (dimension,)).fetchall()
-
-    def _dirty_utc_days(self, lo: int, hi: int) -> Sequence[int]:
-        rows = self._conn.execute("SELECT utc_day FROM metric_rollup_dirty WHERE utc_day BETWEEN ? AND ?", (lo, hi))
-        return [int(row[0]) for row in rows]
