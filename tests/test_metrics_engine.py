@@ -480,6 +480,30 @@ def test_a_refresh_by_another_store_on_the_file_is_seen_at_once(database_url: st
         writing.close()
 
 
+def test_a_write_by_another_store_is_seen_by_the_next_question(database_url: str) -> None:
+    """A write elsewhere (another process) marks its days stale in its own transaction: the next question of a
+    store that keeps decoded rollups from before counts those days from contacts, and never answers them from
+    the rollups it kept (nor from a state it read before the write)."""
+    needs_rollups(database_url)
+    asking, writing = open_store(database_url), open_store(database_url)
+    try:
+        contacts = two_weeks(writing)
+        writing.refresh_rollups(NEW_YORK)
+        query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "agent")
+        assert as_reference(compute(NoRefresh(asking), query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        moved = contact("d5-0", "k-new", BASE + 9 * DAY + 15 * HOUR, agent="omar", team="blue")
+        writing.upsert([moved])
+        contacts = [moved if c.id == "d5-0" else c for c in contacts]
+        spy = Spy(asking)
+        assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        old_start = BASE + 5 * DAY + 9 * HOUR
+        for moved_start in (old_start, moved.started_us):  # both days of the moved contact: from contacts
+            assert any(span.since_us <= moved_start < span.until_us for span in spy.row_spans)
+    finally:
+        asking.close()
+        writing.close()
+
+
 def test_a_day_without_hour_buckets_is_counted_from_contacts(db_path: Path) -> None:
     """Hour buckets missing for a day (never the case after a refresh; checked anyway) leave that day whole."""
     store = open_store(sqlite_url(db_path))  # the hour buckets are SQLite's: removed below in its own table

@@ -19,12 +19,13 @@ from hypothesis import strategies as st
 from bot.settings import load_settings
 from bot.storage import ContactStore, open_store
 from bot.storage.postgres import PostgresContactStore
+from bot.storage.postgres_metrics import row_count_statements
 from bot.storage.postgres_migrations import MIGRATIONS
 from bot.storage.schedules import OutboxMessage
 from bot.storage.sqlite import SQLiteContactStore
-from metrics.engine import MetricReader, MetricSource, compute
+from metrics.engine import MetricReader, MetricSource, RowSpec, Span, compute
 from metrics.errors import UserError
-from metrics.query import MetricQuery
+from metrics.query import Dimension, Filter, MetricQuery
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import US_PER_DAY, US_PER_HOUR, load_zone
 from tests.store_support import (
@@ -514,6 +515,47 @@ def test_migrations_are_recorded_and_applied_once_by_concurrent_openers(postgres
     with psycopg.connect(postgres_url) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
     assert names == sorted(name for name, _ in MIGRATIONS)
+
+
+def test_counting_from_contacts_reads_only_the_time_index(postgres_url: str) -> None:
+    """What the rollups leave of a question (its edges) is counted by time, with any breakdown or filter but an
+    agent's (which has its own index): from the covering time index alone, never from the table, whose rows are
+    in no time order (one page per contact). The plan is asked with every other way forbidden."""
+    store = PostgresContactStore(postgres_url)
+    try:
+        store.upsert([contact(f"c{h}", f"k{h % 5}", h, team="blue", queue="q", reason="r") for h in range(48)])
+    finally:
+        store.close()
+    as_of = (T0 + 3 * 24 * 3600) * 1_000_000
+    span = Span(T0 * 1_000_000, T0 * 1_000_000 + 5 * US_PER_HOUR)
+    groups: tuple[Dimension | None, ...] = (None, "agent", "team", "queue", "channel", "reason")
+    filters: tuple[tuple[Filter, str], ...] = (("team", "blue"), ("queue", "q"), ("channel", "phone"), ("reason", "r"))
+    specs = [RowSpec("acr", US_PER_DAY, as_of, (), group, (span,)) for group in groups]
+    specs += [
+        RowSpec(metric, US_PER_DAY, as_of, (condition,), None, (span,))
+        for metric in ("acr", "tier1")
+        for condition in (*filters, ("tier", "1"))
+    ]
+    specs.append(RowSpec("tier1", US_PER_DAY, as_of, (("team", "blue"),), "agent", (span,), ("agent", ("ana",))))
+    with psycopg.connect(postgres_url) as conn:
+        conn.execute("SET enable_seqscan = off")
+        conn.execute("SET enable_bitmapscan = off")
+        for spec in specs:
+            for _, sql, params in row_count_statements(spec):
+                plan = conn.execute(f"EXPLAIN (FORMAT JSON) {sql}", params).fetchone()
+                assert plan is not None
+                scans = [(node["Node Type"], node.get("Index Name")) for node in plan_nodes(plan[0][0]["Plan"])]
+                by_agent = spec.among is not None  # an agent's few contacts: by its own index
+                expected = (
+                    ("Index Scan", "metric_contacts_agent") if by_agent else ("Index Only Scan", "metric_contacts_time")
+                )
+                assert [scan for scan in scans if "Scan" in scan[0]] == [expected], (spec, scans)
+
+
+def plan_nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", []):
+        yield from plan_nodes(child)
 
 
 def test_open_store_picks_postgresql_by_scheme_and_unix_socket_urls_work(postgres_url: str) -> None:

@@ -41,13 +41,13 @@ class PostgresMetricReader(PostgresRollupTables, RollupReader):
         """Every statement is sent before any result is read: in the pipeline ``metric_reader`` opens, a question's
         counting costs one round trip to the server, however many spans and values it has."""
         sent = [
-            (spec, [(span, self._conn.execute(sql, params)) for span, sql, params in _statements(spec)])
+            (spec, [(span, self._conn.execute(sql, params)) for span, sql, params in row_count_statements(spec)])
             for spec in specs
         ]
         return [_tally(spec, cursors) for spec, cursors in sent]
 
 
-def _statements(spec: RowSpec) -> list[tuple[Span, str, dict[str, object]]]:
+def row_count_statements(spec: RowSpec) -> list[tuple[Span, str, dict[str, object]]]:
     """One statement per span of ``spec``: its counts (matured, resolved, pending) by group value."""
     success = NO_REPEAT if spec.metric == "acr" else f"{TIER1_SUCCESS} AND {NO_REPEAT}"
     where = "started_us >= %(lo)s AND started_us < %(hi)s"
