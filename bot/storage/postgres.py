@@ -644,20 +644,28 @@ class _PostgresBulkWriter:
         counts are those of sequential writes)."""
         if not contacts:
             return
-        versions: dict[tuple[str, str], list[Contact]] = {}
-        for contact in contacts:
-            versions.setdefault((contact[0], contact[1]), []).append(contact)
+        # What each key ends as if it is new: itself when the chunk has it once (the usual case), else its first
+        # version inserted and the others applied in turn.
+        if_new = {(contact[0], contact[1]): contact for contact in contacts}
+        versions: dict[tuple[str, str], list[Contact]] | None = None  # each key's versions, if one comes twice
+        if len(if_new) < len(contacts):
+            versions = {}
+            for contact in contacts:
+                versions.setdefault((contact[0], contact[1]), []).append(contact)
+            if_new = {key: _apply_to_new(given, UpsertCounts()) for key, given in versions.items()}
         conn = self._conn
         if self._written:  # the previous chunk's (a transaction starts with it empty); TRUNCATE, not DELETE: the
             conn.execute("TRUNCATE incoming")  # deleted rows would stay until the commit, for every scan to skip
-        # What each key ends as if it is new (its first version inserted, the others applied in turn).
-        if_new = {key: _apply_to_new(given, UpsertCounts()) for key, given in versions.items()}
         self._copy_incoming(sorted(if_new.items()))  # in key order: the rows are locked in this order
         # New keys are inserted (and so locked) first; only the others are looked up, locked and read (an
         # import into an empty store reads nothing back). A key another transaction is inserting is waited for.
         inserted = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
+        self._written += len(if_new)
+        if versions is None and len(inserted) == len(if_new):  # all new, each once: nothing else to work out
+            self.counts.inserted += len(inserted)
+            return
         stored: dict[tuple[str, str], list[Any]] = {}
-        pending = versions.keys() - inserted
+        pending = if_new.keys() - inserted
         while pending:  # (again only if a key was erased by another transaction since: it is new again)
             sources, ids = (list(column) for column in zip(*sorted(pending), strict=True))
             stored.update({(s, i): row for s, i, *row in conn.execute(_LOCK_STORED, (sources, ids)).fetchall()})
@@ -669,7 +677,8 @@ class _PostgresBulkWriter:
         counts = self.counts
         changed: list[tuple[int, str, int]] = []  # (pk, old customer, old start)
         rewrite: list[tuple[tuple[str, str], Contact]] = []  # keys whose incoming row is not what they end as
-        for key, given in versions.items():
+        for key in if_new:
+            given = versions[key] if versions is not None else [if_new[key]]
             if key in inserted:
                 counts.inserted += 1
                 _apply_to_new(given, counts)
@@ -690,7 +699,6 @@ class _PostgresBulkWriter:
             conn.execute(_NOTE_OLD, (pks, customers, starts))
             conn.execute(_UPDATE_CHANGED, (self._received_at, pks))
             self._updated = True
-        self._written += len(versions)
 
     def _copy_incoming(self, rows: Sequence[tuple[tuple[str, str], Contact]]) -> None:
         with self._conn.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
