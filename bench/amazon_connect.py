@@ -156,7 +156,8 @@ def served(phase: Phase, target: float, drive: Any) -> bool:
     """Run ``drive(port)`` against a new server on a new SQLite file; report ``phase`` and what was stored."""
     workdir = Path(tempfile.mkdtemp(prefix="acr-bench-connect-"))
     os.environ["CONNECT_FIREHOSE_ACCESS_KEY"] = KEY  # start_server passes the environment on
-    proc, port = start_server(f"sqlite:///{workdir / 'acr.db'}", workdir / "serve.log", "WARNING")
+    zone = os.environ.get("BOT_TIMEZONE", "UTC")  # as before start_server took one: the environment's, or UTC
+    proc, port = start_server(f"sqlite:///{workdir / 'acr.db'}", workdir / "serve.log", "WARNING", zone)
     server = psutil.Process(proc.pid)
     try:
         cpu_before, load_before = _process_cpu(server), os.getloadavg()[0]
