@@ -187,6 +187,9 @@ def questions(draw: st.DrawFn) -> MetricQuery:
 
 
 @pytest.mark.slow
+# Each example migrates a new store (a new schema on PostgreSQL): ~100 s alone on two cores, more beside other
+# workers. The suite-wide 300 s timeout is a hang guard, not a speed check; this test gets a wider one.
+@pytest.mark.timeout(900)
 @settings(
     max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "120")),
     deadline=None,
@@ -259,6 +262,7 @@ dense_records = st.builds(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # a new store per example, as above
 @settings(
     max_examples=int(os.environ.get("ACR_HYPOTHESIS_EXAMPLES", "80")),
     deadline=None,
