@@ -21,6 +21,7 @@ import hashlib
 import hmac
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -31,6 +32,8 @@ import pytest
 from bot.platforms.base import Incoming, Refused
 from bot.platforms.zendesk import TIMESTAMP_HEADER, Zendesk
 from bot.settings import load_settings
+from bot.storage import open_store
+from metrics.records import Contact, parse_contact
 from metrics.timeutil import iso_utc
 from tests.platform_support import PAYLOADS, App
 
@@ -181,3 +184,37 @@ def test_the_superseded_docs_vector_signs_body_then_timestamp_and_is_refused() -
     assert refused.value.status == 401
     assert str(refused.value).startswith("X-Zendesk-Webhook-Signature does not match the body")
     verify_at_docs_time(sign(DOCS_SECRET, DOCS_TIMESTAMP, DOCS_BODY))
+
+
+def stored_counter(app: App, result: str) -> float:
+    """``acr_records_stored_total{result=...}`` as /metrics shows it now (counters are per process: compare)."""
+    line = f'acr_records_stored_total{{result="{result}"}} '
+    found = [row for row in app.client.get("/metrics").text.splitlines() if row.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+def test_a_request_during_a_long_import_gets_503_with_retry_after_then_succeeds(
+    start_app: Callable[..., App], db_path: Path
+) -> None:
+    """As the generic webhook (issue 15, defect 5): an import holds SQLite's write lock for its whole file; a
+    platform's request waited for the busy timeout and got a 500. Now: a retryable 503 with Retry-After (Zendesk
+    retries it), nothing stored; then the same request is stored and counted in /metrics."""
+    zendesk = start_app(zendesk_webhook_secret=SECRET, sqlite_busy_timeout_ms=300)
+    importer = open_store(f"sqlite:///{db_path}")  # another process's `acr-bot ingest`, mid-file
+    try:
+        with importer.bulk() as writer:
+            imported = parse_contact({"id": "i1", "customer_id": "k", "started_at": "2025-01-01T00:00:00Z"}, UTC)
+            assert isinstance(imported, Contact)
+            writer.add([imported])
+            response = send(zendesk, CREATED)
+            assert response.status_code == 503, response.text
+            assert response.headers["Retry-After"] == "5"
+            assert "busy with another write" in response.json()["error"]
+        assert zendesk.stored("zendesk") == {}
+        inserted_before = stored_counter(zendesk, "inserted")
+        retried = send(zendesk, CREATED)
+        assert retried.status_code == 200 and retried.json()["inserted"] == 1
+        assert stored_counter(zendesk, "inserted") == inserted_before + 1
+        assert set(zendesk.stored("zendesk")) == {"5158"}
+    finally:
+        importer.close()

@@ -10,7 +10,9 @@ of CONTRACT section 1). Everything else is here, the same for every platform:
 3. 401 the request is not authenticated by the platform's scheme (missing, stale, forged).
 4. 400 the body cannot be decoded (not the platform's envelope, bad base64, bad JSON ...).
 5. 422 an event maps to a record that is invalid (every problem listed).
-6. 200 once the whole request is stored in one transaction: each event is stored as records, or is not a
+6. 503 with ``Retry-After`` the store cannot take the request now (busy with an import's write lock, a full disk):
+   nothing was stored, and the platform's own retry delivers it again (as the generic webhook answers).
+7. 200 once the whole request is stored in one transaction: each event is stored as records, or is not a
    contact (counted ``ignored``); each record keeps the platform's raw event (``acr-bot contacts get``), and a
    platform agent id the roster knows becomes the agent's name, with its team and tier (``bot.roster``).
 
@@ -40,6 +42,8 @@ from bot.http.coalesce import WriteCoalescer
 from bot.http.responses import JSONResponse, error_response
 from bot.settings import Settings
 from bot.storage import ContactStore, UpsertCounts
+from bot.storage.errors import StoreUnavailable
+from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, RECORDS_STORED, WRITE_SECONDS
 from metrics.records import Contact, parse_contact
 
 log = logging.getLogger("acr_bot.platforms")
@@ -177,7 +181,15 @@ class PlatformEndpoint:
         except Refused as refused:
             log.warning("%s webhook refused from %s: %s", platform.name, _client(request), refused)
             return platform.refused(incoming, refused.status, str(refused))
-        return await run_in_threadpool(self._store, incoming)
+        try:
+            with WRITE_SECONDS.time():
+                return await run_in_threadpool(self._store, incoming)
+        except StoreUnavailable as busy:  # nothing was stored; the same request later will be
+            BATCHES_DEFERRED.inc()
+            log.warning("%s webhook refused for now: %s", platform.name, busy)
+            response = platform.refused(incoming, 503, str(busy))
+            response.headers["Retry-After"] = str(busy.retry_after_seconds)
+            return response
 
     def _store(self, incoming: Incoming) -> Response:
         """Decode, map, validate and store one request (in a worker thread: parsing and SQLite block)."""
@@ -188,13 +200,16 @@ class PlatformEndpoint:
         except Refused as refused:
             return platform.refused(incoming, refused.status, str(refused))
         if details:
+            RECORDS_REFUSED.inc(len(contacts) + len({(d["index"], d["id"]) for d in details}))
             shown = details[:MAX_DETAILS]
             message = (
                 f"{len(details)} problem{'s' if len(details) != 1 else ''} in the mapped records; nothing was stored"
             )
             return platform.refused(incoming, 422, message, shown)
-        outcome = Outcome(self.writer.upsert(contacts), ignored)
-        return platform.ok(incoming, outcome)
+        counts = self.writer.upsert(contacts)
+        for result in ("inserted", "updated", "unchanged"):
+            RECORDS_STORED.labels(result).inc(getattr(counts, result))
+        return platform.ok(incoming, Outcome(counts, ignored))
 
     def _contacts(self, events: Iterable[Event]) -> tuple[list[Contact], int, list[dict[str, Any]]]:
         contacts: list[Contact] = []
