@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -36,6 +36,22 @@ RECORDS_REFUSED = Counter(
 BATCHES_DEFERRED = Counter(
     "acr_batches_deferred", "Webhook batches answered 503 because the store was busy or full", registry=REGISTRY
 )
+
+
+class StoredCounts(Protocol):
+    """What a write reports (``bot.storage.UpsertCounts``), as far as the stored-records counter reads it."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+
+
+def count_stored(counts: StoredCounts) -> None:
+    """Add one write's results to ``acr_records_stored_total`` (the webhook and every platform endpoint)."""
+    for result in ("inserted", "updated", "unchanged"):
+        RECORDS_STORED.labels(result).inc(getattr(counts, result))
+
+
 WRITE_SECONDS = Histogram(
     "acr_store_write_seconds", "Seconds to validate and store one webhook batch",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=REGISTRY,

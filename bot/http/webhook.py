@@ -39,7 +39,7 @@ from bot.http.signing import SIGNATURE_HEADER, TIMESTAMP_HEADER, SignatureError,
 from bot.settings import Settings
 from bot.storage import ContactStore
 from bot.storage.errors import StoreUnavailable
-from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, RECORDS_STORED, WRITE_SECONDS
+from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, WRITE_SECONDS, count_stored
 from metrics.records import Contact, parse_contact
 
 log = logging.getLogger("acr_bot.webhook")
@@ -220,12 +220,7 @@ class Webhook:
             RECORDS_REFUSED.inc(len(items))
             return 422, {"error": message, "details": batch.details}
         counts = self.writer.upsert(batch.contacts)
-        for result, count in (
-            ("inserted", counts.inserted),
-            ("updated", counts.updated),
-            ("unchanged", counts.unchanged),
-        ):
-            RECORDS_STORED.labels(result).inc(count)
+        count_stored(counts)
         return 200, counts.as_dict()
 
 

@@ -43,7 +43,7 @@ from bot.http.responses import JSONResponse, error_response
 from bot.settings import Settings
 from bot.storage import ContactStore, UpsertCounts
 from bot.storage.errors import StoreUnavailable
-from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, RECORDS_STORED, WRITE_SECONDS
+from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, WRITE_SECONDS, count_stored
 from metrics.records import Contact, parse_contact
 
 log = logging.getLogger("acr_bot.platforms")
@@ -207,8 +207,7 @@ class PlatformEndpoint:
             )
             return platform.refused(incoming, 422, message, shown)
         counts = self.writer.upsert(contacts)
-        for result in ("inserted", "updated", "unchanged"):
-            RECORDS_STORED.labels(result).inc(getattr(counts, result))
+        count_stored(counts)
         return platform.ok(incoming, Outcome(counts, ignored))
 
     def _contacts(self, events: Iterable[Event]) -> tuple[list[Contact], int, list[dict[str, Any]]]:
