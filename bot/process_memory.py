@@ -14,7 +14,9 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import sqlite3
 import threading
+from contextlib import closing
 
 log = logging.getLogger("acr_bot.memory")
 
@@ -75,3 +77,31 @@ class MemoryKeeper:
     def _run(self) -> None:
         while not self._stop.wait(self._every):
             self.trim()
+
+
+def limit_sqlite_cache(mib: int) -> None:
+    """Hold SQLite's memory in this process (the page caches of all its connections, and their statements) to
+    about ``mib`` MiB: SQLite's soft heap limit, past which it reuses its least recently used cache pages instead
+    of allocating more. Without it each connection's cache grows with the database up to its own ``cache_size``,
+    so a server's memory keeps rising for hours after start; with it the caches fill to the limit and stay."""
+    with closing(sqlite3.connect(":memory:")) as conn:  # the limit is process-wide: any connection sets it
+        conn.execute(f"PRAGMA soft_heap_limit = {int(mib) * 2**20}")
+
+
+def _sqlite_library() -> ctypes.CDLL | None:
+    try:
+        import _sqlite3  # the module's own library: symbols resolve to the SQLite that sqlite3 really uses
+
+        library = ctypes.CDLL(_sqlite3.__file__)
+        library.sqlite3_memory_used.restype = ctypes.c_int64
+        return library
+    except (OSError, AttributeError, ImportError):
+        return None
+
+
+_SQLITE = _sqlite_library()
+
+
+def sqlite_memory_used() -> int:
+    """Bytes of SQLite's heap in use in this process now (0 where the library cannot be reached)."""
+    return int(_SQLITE.sqlite3_memory_used()) if _SQLITE is not None else 0

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     sqlite_readers: int = Field(default=4, ge=1, le=64)
+    sqlite_cache_mib: int = Field(default=64, ge=1, le=1_048_576)
     scheduler_enabled: bool = True
     scheduler_lease_poll_seconds: float = Field(default=10.0, gt=0, le=60)
     digest_grace_hours: float = Field(default=6.0, ge=0, le=24 * 7)

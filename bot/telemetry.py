@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bot.process_memory import sqlite_memory_used
 from metrics.timeutil import US_PER_SECOND
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -59,6 +60,13 @@ WRITE_SECONDS = Histogram(
 SCHEDULER_RUNS = Counter(
     "acr_scheduler_runs", "Scheduled job runs, by job and outcome (ok, failed)", ["job", "outcome"], registry=REGISTRY
 )
+SQLITE_MEMORY = Gauge(
+    "acr_sqlite_memory_bytes",
+    "SQLite's memory in this process: the page caches of all connections and their statements (held to about "
+    "SQLITE_CACHE_MIB by acr-bot serve)",
+    registry=REGISTRY,
+)
+SQLITE_MEMORY.set_function(sqlite_memory_used)
 CONTACTS_PURGED = Counter("acr_contacts_purged", "Contacts deleted by RETENTION_DAYS", registry=REGISTRY)
 ROLLUP_DAYS_REBUILT = Counter("acr_rollup_days_rebuilt", "Metric rollup days rebuilt", registry=REGISTRY)
 ROLLUP_LAST_REFRESH = Gauge(

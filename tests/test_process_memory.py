@@ -1,7 +1,9 @@
-"""The server's memory kept flat on glibc: few malloc arenas, and free memory handed back (bot.process_memory).
+"""The server's memory kept flat: few malloc arenas, free memory handed back, and SQLite's page caches held to
+SQLITE_CACHE_MIB in all (bot.process_memory).
 
-Each case runs in a fresh Python process (an arena limit is fixed once a process's threads have arenas), on the
-real C library; skipped where that is not glibc. bench/soak.py --trace-memory measures the effect on the server.
+Each case runs in a fresh Python process (an arena limit is fixed once a process's threads have arenas; SQLite's
+heap limit is process-wide), on the real C library; the malloc cases are skipped where that is not glibc.
+bench/soak.py --trace-memory measures the effect on the server.
 """
 
 from __future__ import annotations
@@ -11,12 +13,18 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
+from bot.http.signing import signed_headers
 from bot.process_memory import on_glibc
+from tests.test_serve import SECRET, Process, start_serve
+from tests.test_serve import processes as processes
 
-pytestmark = pytest.mark.skipif(not on_glibc(), reason="glibc's malloc only")
+glibc_only = pytest.mark.skipif(not on_glibc(), reason="glibc's malloc only")
 
 # Twelve threads allocate at once (as the server's worker threads do); then the memory of ~100 MiB of 1 KiB
 # blocks is freed except one block in a hundred, so no arena can shrink from its top by itself.
@@ -55,18 +63,55 @@ def child(mode: str, **env: str) -> dict[str, float]:
     return figures
 
 
+@glibc_only
 def test_without_the_keeper_threads_get_arenas_of_their_own_and_keep_freed_memory() -> None:
     plain = child("plain")
     assert plain["arenas"] > 2 and not plain["trimmed"]
 
 
+@glibc_only
 def test_the_keeper_limits_arenas_to_two_and_hands_freed_memory_back() -> None:
     kept = child("keeper")
     assert kept["arenas"] <= 2
     assert kept["trimmed"] and kept["freed_mib"] > 8  # freed pages leave the resident set (~17 MiB here)
 
 
+@glibc_only
 def test_an_arena_limit_set_by_the_operator_is_left_as_it_is() -> None:
     # glibc makes an arena only when threads contend, so on a busy machine 12 threads may need fewer than 4;
     # what matters is that the keeper did not put its own limit of 2 over the operator's 4.
     assert 2 < child("keeper", MALLOC_ARENA_MAX="4")["arenas"] <= 4
+
+
+def _sqlite_memory_after_writes(server: Process, round: int) -> float:
+    """Send 20,000 more contacts (~10 MB more database, every page of it through the writer's cache) and ask the
+    server's /metrics how much memory SQLite holds now, in MiB."""
+    for batch in range(40):
+        records = [
+            {"id": f"c{round}-{batch}-{n}", "customer_id": f"k{n % 997}", "agent": f"agent{n % 31}",
+             "started_at": f"2026-05-{1 + n % 28:02d}T{n % 24:02d}:00:00Z", "reason": "billing " * 20}
+            for n in range(500)
+        ]  # fmt: skip
+        body = orjson.dumps(records)
+        headers = {"Content-Type": "application/json", **signed_headers(SECRET, body)}
+        response = httpx.post(server.url + "/webhooks/interactions", content=body, headers=headers, timeout=30)
+        assert response.status_code == 200, response.text
+    scraped = httpx.get(server.url + "/metrics", timeout=10).text
+    line = next(line for line in scraped.splitlines() if line.startswith("acr_sqlite_memory_bytes "))
+    return float(line.split()[1]) / 2**20
+
+
+def test_sqlite_cache_mib_stops_sqlite_memory_growing_with_the_database(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    """Without the limit each connection's cache keeps what it read and wrote, up to its own cache_size, so
+    SQLite's memory grows with the database; with SQLITE_CACHE_MIB=2 it stops at the limit plus the pages one
+    write transaction has in flight (which cannot be dropped before its commit) and stays there."""
+    unlimited = start_serve(f"sqlite:///{tmp_path / 'a.db'}", tmp_path / "a.log", SQLITE_CACHE_MIB="1024")
+    processes.append(unlimited)
+    limited = start_serve(f"sqlite:///{tmp_path / 'b.db'}", tmp_path / "b.log", SQLITE_CACHE_MIB="2")
+    processes.append(limited)
+    grown = [_sqlite_memory_after_writes(unlimited, round) for round in range(2)]
+    held = [_sqlite_memory_after_writes(limited, round) for round in range(2)]
+    assert grown[1] > grown[0] + 4, grown
+    assert held[1] < held[0] + 1 and held[1] < grown[1] / 2, (held, grown)

@@ -35,7 +35,7 @@ def serve(host: str | None, port: int | None) -> None:
     from bot.clock import SystemClock
     from bot.http.app import build_app
     from bot.http.server import server_config
-    from bot.process_memory import MemoryKeeper
+    from bot.process_memory import MemoryKeeper, limit_sqlite_cache
     from bot.scheduler.manage import ScheduleManager
     from bot.scheduler.service import scheduler_lifespan, server_scheduler
     from bot.slack.app import build_slack, build_web_client
@@ -43,6 +43,7 @@ def serve(host: str | None, port: int | None) -> None:
     config = settings()
     setup_logging(config)
     memory = MemoryKeeper()  # before the server's threads start: few malloc arenas, free memory trimmed
+    limit_sqlite_cache(config.sqlite_cache_mib)  # all connections' page caches together, not each one's
     host = config.host if host is None else host
     port = config.port if port is None else port
     listener = _listen(host, port)
