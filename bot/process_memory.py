@@ -3,10 +3,11 @@
 What grows in a server under load is not Python's objects (flat, by tracemalloc) but memory that glibc's malloc
 keeps after it was freed (bench/soak.py --trace-memory measures both): each thread that allocates gets an arena
 of its own (up to 8 per core), and an arena gives freed pages back to the system only from its top, so the
-freed memory of ~15 threads' short bursts (a question's arrays, a chart, a batch) stays resident. Two standard
-remedies: few arenas (``M_ARENA_MAX``, set before the server's threads start) and ``malloc_trim(0)`` every
-minute, which hands the free pages of every arena back. ``MALLOC_ARENA_MAX`` in the environment is left as the
-operator set it. On another C library both do nothing.
+freed memory of ~15 threads' short bursts (a question's arrays, a chart, a batch) stays resident. Three standard
+remedies: few arenas (``M_ARENA_MAX``, set before the server's threads start), a fixed ``M_MMAP_THRESHOLD`` (big
+blocks in mappings of their own, unmapped when freed) and ``malloc_trim(0)`` every minute, which hands the free
+pages of every arena back. ``MALLOC_ARENA_MAX`` and ``MALLOC_MMAP_THRESHOLD_`` in the environment are left as the
+operator set them. On another C library they do nothing. SQLite's own memory is held by ``limit_sqlite_cache``.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from contextlib import closing
 log = logging.getLogger("acr_bot.memory")
 
 MALLOC_ARENAS = 2  # as MALLOC_ARENA_MAX=2: what long-running threaded Python servers commonly use
+MMAP_THRESHOLD = 1 << 20  # bytes: blocks this large get a mapping of their own (see MemoryKeeper)
 TRIM_EVERY_SECONDS = 60.0
 _M_ARENA_MAX = -8  # glibc's malloc.h
+_M_MMAP_THRESHOLD = -3
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -41,18 +44,32 @@ def on_glibc() -> bool:
 
 
 class MemoryKeeper:
-    """Limits glibc's malloc arenas when made (call it before the threads start), then trims free memory every ``every`` seconds in a thread of
-    its own until stopped. ``available`` is False (and nothing happens) where glibc is not the C library."""
+    """Tunes glibc's malloc when made (call it before the threads start), then trims free memory every ``every``
+    seconds in a thread of its own until stopped. ``available`` is False (and nothing happens) where glibc is not
+    the C library.
 
-    def __init__(self, every: float = TRIM_EVERY_SECONDS, arenas: int = MALLOC_ARENAS):
+    The tuning: few arenas (``arenas``), and blocks of ``mmap_threshold`` bytes or more always in mappings of their
+    own, which go back to the system when freed. glibc's default threshold moves up to the largest block freed
+    (up to 32 MiB), so after a question's first big arrays the next ones come from an arena, where they stay
+    resident behind smaller blocks still in use. ``MALLOC_ARENA_MAX`` and ``MALLOC_MMAP_THRESHOLD_`` in the
+    environment are left as the operator set them."""
+
+    def __init__(
+        self, every: float = TRIM_EVERY_SECONDS, arenas: int = MALLOC_ARENAS, mmap_threshold: int = MMAP_THRESHOLD
+    ):
         self._libc = _glibc()
         self._every = every
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        if "MALLOC_ARENA_MAX" in os.environ:  # the operator's own choice, which glibc already applied
+        if self._libc is None:
             return
-        if self._libc is not None and not self._libc.mallopt(_M_ARENA_MAX, arenas):
-            log.warning("glibc refused M_ARENA_MAX=%d; memory may grow with the number of threads", arenas)
+        for variable, option, value in (
+            ("MALLOC_ARENA_MAX", _M_ARENA_MAX, arenas),
+            ("MALLOC_MMAP_THRESHOLD_", _M_MMAP_THRESHOLD, mmap_threshold),
+        ):
+            # an operator's own choice in the environment, which glibc already applied, is left as it is
+            if variable not in os.environ and not self._libc.mallopt(option, value):
+                log.warning("glibc refused %s=%d; memory may grow under load", variable, value)
 
     @property
     def available(self) -> bool:
