@@ -12,10 +12,17 @@ import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from bot.ingest.events_format import EventMapper
+    from metrics.timeutil import InstantCache
+
+    class RosterMapper(EventMapper, Protocol):
+        """An event mapper whose fast path applies the roster ``known`` itself."""
+
+        def row(self, event: Any, raw: str, instants: InstantCache, known: Lookup = ...) -> Sequence[Any] | None: ...
+
 
 COLUMNS = ("agent", "team", "tier", "slack_user", "ids")
 _SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -62,7 +69,7 @@ def apply(record: dict[str, Any], platform: str, known: Lookup) -> dict[str, Any
 class Mapped:
     """A platform's event mapper (``bot.ingest.EventMapper``) whose records go through the roster (``apply``)."""
 
-    def __init__(self, mapper: EventMapper, platform: str, known: Lookup):
+    def __init__(self, mapper: RosterMapper, platform: str, known: Lookup):
         self.mapper = mapper
         self.loads = mapper.loads
         self.platform = platform
@@ -71,6 +78,9 @@ class Mapped:
     def record(self, event: Any) -> dict[str, Any] | None:
         record = self.mapper.record(event)
         return record if record is None or not self.known else apply(record, self.platform, self.known)
+
+    def row(self, event: Any, raw: str, instants: InstantCache) -> Sequence[Any] | None:
+        return self.mapper.row(event, raw, instants, self.known)
 
 
 def parse_csv(text: str, name: str, platforms: Sequence[str]) -> tuple[list[RosterEntry], list[str]]:

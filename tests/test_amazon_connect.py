@@ -17,6 +17,7 @@ cd0c32b348c3016b1c956bf510b37c3a19531026).
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import signal
 import threading
@@ -34,19 +35,24 @@ import httpx
 import orjson
 import pytest
 from click.testing import CliRunner, Result
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import bot.ingest.batch
+from bot import roster
 from bot.cli import main
 from bot.ingest import ingest_file
+from bot.ingest.events_format import Unusual
 from bot.platforms.amazon_connect import AmazonConnect, Ctr, CtrMapper
 from bot.platforms.base import Incoming
+from bot.roster import RosterEntry
 from bot.settings import load_settings
 from bot.storage import open_store
-from metrics.timeutil import iso_utc
+from metrics.records import contact_row
+from metrics.timeutil import instant_cache, iso_utc
 from tests.platform_support import PAYLOADS, App
 from tests.store_support import stored_contacts
+from tests.test_records_fast_path import FIELD_VALUES, ZONES, iso_texts, outcome
 from tests.test_serve import Process, check_store, start_serve
 
 KEY = "firehose-access-key-0123456789"
@@ -594,3 +600,115 @@ def test_odd_records_are_refused_as_before_by_the_checked_decoding(connect: App)
         assert response.status_code == 400, body
         assert message in response.json()["errorMessage"]
     assert "odd-1" in connect.stored(SOURCE) and len(connect.stored(SOURCE)) == 1
+
+
+# --- the fast path (a CTR straight to its Contact row) against mapping to a record and validating it ----------
+
+
+def _mostly(usual: st.SearchStrategy[Any], *others: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """``usual`` seven times in ten, else one of ``others``."""
+    return st.integers(0, 9).flatmap(lambda n: usual if n < 7 else others[n % len(others)])
+
+
+def _part(name: str, values: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A nested part of a CTR ({name: value}), now and then not an object at all."""
+    return _mostly(st.fixed_dictionaries({name: values}), _json)
+
+
+def _field(name: str, usual: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """A record field's values: mostly ``usual``, else (tests/test_records_fast_path.py) valid ones in every
+    accepted form, or invalid ones."""
+    valid, invalid = FIELD_VALUES[name]
+    return _mostly(usual, valid, valid, invalid)
+
+
+_flags = st.sampled_from(["true", "FALSE", " yes", "No", "1", "0", "maybe", ""])
+_usual_ctr = st.fixed_dictionaries(
+    {
+        "ContactId": _field("id", st.uuids().map(str)),
+        "CustomerEndpoint": _part("Address", _field("customer_id", st.just("+15550100"))),
+        "InitiationTimestamp": _field("started_at", iso_texts(common=True)),
+        "Agent": _part("Username", _field("agent", st.sampled_from(["maria", " maria ", "bob"]))),
+    },
+    optional={
+        "Queue": _part("Name", _field("queue", st.just("billing"))),
+        "Channel": _word,
+        "InitiationMethod": _word,
+        "PreviousContactId": _field("parent_id", st.uuids().map(str)),
+        "DisconnectTimestamp": _field("ended_at", iso_texts(common=True)),
+        "LastUpdateTimestamp": _field("updated_at", iso_texts(common=True)),
+        "Attributes": st.fixed_dictionaries(
+            {},
+            optional={
+                "crmId": _field("customer_id", st.just("CRM-7")),
+                "reason": _field("reason", st.just("billing dispute")),
+                "resolved": _flags,
+                "escalated": _flags,
+            },
+        ),
+    },
+)
+_rosters = _mostly(
+    st.lists(
+        st.builds(
+            RosterEntry,
+            agent=_field("agent", st.just("Maria Lopez")),
+            team=_field("team", st.just("billing") | st.none()),
+            tier=st.one_of(st.none(), st.integers(1, 4), st.sampled_from([0, 2**63])),
+            ids=st.sampled_from([((SOURCE, "maria"),), ((SOURCE, "bob"), ("zendesk", "maria"))]),
+        ),
+        min_size=1,
+        max_size=2,
+    ),
+    st.just([]),
+)
+
+
+def general_outcome(mapper: CtrMapper, ctr: Ctr, raw: str, zone: Any, known: roster.Lookup) -> Any:
+    """What the general path makes of a CTR: its record through the roster, validated (None: not a contact)."""
+    record = mapper.record(ctr)
+    return None if record is None else outcome(lambda: contact_row(roster.apply(record, SOURCE, known), zone, raw=raw))
+
+
+def row_outcome(row: Any) -> Any:
+    """A fast path's row as ``outcome`` gives a validation's (None stays None)."""
+    return None if row is None else ("row", [(type(value), value) for value in row])
+
+
+@settings(max_examples=300, deadline=None)
+@given(ctr=_usual_ctr, entries=_rosters, zone=st.sampled_from(ZONES), attributes=st.booleans())
+def test_the_fast_path_makes_the_row_of_the_general_one_or_steps_aside(
+    ctr: dict[str, Any], entries: list[RosterEntry], zone: Any, attributes: bool
+) -> None:
+    """Whatever the fast path returns is exactly what the general path gives; an invalid CTR never gets a row
+    from it (the general path names the problem)."""
+    mapper = CtrMapper(load_settings(**(ATTRIBUTE_SETTINGS if attributes else {})))
+    try:
+        data = orjson.dumps(ctr)
+    except TypeError:  # an integer beyond 64 bits (the odd values' lists): not JSON a platform sends
+        assume(False)
+    decoded, raw = mapper.loads(data), data.decode()
+    known = roster.lookup(entries)
+    expected = general_outcome(mapper, decoded, raw, zone, known)
+    for _ in range(3):  # the first sight of an hour, the second (which fills the cache), then cached
+        try:
+            fast = mapper.row(decoded, raw, instant_cache(zone), known)
+        except Unusual:
+            continue
+        assert row_outcome(fast) == expected
+
+
+@pytest.mark.parametrize("zone", ZONES, ids=str)
+def test_usual_ctrs_take_the_fast_path(zone: Any) -> None:
+    """The payloads' CTRs, with a roster entry for their agent, need neither the record nor validation."""
+    mapper = CtrMapper(load_settings(**ATTRIBUTE_SETTINGS))
+    known = roster.lookup([RosterEntry("Maria Lopez", "billing", 2, ids=((SOURCE, INBOUND["Agent"]["Username"]),))])
+    for ctr in [INBOUND, *VERSIONS]:
+        data = orjson.dumps(ctr)
+        decoded, raw = mapper.loads(data), data.decode()
+        expected = general_outcome(mapper, decoded, raw, zone, known)
+        for _ in range(2):  # an hour is cached when it is met the second time
+            with contextlib.suppress(Unusual):
+                mapper.row(decoded, raw, instant_cache(zone), known)
+        fast = mapper.row(decoded, raw, instant_cache(zone), known)
+        assert fast is not None and row_outcome(fast) == expected

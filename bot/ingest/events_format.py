@@ -16,6 +16,7 @@ import orjson
 from bot.ingest.chunks import CHUNK_RECORDS, Chunk, CountingReader, SplitInsideRecord
 from bot.ingest.jsonl_format import json_problem
 from metrics.records import contact_row
+from metrics.timeutil import InstantCache, instant_cache
 
 
 class EventMapper(Protocol):
@@ -29,6 +30,16 @@ class EventMapper(Protocol):
     def record(self, event: Any) -> dict[str, Any] | None:
         """The contact record of an event (None: not a contact)."""
         ...
+
+    def row(self, event: Any, raw: str, instants: InstantCache) -> Sequence[Any] | None:
+        """The fast path: ``contact_row`` of the event's record (raw ``raw``), made straight from the event, or
+        None when it is not a contact; raises Unusual for anything but the usual event (then ``record`` and
+        validation are asked, which say what is wrong)."""
+        ...
+
+
+class Unusual(Exception):
+    """An event that a fast path does not vouch for: the general path (map, then validate) takes it."""
 
 
 _NOT_OBJECTS = (list, str, int, float, bool, type(None))  # what a JSON value is when it is not an object
@@ -67,7 +78,8 @@ def event_chunks(
     errors: list[str] = []
     records = ignored = 0
     failed = False
-    row_of, record_of = contact_row, events.record
+    row_of, record_of, fast_row_of = contact_row, events.record, events.row
+    instants = instant_cache(zone)
     for line, obj, text in _event_objects(_event_stream(counter), events.loads, first_line, block_end):
         records += 1
         if obj is _BROKEN:  # ``text`` says why; nothing after this point of the file can be read reliably
@@ -77,11 +89,17 @@ def event_chunks(
         if type(obj) in _NOT_OBJECTS:
             errors.append(f"{name}:{line}: record: expected a JSON object, got {type(obj).__name__}")
             failed = True
-        elif (record := record_of(obj)) is None:
-            ignored += 1
         else:
-            row = row_of(record, zone, raw=text)
-            if type(row) is list:
+            record = None
+            try:
+                row = fast_row_of(obj, text, instants)
+            except Unusual:  # the general path: the record, validated (which names what is wrong)
+                record = record_of(obj)
+                row = None if record is None else row_of(record, zone, raw=text)
+            if row is None:
+                ignored += 1
+            elif type(row) is list:
+                assert record is not None
                 errors.extend(f"{name}:{line}: {error} (ContactId {record.get('id')})" for error in row)
                 failed = True
             elif not failed:

@@ -23,8 +23,12 @@ import orjson
 from starlette.responses import Response
 
 from bot.http.responses import JSONResponse
+from bot.ingest.events_format import Unusual
 from bot.platforms.base import Event, Incoming, Outcome, Platform, Refused
+from bot.roster import Lookup, RosterEntry
 from bot.settings import Settings
+from metrics.records import ID_MAX_CHARS, REASON_MAX_CHARS, TEXT_MAX_CHARS, TIER_MAX
+from metrics.timeutil import NOT_FAST, InstantCache, fast_instant
 
 SOURCE = "amazon-connect"
 ACCESS_KEY_HEADER = "X-Amz-Firehose-Access-Key"
@@ -35,6 +39,7 @@ CONTINUATION_METHODS = frozenset({"TRANSFER", "QUEUE_TRANSFER"})
 _TRUE = frozenset({"true", "yes", "1"})
 _FALSE = frozenset({"false", "no", "0"})
 MAX_ERROR_CHARS = 8192  # Firehose's limit for errorMessage
+NO_ROSTER: Lookup = {}
 
 
 class _Agent(msgspec.Struct, gc=False):
@@ -88,13 +93,13 @@ class CtrMapper:
         self.reason_attribute = settings.connect_reason_attribute
         self.resolved_attribute = settings.connect_resolved_attribute
         self.escalated_attribute = settings.connect_escalated_attribute
-        self._decode = msgspec.json.Decoder(Ctr).decode
+        self.decode_ctr = msgspec.json.Decoder(Ctr).decode  # raises msgspec.DecodeError, a ValueError
 
     def loads(self, data: bytes) -> Any:
         """The JSON value of ``data``: a Ctr when it is an object, else the value as orjson gives it. Raises
         orjson.JSONDecodeError (with orjson's message) when it is not one JSON value."""
         try:
-            return self._decode(data)
+            return self.decode_ctr(data)
         except msgspec.DecodeError:  # not an object, a nested part of another type, or not JSON: said as before
             pass
         value = orjson.loads(data)
@@ -144,6 +149,107 @@ class CtrMapper:
                 record[field] = flag
         return record
 
+    # C901: one straight run of checks, as metrics.records.contact_row for the same reason: it runs per contact.
+    def row(  # noqa: C901
+        self, ctr: Ctr, raw: str, instants: InstantCache, known: Lookup = NO_ROSTER
+    ) -> tuple[Any, ...] | None:
+        """The contact of one CTR as a row in Contact field order, made straight from the CTR: what validating
+        ``record(ctr)`` after the roster ``known`` (``bot.roster.apply``) gives, for the usual CTR. None when the
+        CTR has no customer.
+
+        Raises Unusual for whatever the checks here do not vouch for (an invalid or over-long value, a rare
+        timestamp form): the caller then takes the general path, so every error message stays there. Mapping
+        to a record dict and validating it took about as long as decoding the CTR.
+        """
+        attributes = ctr.Attributes or {}
+        customer = _text(attributes.get(self.customer_attribute)) if self.customer_attribute else None
+        if customer is None:
+            endpoint = ctr.CustomerEndpoint
+            if endpoint is None or (customer := _text(endpoint.Address)) is None:
+                return None
+        # Each text as validation keeps it: stripped (as _text gives it), at most its limit, no NUL.
+        contact_id = ctr.ContactId
+        if (
+            type(contact_id) is not str
+            or not 0 < len(contact_id := contact_id.strip()) <= ID_MAX_CHARS
+            or "\x00" in contact_id
+            or len(customer) > ID_MAX_CHARS
+            or "\x00" in customer
+        ):
+            raise Unusual
+        agent = _text(ctr.Agent.Username) if ctr.Agent is not None else None
+        team, tier = None, 1
+        if agent is not None:
+            if known and (entry := known.get((SOURCE, agent))) is not None:
+                agent, team, tier = _rostered(entry)
+            elif len(agent) > TEXT_MAX_CHARS or "\x00" in agent:
+                raise Unusual
+        queue = _text(ctr.Queue.Name) if ctr.Queue is not None else None
+        if queue is not None and (len(queue) > TEXT_MAX_CHARS or "\x00" in queue):
+            raise Unusual
+        channel = ctr.Channel
+        method = ctr.InitiationMethod
+        direction, parent_id = "inbound", None
+        if type(method) is str:
+            if method in OUTBOUND_METHODS:
+                direction = "outbound"
+            elif (
+                method in CONTINUATION_METHODS
+                and (parent_id := _text(ctr.PreviousContactId)) is not None
+                and (len(parent_id) > ID_MAX_CHARS or "\x00" in parent_id)
+            ):
+                raise Unusual
+        reason = _text(attributes.get(self.reason_attribute)) if self.reason_attribute else None
+        if reason is not None and (len(reason) > REASON_MAX_CHARS or "\x00" in reason):
+            raise Unusual
+        resolved = _flag(attributes.get(self.resolved_attribute)) if self.resolved_attribute else None
+        escalated = _flag(attributes.get(self.escalated_attribute)) is True if self.escalated_attribute else False
+        tails = instants.tails  # timeutil.fast_instant, its usual case written out (as contact_row does)
+        stamp = ctr.InitiationTimestamp
+        started_us: int | None
+        if (
+            type(stamp) is str
+            and (tail := tails.get(stamp[14:])) is not None
+            and (hour := tail[1].get(stamp[:14], NOT_FAST)) >= 0
+        ):
+            started_us = hour + tail[0]
+        elif (started_us := fast_instant(stamp, instants)) is None:
+            raise Unusual
+        ended_us: int | None = None
+        updated_us: int | None = None
+        if (stamp := ctr.DisconnectTimestamp) is not None:
+            if (
+                type(stamp) is str
+                and (tail := tails.get(stamp[14:])) is not None
+                and (hour := tail[1].get(stamp[:14], NOT_FAST)) >= 0
+            ):
+                ended_us = hour + tail[0]
+            elif (ended_us := fast_instant(stamp, instants)) is None:
+                raise Unusual
+            if ended_us < started_us:
+                raise Unusual
+        if (stamp := ctr.LastUpdateTimestamp) is not None and (updated_us := fast_instant(stamp, instants)) is None:
+            raise Unusual
+        return (
+            SOURCE,
+            contact_id,
+            customer,
+            agent,
+            team,
+            queue,
+            reason,
+            CHANNELS.get(channel.upper(), "other") if type(channel) is str else "other",
+            direction,
+            tier,
+            escalated,
+            resolved,
+            parent_id,
+            started_us,
+            ended_us,
+            updated_us,
+            raw,
+        )
+
 
 class AmazonConnect(Platform):
     name = SOURCE
@@ -171,8 +277,13 @@ class AmazonConnect(Platform):
         if not delivery.requestId:
             raise Refused(400, "the delivery has no requestId")
         events: list[Event] = []
+        append, decode_ctr = events.append, self.mapper.decode_ctr
         for index, record in enumerate(delivery.records):
-            self._add_events(events, index, record.data)
+            data = record.data
+            try:  # the usual record: one CTR (as json_objects reads it, without the generator)
+                append(Event(decode_ctr(data), data.strip().decode()))
+            except ValueError:  # several back to back, not an object, not UTF-8 ...: said step by step
+                self._add_events(events, index, data)
         return events
 
     def _decode_checked(self, incoming: Incoming) -> list[Event]:
@@ -211,6 +322,9 @@ class AmazonConnect(Platform):
     def records(self, event: Event) -> list[dict[str, Any]]:
         record = self.mapper.record(event.value)
         return [] if record is None else [record]
+
+    def contact_row(self, event: Event, instants: InstantCache, known: Lookup) -> tuple[Any, ...] | None:
+        return self.mapper.row(event.value, event.raw, instants, known)
 
     def ok(self, incoming: Incoming, outcome: Outcome) -> Response:
         return JSONResponse({"requestId": _request_id(incoming), "timestamp": _now_ms()})
@@ -279,6 +393,21 @@ def _text(value: object) -> str | None:
     if isinstance(value, str) and (stripped := value.strip()):
         return stripped
     return None
+
+
+def _rostered(entry: RosterEntry) -> tuple[str, str | None, int]:
+    """The agent, team and tier a roster entry gives a record (``bot.roster.apply``), as validation keeps them;
+    Unusual when it would refuse them."""
+    agent, team, tier = entry.agent, entry.team, 1 if entry.tier is None else entry.tier
+    if type(agent) is not str or not 0 < len(agent := agent.strip()) <= TEXT_MAX_CHARS or "\x00" in agent:
+        raise Unusual
+    if team is not None and (
+        type(team) is not str or not 0 < len(team := team.strip()) <= TEXT_MAX_CHARS or "\x00" in team
+    ):
+        raise Unusual
+    if type(tier) is not int or not 1 <= tier <= TIER_MAX:
+        raise Unusual
+    return agent, team, tier
 
 
 def _flag(value: object) -> bool | None:

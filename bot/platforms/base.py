@@ -28,7 +28,7 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import orjson
 from pydantic import SecretStr
@@ -40,13 +40,16 @@ from starlette.routing import Route
 from bot import roster
 from bot.http.coalesce import WriteCoalescer
 from bot.http.responses import JSONResponse, error_response
+from bot.ingest.events_format import Unusual
 from bot.settings import Settings
 from bot.storage import ContactStore, UpsertCounts
 from bot.storage.errors import StoreUnavailable
 from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, WRITE_SECONDS, count_stored
 from metrics.records import Contact, parse_contact
+from metrics.timeutil import InstantCache, instant_cache
 
 log = logging.getLogger("acr_bot.platforms")
+_new_contact = Contact._make
 
 MAX_DETAILS = 100  # problems listed in one answer
 
@@ -69,9 +72,9 @@ class Incoming:
     notes: dict[str, Any] = field(default_factory=dict)  # what decode learnt that the answer needs
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """One platform event: its decoded value and its text as delivered (kept as each record's raw)."""
+class Event(NamedTuple):
+    """One platform event: its decoded value and its text as delivered (kept as each record's raw). A tuple:
+    a delivery makes hundreds, and a frozen dataclass took three times as long to build."""
 
     value: Any
     raw: str
@@ -115,6 +118,12 @@ class Platform(ABC):
     @abstractmethod
     def records(self, event: Event) -> list[dict[str, Any]]:
         """The contact records (ingest schema) an event means; [] when it is not a contact."""
+
+    def contact_row(self, event: Event, instants: InstantCache, known: roster.Lookup) -> Sequence[Any] | None:
+        """The fast path, where a platform has one: the Contact row of an event that means one contact, made
+        straight from the event (the roster ``known`` applied), or None when it is not a contact. Raises Unusual
+        for anything else, as the default does: ``records``, the roster and validation then take the event."""
+        raise Unusual
 
     def ok(self, incoming: Incoming, outcome: Outcome) -> Response:
         """The answer to a stored request."""
@@ -216,7 +225,18 @@ class PlatformEndpoint:
         ignored = 0
         zone, name = self.zone, self.platform.name
         known = roster.lookup(self.store.roster())  # read per request: a new roster applies from the next one
+        instants, fast_row = instant_cache(zone), self.platform.contact_row
         for index, event in enumerate(events):
+            try:
+                row = fast_row(event, instants, known)
+            except Unusual:
+                pass
+            else:
+                if row is None:
+                    ignored += 1
+                else:
+                    contacts.append(_new_contact(row))
+                continue
             records = self.platform.records(event)
             if not records:
                 ignored += 1
