@@ -33,6 +33,7 @@ from unittest import mock
 
 import httpx
 import orjson
+import pybase64
 import pytest
 from click.testing import CliRunner, Result
 from hypothesis import assume, given, settings
@@ -712,3 +713,24 @@ def test_usual_ctrs_take_the_fast_path(zone: Any) -> None:
                 mapper.row(decoded, raw, instant_cache(zone), known)
         fast = mapper.row(decoded, raw, instant_cache(zone), known)
         assert fast is not None and row_outcome(fast) == expected
+
+
+_BASE64_TEXTS = st.one_of(
+    st.binary(max_size=40).map(lambda data: base64.b64encode(data).decode()),
+    st.text(alphabet="ABCab019+/=-_ \n\t.é", max_size=16),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_BASE64_TEXTS)
+def test_the_fast_base64_decoder_takes_exactly_what_the_standard_one_takes(text: str) -> None:
+    """Deliveries are decoded with pybase64, refused records said by the step-by-step decoding (the standard
+    library's base64): the two must accept the same texts, as the same bytes."""
+
+    def decoded(decode: Callable[..., bytes]) -> bytes | None:
+        try:
+            return decode(text, validate=True)
+        except ValueError:  # (binascii.Error is one)
+            return None
+
+    assert decoded(pybase64.b64decode) == decoded(base64.b64decode)
