@@ -29,7 +29,7 @@ from typing import IO, Any, cast
 
 from bot.ingest import csv_format, formats, jsonl_format
 from bot.ingest.chunks import Chunk, CountingReader, SplitInsideRecord
-from bot.ingest.events_format import EVENTS, EventMapper, event_chunks, object_cut
+from bot.ingest.events_format import EVENTS, EventMapper, event_chunks, newlines, object_cut
 from metrics.records import Contact
 from metrics.timeutil import load_zone
 
@@ -239,7 +239,7 @@ def _line_blocks(
             yield (*pending, False)
         pending = (offset, line, block)
         offset += len(block)
-        line += block.count(b"\n")
+        line += newlines(block)
 
 
 # Columns with few distinct values (source, agent, team, queue, reason, channel, direction): one shared

@@ -139,7 +139,7 @@ def _event_objects(
             return
         data = data + block if data else block
         start = len(data) - len(data.lstrip())
-        line += data.count(b"\n", 0, start)
+        line += newlines(data, 0, start)
         ends = [(m.start() + 1, m.end() - 1) for m in gap.finditer(data, start)]
         if not block:
             ends.append((len(data.rstrip()), len(data)))  # the end of the file ends the last object
@@ -158,7 +158,7 @@ def _event_objects(
                 yield line, _BROKEN, f"record: malformed JSON: {_json_problem(piece)}"
                 return
             yield line, obj, text
-            line += data.count(b"\n", start, after)
+            line += newlines(data, start, after)
             start = after
         if not block:
             return
@@ -166,6 +166,12 @@ def _event_objects(
             yield line, _BROKEN, f"record: malformed JSON: an event longer than {MAX_EVENT_BYTES} bytes"
             return
         data = data[start:]
+
+
+def newlines(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """The line ends in ``data[start:end]``. Files of events often have none (Firehose writes objects back to
+    back), and find (memchr) says so in a fraction of the time count takes to scan the same bytes."""
+    return 0 if data.find(b"\n", start, end) < 0 else data.count(b"\n", start, end)
 
 
 def _json_problem(piece: bytes) -> str:
