@@ -29,7 +29,7 @@ from bot.platforms.base import Event, Incoming, Outcome, Platform, Refused
 from bot.roster import Lookup, RosterEntry
 from bot.settings import Settings
 from metrics.records import ID_MAX_CHARS, REASON_MAX_CHARS, TEXT_MAX_CHARS, TIER_MAX
-from metrics.timeutil import NOT_FAST, InstantCache, fast_instant
+from metrics.timeutil import InstantCache, fast_instant
 
 SOURCE = "amazon-connect"
 ACCESS_KEY_HEADER = "X-Amz-Firehose-Access-Key"
@@ -150,10 +150,7 @@ class CtrMapper:
                 record[field] = flag
         return record
 
-    # C901: one straight run of checks, as metrics.records.contact_row for the same reason: it runs per contact.
-    def row(  # noqa: C901
-        self, ctr: Ctr, raw: str, instants: InstantCache, known: Lookup = NO_ROSTER
-    ) -> tuple[Any, ...] | None:
+    def row(self, ctr: Ctr, raw: str, instants: InstantCache, known: Lookup = NO_ROSTER) -> tuple[Any, ...] | None:
         """The contact of one CTR as a row in Contact field order, made straight from the CTR: what validating
         ``record(ctr)`` after the roster ``known`` (``bot.roster.apply``) gives, for the usual CTR. None when the
         CTR has no customer.
@@ -205,31 +202,17 @@ class CtrMapper:
             raise Unusual
         resolved = _flag(attributes.get(self.resolved_attribute)) if self.resolved_attribute else None
         escalated = _flag(attributes.get(self.escalated_attribute)) is True if self.escalated_attribute else False
-        tails = instants.tails  # timeutil.fast_instant, its usual case written out (as contact_row does)
-        stamp = ctr.InitiationTimestamp
-        started_us: int | None
-        if (
-            type(stamp) is str
-            and (tail := tails.get(stamp[14:])) is not None
-            and (hour := tail[1].get(stamp[:14], NOT_FAST)) >= 0
-        ):
-            started_us = hour + tail[0]
-        elif (started_us := fast_instant(stamp, instants)) is None:
+        if (started_us := fast_instant(ctr.InitiationTimestamp, instants)) is None:
             raise Unusual
-        ended_us: int | None = None
-        updated_us: int | None = None
-        if (stamp := ctr.DisconnectTimestamp) is not None:
-            if (
-                type(stamp) is str
-                and (tail := tails.get(stamp[14:])) is not None
-                and (hour := tail[1].get(stamp[:14], NOT_FAST)) >= 0
-            ):
-                ended_us = hour + tail[0]
-            elif (ended_us := fast_instant(stamp, instants)) is None:
-                raise Unusual
-            if ended_us < started_us:
-                raise Unusual
-        if (stamp := ctr.LastUpdateTimestamp) is not None and (updated_us := fast_instant(stamp, instants)) is None:
+        ended_us = updated_us = None
+        if ctr.DisconnectTimestamp is not None and (
+            (ended_us := fast_instant(ctr.DisconnectTimestamp, instants)) is None or ended_us < started_us
+        ):
+            raise Unusual
+        if (
+            ctr.LastUpdateTimestamp is not None
+            and (updated_us := fast_instant(ctr.LastUpdateTimestamp, instants)) is None
+        ):
             raise Unusual
         return (
             SOURCE,
