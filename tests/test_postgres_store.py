@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.settings import load_settings
-from bot.storage import ContactStore, open_store
+from bot.storage import ContactStore, PackedContacts, open_store
 from bot.storage.postgres import PostgresContactStore
 from bot.storage.postgres_metrics import row_count_statements
 from bot.storage.postgres_migrations import MIGRATIONS
@@ -190,6 +190,42 @@ def test_an_initial_bulk_load_builds_the_indexes_at_its_end_and_agrees(
             raise RuntimeError("the import failed half-way")
         assert secondary_indexes(postgres_url) == indexes
         assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
+    finally:
+        pg.close()
+        lite.close()
+
+
+@pytest.mark.parametrize("again", ["in a later chunk", "in the same chunk", "packed"])
+def test_an_initial_load_copies_straight_until_a_key_comes_again_and_agrees(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, again: str
+) -> None:
+    """An initial load (an empty store) copies its chunks straight into contacts; a key given again (a newer
+    version, an identical one, a stale one) sends the chunk, and every later one, the way of any write: the same
+    counts, contacts and next repeats as SQLite's, and the candidates' key and indexes are back."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    indexes = secondary_indexes(postgres_url)
+    first = [contact(f"a{i}", f"k{i % 3}", i, direction="outbound" if i == 4 else "inbound") for i in range(9)]
+    newer = contact("a2", "k1", 8.5, updated_at=T0 + 99)
+    older = contact("a5", "k2", 0.25, updated_at=T0 - 99)
+    repeated = [newer, first[3], older, contact("b", "k0", 3.5), contact("c", "k1", 7.5, resolved=False)]
+    chunks = (
+        [first[:5], [first[5], newer], first[6:], repeated]
+        if again == "in a later chunk"
+        else [first[:3], [*first[3:], *repeated]]
+    )
+    try:
+        with pg.bulk(len(first) + len(repeated)) as writer:
+            for chunk in chunks:
+                values = [value for row in chunk for value in row]
+                writer.add(PackedContacts(values) if again == "packed" else chunk)
+        assert writer.counts.as_dict() == lite.upsert([c for chunk in chunks for c in chunk]).as_dict()
+        assert dump(pg) == dump(lite)
+        assert secondary_indexes(postgres_url) == indexes
         assert_derived_data_exact(pg)
     finally:
         pg.close()

@@ -241,6 +241,17 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
             "ALTER INDEX metric_contacts_time_covering RENAME TO metric_contacts_time",
         ),
     ),
+    (
+        "014_customer_and_agent_collate_c",
+        # Customer ids and agent names compared byte by byte (as SQLite compares them), not by the database's
+        # collation, which sorts text several times slower: every derive step sorts contacts by customer, and a
+        # bulk load builds the indexes by customer and by agent (for 1,000,000 contacts: 7.5 s against 2.1 s,
+        # and 4.5 s against ~1.5 s). Their indexes are rebuilt; the tables are not rewritten.
+        (
+            'ALTER TABLE contacts ALTER COLUMN customer_id TYPE TEXT COLLATE "C"',
+            'ALTER TABLE metric_contacts ALTER COLUMN agent TYPE TEXT COLLATE "C"',
+        ),
+    ),
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
