@@ -31,6 +31,7 @@ from bot.storage import (
 )
 from bot.storage.errors import StoreUnavailable
 from bot.storage.rollup_cache import RollupCache
+from bot.storage.sqlite_checkpoint import SQLiteCheckpointer
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
@@ -43,10 +44,15 @@ from metrics.windows import QuickReturns
 CHUNK = 5000
 PURGE_BATCH = 5000  # contacts deleted per write transaction by a purge or an erasure
 BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see SQLiteBulkWriter)
-# The writer checkpoints once the WAL holds this many pages (SQLite's default is 1,000): a stream of small
-# writes dirties the same index pages again and again, and each checkpoint copies a page once however
-# often it was rewritten.
-WAL_CHECKPOINT_PAGES = 10_000
+# WAL checkpoints run on a thread of their own (sqlite_checkpoint), at most once every this many seconds: a
+# stream of small writes dirties the same index pages again and again, and each checkpoint copies a page once
+# however often it was rewritten.
+CHECKPOINT_INTERVAL_SECONDS = 1.0
+# Once the WAL holds this many pages, the next write copies the last few frames after its commit, so the write after
+# it starts the log over (see sqlite_checkpoint); the WAL file is cut back to this size then (journal_size_limit).
+WAL_RESTART_PAGES = 10_000
+# The writer's own automatic checkpoint, only once the WAL holds this many pages: a bound if the thread lags.
+WAL_CAP_PAGES = 2 * WAL_RESTART_PAGES
 PAGE_SIZE = 16_384  # bytes, for new files; bulk import measured ~10% faster than with 4 KiB pages
 READER_CACHE_KIB = 65_536  # page cache of each reader connection (at most SQLITE_READERS of them)
 REFRESH_BATCH_DAYS = 2  # UTC days rolled up per write transaction by refresh_rollups
@@ -221,8 +227,8 @@ class SQLiteContactStore:
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
         self._writer.execute("PRAGMA temp_store = FILE")
         self._writer.execute("PRAGMA cache_size = -32768")
-        self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-        self._writer.execute(f"PRAGMA journal_size_limit = {WAL_CHECKPOINT_PAGES * PAGE_SIZE}")  # WAL bytes kept
+        self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_CAP_PAGES}")
+        self._writer.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_PAGES * PAGE_SIZE}")  # WAL bytes kept
         db = Database(self._writer)
         with self._write_lock:
             migrations.apply(db)
@@ -233,6 +239,9 @@ class SQLiteContactStore:
         self._writer.execute(
             "CREATE TEMP TABLE IF NOT EXISTS next_repeat_changes "
             "(started_us INTEGER, pk INTEGER, next_repeat_us INTEGER, PRIMARY KEY (started_us, pk)) WITHOUT ROWID"
+        )
+        self._checkpointer = SQLiteCheckpointer(
+            self._connect_checkpointer, CHECKPOINT_INTERVAL_SECONDS, WAL_RESTART_PAGES
         )
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -258,6 +267,11 @@ class SQLiteContactStore:
         conn.execute("PRAGMA query_only = ON")
         return conn
 
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = self._connect(check_same_thread=False)  # made here, used by the checkpoint thread only
+        conn.execute("PRAGMA wal_autocheckpoint = 0")  # (it checkpoints on purpose, never as a side effect)
+        return conn
+
     def _reader(self) -> AbstractContextManager[sqlite3.Connection]:
         """A reader connection of the pool for the ``with`` block (this thread's own until the block ends)."""
         return self._readers.connection()
@@ -268,6 +282,7 @@ class SQLiteContactStore:
         return self._readers.opened
 
     def close(self) -> None:
+        self._checkpointer.close()  # first: the last connection to close checkpoints and removes the WAL
         self._readers.close()
         self._writer.close()
 
@@ -282,14 +297,18 @@ class SQLiteContactStore:
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[SQLiteBulkWriter]:
-        with self._write_lock, immediate_transaction(self._writer) as conn:
-            conn.execute("DELETE FROM temp.touched_customers")
-            writer = SQLiteBulkWriter(conn)
-            writer.defer_indexes_for(expected_rows)
-            yield writer
-            scope = writer.finish()
-            sqlite_rollups.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_rollups)
-            conn.execute("UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,))
+        with self._write_lock:
+            with immediate_transaction(self._writer) as conn:
+                conn.execute("DELETE FROM temp.touched_customers")
+                writer = SQLiteBulkWriter(conn)
+                writer.defer_indexes_for(expected_rows)
+                yield writer
+                scope = writer.finish()
+                sqlite_rollups.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_rollups)
+                conn.execute(
+                    "UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,)
+                )
+            self._checkpointer.restart_if_due(self._writer)
 
     def purge_contacts_before(self, cutoff_us: int) -> int:
         # In transactions of PURGE_BATCH contacts, so webhook batches get the lock in between. Deleting the

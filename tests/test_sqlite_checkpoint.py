@@ -1,0 +1,113 @@
+"""The SQLite store checkpoints its write-ahead log on a thread of its own (``bot.storage.sqlite_checkpoint``):
+committed contacts reach the database file without the writer copying them, and a steady stream of writes
+still starts the log over, so it stays bounded."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import cast
+
+import pytest
+
+from bot.storage import open_store
+from bot.storage import sqlite as sqlite_store
+from bot.storage.sqlite import SQLiteContactStore
+from tests.builders import contact
+from tests.store_support import sqlite_url
+
+T0 = 1_780_000_000
+
+
+def contacts_in_file_alone(db_path: Path, tmp_path: Path) -> int:
+    """Contacts in the database file without its WAL: what a checkpoint has copied there."""
+    alone = tmp_path / "alone.db"
+    shutil.copyfile(db_path, alone)
+    with closing(sqlite3.connect(alone)) as conn:
+        if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'contacts'").fetchone()[0] == 0:
+            return 0  # not even the schema has been copied yet
+        return int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
+
+
+def checkpoint_threads() -> int:
+    return sum(thread.name == "sqlite-checkpoint" for thread in threading.enumerate())
+
+
+def test_committed_contacts_reach_the_file_without_the_writer(
+    db_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 0.02)
+    threads_before = checkpoint_threads()
+    store = open_store(sqlite_url(db_path))
+    try:
+        store.upsert([contact(f"c{n}", f"k{n % 7}", T0 + 60 * n) for n in range(300)])
+        # The writer's own checkpoint waits for WAL_CAP_PAGES (far more than this write): only the
+        # background pass can have copied the contacts into the file.
+        deadline = time.monotonic() + 10
+        while contacts_in_file_alone(db_path, tmp_path) != 300:
+            assert time.monotonic() < deadline, "no background checkpoint within 10 s"
+            time.sleep(0.02)
+        assert checkpoint_threads() == threads_before + 1
+    finally:
+        store.close()
+    assert checkpoint_threads() == threads_before  # close stops it
+    assert not Path(f"{db_path}-wal").exists()  # and the last connection still removes the log
+
+
+def test_a_steady_stream_of_writes_keeps_the_log_bounded(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The passes are run by the test between writes (as the thread would, on a schedule), so the bound is exact."""
+    cap = 64
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)  # the thread itself stays idle
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_PAGES", cap)  # (the writer's own cap stays far above)
+    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    wal = Path(f"{db_path}-wal")
+    frame = sqlite_store.PAGE_SIZE + 24  # a page and its header
+    largest = 0
+    try:
+        for batch in range(60):  # each write touches a few pages; 60 of them, unchecked, would be far over the cap
+            store.upsert(
+                [contact(f"c{batch}-{n}", f"k{(batch * 31 + n) % 97}", T0 + 600 * batch + n) for n in range(40)]
+            )
+            largest = max(largest, wal.stat().st_size)
+            store._checkpointer.checkpoint()
+        assert store.count_contacts() == 60 * 40
+    finally:
+        store.close()
+    # A pass finds the log over the cap; the next write copies its own frames after it commits; the one after
+    # starts the log over. Unbounded, it grew to ~800 frames.
+    assert largest <= 2 * cap * frame + 32, f"the WAL grew to {largest // frame} frames (cap {cap})"
+
+
+def test_a_log_a_pass_could_not_finish_is_started_over_after_the_next_write(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Frames committed while a pass runs (here: behind a reader's snapshot, which a pass may not copy) are copied
+    by the next write, after its commit; the write after that starts the log over instead of growing it."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)  # passes are run by the test
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_PAGES", 8)
+    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    wal = Path(f"{db_path}-wal")
+    written = iter(range(10_000))
+
+    def write() -> None:
+        n = next(written)
+        store.upsert([contact(f"c{n}-{i}", f"k{(n * 31 + i) % 97}", T0 + 600 * n + i) for i in range(40)])
+
+    try:
+        write()
+        with closing(sqlite3.connect(db_path)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM contacts").fetchone()  # a snapshot before the next write
+            write()
+            store._checkpointer.checkpoint()  # copies up to the reader's snapshot only; the log is over 8 pages
+            reader.execute("COMMIT")
+        write()  # commits, then copies the rest of the log
+        size = wal.stat().st_size
+        write()  # starts the log over (and cuts the file back to WAL_RESTART_PAGES first)
+        assert wal.stat().st_size < size
+    finally:
+        store.close()
