@@ -60,6 +60,7 @@ WARM_UP_MINUTES = 2  # a run's first minutes: caches, pools and the import's chu
 # sample every 5 s of an RSS that moves a few MiB with each question; the growth it catches measured 6.9 MiB a
 # minute (malloc arenas) and 2.8 (a reader connection and page cache per thread).
 FLAT_MIB_PER_MINUTE = 1.0
+SOAK_SQLITE_CACHE_MIB = 16  # the server's SQLITE_CACHE_MIB unless the environment sets it
 FLAT_MINUTES_NEEDED = 8
 GROWTH_LINES = 12  # allocation sites listed by --trace-memory
 API_TIMEOUT_SECONDS = 15  # bot.slack.app.API_TIMEOUT_SECONDS: a stall longer than this is a post "in doubt"
@@ -110,6 +111,10 @@ class Server:
         self.runs += 1
         log = self.folder / f"serve-{self.runs}.log"
         env = {
+            # SQLite's caches held small, so they are full within the warm-up: with the default 64 MiB they
+            # fill for longer than a soak runs as the database grows (a bounded rise, which would hide a leak
+            # or look like one). That the limit holds is tested in tests/test_process_memory.py.
+            "SQLITE_CACHE_MIB": str(SOAK_SQLITE_CACHE_MIB),
             **os.environ,
             "DATABASE_URL": self.database_url,
             "WEBHOOK_SECRET": WEBHOOK_SECRET,

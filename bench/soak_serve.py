@@ -49,6 +49,20 @@ def _native_probes() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None]:
     return sqlite, libc
 
 
+def _resident_kinds() -> dict[str, float]:
+    """The resident set by kind (Linux): anonymous (heaps, stacks), file-backed (code and libraries paged in) and
+    shared memory (SQLite's -shm), in MiB: a leak is anonymous; libraries paged in on first use are not."""
+    kinds: dict[str, float] = {}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            if name in ("RssAnon", "RssFile", "RssShmem"):
+                kinds[f"{name.lower()[3:]}_mib"] = round(int(value.split()[0]) / 1024, 1)
+    except OSError:
+        pass
+    return kinds
+
+
 def watch(folder: Path, run: str) -> None:
     sqlite, libc = _native_probes()
     process = psutil.Process()
@@ -64,6 +78,7 @@ def watch(folder: Path, run: str) -> None:
                 "python_mib": traced / 2**20,
                 "sqlite_mib": sqlite.sqlite3_memory_used() / 2**20 if sqlite else None,
                 "threads": threading.active_count(),
+                **_resident_kinds(),
             }
             if libc is not None:
                 info = libc.mallinfo2()
