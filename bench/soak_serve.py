@@ -12,7 +12,6 @@ snapshot (``snapshot-<run>-<minute>.pickle``) that the soak compares to find wha
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -22,6 +21,8 @@ import tracemalloc
 from pathlib import Path
 
 import psutil
+
+from bot.process_memory import sqlite_memory_used
 
 SAMPLE_SECONDS = 5
 TRACEBACK_FRAMES = 3
@@ -35,18 +36,14 @@ class _MallInfo2(ctypes.Structure):
     ]  # fmt: skip
 
 
-def _native_probes() -> tuple[ctypes.CDLL | None, ctypes.CDLL | None]:
-    """SQLite's library (the one Python's sqlite3 module loaded) and glibc, when they can be found."""
-    sqlite = libc = None
-    if name := ctypes.util.find_library("sqlite3"):
-        sqlite = ctypes.CDLL(name)
-        sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+def _glibc() -> ctypes.CDLL | None:
+    """glibc, for its malloc statistics, when it is the C library."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         libc.mallinfo2.restype = _MallInfo2
+        return libc
     except (OSError, AttributeError):
-        libc = None
-    return sqlite, libc
+        return None
 
 
 def _resident_kinds() -> dict[str, float]:
@@ -64,7 +61,7 @@ def _resident_kinds() -> dict[str, float]:
 
 
 def watch(folder: Path, run: str) -> None:
-    sqlite, libc = _native_probes()
+    libc = _glibc()
     process = psutil.Process()
     started = time.monotonic()
     next_snapshot = 0
@@ -76,7 +73,7 @@ def watch(folder: Path, run: str) -> None:
                 "seconds": round(seconds),
                 "rss_mib": process.memory_info().rss / 2**20,
                 "python_mib": traced / 2**20,
-                "sqlite_mib": sqlite.sqlite3_memory_used() / 2**20 if sqlite else None,
+                "sqlite_mib": sqlite_memory_used() / 2**20,
                 "threads": threading.active_count(),
                 **_resident_kinds(),
             }
