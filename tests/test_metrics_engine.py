@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
 from datetime import date, timedelta, tzinfo
@@ -559,40 +558,79 @@ def test_hour_buckets_round_ends_outwards(day_start: int, buckets: list[tuple[in
     assert slots.tolist() == [row[1] for row in rows]
 
 
-def test_a_sqlite_refresh_of_many_days_lets_a_waiting_write_in_between_its_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Refreshing every day (here after a change of time zone) runs in write transactions of REFRESH_BATCH_DAYS
-    UTC days: a webhook write that waits for the store goes in between them, not after the whole refresh."""
+def test_a_sqlite_refresh_rolls_days_up_while_a_write_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refresh works a day out from a read snapshot, without the store's write lock: a webhook write made
+    meanwhile goes through at once (it used to wait for the whole batch of days). The day it changed stays
+    stale, is answered from contacts, and the next refresh rolls it up exactly."""
     from bot.storage import sqlite_rollups
 
-    base = BASE // US_PER_SECOND
     store = open_store(sqlite_url(tmp_path / "acr.db"))
-    store.upsert([build_contact(f"c{day}", f"k{day % 3}", base + day * 86_400) for day in range(12)])
-    store.refresh_rollups(ZoneInfo("UTC"))  # rollups of another zone: every day is stale for New York
-    events: list[str] = []
+    contacts = two_weeks(store)
+    # Moved away from the newest day (rolled up first) to another customer and an old day: only the update
+    # trigger marks the day it leaves.
+    moved = contact("d13-0", "k-moved", BASE + DAY + 15 * HOUR, agent="omar", team="blue")
+    written: list[bool] = []
+    real = sqlite_rollups.build_day
 
-    def write() -> None:
-        store.upsert([build_contact("late", "k1", base)])
-        events.append("write")
+    def build_day(*args: Any) -> Any:
+        if not written:
+            writer = threading.Thread(target=store.upsert, args=([moved],))
+            writer.start()
+            writer.join(timeout=10)
+            written.append(not writer.is_alive())
+        return real(*args)
 
-    writer = threading.Thread(target=write)
-    real = sqlite_rollups.refresh
-
-    def refresh(conn: sqlite3.Connection, zone: tzinfo, max_days: int | None = None) -> int:
-        rebuilt = real(conn, zone, max_days)
-        events.append(f"refresh {rebuilt}")
-        if not writer.is_alive() and "write" not in events:
-            writer.start()  # the write now waits for the store, held by this refresh
-            time.sleep(0.2)
-        return rebuilt
-
-    monkeypatch.setattr(sqlite_rollups, "refresh", refresh)
+    monkeypatch.setattr(sqlite_rollups, "build_day", build_day)
     try:
-        assert store.refresh_rollups(NEW_YORK) >= 12
-        writer.join()
-        assert events.count("write") == 1
-        assert 0 < events.index("write") < len(events) - 1, events
-        assert all(int(event.split()[1]) <= 2 for event in events if event.startswith("refresh"))
+        store.refresh_rollups(NEW_YORK)
+        assert written == [True]  # the write went through while the refresh was rolling up
+        contacts = [moved if c.id == "d13-0" else c for c in contacts]
+        assert probe(store).stale_rollup_days(NEW_YORK) == 1  # the day it left: changed after the snapshot
+        query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "agent")
+        spy = Spy(store)
+        assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        assert spy.rollup_days == 13  # the other 13 of 15 local days (the stale UTC day overlaps two)
+        assert store.refresh_rollups(NEW_YORK) == 1
+        assert probe(store).stale_rollup_days(NEW_YORK) == 0
+        spy = Spy(store)
+        assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        assert spy.row_spans == []
     finally:
         store.close()
+
+
+def test_a_sqlite_refresh_outrun_by_another_process_rolls_its_days_up_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two refreshes on one file (two processes) may roll the same days up from different snapshots: the one that
+    installs second finds the rollups changed since its snapshot (their value numbers too) and builds again."""
+    from bot.storage import sqlite_rollups
+
+    path = sqlite_url(tmp_path / "acr.db")
+    first, second = open_store(path), open_store(path)
+    contacts = two_weeks(first)
+    first.refresh_rollups(NEW_YORK)
+    moved = [contact("d13-0", "k1", BASE + 13 * DAY + 15 * HOUR, agent="new-agent", team="red")]
+    first.upsert(moved)  # values never numbered yet: both refreshes number them
+    contacts = [moved[0] if c.id == "d13-0" else c for c in contacts]
+    builds: list[int] = []
+    real = sqlite_rollups.build_day
+
+    def build_day(*args: Any) -> Any:
+        builds.append(len(builds))
+        if len(builds) == 1:
+            assert second.refresh_rollups(NEW_YORK) >= 1  # installs first
+        return real(*args)
+
+    monkeypatch.setattr(sqlite_rollups, "build_day", build_day)
+    try:
+        assert first.refresh_rollups(NEW_YORK) == 0  # every day was rolled up by the other one by then
+        assert probe(first).stale_rollup_days(NEW_YORK) == 0
+        query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "agent")
+        for store in (first, second):
+            spy = Spy(store)
+            assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+            assert spy.row_spans == []
+    finally:
+        first.close()
+        second.close()

@@ -55,7 +55,7 @@ WAL_RESTART_PAGES = 10_000
 WAL_CAP_PAGES = 2 * WAL_RESTART_PAGES
 PAGE_SIZE = 16_384  # bytes, for new files; bulk import measured ~10% faster than with 4 KiB pages
 READER_CACHE_KIB = 65_536  # page cache of each reader connection (at most SQLITE_READERS of them)
-REFRESH_BATCH_DAYS = 2  # UTC days rolled up per write transaction by refresh_rollups
+REFRESH_BATCH_DAYS = 2  # UTC days rolled up per read snapshot (and installed per write) by refresh_rollups
 REFRESH_PAUSE_SECONDS = 0.005
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.4 s at 27k contacts a day, hours too)
 _WRITE_COLUMNS = Contact._fields  # a Contact is written as it is: its fields are the columns, in order
@@ -221,6 +221,7 @@ class SQLiteContactStore:
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._write_lock = threading.RLock()
+        self._refresh_lock = threading.Lock()  # one rollup refresh at a time (see refresh_rollups)
         self._rollup_cache = RollupCache()  # decoded metric rollups (exact: see the class)
         self._writer = self._connect(check_same_thread=False)
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
@@ -481,43 +482,80 @@ class SQLiteContactStore:
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
-        returns the number of UTC days rebuilt. For the scheduler, and after a big import.
+        returns the number of UTC days rolled up. For the scheduler, and after a big import.
 
-        In write transactions of REFRESH_BATCH_DAYS days, with a pause between them in which a waiting write goes
-        first: a webhook batch waits for one batch of days at most, not for the whole refresh (on 10M contacts a
-        day takes about half a second; a change of BOT_TIMEZONE makes every day stale)."""
+        REFRESH_BATCH_DAYS days at a time, each rolled up from a read snapshot while writes go on (on 10M contacts
+        a day takes half a second to over a second under load) and installed by a short write transaction: a
+        webhook batch never waits for a rollup to be worked out. A day written meanwhile stays stale (and is
+        counted from contacts) until the next refresh. Each day is taken once per call, newest first. Only a change
+        of BOT_TIMEZONE, which makes every day stale, writes for long (once)."""
         done = 0
-        while max_days is None or done < max_days:
-            batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
-            with self._write_lock, immediate_transaction(self._writer) as conn:
-                rebuilt = sqlite_rollups.refresh(conn, zone, batch)
-            done += rebuilt
-            if rebuilt < batch:
-                return done
-            time.sleep(REFRESH_PAUSE_SECONDS)  # (a lock is not fair: released and taken again at once otherwise)
+        before: int | None = None  # the next batch: dirty days before the oldest of the previous one
+        with self._refresh_lock:
+            while max_days is None or done < max_days:
+                batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
+                built = self._build_rollups(zone, batch, before)
+                if built is None:  # rollups of another zone: start over, every day stale
+                    with self._write_lock, immediate_transaction(self._writer) as conn:
+                        sqlite_rollups.reset_zone(conn, zone)
+                    continue
+                with self._write_lock, immediate_transaction(self._writer) as conn:
+                    installed = sqlite_rollups.install(conn, built)
+                if not installed:  # another process refreshed since the snapshot: build these days again
+                    continue
+                done += len(built.marks)
+                if len(built.marks) < batch:
+                    return done
+                before = built.marks[-1][0]
+                time.sleep(REFRESH_PAUSE_SECONDS)  # (webhook parsing gets the GIL for a moment)
         return done
 
+    def _build_rollups(
+        self, zone: tzinfo, max_days: int, before_utc_day: int | None = None
+    ) -> sqlite_rollups.BuiltRollups | None:
+        """``sqlite_rollups.build`` on a reader's snapshot (no lock of the store held)."""
+        with self._reader() as conn:
+            conn.execute("BEGIN")
+            try:
+                return sqlite_rollups.build(conn, zone, max_days, before_utc_day)
+            finally:
+                conn.execute("COMMIT")
+
     def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
+        """A question's own refresh: only if no other refresh runs and, to install, no write is in progress (a
+        question never waits for an import; it answers stale days from contacts instead)."""
         with self._reader() as reader:
             stale = sqlite_rollups.stale_days(reader, zone)
-        if stale == 0 or not self._write_lock.acquire(blocking=False):
+        if stale == 0 or not self._refresh_lock.acquire(blocking=False):
             return
-        conn = self._writer
         try:
-            conn.execute("PRAGMA busy_timeout = 0")
-            try:
-                conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError:  # another process is writing: answer from contacts instead
+            if not self._write_lock.acquire(blocking=False):  # a write in progress (an import?): not now
                 return
-            try:
-                sqlite_rollups.refresh(conn, zone, max_days)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
             self._write_lock.release()
+            built = self._build_rollups(zone, max_days)
+            if not self._write_lock.acquire(blocking=False):
+                return
+            conn = self._writer
+            try:
+                conn.execute("PRAGMA busy_timeout = 0")
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError:  # another process is writing: answer from contacts instead
+                    return
+                try:
+                    if built is None:
+                        sqlite_rollups.reset_zone(conn, zone)
+                    else:
+                        sqlite_rollups.install(conn, built)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+                self._write_lock.release()
+        finally:
+            self._refresh_lock.release()
 
 
 class SQLiteBulkWriter:

@@ -329,3 +329,31 @@ def m_metric_contacts_quick_returns(db: Database) -> None:
         "(started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason) "
         "WHERE next_repeat_us <= end_us + 86400000000"
     )
+
+
+@migrations()
+def m_metric_rollup_dirty_versions(db: Database) -> None:
+    """A version on each mark of a day to roll up again, raised by every write that marks the day (the triggers
+    here, the writer's end-of-write statement in ``sqlite_rollups``): a refresh rolls days up from a read snapshot,
+    outside the write lock, and clears a mark only if its version is still the one it read (the day was not
+    written meanwhile)."""
+    fields = (
+        "customer_id, agent, team, queue, reason, channel, direction, tier, escalated, resolved, parent_id, "
+        "started_us, ended_us"
+    )
+    mark = """INSERT INTO metric_rollup_dirty (utc_day) VALUES (old.started_us / 86400000000)
+            ON CONFLICT (utc_day) DO UPDATE SET version = version + 1;"""
+    for statement in (
+        "ALTER TABLE metric_rollup_dirty ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "DROP TRIGGER contacts_rollup_dirty_update",
+        f"""CREATE TRIGGER contacts_rollup_dirty_update AFTER UPDATE OF {fields} ON contacts
+        BEGIN
+            {mark}
+        END""",
+        "DROP TRIGGER contacts_rollup_dirty_delete",
+        f"""CREATE TRIGGER contacts_rollup_dirty_delete AFTER DELETE ON contacts
+        BEGIN
+            {mark}
+        END""",
+    ):
+        db.execute(statement)

@@ -1,23 +1,29 @@
 """The SQL of the exact metric rollups of a SQLite store (what they are: ``bot.storage.rollups``).
 
 They are invalidated, never maintained inline: a write marks the UTC days it may have changed in
-``metric_rollup_dirty`` (``mark_dirty``: one cheap statement at the end of the write transaction, and a trigger
-for the old day of an updated contact); ``refresh`` rebuilds them. The tables are created by
-``sqlite_migrations``.
+``metric_rollup_dirty`` (``mark_dirty``: one cheap statement at the end of the write transaction, and triggers
+for the old day of an updated or deleted contact), raising the mark's version each time. A refresh rolls dirty
+days up from a read snapshot (``build``: the slow part, outside the write lock, so webhook writes go on), then a
+short write transaction installs the result (``install``), clearing only the marks whose version is still the
+one the snapshot read: a day written meanwhile stays dirty, and a later refresh rolls it up again. The tables
+are created by ``sqlite_migrations``.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import date, tzinfo
+from dataclasses import dataclass, field
+from datetime import tzinfo
 
-from bot.storage.rollups import DAY_ROW_COLUMNS, ValueIds, build_day, day_bounds, local_days_of, zone_name
+from bot.storage.rollups import DAY_ROW_COLUMNS, Blob, ValueIds, build_day, day_bounds, local_days_of, zone_name
 from metrics.timeutil import US_PER_DAY
 
+# (A subquery, so that ON CONFLICT cannot be read as a join constraint of the scope.)
 _MARK_DIRTY_SQL = f"""
-INSERT OR IGNORE INTO metric_rollup_dirty (utc_day)
-SELECT DISTINCT c.started_us / {US_PER_DAY} FROM {{scope}}
+INSERT INTO metric_rollup_dirty (utc_day)
+SELECT utc_day FROM (SELECT DISTINCT c.started_us / {US_PER_DAY} AS utc_day FROM {{scope}}) WHERE true
+ON CONFLICT (utc_day) DO UPDATE SET version = version + 1
 """
 
 
@@ -39,43 +45,92 @@ def _rollup_zone(conn: sqlite3.Connection) -> str | None:
     return None if row is None else str(row[0])
 
 
+def _generation(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM metric_rollup_state WHERE name = 'generation'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
 _DAY_ROWS_SQL = f"SELECT {DAY_ROW_COLUMNS} FROM metric_contacts WHERE started_us >= ? AND started_us < ?"
 
 
-def refresh(conn: sqlite3.Connection, zone: tzinfo, max_days: int | None = None) -> int:
-    """Rebuild the rollups of dirty days (most recent first, at most ``max_days`` UTC days); returns how many
-    UTC days were cleaned. Rebuilds everything when the rollups were built for another time zone.
+@dataclass
+class BuiltRollups:
+    """The rollups of some dirty UTC days, worked out on one read snapshot, for ``install``."""
 
-    Must run inside a write transaction of ``conn``.
-    """
-    name = zone_name(zone)
-    if _rollup_zone(conn) != name:
-        _bump_generation(conn)
-        conn.execute("DELETE FROM metric_rollup_day")
-        conn.execute("DELETE FROM metric_rollup_hour")
-        conn.execute(
-            f"INSERT OR IGNORE INTO metric_rollup_dirty (utc_day) "
-            f"SELECT DISTINCT started_us / {US_PER_DAY} FROM metric_contacts"
-        )
-        conn.execute("INSERT OR REPLACE INTO metric_rollup_state (name, value) VALUES ('zone', ?)", (name,))
-    limit = -1 if max_days is None else max_days
-    utc_days = [
-        int(row[0])
-        for row in conn.execute("SELECT utc_day FROM metric_rollup_dirty ORDER BY utc_day DESC LIMIT ?", (limit,))
-    ]
-    if not utc_days:
-        return 0
-    _bump_generation(conn)
+    generation: int  # of the rollups the snapshot saw (every install raises it)
+    marks: list[tuple[int, int]]  # (utc_day, version) of the dirty marks this covers, as the snapshot saw them
+    local_days: list[int] = field(default_factory=list)  # ordinals of the local days rolled up (all their rows)
+    day_blobs: list[Blob] = field(default_factory=list)
+    hour_blobs: list[Blob] = field(default_factory=list)
+    new_values: list[tuple[str, str, int]] = field(default_factory=list)  # value numbers this build assigned
+
+
+def build(
+    conn: sqlite3.Connection, zone: tzinfo, max_days: int, before_utc_day: int | None = None
+) -> BuiltRollups | None:
+    """Roll up the most recent dirty UTC days (at most ``max_days``, all before ``before_utc_day`` if given): every
+    local day they overlap, whole. ``conn`` must be in a read transaction (one snapshot for all of it); nothing is
+    written. None when the rollups were built for another time zone (``reset_zone`` comes first)."""
+    if _rollup_zone(conn) != zone_name(zone):
+        return None
+    built = BuiltRollups(
+        _generation(conn),
+        [
+            (int(utc_day), int(version))
+            for utc_day, version in conn.execute(
+                "SELECT utc_day, version FROM metric_rollup_dirty WHERE utc_day < ? ORDER BY utc_day DESC LIMIT ?",
+                (2**62 if before_utc_day is None else before_utc_day, max_days),
+            )
+        ],
+    )
     ids = ValueIds(
         conn.execute("SELECT dim, value, id FROM metric_rollup_value").fetchall(),
-        lambda dim, value, number: conn.execute(
-            "INSERT INTO metric_rollup_value (dim, value, id) VALUES (?, ?, ?)", (dim, value, number)
-        ),
+        lambda dim, value, number: built.new_values.append((dim, value, number)),
     )
-    for day in local_days_of(utc_days, zone):
-        _rebuild_day(conn, day, zone, ids)
-    conn.executemany("DELETE FROM metric_rollup_dirty WHERE utc_day = ?", [(d,) for d in utc_days])
-    return len(utc_days)
+    for day in local_days_of([utc_day for utc_day, _ in built.marks], zone):
+        lo, hi = day_bounds(day, zone)
+        day_blobs, hour_blobs = build_day(conn.execute(_DAY_ROWS_SQL, (lo, hi)).fetchall(), day, lo, ids.get)
+        built.local_days.append(day.toordinal())
+        built.day_blobs += day_blobs
+        built.hour_blobs += hour_blobs
+    return built
+
+
+def install(conn: sqlite3.Connection, built: BuiltRollups) -> bool:
+    """Store what ``build`` worked out; inside a write transaction of ``conn``. Returns False, writing nothing,
+    when another refresh has installed rollups since that snapshot (its value numbers may clash with these).
+
+    Every local day rolled up is replaced: a day whose UTC days are all clean after this was not written since
+    the snapshot (a write marks, and only a refresh clears), so its tables are exact; a day still dirty is counted
+    from contacts by every question, whatever its tables hold, until a refresh rolls it up again."""
+    if _generation(conn) != built.generation:
+        return False
+    if not built.marks:
+        return True
+    _bump_generation(conn)
+    conn.executemany("INSERT INTO metric_rollup_value (dim, value, id) VALUES (?, ?, ?)", built.new_values)
+    days = [(ordinal,) for ordinal in built.local_days]
+    conn.executemany("DELETE FROM metric_rollup_day WHERE day = ?", days)
+    conn.executemany("DELETE FROM metric_rollup_hour WHERE day = ?", days)
+    conn.executemany("INSERT INTO metric_rollup_day (dim, day, data) VALUES (?, ?, ?)", built.day_blobs)
+    conn.executemany("INSERT INTO metric_rollup_hour (dim, day, data) VALUES (?, ?, ?)", built.hour_blobs)
+    conn.executemany("DELETE FROM metric_rollup_dirty WHERE utc_day = ? AND version = ?", built.marks)
+    return True
+
+
+def reset_zone(conn: sqlite3.Connection, zone: tzinfo) -> None:
+    """Rollups built for another zone (or never): drop them and mark every day dirty; inside a write transaction."""
+    name = zone_name(zone)
+    if _rollup_zone(conn) == name:
+        return  # (another refresh did it meanwhile)
+    _bump_generation(conn)
+    conn.execute("DELETE FROM metric_rollup_day")
+    conn.execute("DELETE FROM metric_rollup_hour")
+    conn.execute(
+        f"INSERT OR IGNORE INTO metric_rollup_dirty (utc_day) "
+        f"SELECT DISTINCT started_us / {US_PER_DAY} FROM metric_contacts"
+    )
+    conn.execute("INSERT OR REPLACE INTO metric_rollup_state (name, value) VALUES ('zone', ?)", (name,))
 
 
 def _bump_generation(conn: sqlite3.Connection) -> None:
@@ -84,17 +139,6 @@ def _bump_generation(conn: sqlite3.Connection) -> None:
         "INSERT INTO metric_rollup_state (name, value) VALUES ('generation', '1') "
         "ON CONFLICT (name) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
     )
-
-
-def _rebuild_day(conn: sqlite3.Connection, day: date, zone: tzinfo, ids: ValueIds) -> None:
-    """Roll up one local day from its candidates (the numbers: ``rollups.build_day``)."""
-    lo, hi = day_bounds(day, zone)
-    ordinal = day.toordinal()
-    conn.execute("DELETE FROM metric_rollup_day WHERE day = ?", (ordinal,))
-    conn.execute("DELETE FROM metric_rollup_hour WHERE day = ?", (ordinal,))
-    day_blobs, hour_blobs = build_day(conn.execute(_DAY_ROWS_SQL, (lo, hi)).fetchall(), day, lo, ids.get)
-    conn.executemany("INSERT INTO metric_rollup_day (dim, day, data) VALUES (?, ?, ?)", day_blobs)
-    conn.executemany("INSERT INTO metric_rollup_hour (dim, day, data) VALUES (?, ?, ?)", hour_blobs)
 
 
 def stale_days(conn: sqlite3.Connection, zone: tzinfo) -> int:
