@@ -170,7 +170,8 @@ class RollupReader:
         self._zone = zone
         state, dirty = self._state()
         self._rollups_current = state.get("zone") == zone_name(zone)
-        self._generation = (int(state.get("generation", 0)), zone_name(zone))
+        self._generation = int(state.get("generation", 0))
+        self._zone_name = zone_name(zone)
         self._dirty = sorted(int(utc_day) for utc_day in dirty)
         self._cache = cache if cache is not None else RollupCache(max_bytes=0)
 
@@ -205,8 +206,8 @@ class RollupReader:
         if not self._rollups_current or dimension not in (EVERYONE, *DIMENSIONS):
             return None
         first, last = first_day.toordinal(), last_day.toordinal()
-        key = (*self._generation, "day", dimension, first, last)
-        found = self._cache.get(key)
+        generation, key = self._generation, (self._zone_name, "day", dimension, first, last)
+        found = self._cache.get(generation, key)
         if found is None:
             blobs = self._day_blobs(dimension, first, last)
             tables = [unpack(bytes(data)) for _, data in blobs]
@@ -221,17 +222,17 @@ class RollupReader:
                 days=np.repeat(np.asarray([day for day, _ in blobs], dtype=np.int64), sizes),
                 table=table,
             )
-            self._cache.put(key, found)
+            self._cache.put(generation, key, found)
         return RollupDays(found.values, found.days, found.table, stale=self._stale_days(first_day, last_day))
 
     def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
         if not self._rollups_current or dimension not in (EVERYONE, *DIMENSIONS):
             return None
-        key = (*self._generation, "hour", dimension, *(day.toordinal() for day in days))
-        found = self._cache.get(key)
+        generation, key = self._generation, (self._zone_name, "hour", dimension, *(day.toordinal() for day in days))
+        found = self._cache.get(generation, key)
         if found is None:
             found = self._read_hours(dimension, days)
-            self._cache.put(key, found)
+            self._cache.put(generation, key, found)
         return found
 
     def _read_hours(self, dimension: str, days: Sequence[date]) -> RollupDays:
@@ -257,12 +258,12 @@ class RollupReader:
     def _values(self, dimension: str) -> list[str]:
         """The texts of the value numbers of ``dimension`` (dense: 0..n-1); numbers are only ever added by a
         refresh, so the list is kept with the decoded tables of the same generation."""
-        key = (*self._generation, "values", dimension)
-        found = self._cache.get_values(key)
+        generation, key = self._generation, (self._zone_name, "values", dimension)
+        found = self._cache.get_values(generation, key)
         if found is None:
             by_number = dict(self._value_numbers(dimension))
             found = [by_number.get(number, NO_VALUE) for number in range(len(by_number))]
-            self._cache.put_values(key, found)
+            self._cache.put_values(generation, key, found)
         return found
 
     def _stale_days(self, first_day: date, last_day: date) -> set[date]:
