@@ -60,6 +60,16 @@ def _resident_kinds() -> dict[str, float]:
     return kinds
 
 
+def _thread_kinds() -> dict[str, int]:
+    """Live threads by name with the numbers taken out ("AnyIO worker thread", "ThreadPoolExecutor-0_"): which
+    pool a rise in threads comes from."""
+    kinds: dict[str, int] = {}
+    for thread in threading.enumerate():
+        kind = thread.name.rstrip("0123456789").rstrip("-_ ") or "?"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    return kinds
+
+
 def watch(folder: Path, run: str) -> None:
     libc = _glibc()
     process = psutil.Process()
@@ -75,6 +85,8 @@ def watch(folder: Path, run: str) -> None:
                 "python_mib": traced / 2**20,
                 "sqlite_mib": sqlite_memory_used() / 2**20,
                 "threads": threading.active_count(),
+                "thread_kinds": _thread_kinds(),
+                "tracemalloc_mib": tracemalloc.get_tracemalloc_memory() / 2**20,  # the tracing's own cost, in the RSS
                 **_resident_kinds(),
             }
             if libc is not None:
