@@ -27,6 +27,7 @@ from bot.storage import ContactStore, postgres_rollups
 from bot.storage.postgres import PostgresContactStore
 from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_metrics import METRIC_CONTACTS_COLUMNS
+from bot.storage.sqlite_raw import RawCodec
 from bot.storage.sqlite_rollups import stale_days
 from metrics.definitions import is_handled_inbound, next_repeat_us
 from metrics.records import Contact
@@ -190,7 +191,11 @@ class SQLiteProbe:
         with self._connect() as conn:
             cursor = conn.execute(_SQLITE_CONTACTS)
             names = [d[0] for d in cursor.description]
-            return [dict(zip(names, row, strict=True)) for row in cursor]
+            contacts = [dict(zip(names, row, strict=True)) for row in cursor]
+            raws = RawCodec()  # long raws are stored compressed
+            for contact in contacts:
+                contact["raw"] = raws.unpack(conn, contact["raw"])
+            return contacts
 
     def stale_rollup_days(self, zone: tzinfo) -> int:
         with self._connect() as conn:

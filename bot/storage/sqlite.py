@@ -35,6 +35,7 @@ from bot.storage.sqlite_checkpoint import SQLiteCheckpointer
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import migrations
+from bot.storage.sqlite_raw import RawCodec
 from bot.storage.sqlite_readers import DEFAULT_READERS, READER_WAIT_SECONDS, SQLiteReaders
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
@@ -223,6 +224,7 @@ class SQLiteContactStore:
         self._write_lock = threading.RLock()
         self._refresh_lock = threading.Lock()  # one rollup refresh at a time (see refresh_rollups)
         self._rollup_cache = RollupCache()  # decoded metric rollups (exact: see the class)
+        self._raws = RawCodec()  # long raw records compressed (see sqlite_raw)
         self._writer = self._connect(check_same_thread=False)
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
@@ -301,7 +303,7 @@ class SQLiteContactStore:
         with self._write_lock:
             with immediate_transaction(self._writer) as conn:
                 conn.execute("DELETE FROM temp.touched_customers")
-                writer = SQLiteBulkWriter(conn)
+                writer = SQLiteBulkWriter(conn, self._raws)
                 writer.defer_indexes_for(expected_rows)
                 yield writer
                 scope = writer.finish()
@@ -368,7 +370,11 @@ class SQLiteContactStore:
             cursor = conn.execute(f"{_CONTACTS_WITH_NEXT_REPEAT} WHERE c.source = ? AND c.id = ?", (source, contact_id))
             row, names = cursor.fetchone(), [d[0] for d in cursor.description]
             cursor.close()  # the statement is done before the connection goes back to the pool
-        return None if row is None else dict(zip(names, row, strict=True))
+            if row is None:
+                return None
+            contact = dict(zip(names, row, strict=True))
+            contact["raw"] = self._raws.unpack(conn, contact["raw"])
+        return contact
 
     # --- Slack links and dimension values (SQL in sqlite_links.py) ------------------------------------
 
@@ -424,7 +430,9 @@ class SQLiteContactStore:
         try:
             for row in cursor:
                 yield Contact._make(row)._replace(
-                    escalated=bool(row[_ESCALATED]), resolved=None if row[_RESOLVED] is None else bool(row[_RESOLVED])
+                    escalated=bool(row[_ESCALATED]),
+                    resolved=None if row[_RESOLVED] is None else bool(row[_RESOLVED]),
+                    raw=self._raws.unpack(cursor.connection, row[_RAW]),
                 )
         finally:
             cursor.connection.close()
@@ -567,8 +575,9 @@ class SQLiteBulkWriter:
     keeps the counts sequential (a key repeated in one batch is inserted, then updated or unchanged).
     """
 
-    def __init__(self, conn: sqlite3.Connection):
+    def __init__(self, conn: sqlite3.Connection, raws: RawCodec):
         self._conn = conn
+        self._raws = raws
         self.counts = UpsertCounts()
         self._max_pk: int = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
         self._first_pk = self._max_pk  # rows above it were inserted by this transaction
@@ -644,15 +653,16 @@ class SQLiteBulkWriter:
             return
         conn = self._conn
         first_pk = self._max_pk
+        stored = self._packed(values)
         step = ROWS_PER_INSERT * _WIDTH
-        whole = len(values) - len(values) % step
+        whole = len(stored) - len(stored) % step
         if whole:
             received_at = [self._received_at]
             conn.executemany(
-                _insert_new_sql(ROWS_PER_INSERT), (received_at + values[i : i + step] for i in range(0, whole, step))
+                _insert_new_sql(ROWS_PER_INSERT), (received_at + stored[i : i + step] for i in range(0, whole, step))
             )
-        if whole < len(values):
-            conn.execute(_insert_new_sql(count % ROWS_PER_INSERT), [self._received_at, *values[whole:]])
+        if whole < len(stored):
+            conn.execute(_insert_new_sql(count % ROWS_PER_INSERT), [self._received_at, *stored[whole:]])
         self._max_pk = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
         inserted = self._max_pk - first_pk
         self.counts.inserted += inserted
@@ -697,7 +707,17 @@ class SQLiteBulkWriter:
             known[key] = (contact[_CUSTOMER], contact[_STARTED], contact[_RAW], contact[_UPDATED])
             changed.append(contact)
         if changed:
-            self._conn.executemany(_UPSERT_SQL, changed)
+            values = self._packed(list(chain.from_iterable(changed)))
+            self._conn.executemany(_UPSERT_SQL, (values[i : i + _WIDTH] for i in range(0, len(values), _WIDTH)))
+
+    def _packed(self, values: list[Any]) -> list[Any]:
+        """Rows' values (one after another) as stored: long raws compressed (``sqlite_raw``)."""
+        raws = self._raws.pack(self._conn, values[_RAW::_WIDTH])
+        if raws is None:
+            return values
+        stored = values.copy()
+        stored[_RAW::_WIDTH] = raws
+        return stored
 
     def _stored_versions(self, contacts: Sequence[Contact]) -> dict[tuple[str, str], tuple[str, int, str, int | None]]:
         """(source, id) -> (customer_id, started_us, raw, updated_us) of the stored versions of these contacts."""
@@ -714,5 +734,10 @@ class SQLiteBulkWriter:
                     (source, *part),
                 )
                 for contact_id, customer_id, started_us, raw, updated_us in rows:
-                    known[(source, contact_id)] = (customer_id, started_us, raw, updated_us)
+                    known[(source, contact_id)] = (
+                        customer_id,
+                        started_us,
+                        self._raws.unpack(self._conn, raw),
+                        updated_us,
+                    )
         return known

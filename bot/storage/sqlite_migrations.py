@@ -357,3 +357,12 @@ def m_metric_rollup_dirty_versions(db: Database) -> None:
         END""",
     ):
         db.execute(statement)
+
+
+@migrations()
+def m_raw_dictionaries(db: Database) -> None:
+    """The zstd dictionaries long raw records are compressed with (``bot/storage/sqlite_raw.py``): every one
+    ever used is kept, as stored raws name theirs."""
+    db.execute(
+        "CREATE TABLE raw_dictionaries (id INTEGER PRIMARY KEY, dictionary BLOB NOT NULL, trained_us INTEGER NOT NULL)"
+    )

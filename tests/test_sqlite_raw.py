@@ -1,0 +1,182 @@
+"""Long raw records are stored compressed in SQLite (zstd, a dictionary trained on the store's own records) and
+come back exactly: ``contacts get``, ``db copy`` both ways, a backup, re-sent versions (``bot/storage/sqlite_raw.py``)."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from bot.cli import main
+from bot.storage import UpsertCounts, open_store
+from bot.storage.sqlite import SQLiteContactStore
+from bot.storage.sqlite_raw import MIN_BYTES, TRAIN_SAMPLES
+from metrics.records import Contact, parse_contact
+from metrics.timeutil import load_zone
+
+UTC = load_zone("UTC")
+
+
+def record(n: int, note: str = "") -> dict[str, Any]:
+    """A contact record with a long platform payload: unknown fields, non-ASCII text, escapes, a number with
+    a fraction and a zero (what a re-encoding would change), so its raw is long and must come back exactly."""
+    return {
+        "id": f"c{n}",
+        "source": "helpdesk",
+        "customer_id": f"k{n % 37}",
+        "agent": f"agent-{n % 5}",
+        "started_at": f"2026-05-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+        "updated_at": "2026-06-01T00:00:00Z",
+        "transcript": [
+            {"from": "customer", "text": f'Grüße, ticket #{n}: "refund" \\ 返金 {note}', "at": 1.50},
+            {"from": "agent", "text": "Bonjour — we'll fix it\n\ttoday 👍", "sentiment": 0.0},
+        ]
+        * 6,
+        "tags": [f"tag-{n % 11}", None, True, 1e-7],
+    }
+
+
+def raw_of(item: dict[str, Any]) -> str:
+    """The raw the store keeps for a record: it as delivered, compact JSON."""
+    contact = parse_contact(item, UTC)
+    assert isinstance(contact, Contact)
+    return contact.raw
+
+
+def contacts(count: int, note: str = "") -> list[Contact]:
+    made = [parse_contact(record(n, note), UTC) for n in range(count)]
+    assert all(isinstance(contact, Contact) for contact in made)
+    return made  # type: ignore[return-value]
+
+
+def stored_types(path: Path) -> dict[str, int]:
+    """How many raws are stored as each SQLite type, read straight from the file."""
+    with closing(sqlite3.connect(path)) as conn:
+        return dict(conn.execute("SELECT typeof(raw), count(*) FROM contacts GROUP BY 1").fetchall())
+
+
+def dictionaries(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        return int(conn.execute("SELECT count(*) FROM raw_dictionaries").fetchone()[0])
+
+
+def test_long_raws_are_stored_compressed_and_come_back_exactly(db_path: Path) -> None:
+    given = contacts(TRAIN_SAMPLES + 50)
+    short = parse_contact({"id": "s1", "source": "crm", "customer_id": "k1", "started_at": "2026-05-01T00:00:00Z"}, UTC)
+    assert isinstance(short, Contact) and len(short.raw) < MIN_BYTES <= min(len(c.raw) for c in given)
+    store = SQLiteContactStore(db_path)
+    try:
+        assert store.upsert([*given, short]) == UpsertCounts(inserted=len(given) + 1)
+        assert stored_types(db_path) == {"blob": len(given), "text": 1}
+        assert dictionaries(db_path) == 1
+        with closing(sqlite3.connect(db_path)) as conn:
+            stored_bytes = conn.execute("SELECT sum(length(raw)) FROM contacts WHERE typeof(raw) = 'blob'").fetchone()
+        assert stored_bytes[0] * 4 < sum(len(c.raw.encode()) for c in given)
+        for contact in [*given, short]:
+            got = store.get_contact(contact.source, contact.id)
+            assert got is not None and got["raw"] == contact.raw
+        assert {c.id: c.raw for c in store.export_contacts()} == {c.id: c.raw for c in [*given, short]}
+        # the same versions again change nothing; a new version of one replaces it, compressed too
+        assert store.upsert(given) == UpsertCounts(unchanged=len(given))
+        changed = contacts(1, note="reopened")
+        assert store.upsert(changed) == UpsertCounts(updated=1)
+        got = store.get_contact("helpdesk", "c0")
+        assert got is not None and got["raw"] == changed[0].raw
+        assert stored_types(db_path) == {"blob": len(given), "text": 1}
+    finally:
+        store.close()
+    again = SQLiteContactStore(db_path)  # a new process: the dictionary is read from the file
+    try:
+        got = again.get_contact("helpdesk", "c7")
+        assert got is not None and got["raw"] == given[7].raw
+        assert again.upsert(contacts(3, note="later")) == UpsertCounts(updated=3)  # with the stored dictionary
+        assert dictionaries(db_path) == 1
+        backup = db_path.with_name("backup.db")
+        again.backup(backup)
+    finally:
+        again.close()
+    copy = SQLiteContactStore(backup)
+    try:
+        got = copy.get_contact("helpdesk", "c2")
+        assert got is not None and got["raw"] == raw_of(record(2, note="later"))
+    finally:
+        copy.close()
+
+
+def test_few_long_raws_stay_text_until_a_write_has_enough_to_learn_from(db_path: Path) -> None:
+    store = SQLiteContactStore(db_path)
+    try:
+        first = contacts(TRAIN_SAMPLES - 1)
+        assert store.upsert(first) == UpsertCounts(inserted=TRAIN_SAMPLES - 1)
+        assert stored_types(db_path) == {"text": TRAIN_SAMPLES - 1} and dictionaries(db_path) == 0
+        more = [c._replace(id=f"more-{c.id}") for c in contacts(TRAIN_SAMPLES)]
+        store.upsert(more)
+        assert stored_types(db_path) == {"text": TRAIN_SAMPLES - 1, "blob": TRAIN_SAMPLES}
+        assert {c.id: c.raw for c in store.export_contacts()} == {c.id: c.raw for c in [*first, *more]}
+    finally:
+        store.close()
+
+
+def test_a_dictionary_trained_by_a_write_that_was_rolled_back_is_never_used(db_path: Path) -> None:
+    store = SQLiteContactStore(db_path)
+    try:
+        with pytest.raises(RuntimeError, match="the file had an invalid record"), store.bulk() as writer:
+            writer.add(contacts(TRAIN_SAMPLES, note="rolled back"))
+            assert dictionaries(db_path) == 0  # (not committed yet)
+            raise RuntimeError("the file had an invalid record")
+        assert store.count_contacts() == 0 and dictionaries(db_path) == 0
+        given = contacts(TRAIN_SAMPLES)
+        assert store.upsert(given) == UpsertCounts(inserted=TRAIN_SAMPLES)
+        assert dictionaries(db_path) == 1 and stored_types(db_path) == {"blob": TRAIN_SAMPLES}
+    finally:
+        store.close()
+    reopened = SQLiteContactStore(db_path)
+    try:
+        assert {c.id: c.raw for c in reopened.export_contacts()} == {c.id: c.raw for c in given}
+    finally:
+        reopened.close()
+
+
+def cli(*args: str, database_url: str | None = None, stdin: bytes | None = None) -> Any:
+    env = {"BOT_TIMEZONE": "UTC", **({"DATABASE_URL": database_url} if database_url else {})}
+    return CliRunner().invoke(main, list(args), input=stdin, env=env, catch_exceptions=False)
+
+
+def test_ingest_then_contacts_get_and_db_copy_to_sqlite_give_the_record_back(tmp_path: Path) -> None:
+    first, second = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'second.db'}"
+    records = [record(n) for n in range(TRAIN_SAMPLES + 10)]
+    lines = b"".join(orjson.dumps(item) + b"\n" for item in records)
+    ingested = cli("ingest", "-", database_url=first, stdin=lines)
+    assert ingested.exit_code == 0, ingested.output
+    assert stored_types(tmp_path / "first.db") == {"blob": len(records)}
+    copied = cli("db", "copy", "--from", first, "--to", second)
+    assert copied.exit_code == 0, copied.output
+    assert stored_types(tmp_path / "second.db") == {"blob": len(records)}  # compressed with its own dictionary
+    for url in (first, second):
+        shown = cli("contacts", "get", "helpdesk", "c3", database_url=url)
+        assert shown.exit_code == 0, shown.output
+        assert orjson.loads(shown.stdout)["raw"] == records[3]
+        with closing(open_store(url)) as store:
+            assert {c.id: c.raw for c in store.export_contacts()} == {item["id"]: raw_of(item) for item in records}
+
+
+def test_db_copy_to_postgresql_and_back_keeps_every_raw_exactly(tmp_path: Path, postgres_url: str) -> None:
+    first, back = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'back.db'}"
+    given = contacts(TRAIN_SAMPLES + 10)
+    with closing(open_store(first)) as store:
+        store.upsert(given)
+    assert stored_types(tmp_path / "first.db") == {"blob": len(given)}
+    assert cli("db", "copy", "--from", first, "--to", postgres_url).exit_code == 0
+    assert cli("db", "copy", "--from", postgres_url, "--to", back).exit_code == 0
+    assert stored_types(tmp_path / "back.db") == {"blob": len(given)}
+    expected = {c.id: c.raw for c in given}
+    for url in (postgres_url, back):
+        with closing(open_store(url)) as store:
+            assert {c.id: c.raw for c in store.export_contacts()} == expected
+            got = store.get_contact("helpdesk", "c5")
+            assert got is not None and got["raw"] == expected["c5"]
