@@ -599,6 +599,50 @@ def test_a_sqlite_refresh_rolls_days_up_while_a_write_goes_on(tmp_path: Path, mo
         store.close()
 
 
+def test_a_sqlite_refresh_of_days_all_written_meanwhile_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A day written while the refresh works it out is left as it was, marks and tables: when that is every day
+    the refresh took, it writes nothing, so the rollups' generation (and every decoded copy kept under it) stays.
+    (A question's own refresh of today, while webhooks keep writing today, is that case.)"""
+    from bot.storage import sqlite_rollups
+
+    path = tmp_path / "acr.db"
+    store = open_store(sqlite_url(path))
+    contacts = two_weeks(store)
+    store.refresh_rollups(NEW_YORK)
+    store.upsert([contact("d9-0", "k6", BASE + 9 * DAY + 15 * HOUR, agent="omar")])
+    stale = probe(store).stale_rollup_days(NEW_YORK)  # its day, and the day of k6's contact before it
+
+    def generation() -> str:
+        with closing(sqlite3.connect(path)) as conn:
+            return str(conn.execute("SELECT value FROM metric_rollup_state WHERE name = 'generation'").fetchone()[0])
+
+    before = generation()
+    real = sqlite_rollups.build_day
+    again = contact("d9-0", "k6", BASE + 9 * DAY + 16 * HOUR, agent="maria")
+
+    def build_day(*args: Any) -> Any:
+        store.upsert([again])  # the same days, written again while they are being rolled up
+        return real(*args)
+
+    monkeypatch.setattr(sqlite_rollups, "build_day", build_day)
+    try:
+        assert store.refresh_rollups(NEW_YORK) == stale
+        assert generation() == before
+        assert probe(store).stale_rollup_days(NEW_YORK) == stale
+        monkeypatch.setattr(sqlite_rollups, "build_day", real)
+        contacts = [again if c.id == "d9-0" else c for c in contacts]
+        query = MetricQuery("acr", DAY, BASE, BASE + 14 * DAY, BASE + 20 * DAY, (), "agent")
+        assert as_reference(compute(NoRefresh(store), query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        assert store.refresh_rollups(NEW_YORK) == stale
+        spy = Spy(store)
+        assert as_reference(compute(spy, query, NEW_YORK)) == reference(contacts, query, NEW_YORK)
+        assert spy.row_spans == []
+    finally:
+        store.close()
+
+
 def test_a_sqlite_refresh_outrun_by_another_process_rolls_its_days_up_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -59,7 +59,8 @@ class BuiltRollups:
 
     generation: int  # of the rollups the snapshot saw (every install raises it)
     marks: list[tuple[int, int]]  # (utc_day, version) of the dirty marks this covers, as the snapshot saw them
-    local_days: list[int] = field(default_factory=list)  # ordinals of the local days rolled up (all their rows)
+    # The local days rolled up (all their rows): (ordinal, first and last UTC day they overlap).
+    local_days: list[tuple[int, int, int]] = field(default_factory=list)
     day_blobs: list[Blob] = field(default_factory=list)
     hour_blobs: list[Blob] = field(default_factory=list)
     new_values: list[tuple[str, str, int]] = field(default_factory=list)  # value numbers this build assigned
@@ -90,7 +91,7 @@ def build(
     for day in local_days_of([utc_day for utc_day, _ in built.marks], zone):
         lo, hi = day_bounds(day, zone)
         day_blobs, hour_blobs = build_day(conn.execute(_DAY_ROWS_SQL, (lo, hi)).fetchall(), day, lo, ids.get)
-        built.local_days.append(day.toordinal())
+        built.local_days.append((day.toordinal(), lo // US_PER_DAY, (hi - 1) // US_PER_DAY))
         built.day_blobs += day_blobs
         built.hour_blobs += hour_blobs
     return built
@@ -100,21 +101,41 @@ def install(conn: sqlite3.Connection, built: BuiltRollups) -> bool:
     """Store what ``build`` worked out; inside a write transaction of ``conn``. Returns False, writing nothing,
     when another refresh has installed rollups since that snapshot (its value numbers may clash with these).
 
-    Every local day rolled up is replaced: a day whose UTC days are all clean after this was not written since
-    the snapshot (a write marks, and only a refresh clears), so its tables are exact; a day still dirty is counted
-    from contacts by every question, whatever its tables hold, until a refresh rolls it up again."""
+    A mark is cleared only if its version is still the one the snapshot read; a local day's tables are replaced
+    only if every UTC day it overlaps is then clean: none was written since the snapshot (a write marks, and only
+    a refresh clears), so they are exact. A day left dirty is counted from contacts, whatever its tables hold,
+    until a later refresh rolls it up again. When every day was written meanwhile nothing is written at all
+    (the rollups' generation stays, and with it every decoded copy of them)."""
     if _generation(conn) != built.generation:
         return False
-    if not built.marks:
+    cleared = [
+        mark
+        for mark in built.marks
+        if conn.execute("SELECT 1 FROM metric_rollup_dirty WHERE utc_day = ? AND version = ?", mark).fetchone()
+    ]
+    if not cleared:
         return True
     _bump_generation(conn)
     conn.executemany("INSERT INTO metric_rollup_value (dim, value, id) VALUES (?, ?, ?)", built.new_values)
-    days = [(ordinal,) for ordinal in built.local_days]
-    conn.executemany("DELETE FROM metric_rollup_day WHERE day = ?", days)
-    conn.executemany("DELETE FROM metric_rollup_hour WHERE day = ?", days)
-    conn.executemany("INSERT INTO metric_rollup_day (dim, day, data) VALUES (?, ?, ?)", built.day_blobs)
-    conn.executemany("INSERT INTO metric_rollup_hour (dim, day, data) VALUES (?, ?, ?)", built.hour_blobs)
-    conn.executemany("DELETE FROM metric_rollup_dirty WHERE utc_day = ? AND version = ?", built.marks)
+    conn.executemany("DELETE FROM metric_rollup_dirty WHERE utc_day = ? AND version = ?", cleared)
+    still_dirty = [
+        int(row[0])
+        for row in conn.execute(
+            "SELECT utc_day FROM metric_rollup_dirty WHERE utc_day BETWEEN ? AND ?",
+            (min(first for _, first, _ in built.local_days), max(last for _, _, last in built.local_days)),
+        )
+    ]
+    exact = {
+        ordinal
+        for ordinal, first, last in built.local_days
+        if not any(first <= utc_day <= last for utc_day in still_dirty)
+    }
+    conn.executemany("DELETE FROM metric_rollup_day WHERE day = ?", [(ordinal,) for ordinal in exact])
+    conn.executemany("DELETE FROM metric_rollup_hour WHERE day = ?", [(ordinal,) for ordinal in exact])
+    for table, blobs in (("metric_rollup_day", built.day_blobs), ("metric_rollup_hour", built.hour_blobs)):
+        conn.executemany(
+            f"INSERT INTO {table} (dim, day, data) VALUES (?, ?, ?)", [blob for blob in blobs if blob[1] in exact]
+        )
     return True
 
 
