@@ -5,9 +5,11 @@ Runs against TEST_DATABASE_URL (``make test`` starts a throwaway server); skippe
 
 from __future__ import annotations
 
+import operator
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.settings import load_settings
-from bot.storage import ContactStore, PackedContacts, open_store
+from bot.storage import ContactStore, PackedContacts, open_store, postgres_rollups
+from bot.storage import postgres as postgres_store
 from bot.storage.postgres import PostgresContactStore
 from bot.storage.postgres_metrics import row_count_statements
 from bot.storage.postgres_migrations import MIGRATIONS
@@ -481,6 +484,10 @@ def test_rollups_stay_exact_under_concurrent_writers_and_refreshers(postgres_url
     start = threading.Barrier(3)
     failures: list[BaseException] = []
     rounds = 30
+    # The refresher keeps pace: a writer goes on once a whole refresh began after its write (a refresh builds
+    # outside any lock, so writers would otherwise outrun it and leave every day stale).
+    passes = [0]
+    paced = threading.Condition()
 
     def write(writer: int) -> None:
         try:
@@ -498,6 +505,8 @@ def test_rollups_stay_exact_under_concurrent_writers_and_refreshers(postgres_url
                 if r % 3 == 2:  # an earlier contact moves to another day and customer
                     batch.append(contact(f"w{writer}-{r - 2}-1", f"k{(r + writer) % 40}", (r * 131) % 960 + 0.5))
                 stores[writer].upsert(batch)
+                with paced:
+                    paced.wait_for(partial(operator.ge, passes, [passes[0] + 2]), timeout=10)
         except BaseException as problem:  # surfaced by the main thread
             failures.append(problem)
 
@@ -507,6 +516,9 @@ def test_rollups_stay_exact_under_concurrent_writers_and_refreshers(postgres_url
             while writing.is_set():
                 stores[2].refresh_rollups(UTC_ZONE)
                 rollup_answers(stores[2], use_rollups=True)  # fills its process's cache of decoded rollups
+                with paced:
+                    passes[0] += 1
+                    paced.notify_all()
         except BaseException as problem:
             failures.append(problem)
 
@@ -533,6 +545,70 @@ def test_rollups_stay_exact_under_concurrent_writers_and_refreshers(postgres_url
     finally:
         for store in stores:
             store.close()
+
+
+def test_a_refresh_builds_without_holding_up_writes_and_a_day_written_meanwhile_stays_stale(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refresh builds the rollups of its days from a snapshot without any lock a write waits for: a write
+    (another process's) that marks a day being built goes through meanwhile, and that day stays stale, exact;
+    the next refresh rolls it up."""
+    refresher, writer = PostgresContactStore(postgres_url), PostgresContactStore(postgres_url)
+    real_build = postgres_rollups.build
+    writes: list[threading.Thread] = []
+
+    def build(*args: Any, **kwargs: Any) -> postgres_rollups.BuiltDays:
+        built = real_build(*args, **kwargs)
+        if not writes:  # once, while the first batch is built
+            write = threading.Thread(target=writer.upsert, args=([contact("during", "k1", 10, agent="ben")],))
+            writes.append(write)
+            write.start()
+            write.join(timeout=10)
+            assert not write.is_alive(), "the write waited for the refresh's build"
+        return built
+
+    try:
+        writer.upsert([contact("first", "k1", 0)])
+        refresher.refresh_rollups(UTC_ZONE)
+        writer.upsert([contact(f"c{h}", f"k{h % 2}", h) for h in range(2, 26, 5)])  # two UTC days marked
+        assert probe(refresher).stale_rollup_days(UTC_ZONE) == 2
+        monkeypatch.setattr(postgres_rollups, "build", build)
+        assert refresher.refresh_rollups(UTC_ZONE) == 1  # the day written during the build stays marked
+        assert probe(refresher).stale_rollup_days(UTC_ZONE) == 1
+        counted = rollup_answers(WithoutRefresh(refresher), use_rollups=False)
+        assert rollup_answers(WithoutRefresh(refresher), use_rollups=True) == counted
+        assert refresher.refresh_rollups(UTC_ZONE) == 1
+        assert probe(refresher).stale_rollup_days(UTC_ZONE) == 0
+        assert rollup_answers(WithoutRefresh(refresher), use_rollups=True) == counted
+    finally:
+        refresher.close()
+        writer.close()
+
+
+def test_an_acknowledged_write_is_on_disk(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The write's commit does not wait for the disk (it holds the derive lock); ``upsert`` returns only once
+    the WAL is flushed past that commit."""
+    store = PostgresContactStore(postgres_url, max_connections=1)  # one connection: its session setting is read
+    # Where the WAL ended just after the write's commit, kept in the session for this test to read.
+    monkeypatch.setattr(
+        postgres_store,
+        "_FLUSH",
+        f"SELECT set_config('acr_test.committed', pg_current_wal_insert_lsn()::text, false); {postgres_store._FLUSH}",
+    )
+    try:
+        store.upsert([contact("c1", "k1", 1)])
+        with store.connection() as conn:
+            committed = _first_value(conn, "SELECT current_setting('acr_test.committed')")
+        with psycopg.connect(postgres_url) as other:
+            assert _first_value(other, "SELECT pg_current_wal_flush_lsn() >= %s::pg_lsn", committed)
+    finally:
+        store.close()
+
+
+def _first_value(conn: psycopg.Connection[Any], query: str, *params: object) -> Any:
+    row = conn.execute(query, params or None).fetchone()
+    assert row is not None
+    return row[0]
 
 
 def test_migrations_are_recorded_and_applied_once_by_concurrent_openers(postgres_url: str) -> None:

@@ -8,6 +8,9 @@ COMMITTED), and since no transaction holding the derive lock ever waits for a ro
 Two writes of the same keys in crossing order can deadlock on their rows; PostgreSQL then aborts one, and
 ``upsert`` runs it again.
 
+The commit under the derive lock does not wait for the disk; the write is made durable right after, outside
+the lock, before ``upsert`` (or ``bulk``) returns: a write is acknowledged only once it is on disk.
+
 Why the derived data is exact under concurrent writers of one customer: a write changes the next repeat only of
 its touched customers' contacts between the last repeatable start before its earliest change (``from_us``) and
 its latest change; both are worked out under the derive lock, over every committed contact, so a later write's
@@ -56,7 +59,7 @@ _T = TypeVar("_T")
 
 CHUNK = 5000
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (as on SQLite)
-REFRESH_BATCH_DAYS = 4  # UTC days rolled up per transaction (writers' derive steps wait for one batch at most)
+REFRESH_BATCH_DAYS = 4  # UTC days rolled up from one snapshot (writers' derive steps wait while each is stored)
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
 PURGE_BATCH = 5000  # contacts deleted per transaction by a purge or an erasure (writers wait for no more)
@@ -103,6 +106,10 @@ _CANDIDATE_KEY: Final = (
 )
 _LOAD_WORK_MEM: Final = "256MB"  # the load's one sort of every contact, in memory (spilled to disk, 2x slower)
 _COPY_CONTACTS: Final = f"COPY contacts ({_COLUMN_LIST}, received_at) FROM STDIN (FORMAT BINARY)"
+# A transaction with an id that writes WAL (a logical decoding message: no table is written, and replication
+# passes it on only to a consumer that asks for messages) and commits with the session's synchronous_commit:
+# it returns once the WAL up to its commit is on disk (and on the synchronous standbys, if there are any).
+_FLUSH: Final = "BEGIN; SELECT pg_logical_emit_message(true, 'acr-bot', 'flush'); COMMIT"
 _SCHEDULER_LOCK: Final = "SELECT pg_try_advisory_lock(hashtext('acr-bot scheduler'), hashtext(current_schema()))"
 _TEMP_TABLES: Final = (
     # One chunk of a write, one row per key (the last version given), as COPY delivered it.
@@ -325,11 +332,23 @@ class PostgresContactStore:
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._write_transaction() as conn:
             writer = _PostgresBulkWriter(conn)
             writer.defer_indexes_for(expected_rows)
             yield writer
             writer.finish()
+
+    @contextmanager
+    def _write_transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+        """A transaction that ends holding the derive lock. Its commit does not wait for the disk while it holds
+        the lock (every other write's derive step waits for it); it is made durable just after, before this
+        returns, so before a webhook is answered: a transaction that writes WAL and commits waiting for the
+        disk flushes the WAL up to its own commit, which comes after this one's (``_FLUSH``)."""
+        with self._pool.connection() as conn:
+            with conn.transaction():
+                yield conn
+                conn.execute("SET LOCAL synchronous_commit = off")
+            conn.execute(_FLUSH)
 
     def purge_contacts_before(self, cutoff_us: int) -> int:
         return self._delete_in_batches("started_us < %(value)s", cutoff_us)
@@ -348,7 +367,7 @@ class PostgresContactStore:
                 return deleted
 
     def _delete_batch(self, where: str, value: object) -> int:
-        with self._pool.connection() as conn, conn.transaction():
+        with self._write_transaction() as conn:
             row = conn.execute(_DELETE_BATCH.format(where=where), {"value": value, "limit": PURGE_BATCH}).fetchone()
             count = int(row[0]) if row is not None else 0
             if count:  # the deleted contacts' candidates go; the remaining contacts' next repeats are fixed
@@ -536,25 +555,44 @@ class PostgresContactStore:
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
-        returns the number of UTC days rebuilt. In transactions of a few days each, under the derive lock, so
-        writers wait for one batch at most."""
+        returns the number of UTC days rebuilt (a day a write marks again meanwhile stays stale). Built in
+        batches of a few days outside any lock; writers wait only while each batch is stored."""
         with self._pool.connection() as conn:
             return self._refresh(zone, max_days, wait=True, conn=conn)
 
     def _refresh(self, zone: tzinfo, max_days: int | None, *, wait: bool, conn: psycopg.Connection[Any]) -> int:
-        """Rebuild in batches on ``conn``; with ``wait=False`` only while no write holds the derive lock."""
+        """Rebuild in batches on ``conn`` (``postgres_rollups``: each built from one snapshot, then stored under
+        the derive lock). ``wait=False`` gives up rather than wait for another refresh or for a write."""
+        if not wait and not _first(conn.execute(postgres_rollups.TRY_REFRESH_LOCK).fetchone()):
+            return 0
+        if wait:
+            conn.execute(postgres_rollups.REFRESH_LOCK)
+        try:
+            return self._refresh_batches(zone, max_days, wait=wait, conn=conn)
+        finally:
+            conn.execute(postgres_rollups.REFRESH_UNLOCK)
+
+    def _refresh_batches(self, zone: tzinfo, max_days: int | None, *, wait: bool, conn: psycopg.Connection[Any]) -> int:
         done = 0
+        tried: set[int] = set()  # UTC days built by this refresh (each once, though a write marked it again)
         while max_days is None or done < max_days:
             batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                current = postgres_rollups.zone_is_current(conn, zone)
+                built = postgres_rollups.build(conn, zone, batch, tried) if current else None
+            if built is not None and not built.marks:
+                break
             with conn.transaction():
                 if wait:
                     conn.execute(_DERIVE_LOCK)
                 elif not _first(conn.execute(_TRY_DERIVE_LOCK).fetchone()):
                     break
-                rebuilt = postgres_rollups.refresh(conn, zone, batch)
-            if not rebuilt:
-                break
-            done += rebuilt
+                if built is None:
+                    postgres_rollups.reset_for_zone(conn, zone)
+                    continue
+                done += postgres_rollups.store_built(conn, built)
+            tried |= built.marks.keys()
         return done
 
 
