@@ -180,3 +180,35 @@ def test_db_copy_to_postgresql_and_back_keeps_every_raw_exactly(tmp_path: Path, 
             assert {c.id: c.raw for c in store.export_contacts()} == expected
             got = store.get_contact("helpdesk", "c5")
             assert got is not None and got["raw"] == expected["c5"]
+
+
+def test_a_dictionary_learns_nothing_that_only_one_customer_s_records_hold(db_path: Path) -> None:
+    """A dictionary outlives the records it learned from, so it must hold no customer's own values: after
+    `contacts forget --customer C` nothing of C's may be left in the file. Each customer's records here repeat
+    their phone number and name (what zstd would otherwise learn, as it learned 10 of 398 phone numbers from
+    bench CTRs); what every customer's records share is learned, so they are still stored small."""
+    queue_arn = "arn:aws:connect:us-west-2:123456789012:instance/aaaa-bbbb/queue/cccc-dddd"
+    given = []
+    for n in range(TRAIN_SAMPLES + 100):
+        customer = n % 23
+        item = record(n) | {
+            "customer_id": f"+1555{customer:07d}",
+            "CustomerEndpoint": {"Address": f"+1555{customer:07d}", "Name": f"Customer Number{customer:03d}"},
+            "Queue": {"ARN": queue_arn, "Name": "billing"},
+        }
+        contact = parse_contact(item, UTC)
+        assert isinstance(contact, Contact)
+        given.append(contact)
+    store = SQLiteContactStore(db_path)
+    try:
+        store.upsert(given)
+        assert stored_types(db_path) == {"blob": len(given)}
+        with closing(sqlite3.connect(db_path)) as conn:
+            (dictionary,) = conn.execute("SELECT dictionary FROM raw_dictionaries").fetchone()
+        assert b"Customer Number" not in dictionary and b"+1555" not in dictionary
+        with closing(sqlite3.connect(db_path)) as conn:
+            (stored_bytes,) = conn.execute("SELECT sum(length(raw)) FROM contacts").fetchone()
+        assert stored_bytes * 4 < sum(len(c.raw.encode()) for c in given)  # what is shared is still learned
+        assert {c.id: c.raw for c in store.export_contacts()} == {c.id: c.raw for c in given}
+    finally:
+        store.close()

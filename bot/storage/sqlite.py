@@ -712,7 +712,7 @@ class SQLiteBulkWriter:
 
     def _packed(self, values: list[Any]) -> list[Any]:
         """Rows' values (one after another) as stored: long raws compressed (``sqlite_raw``)."""
-        raws = self._raws.pack(self._conn, values[_RAW::_WIDTH])
+        raws = self._raws.pack(self._conn, values[_RAW::_WIDTH], values[_CUSTOMER::_WIDTH])
         if raws is None:
             return values
         stored = values.copy()

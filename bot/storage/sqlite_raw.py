@@ -10,6 +10,9 @@ its dictionary (the frame's dictionary id is a ``raw_dictionaries`` row's), and 
 So old rows need no rewrite, and a BLOB in ``raw`` always means compressed. The dictionary is trained once, from
 the raws of the first write that has at least ``TRAIN_SAMPLES`` long ones, in that write's transaction (until
 then raws are stored as text). Every dictionary ever used is kept: nothing stored is ever unreadable.
+A dictionary holds pieces of the records it learned from, and it outlives them: so it learns only the records'
+keys and the values that at least ``SHARED_BY`` customers' records hold (queues, agents, ARNs, flags), never
+a value of one customer's (a phone number, a name, an id), which ``contacts forget`` must erase with them.
 PostgreSQL needs none of this: it compresses long values itself (TOAST).
 """
 
@@ -22,12 +25,14 @@ import time
 from collections.abc import Sequence
 from typing import Any, Final
 
+import orjson
 import zstandard
 
 MIN_BYTES: Final = 1024  # shorter raws (a generic record is ~350 bytes) are stored as text: little to gain
 TRAIN_SAMPLES: Final = 200  # long raws in one write before a dictionary is trained from them (at most 4x this)
 DICTIONARY_BYTES: Final = 16_384
 LEVEL: Final = 3  # with a dictionary, as fast as level 1 here and a little smaller
+SHARED_BY: Final = 3  # customers whose records must all hold a value for a dictionary to learn it
 
 
 class RawCodec:
@@ -44,10 +49,10 @@ class RawCodec:
         self._dictionaries: dict[int, zstandard.ZstdCompressionDict] = {}
         self._local = threading.local()  # a decompressor per thread and dictionary (they are not thread-safe)
 
-    def pack(self, conn: sqlite3.Connection, raws: Sequence[Any]) -> list[Any] | None:
+    def pack(self, conn: sqlite3.Connection, raws: Sequence[Any], customers: Sequence[str]) -> list[Any] | None:
         """``raws`` as stored, long ones compressed, or None when they are all stored as they are (``conn``: the
-        write transaction, where the dictionary is read, or trained and added)."""
-        long_ones = [raw for raw in raws if len(raw) >= MIN_BYTES]
+        write transaction, where the dictionary is read, or trained and added; ``customers``: whose each raw is)."""
+        long_ones = [(raw, customer) for raw, customer in zip(raws, customers, strict=True) if len(raw) >= MIN_BYTES]
         if not long_ones:
             return None
         row = conn.execute("SELECT id FROM raw_dictionaries ORDER BY trained_us DESC LIMIT 1").fetchone()
@@ -79,14 +84,16 @@ class RawCodec:
         dictionary = self._dictionaries[dictionary_id] = zstandard.ZstdCompressionDict(row[0])
         return dictionary
 
-    def _train(self, conn: sqlite3.Connection, samples: list[str]) -> bool:
-        """Train and store a dictionary from ``samples`` (False when zstd finds too little in them to learn)."""
+    def _train(self, conn: sqlite3.Connection, samples: list[tuple[str, str]]) -> bool:
+        """Train and store a dictionary from ``samples`` (raw, customer), from what they share only (see the module);
+        False when zstd finds too little in them to learn."""
         step = max(1, len(samples) // (4 * TRAIN_SAMPLES))
+        shared: list[bytes | bytearray | memoryview] = list(shared_only(samples[::step]))  # (zstd's own type)
+        if len(shared) < TRAIN_SAMPLES // 2:  # mostly not JSON: nothing this knows how to clean to learn from
+            return False
         dictionary_id = secrets.randbelow(_ID_END - _ID_START) + _ID_START
         try:
-            dictionary = zstandard.train_dictionary(
-                DICTIONARY_BYTES, [raw.encode() for raw in samples[::step]], dict_id=dictionary_id
-            )
+            dictionary = zstandard.train_dictionary(DICTIONARY_BYTES, shared, dict_id=dictionary_id)
         except zstandard.ZstdError:
             return False
         conn.execute(
@@ -100,6 +107,49 @@ class RawCodec:
         self._dictionaries[dictionary_id] = dictionary
         self._dictionary_id = dictionary_id
         self._compressor = zstandard.ZstdCompressor(level=LEVEL, dict_data=dictionary, write_checksum=False)
+
+
+def shared_only(samples: Sequence[tuple[str, str]]) -> list[bytes]:
+    """The JSON samples (raw, customer) with every value that fewer than ``SHARED_BY`` customers' samples hold
+    blanked (text to "", numbers to 0); keys and structure kept. Samples that are not JSON are left out."""
+    parsed: list[Any] = []
+    holders: dict[Any, set[str]] = {}  # a value -> customers whose samples hold it (up to SHARED_BY)
+    for raw, customer in samples:
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        parsed.append(document)
+        for value in _values(document):
+            seen = holders.setdefault(value, set())
+            if len(seen) < SHARED_BY:
+                seen.add(customer)
+    common = {value for value, seen in holders.items() if len(seen) >= SHARED_BY}
+    return [orjson.dumps(_blank(document, common)) for document in parsed]
+
+
+def _values(document: Any) -> Any:
+    """Every scalar value in a JSON document (keys are not values)."""
+    if isinstance(document, dict):
+        for value in document.values():
+            yield from _values(value)
+    elif isinstance(document, list):
+        for value in document:
+            yield from _values(value)
+    elif isinstance(document, (str, int, float)) and not isinstance(document, bool):
+        yield (type(document), document)
+
+
+def _blank(document: Any, common: set[Any]) -> Any:
+    if isinstance(document, dict):
+        return {key: _blank(value, common) for key, value in document.items()}
+    if isinstance(document, list):
+        return [_blank(value, common) for value in document]
+    if isinstance(document, (str, int, float)) and not isinstance(document, bool):
+        if (type(document), document) in common:
+            return document
+        return "" if isinstance(document, str) else 0
+    return document
 
 
 _ID_START, _ID_END = 1 << 15, 1 << 31  # zstd reserves dictionary ids below 32768
