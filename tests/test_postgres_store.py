@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import operator
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from functools import partial
@@ -583,6 +584,33 @@ def test_a_refresh_builds_without_holding_up_writes_and_a_day_written_meanwhile_
     finally:
         refresher.close()
         writer.close()
+
+
+def test_a_question_rolls_up_the_stale_day_it_finds_once_the_write_in_progress_commits(
+    pg: PostgresContactStore, postgres_url: str
+) -> None:
+    """A question's refresh builds the stale day, then waits for the derive lock that a write holds (briefly)
+    to store it, rather than leave the day stale."""
+    pg.upsert([contact("c1", "k1", 1)])
+    pg.refresh_rollups(UTC_ZONE)
+    pg.upsert([contact("c2", "k1", 2)])
+    held = threading.Event()
+
+    def write_in_progress() -> None:
+        with psycopg.connect(postgres_url) as conn:  # one transaction, committed on leaving
+            conn.execute(postgres_store._DERIVE_LOCK)
+            held.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=write_in_progress)
+    holder.start()
+    try:
+        assert held.wait(10)
+        assert probe(pg).stale_rollup_days(UTC_ZONE) == 1
+        rollup_answers(pg, use_rollups=True)
+        assert probe(pg).stale_rollup_days(UTC_ZONE) == 0
+    finally:
+        holder.join()
 
 
 def test_an_acknowledged_write_is_on_disk(postgres_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

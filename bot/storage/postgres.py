@@ -59,6 +59,8 @@ _T = TypeVar("_T")
 
 CHUNK = 5000
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (as on SQLite)
+# How long a question's refresh waits for the derive lock to store what it built (a write or two, not a queue).
+REFRESH_ON_READ_LOCK_WAIT = "1s"
 REFRESH_BATCH_DAYS = 4  # UTC days rolled up from one snapshot (writers' derive steps wait while each is stored)
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
@@ -562,7 +564,8 @@ class PostgresContactStore:
 
     def _refresh(self, zone: tzinfo, max_days: int | None, *, wait: bool, conn: psycopg.Connection[Any]) -> int:
         """Rebuild in batches on ``conn`` (``postgres_rollups``: each built from one snapshot, then stored under
-        the derive lock). ``wait=False`` gives up rather than wait for another refresh or for a write."""
+        the derive lock). ``wait=False`` gives up rather than wait for another refresh, or for the derive lock
+        longer than REFRESH_ON_READ_LOCK_WAIT."""
         if not wait and not _first(conn.execute(postgres_rollups.TRY_REFRESH_LOCK).fetchone()):
             return 0
         if wait:
@@ -583,15 +586,17 @@ class PostgresContactStore:
                 built = postgres_rollups.build(conn, zone, batch, tried) if current else None
             if built is not None and not built.marks:
                 break
-            with conn.transaction():
-                if wait:
+            try:
+                with conn.transaction():
+                    if not wait:
+                        conn.execute(f"SET LOCAL lock_timeout = '{REFRESH_ON_READ_LOCK_WAIT}'")
                     conn.execute(_DERIVE_LOCK)
-                elif not _first(conn.execute(_TRY_DERIVE_LOCK).fetchone()):
-                    break
-                if built is None:
-                    postgres_rollups.reset_for_zone(conn, zone)
-                    continue
-                done += postgres_rollups.store_built(conn, built)
+                    if built is None:
+                        postgres_rollups.reset_for_zone(conn, zone)
+                        continue
+                    done += postgres_rollups.store_built(conn, built)
+            except errors.LockNotAvailable:
+                break
             tried |= built.marks.keys()
         return done
 
