@@ -531,8 +531,9 @@ class PostgresContactStore:
         """One REPEATABLE READ snapshot for one metric question (rollups and candidates seen at one instant).
 
         When the snapshot finds stale rollups, it is given up for a new one after rebuilding up to
-        ``refresh_days`` stale days, only if no write is deriving at that moment: a question never waits for a
-        write (nor for another process's refresh). In a pipeline: statements are sent without waiting for the
+        ``refresh_days`` stale days, unless another process is refreshing (a question never waits for that);
+        it waits for the writes deriving at that moment for up to REFRESH_ON_READ_LOCK_WAIT to store them. In a
+        pipeline: statements are sent without waiting for the
         answers of those before, so a question costs three round trips (its snapshot with the rollups' state,
         its counting from contacts, its commit) and one per rollup table it finds no decoded copy of."""
         with self._pool.connection() as conn:
