@@ -624,6 +624,8 @@ def test_an_acknowledged_write_is_on_disk(postgres_url: str, monkeypatch: pytest
         f"SELECT set_config('acr_test.committed', pg_current_wal_insert_lsn()::text, false); {postgres_store._FLUSH}",
     )
     try:
+        with store.connection() as conn:  # the server's default may be off (make test's throwaway server's is):
+            conn.execute("SET synchronous_commit = on")  # then the operator chose not to wait, and so does the flush
         store.upsert([contact("c1", "k1", 1)])
         with store.connection() as conn:
             committed = _first_value(conn, "SELECT current_setting('acr_test.committed')")
