@@ -24,13 +24,17 @@ T0 = 1_780_000_000
 
 
 def contacts_in_file_alone(db_path: Path, tmp_path: Path) -> int:
-    """Contacts in the database file without its WAL: what a checkpoint has copied there."""
+    """Contacts in the database file without its WAL: what a checkpoint has copied there (-1 when the copy was
+    taken while a checkpoint was writing pages into the file, so it is torn: try again)."""
     alone = tmp_path / "alone.db"
     shutil.copyfile(db_path, alone)
     with closing(sqlite3.connect(alone)) as conn:
-        if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'contacts'").fetchone()[0] == 0:
-            return 0  # not even the schema has been copied yet
-        return int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
+        try:
+            if conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'contacts'").fetchone()[0] == 0:
+                return 0  # not even the schema has been copied yet
+            return int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
+        except sqlite3.DatabaseError:  # "database disk image is malformed": copied mid-checkpoint
+            return -1
 
 
 def checkpoint_threads() -> int:
