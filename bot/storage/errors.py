@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 from metrics.errors import UserError
 
 
@@ -16,3 +18,17 @@ class StoreUnavailable(UserError):
     def __init__(self, message: str, *, retry_after_seconds: int = 5):
         super().__init__(message)
         self.retry_after_seconds = retry_after_seconds
+
+
+def newer_schema(database: str, applied: Sequence[str], known: Iterable[str]) -> StoreUnavailable | None:
+    """The error for a database that a newer acr-bot has migrated (``applied`` holds migrations this one does not
+    know), else None. Such a program must not write to it: a newer version may store or mark things in a way this
+    one cannot read or keep up (compressed raws, versioned dirty marks), and would silently answer wrongly."""
+    newer = [name for name in applied if name not in set(known)]
+    if not newer:
+        return None
+    return StoreUnavailable(
+        f"the database {database} was upgraded by a newer acr-bot (migration {newer[-1]}); run that version or "
+        "a later one here too (stop every acr-bot process before an upgrade: README, Upgrading)",
+        retry_after_seconds=60,
+    )

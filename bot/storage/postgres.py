@@ -46,6 +46,7 @@ from bot.storage import (
     postgres_rollups,
     postgres_why,
 )
+from bot.storage.errors import newer_schema
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.rollup_cache import RollupCache
@@ -294,6 +295,9 @@ class PostgresContactStore:
         self.url = url
         try:  # one direct connection first: a clear error now, not a pool retrying in the background
             with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+                known = [name for name, _ in postgres_migrations.MIGRATIONS]
+                if (newer := newer_schema(redact(url), postgres_migrations.recorded(conn), known)) is not None:
+                    raise newer
                 applied = postgres_migrations.apply(conn)
         except psycopg.OperationalError as problem:
             raise ConnectionError(f"cannot connect to PostgreSQL at {redact(url)}: {_reason(problem)}") from None

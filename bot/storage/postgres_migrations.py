@@ -264,6 +264,13 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
 
 
+def recorded(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
+    """The names of the migrations this database has recorded, in the order they were applied."""
+    if conn.execute("SELECT to_regclass('schema_migrations')").fetchone() == (None,):
+        return []
+    return [str(row[0]) for row in conn.execute("SELECT name FROM schema_migrations ORDER BY applied_at, name")]
+
+
 def apply(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     """Apply the migrations this database has not recorded yet; returns their names. ``conn`` is in autocommit
     mode; each migration is one transaction with its record."""

@@ -29,12 +29,12 @@ from bot.storage import (
     sqlite_schedules,
     sqlite_why,
 )
-from bot.storage.errors import StoreUnavailable
+from bot.storage.errors import StoreUnavailable, newer_schema
 from bot.storage.rollup_cache import RollupCache
 from bot.storage.sqlite_checkpoint import SQLiteCheckpointer
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
-from bot.storage.sqlite_migrations import migrations
+from bot.storage.sqlite_migrations import known_migrations, migrations
 from bot.storage.sqlite_raw import RawCodec
 from bot.storage.sqlite_readers import DEFAULT_READERS, READER_WAIT_SECONDS, SQLiteReaders
 from bot.storage.sqlite_transactions import immediate_transaction
@@ -234,6 +234,9 @@ class SQLiteContactStore:
         self._writer.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_PAGES * PAGE_SIZE}")  # WAL bytes kept
         db = Database(self._writer)
         with self._write_lock:
+            applied = [migration.name for migration in migrations.applied(db)]
+            if (newer := newer_schema(str(self.path), applied, known_migrations())) is not None:
+                raise newer
             migrations.apply(db)
         self._writer.execute(
             "CREATE TEMP TABLE IF NOT EXISTS touched_customers "

@@ -12,6 +12,11 @@ from sqlite_utils import Database, Migrations
 migrations = Migrations("acr-bot")
 
 
+def known_migrations() -> list[str]:
+    """The names of every migration this program has (sqlite-utils keeps the list, without a public accessor)."""
+    return [migration.name for migration in migrations._migrations]
+
+
 @migrations()
 def m001_contacts(db: Database) -> None:
     """Contacts with their raw record, and the derived next repeat used by every metric.
