@@ -24,7 +24,8 @@ def newer_schema(database: str, applied: Sequence[str], known: Iterable[str]) ->
     """The error for a database that a newer acr-bot has migrated (``applied`` holds migrations this one does not
     know), else None. Such a program must not write to it: a newer version may store or mark things in a way this
     one cannot read or keep up (compressed raws, versioned dirty marks), and would silently answer wrongly."""
-    newer = [name for name in applied if name not in set(known)]
+    known_names = set(known)
+    newer = [name for name in applied if name not in known_names]
     if not newer:
         return None
     return StoreUnavailable(
