@@ -206,8 +206,8 @@ class RollupReader:
         if not self._rollups_current or dimension not in (EVERYONE, *DIMENSIONS):
             return None
         first, last = first_day.toordinal(), last_day.toordinal()
-        generation, key = self._generation, (self._zone_name, "day", dimension, first, last)
-        found = self._cache.get(generation, key)
+        key = (self._zone_name, "day", dimension, first, last)
+        found = self._cache.get(self._generation, key)
         if found is None:
             blobs = self._day_blobs(dimension, first, last)
             tables = [unpack(bytes(data)) for _, data in blobs]
@@ -222,17 +222,17 @@ class RollupReader:
                 days=np.repeat(np.asarray([day for day, _ in blobs], dtype=np.int64), sizes),
                 table=table,
             )
-            self._cache.put(generation, key, found)
+            self._cache.put(self._generation, key, found)
         return RollupDays(found.values, found.days, found.table, stale=self._stale_days(first_day, last_day))
 
     def rollup_hours(self, dimension: str, days: Sequence[date]) -> RollupDays | None:
         if not self._rollups_current or dimension not in (EVERYONE, *DIMENSIONS):
             return None
-        generation, key = self._generation, (self._zone_name, "hour", dimension, *(day.toordinal() for day in days))
-        found = self._cache.get(generation, key)
+        key = (self._zone_name, "hour", dimension, *(day.toordinal() for day in days))
+        found = self._cache.get(self._generation, key)
         if found is None:
             found = self._read_hours(dimension, days)
-            self._cache.put(generation, key, found)
+            self._cache.put(self._generation, key, found)
         return found
 
     def _read_hours(self, dimension: str, days: Sequence[date]) -> RollupDays:
@@ -258,12 +258,12 @@ class RollupReader:
     def _values(self, dimension: str) -> list[str]:
         """The texts of the value numbers of ``dimension`` (dense: 0..n-1); numbers are only ever added by a
         refresh, so the list is kept with the decoded tables of the same generation."""
-        generation, key = self._generation, (self._zone_name, "values", dimension)
-        found = self._cache.get_values(generation, key)
+        key = (self._zone_name, "values", dimension)
+        found = self._cache.get_values(self._generation, key)
         if found is None:
             by_number = dict(self._value_numbers(dimension))
             found = [by_number.get(number, NO_VALUE) for number in range(len(by_number))]
-            self._cache.put_values(generation, key, found)
+            self._cache.put_values(self._generation, key, found)
         return found
 
     def _stale_days(self, first_day: date, last_day: date) -> set[date]:
