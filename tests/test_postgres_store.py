@@ -586,6 +586,45 @@ def test_a_refresh_builds_without_holding_up_writes_and_a_day_written_meanwhile_
         writer.close()
 
 
+def test_a_refresh_whose_days_were_all_written_meanwhile_writes_nothing(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a write marks again every day a refresh built, what was built would be used by no reader: nothing is
+    stored, and the rollups' generation (and every process's decoded copies kept under it) stays. (A question's
+    own refresh of today, while webhooks keep writing today, is that case.)"""
+    refresher, writer = PostgresContactStore(postgres_url), PostgresContactStore(postgres_url)
+    real_build = postgres_rollups.build
+
+    def generation() -> str:
+        with refresher.connection() as conn:
+            return str(_first_value(conn, "SELECT value FROM metric_rollup_state WHERE name = 'generation'"))
+
+    def build(*args: Any, **kwargs: Any) -> postgres_rollups.BuiltDays:
+        built = real_build(*args, **kwargs)
+        if built.marks:  # the day being built is written again before the build is stored
+            writer.upsert([contact(f"during-{len(built.marks)}-{time.monotonic_ns()}", "k1", 3, agent="ben")])
+        return built
+
+    try:
+        writer.upsert([contact("first", "k1", 0)])
+        refresher.refresh_rollups(UTC_ZONE)
+        writer.upsert([contact("second", "k1", 2)])  # one UTC day marked
+        before = generation()
+        monkeypatch.setattr(postgres_rollups, "build", build)
+        assert refresher.refresh_rollups(UTC_ZONE) == 0
+        assert generation() == before
+        assert probe(refresher).stale_rollup_days(UTC_ZONE) == 1
+        counted = rollup_answers(WithoutRefresh(refresher), use_rollups=False)
+        assert rollup_answers(WithoutRefresh(refresher), use_rollups=True) == counted
+        monkeypatch.setattr(postgres_rollups, "build", real_build)
+        assert refresher.refresh_rollups(UTC_ZONE) == 1
+        assert generation() != before
+        assert rollup_answers(WithoutRefresh(refresher), use_rollups=True) == counted
+    finally:
+        refresher.close()
+        writer.close()
+
+
 def test_a_question_rolls_up_the_stale_day_it_finds_once_the_write_in_progress_commits(
     pg: PostgresContactStore, postgres_url: str
 ) -> None:

@@ -129,13 +129,17 @@ def store_built(conn: psycopg.Connection[Any], built: BuiltDays) -> int:
 
     Every rebuilt local day is stored: each UTC day it overlaps either did not change since the snapshot (no
     mark then and none now, or the same mark) or is still marked, so readers count that local day from the
-    candidates."""
+    candidates. When every day was marked again meanwhile nothing is written at all: no reader would use what
+    was built, and the rollups' generation stays, with every process's decoded copies kept under it (a
+    question's refresh of today, while webhooks keep writing today, is that case)."""
     current = dict(
         conn.execute(
             "SELECT utc_day, xmin::text FROM metric_rollup_dirty WHERE utc_day = ANY(%s)", (list(built.marks),)
         ).fetchall()
     )
     unchanged = [day for day, version in built.marks.items() if current.get(day) == version]
+    if not unchanged:
+        return 0
     conn.execute(_BUMP_GENERATION)
     with conn.cursor() as cursor:
         cursor.executemany("INSERT INTO metric_rollup_value (dim, value, id) VALUES (%s, %s, %s)", built.new_values)
