@@ -493,33 +493,35 @@ class SQLiteContactStore:
 
     def refresh_rollups(self, zone: tzinfo, max_days: int | None = None) -> int:
         """Rebuild stale metric rollups (all, or the ``max_days`` most recent stale UTC days) for ``zone``;
-        returns the number of UTC days rolled up. For the scheduler, and after a big import.
+        returns the number of UTC days rolled up (a day a write marks again meanwhile stays stale and is not
+        counted), as on PostgreSQL. For the scheduler, and after a big import.
 
         REFRESH_BATCH_DAYS days at a time, each rolled up from a read snapshot while writes go on (on 10M contacts
         a day takes half a second to over a second under load) and installed by a short write transaction: a
         webhook batch never waits for a rollup to be worked out. A day written meanwhile stays stale (and is
         counted from contacts) until the next refresh. Each day is taken once per call, newest first. Only a change
         of BOT_TIMEZONE, which makes every day stale, writes for long (once)."""
-        done = 0
+        taken = rolled_up = 0  # UTC days built (the bound), and those of them rolled up
         before: int | None = None  # the next batch: dirty days before the oldest of the previous one
         with self._refresh_lock:
-            while max_days is None or done < max_days:
-                batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - done)
+            while max_days is None or taken < max_days:
+                batch = REFRESH_BATCH_DAYS if max_days is None else min(REFRESH_BATCH_DAYS, max_days - taken)
                 built = self._build_rollups(zone, batch, before)
                 if built is None:  # rollups of another zone: start over, every day stale
                     with self._write_lock, immediate_transaction(self._writer) as conn:
                         sqlite_rollups.reset_zone(conn, zone)
                     continue
                 with self._write_lock, immediate_transaction(self._writer) as conn:
-                    installed = sqlite_rollups.install(conn, built)
-                if not installed:  # another process refreshed since the snapshot: build these days again
+                    cleared = sqlite_rollups.install(conn, built)
+                if cleared is None:  # another process refreshed since the snapshot: build these days again
                     continue
-                done += len(built.marks)
+                taken += len(built.marks)
+                rolled_up += cleared
                 if len(built.marks) < batch:
-                    return done
+                    return rolled_up
                 before = built.marks[-1][0]
                 time.sleep(REFRESH_PAUSE_SECONDS)  # (webhook parsing gets the GIL for a moment)
-        return done
+        return rolled_up
 
     def _build_rollups(
         self, zone: tzinfo, max_days: int, before_utc_day: int | None = None

@@ -97,9 +97,10 @@ def build(
     return built
 
 
-def install(conn: sqlite3.Connection, built: BuiltRollups) -> bool:
-    """Store what ``build`` worked out; inside a write transaction of ``conn``. Returns False, writing nothing,
-    when another refresh has installed rollups since that snapshot (its value numbers may clash with these).
+def install(conn: sqlite3.Connection, built: BuiltRollups) -> int | None:
+    """Store what ``build`` worked out; inside a write transaction of ``conn``. Returns how many UTC days it rolled
+    up (marks cleared), or None, writing nothing, when another refresh has installed rollups since that snapshot
+    (its value numbers may clash with these).
 
     A mark is cleared only if its version is still the one the snapshot read; a local day's tables are replaced
     only if every UTC day it overlaps is then clean: none was written since the snapshot (a write marks, and only
@@ -107,14 +108,14 @@ def install(conn: sqlite3.Connection, built: BuiltRollups) -> bool:
     until a later refresh rolls it up again. When every day was written meanwhile nothing is written at all
     (the rollups' generation stays, and with it every decoded copy of them)."""
     if _generation(conn) != built.generation:
-        return False
+        return None
     cleared = [
         mark
         for mark in built.marks
         if conn.execute("SELECT 1 FROM metric_rollup_dirty WHERE utc_day = ? AND version = ?", mark).fetchone()
     ]
     if not cleared:
-        return True
+        return 0
     _bump_generation(conn)
     conn.executemany("INSERT INTO metric_rollup_value (dim, value, id) VALUES (?, ?, ?)", built.new_values)
     conn.executemany("DELETE FROM metric_rollup_dirty WHERE utc_day = ? AND version = ?", cleared)
@@ -136,7 +137,7 @@ def install(conn: sqlite3.Connection, built: BuiltRollups) -> bool:
         conn.executemany(
             f"INSERT INTO {table} (dim, day, data) VALUES (?, ?, ?)", [blob for blob in blobs if blob[1] in exact]
         )
-    return True
+    return len(cleared)
 
 
 def reset_zone(conn: sqlite3.Connection, zone: tzinfo) -> None:
