@@ -6,6 +6,7 @@ Runs against TEST_DATABASE_URL (``make test`` starts a throwaway server); skippe
 from __future__ import annotations
 
 import operator
+import pickle
 import threading
 import time
 from collections.abc import Iterator
@@ -14,15 +15,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.ingest import ingest_file
 from bot.settings import load_settings
 from bot.storage import ContactStore, PackedContacts, open_store, postgres_rollups
 from bot.storage import postgres as postgres_store
 from bot.storage.postgres import PostgresContactStore
+from bot.storage.postgres_copy import CopyRowPacker, CopyRows
 from bot.storage.postgres_metrics import row_count_statements
 from bot.storage.postgres_migrations import MIGRATIONS
 from bot.storage.schedules import OutboxMessage
@@ -200,7 +204,7 @@ def test_an_initial_bulk_load_builds_the_indexes_at_its_end_and_agrees(
         lite.close()
 
 
-@pytest.mark.parametrize("again", ["in a later chunk", "in the same chunk", "packed"])
+@pytest.mark.parametrize("again", ["in a later chunk", "in the same chunk", "packed", "copy rows", "copy rows later"])
 def test_an_initial_load_copies_straight_until_a_key_comes_again_and_agrees(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, again: str
 ) -> None:
@@ -219,18 +223,74 @@ def test_an_initial_load_copies_straight_until_a_key_comes_again_and_agrees(
     repeated = [newer, first[3], older, contact("b", "k0", 3.5), contact("c", "k1", 7.5, resolved=False)]
     chunks = (
         [first[:5], [first[5], newer], first[6:], repeated]
-        if again == "in a later chunk"
+        if again in ("in a later chunk", "copy rows later")
         else [first[:3], [*first[3:], *repeated]]
     )
+    pack = pg.row_packer()  # (as the import's reader processes do)
     try:
         with pg.bulk(len(first) + len(repeated)) as writer:
             for chunk in chunks:
                 values = [value for row in chunk for value in row]
-                writer.add(PackedContacts(values) if again == "packed" else chunk)
+                writer.add(PackedContacts(values) if again == "packed" else pack(chunk) if "copy" in again else chunk)
         assert writer.counts.as_dict() == lite.upsert([c for chunk in chunks for c in chunk]).as_dict()
         assert dump(pg) == dump(lite)
         assert secondary_indexes(postgres_url) == indexes
         assert_derived_data_exact(pg)
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_copy_rows_made_by_a_reader_read_back_as_the_contacts_they_were_made_from() -> None:
+    """The binary COPY rows a reader process makes (psycopg's formatter) decode to the same contacts, after the
+    trip to the writer (pickled): NULLs, booleans, integers, text beyond ASCII."""
+    rows = [
+        contact("a1", "k\u00e9", 1, reason="r\u00e9sum\u00e9 \U0001f600", resolved=False),
+        contact("a2", "k", 2, ended_at=T0 + 3 * 3600, escalated=True, tier=7, parent_id="a1", updated_at=T0),
+        contact("a3", "k", -1e5, direction="outbound", agent=None),
+    ]
+    pack = CopyRowPacker("2026-05-28T00:00:00.000Z")
+    packed = pickle.loads(pickle.dumps(pack(rows)))
+    assert isinstance(packed, CopyRows)
+    assert (list(packed), len(packed), packed[1], packed.keys_unique) == (rows, 3, rows[1], True)
+    assert not pack([*rows, rows[0]]).keys_unique
+
+
+def test_a_parallel_import_streams_what_its_readers_made_and_agrees(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An import read by reader processes hands the store binary COPY rows (``row_packer``): an initial load
+    streams them into contacts as they are, until a key comes again; a later import of the same file decodes
+    them. Both report and store what SQLite does."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    streamed: list[bool] = []
+    copied_straight = postgres_store._PostgresBulkWriter._copied_straight
+
+    def spy(writer: Any, contacts: Any) -> bool:
+        done = copied_straight(writer, contacts)
+        streamed.append(isinstance(contacts, CopyRows) and done)
+        return done
+
+    monkeypatch.setattr(postgres_store._PostgresBulkWriter, "_copied_straight", spy)
+    lines = [
+        orjson.dumps({"id": f"r{n}", "customer_id": f"k{n % 4}", "agent": "ana", "started_at": T0 + n * 600})
+        for n in range(40)
+    ]
+    lines.append(orjson.dumps({"id": "r3", "customer_id": "k1", "agent": "ben", "started_at": T0 + 99}))
+    path = tmp_path / "contacts.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    try:
+        for _ in range(2):  # an initial load, then the same file again (every record unchanged)
+            result = ingest_file(pg, str(path), UTC_ZONE, parallel=True, readers=2, block_bytes=200)
+            alone = ingest_file(lite, str(path), UTC_ZONE, parallel=False)
+            assert (result.counts, result.errors) == (alone.counts, alone.errors)
+            assert dump(pg) == dump(lite)
+            assert_derived_data_exact(pg)
+        assert streamed[0] and not streamed[-1]  # straight, then (the key again) the way of any write
     finally:
         pg.close()
         lite.close()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 from itertools import chain
@@ -16,7 +16,7 @@ from bot.ingest.children import BLOCK_BYTES, READERS
 from bot.ingest.chunks import Chunk, Progress, SplitInsideRecord
 from bot.ingest.events_format import EVENTS, GZIP_MAGIC, EventMapper
 from bot.ingest.formats import STDIN
-from bot.storage import ContactStore, PackedContacts, UpsertCounts
+from bot.storage import ContactStore, PackedContacts, PacksImportRows, UpsertCounts
 from metrics.records import Contact
 
 PARALLEL_MIN_BYTES = 4 << 20  # smaller files are read in this process: a child costs ~50 ms to start
@@ -77,7 +77,8 @@ def ingest_file(
                 opened = None
                 splits = kind in ("jsonl", "csv") or (kind == EVENTS and not gzipped)
                 readers = readers if splits else 1
-                chunks = children.read_in_children(path, kind, result.name, zone, readers, block_bytes, events)
+                packer = store.row_packer() if isinstance(store, PacksImportRows) else None
+                chunks = children.read_in_children(path, kind, result.name, zone, readers, block_bytes, events, packer)
             else:
                 chunks = formats.read_chunks(opened, kind, result.name, zone, events)
     except OSError as problem:
@@ -120,7 +121,9 @@ def _store_chunks(
                 if chunk.errors:
                     result.errors.extend(chunk.errors)
                     raise _Invalid
-                if chunk.flat is not None:
+                if chunk.packed is not None:
+                    writer.add(cast(Sequence[Contact], chunk.packed))
+                elif chunk.flat is not None:
                     writer.add(PackedContacts(chunk.flat))
                 else:
                     writer.add(cast(list[Contact], chunk.rows))  # rows in Contact field order: the store indexes them

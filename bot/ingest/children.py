@@ -48,9 +48,11 @@ class _PackedChunk:
     bytes_read: int
     final: bool
     ignored: int
+    packed: Sequence[Any] | None = None  # instead of values: as the store's row packer made them
 
 
 _BLOCK_DONE = "block done"
+Packer = Callable[[Sequence[Sequence[Any]]], Sequence[Any]]  # a store's row packer (``PacksImportRows``)
 
 
 def read_in_children(
@@ -61,10 +63,12 @@ def read_in_children(
     readers: int,
     block_bytes: int,
     events: EventMapper | None = None,
+    packer: Packer | None = None,
 ) -> Iterator[Chunk]:
     """The chunks of ``path`` in file order, read and validated by ``readers`` child processes while the
     caller writes. With one reader it reads the file whole; with more, each reads every ``readers``-th block
-    (``_line_blocks``) and says when it is done with one, so the blocks are handed on in order."""
+    (``_line_blocks``) and says when it is done with one, so the blocks are handed on in order. With
+    ``packer`` (the store's: ``PacksImportRows``) the readers hand over its packed rows (``Chunk.packed``)."""
     context = multiprocessing.get_context("fork")
     zone_arg = getattr(zone, "key", None) or zone
     channels: list[multiprocessing.Queue[Any]] = []
@@ -73,7 +77,7 @@ def read_in_children(
         channel: multiprocessing.Queue[Any] = context.Queue(maxsize=_QUEUE_CHUNKS)
         child = context.Process(
             target=_child_main,
-            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes, os.getpid(), events),
+            args=(str(path), kind, name, zone_arg, channel, index, readers, block_bytes, os.getpid(), events, packer),
             daemon=True,
         )
         child.start()
@@ -100,8 +104,10 @@ def read_in_children(
                 raise RuntimeError(f"{name}: reading failed: {item[1]}")
             if isinstance(item, SplitInsideRecord):
                 raise item
-            flat = pickle.loads(item.values)
-            chunk = Chunk([], item.errors, item.records, item.bytes_read, flat=flat, ignored=item.ignored)
+            flat = pickle.loads(item.values) if item.packed is None else None
+            chunk = Chunk(
+                [], item.errors, item.records, item.bytes_read, flat=flat, ignored=item.ignored, packed=item.packed
+            )
             yield chunk
             if item.final:
                 break
@@ -144,6 +150,7 @@ def _child_main(
     block_bytes: int = BLOCK_BYTES,
     parent_pid: int | None = None,
     events: EventMapper | None = None,
+    packer: Packer | None = None,
 ) -> None:
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -154,9 +161,12 @@ def _child_main(
         with open(path, "rb") as stream:
             for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes, events):
                 for chunk in chunks:
-                    values = pickle.dumps(_flat_values(chunk.rows, shared), 5)
+                    if packer is not None:
+                        values, rows = b"", packer(chunk.rows)
+                    else:
+                        values, rows = pickle.dumps(_flat_values(chunk.rows, shared), 5), None
                     packed = _PackedChunk(
-                        values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final, chunk.ignored
+                        values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final, chunk.ignored, rows
                     )
                     channel.put(packed)
                 if readers > 1:

@@ -25,6 +25,7 @@ class Chunk:
     flat: list[Any] | None = None  # instead of rows: their values one after another (from the reader process)
     final: bool = False  # nothing after this chunk can be read reliably (a CSV structure error)
     ignored: int = 0  # platform events in this stretch that are not contacts (files of events only)
+    packed: Sequence[Any] | None = None  # instead of rows: as the store's row packer made them (reader process)
 
 
 class SplitInsideRecord(Exception):

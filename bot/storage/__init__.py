@@ -147,6 +147,18 @@ class BulkWriter(Protocol):
 _COUNT_NAMES = ("inserted", "updated", "unchanged", "stale")
 
 
+@runtime_checkable
+class PacksImportRows(Protocol):
+    """A store that takes an import's rows in a form of its own, made by the import's reader processes (the side
+    with cores to spare) instead of its writer. A store without it gets ``PackedContacts``."""
+
+    def row_packer(self) -> Callable[[Sequence[Sequence[Any]]], Sequence[Contact]]:
+        """A function, called in a reader process (forked: it need not pickle), from a list of rows (tuples in
+        Contact field order) to the Sequence[Contact] that this store's ``BulkWriter.add`` writes fastest; it
+        must pickle cheaply (it is sent to the writer). One packer per write."""
+        ...
+
+
 class ContactStore(Protocol):
     """Contacts, the data derived from them for the metrics, Slack links and the scheduler's records.
 

@@ -47,6 +47,7 @@ from bot.storage import (
     postgres_why,
 )
 from bot.storage.errors import newer_schema
+from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.rollup_cache import RollupCache
@@ -74,15 +75,7 @@ WINDOW_PASS_MIN_ROWS = 20_000
 BULK_LOAD_MIN_ROWS = 50_000
 BULK_LOAD_LOCK_WAIT = "2s"  # how long a load waits for the tables before it goes row by row instead
 _COLUMNS: Final = Contact._fields
-_TYPES: Final = {
-    "tier": "int8",
-    "escalated": "bool",
-    "resolved": "bool",
-    "started_us": "int8",
-    "ended_us": "int8",
-    "updated_us": "int8",
-}
-_COPY_TYPES: Final = [_TYPES.get(column, "text") for column in _COLUMNS]
+_COPY_TYPES: Final = COPY_TYPES
 _COLUMN_LIST: Final = ", ".join(_COLUMNS)
 _RAW: Final = _COLUMNS.index("raw")  # a chunk may hold plain tuples in Contact field order (the import's)
 _UPDATED: Final = _COLUMNS.index("updated_us")
@@ -335,6 +328,10 @@ class PostgresContactStore:
             return writer.counts
 
         return _retried(write)
+
+    def row_packer(self) -> CopyRowPacker:
+        """An import's reader processes make the binary COPY rows themselves (``postgres_copy``)."""
+        return CopyRowPacker(_now_text())
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
@@ -792,19 +789,38 @@ class _PostgresBulkWriter:
     def _copied_straight(self, contacts: Sequence[Contact]) -> bool:
         """Copy a chunk of an initial load straight into contacts, if each of its keys is new: all of it (True),
         or, when a key comes again (in the chunk, or stored by an earlier one), none of it (False; from then on
-        every chunk goes the way of any write). A COPY with binary rows, in a savepoint."""
-        width = len(_COLUMNS)
-        values = contacts.values if isinstance(contacts, PackedContacts) else list(chain.from_iterable(contacts))
-        rows = len(values) // width
-        if len(set(zip(values[0::width], values[1::width], strict=True))) < rows:
-            return False
-        columns = [values[column::width] for column in range(width)]
+        every chunk goes the way of any write). A COPY with binary rows (made by the readers, or here), in a
+        savepoint."""
+        write: Callable[[Any], None]
+        if isinstance(contacts, CopyRows):  # made by the import's readers: streamed as they are
+            if not self._written:  # the write's received_at is the one its rows carry
+                self._received_at = contacts.received_at
+            if not contacts.keys_unique or contacts.received_at != self._received_at:
+                return False
+            rows = len(contacts)
+
+            def write(copy: Any) -> None:
+                copy.write(HEADER)
+                copy.write(contacts.data)
+                copy.write(TRAILER)
+
+        else:
+            width = len(_COLUMNS)
+            values = contacts.values if isinstance(contacts, PackedContacts) else list(chain.from_iterable(contacts))
+            rows = len(values) // width
+            if len(set(zip(values[0::width], values[1::width], strict=True))) < rows:
+                return False
+            columns = [values[column::width] for column in range(width)]
+
+            def write(copy: Any) -> None:
+                copy.set_types([*_COPY_TYPES, "text"])
+                write_row = copy.write_row
+                for row in zip(*columns, repeat(self._received_at)):
+                    write_row(row)
+
         try:
             with self._conn.transaction(), self._conn.cursor() as cursor, cursor.copy(_COPY_CONTACTS) as copy:
-                copy.set_types([*_COPY_TYPES, "text"])
-                write = copy.write_row
-                for row in zip(*columns, repeat(self._received_at)):
-                    write(row)
+                write(copy)
         except errors.UniqueViolation:
             self._copy_straight = False
             return False
