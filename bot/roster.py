@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     class RosterMapper(EventMapper, Protocol):
         """An event mapper whose fast path applies the roster ``known`` itself."""
 
-        def row(self, event: Any, raw: str, instants: InstantCache, known: Lookup = ...) -> Sequence[Any] | None: ...
+        def row(
+            self, event: Any, raw: str | bytes, instants: InstantCache, known: Lookup = ...
+        ) -> Sequence[Any] | None: ...
 
 
 COLUMNS = ("agent", "team", "tier", "slack_user", "ids")
@@ -79,7 +81,7 @@ class Mapped:
         record = self.mapper.record(event)
         return record if record is None or not self.known else apply(record, self.platform, self.known)
 
-    def row(self, event: Any, raw: str, instants: InstantCache) -> Sequence[Any] | None:
+    def row(self, event: Any, raw: str | bytes, instants: InstantCache) -> Sequence[Any] | None:
         return self.mapper.row(event, raw, instants, self.known)
 
 

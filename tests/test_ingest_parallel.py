@@ -1,8 +1,8 @@
 """Reading a file in blocks by several reader processes stores and reports exactly what one reader does.
 
 The cut points are forced small (tens of bytes) so that they land everywhere: between records, inside quoted
-multi-line CSV cells (the import must notice and read the file in one piece), next to blank lines, a BOM, CRLF
-line ends and a last line without a line end.
+multi-line CSV cells or a string that looks like the gap between two events (the import must notice and read the
+file in one piece), next to blank lines, a BOM, CRLF line ends and a last line without a line end.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bot.ingest import FileResult, batch, children, ingest_file, jsonl_format
+from bot.platforms.amazon_connect import CtrMapper
+from bot.settings import Settings
 from bot.storage import ContactStore
 from metrics.timeutil import load_zone
 from tests.test_postgres_store import dump
@@ -57,6 +59,50 @@ def assert_blocks_read_like_one_reader(path: Path, new_store: Callable[[], Conta
     alone = outcome(path, new_store, parallel=False)
     for readers in (2, 3):
         assert outcome(path, new_store, parallel=True, readers=readers, block_bytes=block_bytes) == alone
+
+
+def ctr(n: int, **fields: Any) -> str:
+    """A small Amazon Connect CTR (the fields the mapping reads; a note whose text looks like a cut between two)."""
+    item = {
+        "ContactId": f"c{n}",
+        "Agent": {"Username": "ana"},
+        "CustomerEndpoint": {"Address": f"+1555000{n % 3}"},
+        "InitiationTimestamp": f"2026-03-29T0{n % 4}:30:00Z",
+        "Attributes": {"note": "typed } { and }{ here, grüße"},
+    }
+    return orjson.dumps({**item, **fields}).decode()
+
+
+EVENTS = st.one_of(
+    st.integers(0, 40).map(ctr),
+    st.integers(0, 40).map(lambda n: ctr(n, InitiationTimestamp=None)),  # invalid: listed with its line
+    st.integers(0, 40).map(lambda n: ctr(n, CustomerEndpoint=None)),  # no customer: ignored
+    st.just("[1]"),  # not an object
+    st.just('{"ContactId": "broken", '),  # the rest cannot be read
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    events=st.lists(EVENTS, max_size=12),
+    gaps=st.lists(st.sampled_from(["", "", "\n", " \n\n ", "\r\n"]), min_size=12, max_size=12),
+    block_bytes=st.integers(1, 300),
+)
+def test_any_cut_of_a_file_of_events_reads_like_one_reader(
+    tmp_path_factory: pytest.TempPathFactory,
+    new_store: Callable[[], ContactStore],
+    events: list[str],
+    gaps: list[str],
+    block_bytes: int,
+) -> None:
+    """Files of events are cut after every ``block_bytes`` where one event may end (each reader reads only its
+    blocks), and line numbers are counted only for errors: the same stores, counts and errors as one reader."""
+    path = tmp_path_factory.mktemp("events") / "objects"
+    path.write_text("".join(event + gap for event, gap in zip(events, gaps, strict=False)))
+    how = {"events": CtrMapper(Settings())}
+    alone = outcome(path, new_store, parallel=False, **how)
+    for readers in (2, 3):
+        assert outcome(path, new_store, parallel=True, readers=readers, block_bytes=block_bytes, **how) == alone
 
 
 def csv_line(n: int, reason: str = "billing", tier: str = "1") -> str:

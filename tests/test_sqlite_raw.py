@@ -7,14 +7,18 @@ import sqlite3
 from contextlib import closing
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
 from bot.cli import main
-from bot.storage import UpsertCounts, open_store
-from bot.storage.sqlite import SQLiteContactStore
+from bot.ingest import FileResult, ingest_file
+from bot.platforms.amazon_connect import CtrMapper
+from bot.settings import Settings
+from bot.storage import PackedContacts, UpsertCounts, open_store
+from bot.storage.sqlite import SQLiteBulkWriter, SQLiteContactStore
 from bot.storage.sqlite_raw import MIN_BYTES, TRAIN_SAMPLES
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone
@@ -210,5 +214,103 @@ def test_a_dictionary_learns_nothing_that_only_one_customer_s_records_hold(db_pa
             (stored_bytes,) = conn.execute("SELECT sum(length(raw)) FROM contacts").fetchone()
         assert stored_bytes * 4 < sum(len(c.raw.encode()) for c in given)  # what is shared is still learned
         assert {c.id: c.raw for c in store.export_contacts()} == {c.id: c.raw for c in given}
+    finally:
+        store.close()
+
+
+# --- a file import compresses in its reader processes (RawPacking) ---------------------------------------------
+
+# The inbound CTR of Amazon Connect's documentation ("Contact records data model"), as the Connect tests use it.
+CTR = orjson.loads((Path(__file__).parent / "payloads" / "amazon-connect-ctr-inbound.json").read_bytes())
+
+
+def ctr(n: int, updated: str = "2026-06-01T10:00:00Z", note: str = "") -> dict[str, Any]:
+    return {
+        **CTR,
+        "ContactId": f"ctr-{n}",
+        "CustomerEndpoint": {"Address": f"+1555{n % 41:07d}", "Type": "TELEPHONE_NUMBER"},
+        "InitiationTimestamp": f"2026-05-{1 + n % 28:02d}T{n % 24:02d}:00:00Z",
+        "DisconnectTimestamp": f"2026-05-{1 + n % 28:02d}T{n % 24:02d}:05:00Z",
+        "LastUpdateTimestamp": updated,
+        "Attributes": {"note": f"Grüße {note}"},
+    }
+
+
+def import_ctrs(store: SQLiteContactStore, path: Path, ctrs: list[dict[str, Any]]) -> tuple[FileResult, list[Any]]:
+    """Import ``ctrs`` as a Firehose S3 object read by two reader processes; also what the writer was given."""
+    path.write_bytes(b"".join(orjson.dumps(item) for item in ctrs))
+    given: list[Any] = []
+    add = SQLiteBulkWriter.add
+
+    def spy(writer: SQLiteBulkWriter, contacts: Any) -> None:
+        given.append(contacts)
+        add(writer, contacts)
+
+    with mock.patch.object(SQLiteBulkWriter, "add", spy):
+        result = ingest_file(store, str(path), UTC, parallel=True, block_bytes=64 << 10, events=CtrMapper(Settings()))
+    return result, given
+
+
+def test_an_import_s_readers_compress_raws_with_a_dictionary_learned_from_the_head_of_the_file(
+    tmp_path: Path, db_path: Path
+) -> None:
+    ctrs = [ctr(n) for n in range(TRAIN_SAMPLES * 3)]
+    store = SQLiteContactStore(db_path)
+    try:
+        result, given = import_ctrs(store, tmp_path / "objects", ctrs)
+        assert result.ok and result.counts == UpsertCounts(inserted=len(ctrs)), result.errors
+        assert len(given) > 2 and all(isinstance(chunk, PackedContacts) and chunk.packer for chunk in given)
+        assert all(type(contact.raw) is bytes for chunk in given for contact in chunk)  # the writer got them packed
+        assert stored_types(db_path) == {"blob": len(ctrs)} and dictionaries(db_path) == 1
+        with closing(sqlite3.connect(db_path)) as conn:
+            (dictionary,) = conn.execute("SELECT dictionary FROM raw_dictionaries").fetchone()
+        assert b"+1555" not in dictionary  # learned as the writer learns: nothing only one customer's records hold
+        for item in ctrs[::97]:
+            got = store.get_contact("amazon-connect", item["ContactId"])
+            assert got is not None and orjson.loads(got["raw"]) == item
+        assert {c.id: c.raw for c in store.export_contacts()} == {
+            item["ContactId"]: orjson.dumps(item).decode() for item in ctrs
+        }
+        # Again, with the stored dictionary: the same versions are unchanged, newer ones updated, older ones stale.
+        again = [*ctrs[:100], *(ctr(n, "2026-06-02T00:00:00Z", "newer") for n in range(100, 200))]
+        again += [ctr(n, "2026-05-31T00:00:00Z", "older") for n in range(200, TRAIN_SAMPLES * 3)]
+        again.append(ctr(5, "2026-06-03T00:00:00Z", "twice in one file"))
+        result, given = import_ctrs(store, tmp_path / "again", again)
+        assert result.counts == UpsertCounts(updated=101, unchanged=100, stale=len(ctrs) - 200), result.errors
+        assert all(chunk.packer for chunk in given) and dictionaries(db_path) == 1
+        got = store.get_contact("amazon-connect", "ctr-5")
+        assert got is not None and orjson.loads(got["raw"]) == again[-1]
+        got = store.get_contact("amazon-connect", "ctr-150")
+        assert got is not None and orjson.loads(got["raw"]) == ctr(150, "2026-06-02T00:00:00Z", "newer")
+    finally:
+        store.close()
+
+
+def test_a_dictionary_learned_for_an_import_that_stores_nothing_is_not_kept(tmp_path: Path, db_path: Path) -> None:
+    ctrs = [ctr(n) for n in range(TRAIN_SAMPLES * 3)]
+    broken = [*ctrs, {**ctr(9999), "InitiationTimestamp": None}]
+    store = SQLiteContactStore(db_path)
+    try:
+        result, given = import_ctrs(store, tmp_path / "objects", broken)
+        assert result.errors == [f"{tmp_path / 'objects'}:1: started_at: is required (ContactId ctr-9999)"]
+        assert given and all(chunk.packer for chunk in given)  # (the chunks before the bad record were written)
+        assert store.count_contacts() == 0 and dictionaries(db_path) == 0
+        result, _ = import_ctrs(store, tmp_path / "objects", ctrs)
+        assert result.counts == UpsertCounts(inserted=len(ctrs)) and dictionaries(db_path) == 1
+    finally:
+        store.close()
+
+
+def test_a_chunk_packed_by_something_else_is_refused(db_path: Path) -> None:
+    class Foreign:
+        def pack(self, raw: bytes) -> str | bytes:
+            return raw.decode()
+
+    row = contacts(1)[0]
+    store = SQLiteContactStore(db_path)
+    try:
+        with pytest.raises(TypeError, match="not by this store's raw_packer"), store.bulk() as writer:
+            writer.add(PackedContacts(list(row), Foreign()))
+        assert store.count_contacts() == 0
     finally:
         store.close()

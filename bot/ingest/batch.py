@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import IO, cast
 
 from bot.ingest import children, formats
-from bot.ingest.children import BLOCK_BYTES, READERS
+from bot.ingest.children import BLOCK_BYTES, EVENT_BLOCK_BYTES, READERS
 from bot.ingest.chunks import Chunk, Progress, SplitInsideRecord
-from bot.ingest.events_format import EVENTS, GZIP_MAGIC, EventMapper
+from bot.ingest.events_format import EVENTS, GZIP_MAGIC, EventMapper, head_samples
 from bot.ingest.formats import STDIN
-from bot.storage import ContactStore, PackedContacts, PacksImportRows, UpsertCounts
+from bot.storage import ContactStore, PackedContacts, PacksImportRows, RawPacking, UpsertCounts
 from metrics.records import Contact
 
 PARALLEL_MIN_BYTES = 4 << 20  # smaller files are read in this process: a child costs ~50 ms to start
@@ -46,15 +46,17 @@ def ingest_file(
     progress: Progress | None = None,
     parallel: bool | None = None,
     readers: int = READERS,
-    block_bytes: int = BLOCK_BYTES,
+    block_bytes: int | None = None,
     events: EventMapper | None = None,
 ) -> FileResult:
     """Import one file (``-`` reads JSONL from ``stdin``) as one atomic batch.
 
     ``parallel`` forces (True) or forbids (False) reading in child processes (``readers`` of them, taking
-    blocks of about ``block_bytes`` in turn); by default a regular file of at least PARALLEL_MIN_BYTES is
-    read in parallel. With ``events`` the file holds a platform's events (JSON objects back to back, or a
-    gzip of them, whatever its name), each mapped to a record by ``events``.
+    blocks of about ``block_bytes`` in turn: by default BLOCK_BYTES, EVENT_BLOCK_BYTES for events); by
+    default a regular file of at least PARALLEL_MIN_BYTES is read in parallel. With ``events`` the file holds
+    a platform's events (JSON objects back to back, or a gzip of them, whatever its name), each mapped to a
+    record by ``events``; read in child processes, they also compress the raws for a store that lets them
+    (``RawPacking``), learning from the head of the file when the store has nothing to go by.
     """
     result = FileResult(name="<stdin>" if name == STDIN else name)
     opened: IO[bytes] | None = None
@@ -77,8 +79,14 @@ def ingest_file(
                 opened = None
                 splits = kind in ("jsonl", "csv") or (kind == EVENTS and not gzipped)
                 readers = readers if splits else 1
+                block = block_bytes or (EVENT_BLOCK_BYTES if kind == EVENTS else BLOCK_BYTES)
                 packer = store.row_packer() if isinstance(store, PacksImportRows) else None
-                chunks = children.read_in_children(path, kind, result.name, zone, readers, block_bytes, events, packer)
+                raw_packer = None
+                if events is not None and isinstance(store, RawPacking):
+                    raw_packer = store.raw_packer(head_samples(path, gzipped, result.name, zone, events))
+                chunks = children.read_in_children(
+                    path, kind, result.name, zone, readers, block, events, packer, raw_packer
+                )
             else:
                 chunks = formats.read_chunks(opened, kind, result.name, zone, events)
     except OSError as problem:
@@ -124,7 +132,7 @@ def _store_chunks(
                 if chunk.packed is not None:
                     writer.add(cast(Sequence[Contact], chunk.packed))
                 elif chunk.flat is not None:
-                    writer.add(PackedContacts(chunk.flat))
+                    writer.add(PackedContacts(chunk.flat, chunk.raw_packer))
                 else:
                     writer.add(cast(list[Contact], chunk.rows))  # rows in Contact field order: the store indexes them
             result.counts = writer.counts

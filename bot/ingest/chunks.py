@@ -5,7 +5,10 @@ from __future__ import annotations
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bot.storage import RawPacker
 
 CHUNK_RECORDS = 5000  # records per chunk handed to the store
 READ_BYTES = 1 << 20
@@ -26,6 +29,7 @@ class Chunk:
     final: bool = False  # nothing after this chunk can be read reliably (a CSV structure error)
     ignored: int = 0  # platform events in this stretch that are not contacts (files of events only)
     packed: Sequence[Any] | None = None  # instead of rows: as the store's row packer made them (reader process)
+    raw_packer: RawPacker | None = None  # the raws (of ``flat``) are as this store's packer keeps them, not text
 
 
 class SplitInsideRecord(Exception):

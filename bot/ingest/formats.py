@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import tzinfo
 from pathlib import Path
 from typing import IO
@@ -28,14 +28,20 @@ def file_format(name: str) -> str:
 
 
 def read_chunks(
-    stream: IO[bytes], kind: str, name: str, zone: tzinfo, events: EventMapper | None = None
+    stream: IO[bytes],
+    kind: str,
+    name: str,
+    zone: tzinfo,
+    events: EventMapper | None = None,
+    pack: Callable[[bytes], str | bytes] | None = None,
 ) -> Iterator[Chunk]:
     """Validated chunks of the file; once a record is invalid, only errors are collected (nothing is stored).
-    ``events`` maps each event of a file of platform events (kind EVENTS) to a record."""
+    ``events`` maps each event of a file of platform events (kind EVENTS) to a record; ``pack`` as for
+    ``event_chunks``."""
     counter = CountingReader(stream)
     if kind == EVENTS:
         assert events is not None
-        yield from event_chunks(counter, name, zone, events)
+        yield from event_chunks(counter, name, zone, events, pack=pack)
         return
     if kind == "jsonl":
         yield from jsonl_format.jsonl_chunks(counter, name, zone)

@@ -150,7 +150,9 @@ class CtrMapper:
                 record[field] = flag
         return record
 
-    def row(self, ctr: Ctr, raw: str, instants: InstantCache, known: Lookup = NO_ROSTER) -> tuple[Any, ...] | None:
+    def row(
+        self, ctr: Ctr, raw: str | bytes, instants: InstantCache, known: Lookup = NO_ROSTER
+    ) -> tuple[Any, ...] | None:
         """The contact of one CTR as a row in Contact field order, made straight from the CTR: what validating
         ``record(ctr)`` after the roster ``known`` (``bot.roster.apply``) gives, for the usual CTR. None when the
         CTR has no customer.

@@ -35,7 +35,7 @@ from bot.storage.sqlite_checkpoint import SQLiteCheckpointer
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import known_migrations, migrations
-from bot.storage.sqlite_raw import RawCodec
+from bot.storage.sqlite_raw import RawCodec, RawPacker
 from bot.storage.sqlite_readers import DEFAULT_READERS, READER_WAIT_SECONDS, SQLiteReaders
 from bot.storage.sqlite_transactions import immediate_transaction
 from metrics.records import Contact
@@ -315,6 +315,13 @@ class SQLiteContactStore:
                     "UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,)
                 )
             self._checkpointer.restart_if_due(self._writer)
+
+    def raw_packer(self, samples: Sequence[tuple[str, str]]) -> RawPacker | None:
+        """What an import's reader processes compress long raws with (see ``sqlite_raw``): the store's newest
+        dictionary, or one trained from ``samples`` (raw, customer: the head of the file), which the write that
+        gets the first chunk it packed stores. None: raws go to the writer as text."""
+        with self._reader() as conn:
+            return self._raws.packer(conn, samples)
 
     def purge_contacts_before(self, cutoff_us: int) -> int:
         # In transactions of PURGE_BATCH contacts, so webhook batches get the lock in between. Deleting the
@@ -607,6 +614,7 @@ class SQLiteBulkWriter:
         self._was_empty = self._max_pk == 0
         self._received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         self._deferred_indexes: list[tuple[str, str, str]] = []  # (table, name, sql)
+        self._adopted: set[int] = set()  # the dictionaries of the RawPackers whose chunks this write took
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -663,21 +671,27 @@ class SQLiteBulkWriter:
     def add(self, contacts: Sequence[Contact]) -> None:
         """Write a chunk (Contacts, plain tuples in Contact field order, or ``PackedContacts``)."""
         if isinstance(contacts, PackedContacts):
-            self._add_flat(contacts.values)
+            if (packer := contacts.packer) is not None:
+                if not isinstance(packer, RawPacker):
+                    raise TypeError(f"raws packed by {type(packer).__name__}, not by this store's raw_packer")
+                if packer.dictionary_id not in self._adopted:
+                    self._raws.adopt(self._conn, packer)
+                    self._adopted.add(packer.dictionary_id)
+            self._add_flat(contacts.values, packed=packer is not None)
         elif contacts:
             self._add_flat(list(chain.from_iterable(contacts)), contacts)
 
-    def _add_flat(self, values: list[Any], contacts: Sequence[Contact] | None = None) -> None:
+    def _add_flat(self, values: list[Any], contacts: Sequence[Contact] | None = None, *, packed: bool = False) -> None:
         """Write a chunk given as one list: the rows' values one after another, in Contact field order
         (the fast path: multi-row INSERTs take the list as it is). ``contacts`` are the same rows, when the
-        caller has them."""
+        caller has them; ``packed``: the raws are already as stored (a RawPacker's)."""
         count = len(values) // _WIDTH
         if not count:
             return
         conn = self._conn
         first_pk = self._max_pk
         values = _in_key_order(values)
-        stored = self._packed(values)
+        stored = values if packed else self._packed(values)
         step = ROWS_PER_INSERT * _WIDTH
         whole = len(stored) - len(stored) % step
         if whole:
@@ -691,6 +705,9 @@ class SQLiteBulkWriter:
         inserted = self._max_pk - first_pk
         self.counts.inserted += inserted
         if inserted < count:
+            if packed:  # compared and replayed as text
+                values = values.copy()
+                values[_RAW::_WIDTH] = [self._raws.unpack(conn, raw) for raw in values[_RAW::_WIDTH]]
             if contacts is None:
                 contacts = [tuple(values[i : i + _WIDTH]) for i in range(0, len(values), _WIDTH)]  # type: ignore[misc]
             # Customers of inserted rows are collected in finish(); an update touches its old and new customer,
