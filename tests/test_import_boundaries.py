@@ -4,6 +4,8 @@ function), and what both render or share lives in neutral modules that import ne
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,12 @@ def test_the_check_sees_every_kind_of_import() -> None:
     assert (1, "bot.slack.app") in found
     assert (3, "bot.slack.blocks") in found
     assert (4, "bot.slack.grammar") in found
+
+
+def test_the_command_line_and_the_postgresql_store_load_without_pandas() -> None:
+    """pandas takes half a second to import, paid by every ``acr-bot`` command that loads it (an ingest of
+    1,000,000 contacts into PostgreSQL lasts about 30): only building rollups needs it, and imports it there.
+    (The SQLite store loads it anyway: sqlite-utils imports it when it is installed.)"""
+    code = "import sys, bot.cli, bot.cli.ingest, bot.storage.postgres; print('pandas' in sys.modules)"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=BOT.parent)
+    assert loaded.stdout.strip() == "False"

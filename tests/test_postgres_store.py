@@ -296,6 +296,31 @@ def test_a_parallel_import_streams_what_its_readers_made_and_agrees(
         lite.close()
 
 
+def test_a_bulk_load_gives_its_index_builds_memory_for_the_load_only(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index builds at the end of a bulk load sort in memory (at least 512MB; a server configured for more
+    keeps its own), and the setting goes with the load's transaction."""
+    import bot.storage.postgres as postgres_store
+
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    batch = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    seen: list[Any] = []
+    for configured in ("64MB", "2GB"):
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} SET maintenance_work_mem = '{configured}'")
+        pg = PostgresContactStore(postgres_url)
+        try:
+            with pg.bulk(len(batch) if configured == "64MB" else 2 * len(batch)) as writer:
+                writer.add(batch)
+                seen.append(writer._conn.execute("SHOW maintenance_work_mem").fetchone())
+            with pg.connection() as conn:
+                seen.append(conn.execute("SHOW maintenance_work_mem").fetchone())
+        finally:
+            pg.close()
+    assert seen == [("512MB",), ("64MB",), ("2GB",), ("2GB",)]
+
+
 def test_a_bulk_load_writes_row_by_row_while_another_transaction_holds_the_derive_lock(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

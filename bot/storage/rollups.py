@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from bot.storage.rollup_cache import RollupCache
 from metrics.definitions import returns_within
@@ -98,6 +97,8 @@ def build_day(
     measures = np.stack(
         [np.ones(len(rows), dtype=bool), tier1, *no_repeat, *(tier1_base & ok for ok in no_repeat)], axis=1
     ).astype(np.int64)
+    import pandas as pd  # (here: importing pandas takes half a second, and most commands never roll up)
+
     day_blobs, hour_blobs = [], []
     columns = (("agent", agent), ("team", team), ("queue", queue), ("channel", channel), ("reason", reason))
     for dim, column in ((EVERYONE, None), *columns):
