@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 import bot.storage.sqlite as sqlite_store
 from bot.storage import BulkWriter, ContactStore, PackedContacts, open_store
-from bot.storage.sqlite import ROWS_PER_INSERT, SQLiteBulkWriter
+from bot.storage.sqlite import BULK_LOAD_CACHE_KIB, ROWS_PER_INSERT, WRITER_CACHE_KIB, SQLiteBulkWriter
 from metrics.records import Contact
 from metrics.timeutil import load_zone
 from tests.builders import contact as build_contact
@@ -49,6 +49,12 @@ def contact_indexes(where: Path | BulkWriter) -> set[str]:
     return {name for (name,) in where.connection.execute(sql)}
 
 
+def cache_kib(where: ContactStore | BulkWriter) -> int:
+    """The page cache of the SQLite store's writer connection (KiB)."""
+    conn = where.connection if isinstance(where, SQLiteBulkWriter) else where._writer  # type: ignore[attr-defined]
+    return -int(conn.execute("PRAGMA cache_size").fetchone()[0])
+
+
 def snapshot(store: ContactStore) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in ("received_at", "pk")} for row in stored_contacts(store)]
 
@@ -75,9 +81,11 @@ def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bul
         with store.bulk(len(batch) if mode == "bulk" else 0) as writer:
             if mode == "bulk":
                 assert contact_indexes(writer) == set()  # deferred for the load...
+                assert cache_kib(writer) == BULK_LOAD_CACHE_KIB  # (the (source, id) index takes every row)
             for part in chunks(batch, 8):
                 writer.add(part)
         assert contact_indexes(path) == indexes  # ...and built again before the commit
+        assert cache_kib(store) == WRITER_CACHE_KIB
         assert (writer.counts.inserted, writer.counts.updated, writer.counts.unchanged) == (60, 1, 0)
         stores[mode] = snapshot(store)
         store.close()
@@ -92,8 +100,10 @@ def test_a_failed_bulk_load_restores_everything(db_path: Path, small_bulk_thresh
     indexes = contact_indexes(db_path)
     with pytest.raises(RuntimeError), store.bulk(1000) as writer:
         writer.add([contact(f"n{i}", "k1", i + 1) for i in range(20)])
+        assert cache_kib(writer) == BULK_LOAD_CACHE_KIB
         raise RuntimeError("the file had an invalid record")
     assert contact_indexes(db_path) == indexes
+    assert cache_kib(store) == WRITER_CACHE_KIB  # memory back to what a server's writer keeps
     assert [row["id"] for row in stored_contacts(store)] == ["keep"]
     assert store.count_contacts() == 1
     assert store.get_contact("api", "keep")["next_repeat_us"] is None  # type: ignore[index]

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -191,6 +192,7 @@ def _child_main(
                     if packer is not None:
                         values, rows = b"", packer(chunk.rows)
                     else:
+                        chunk.rows.sort(key=_KEY)  # as a store writes them best (stable: a key's rows keep their order)
                         values, rows = pickle.dumps(_flat_values(chunk.rows, shared), 5), None
                     packed = _PackedChunk(
                         values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final, chunk.ignored, rows
@@ -355,6 +357,7 @@ _REPEATED_COLUMNS = tuple(
     Contact._fields.index(name) for name in ("source", "agent", "team", "queue", "reason", "channel", "direction")
 )
 _SHARED_VALUES_MAX = 100_000
+_KEY = itemgetter(Contact._fields.index("source"), Contact._fields.index("id"))
 
 
 def _flat_values(rows: list[Sequence[Any]], shared: dict[Any, Any]) -> list[Any]:

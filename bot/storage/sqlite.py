@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, tzinfo
 from functools import cache
 from itertools import chain, islice
+from operator import le
 from pathlib import Path
 from typing import Any, Final
 
@@ -56,6 +57,12 @@ WAL_RESTART_PAGES = 10_000
 WAL_CAP_PAGES = 2 * WAL_RESTART_PAGES
 PAGE_SIZE = 16_384  # bytes, for new files; bulk import measured ~10% faster than with 4 KiB pages
 READER_CACHE_KIB = 65_536  # page cache of each reader connection (at most SQLITE_READERS of them)
+WRITER_CACHE_KIB = 32_768  # the writer's page cache (it also bounds the sorter of an index build: see _open)
+# The writer's cache while a bulk load adds rows (indexes deferred): the (source, id) index takes every row, and
+# platform ids are random, so each chunk touches most of its leaves. 1M CTRs: ~60 MB of index; with 32 MiB the
+# adds took 25.5 s of CPU, with 96 MiB 17.3 s (bench/amazon_connect.py's writer alone). Back to
+# WRITER_CACHE_KIB before the index builds, so that their sorter stays as small as before.
+BULK_LOAD_CACHE_KIB = 98_304
 REFRESH_BATCH_DAYS = 2  # UTC days rolled up per read snapshot (and installed per write) by refresh_rollups
 REFRESH_PAUSE_SECONDS = 0.005
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.4 s at 27k contacts a day, hours too)
@@ -229,7 +236,7 @@ class SQLiteContactStore:
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
         self._writer.execute("PRAGMA temp_store = FILE")
-        self._writer.execute("PRAGMA cache_size = -32768")
+        self._writer.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_CAP_PAGES}")
         self._writer.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_PAGES * PAGE_SIZE}")  # WAL bytes kept
         db = Database(self._writer)
@@ -304,16 +311,19 @@ class SQLiteContactStore:
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[SQLiteBulkWriter]:
         with self._write_lock:
-            with immediate_transaction(self._writer) as conn:
-                conn.execute("DELETE FROM temp.touched_customers")
-                writer = SQLiteBulkWriter(conn, self._raws)
-                writer.defer_indexes_for(expected_rows)
-                yield writer
-                scope = writer.finish()
-                sqlite_rollups.mark_dirty(conn, scope)  # metric rollups: days to rebuild (cheap; see sqlite_rollups)
-                conn.execute(
-                    "UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,)
-                )
+            try:
+                with immediate_transaction(self._writer) as conn:
+                    conn.execute("DELETE FROM temp.touched_customers")
+                    writer = SQLiteBulkWriter(conn, self._raws)
+                    writer.defer_indexes_for(expected_rows)
+                    yield writer
+                    scope = writer.finish()
+                    sqlite_rollups.mark_dirty(conn, scope)  # metric rollups: days to rebuild (see sqlite_rollups)
+                    conn.execute(
+                        "UPDATE store_stats SET value = value + ? WHERE name = 'contacts'", (writer.counts.inserted,)
+                    )
+            finally:
+                self._writer.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")  # (after a bulk load's larger one)
             self._checkpointer.restart_if_due(self._writer)
 
     def raw_packer(self, samples: Sequence[tuple[str, str]]) -> RawPacker | None:
@@ -588,6 +598,8 @@ def _in_key_order(values: list[Any]) -> list[Any]:
     ids = values[_ID::_WIDTH]
     sources = values[_SOURCE::_WIDTH]
     keys: list[Any] = ids if sources.count(sources[0]) == len(sources) else list(zip(sources, ids, strict=True))
+    if all(map(le, keys, islice(keys, 1, None))):  # sorted by the import's reader process (stops at the first pair not)
+        return values
     order = sorted(range(len(ids)), key=keys.__getitem__)
     ordered: list[Any] = [None] * len(values)
     for column in range(_WIDTH):
@@ -640,6 +652,7 @@ class SQLiteBulkWriter:
         ).fetchall()
         for _, name, _ in self._deferred_indexes:
             self._conn.execute(f'DROP INDEX "{name}"')
+        self._conn.execute(f"PRAGMA cache_size = -{BULK_LOAD_CACHE_KIB}")
 
     def rebuild_indexes(self, table: str) -> None:
         """Recreate the indexes of ``table`` dropped by ``defer_indexes_for``."""
@@ -653,6 +666,7 @@ class SQLiteBulkWriter:
         Returns the SQL source (``TOUCHED_ROWS`` or ``ALL_ROWS``) of the rows the write may have changed.
         """
         conn = self._conn
+        conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         self.rebuild_indexes("contacts")  # the customer index answers every next repeat below
         conn.execute(_INSERT_METRIC_CONTACTS_SQL, (self._first_pk,))
         self.rebuild_indexes("metric_contacts")
