@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 import bot.storage.sqlite as sqlite_store
 from bot.storage import BulkWriter, ContactStore, PackedContacts, open_store
-from bot.storage.sqlite import BULK_LOAD_CACHE_KIB, ROWS_PER_INSERT, WRITER_CACHE_KIB, SQLiteBulkWriter
+from bot.storage.sqlite import (
+    BULK_LOAD_CACHE_KIB,
+    ROWS_PER_INSERT,
+    WRITER_CACHE_KIB,
+    SQLiteBulkWriter,
+    SQLiteContactStore,
+)
 from metrics.records import Contact
 from metrics.timeutil import load_zone
 from tests.builders import contact as build_contact
@@ -51,7 +57,11 @@ def contact_indexes(where: Path | BulkWriter) -> set[str]:
 
 def cache_kib(where: ContactStore | BulkWriter) -> int:
     """The page cache of the SQLite store's writer connection (KiB)."""
-    conn = where.connection if isinstance(where, SQLiteBulkWriter) else where._writer  # type: ignore[attr-defined]
+    if isinstance(where, SQLiteBulkWriter):
+        conn = where.connection
+    else:
+        assert isinstance(where, SQLiteContactStore)
+        conn = where._writer
     return -int(conn.execute("PRAGMA cache_size").fetchone()[0])
 
 
