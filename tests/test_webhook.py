@@ -32,7 +32,7 @@ from starlette.routing import Route
 from bot.http.app import build_app
 from bot.http.coalesce import WriteCoalescer
 from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_headers, verify
-from bot.http.webhook import Item, MalformedBody, decode_body
+from bot.http.webhook import Decoded, MalformedBody, decode_body
 from bot.settings import load_settings
 from bot.storage import ContactStore, UpsertCounts, open_store
 from metrics.records import Contact, parse_contact
@@ -729,12 +729,12 @@ _json_values = _json_scalars | st.lists(_json_scalars, max_size=3)
 @pytest.mark.slow
 @given(st.lists(st.dictionaries(st.text(max_size=8), _json_values, max_size=4), max_size=6))
 def test_array_and_ndjson_bodies_decode_to_the_same_records(records: list[dict[str, Any]]) -> None:
-    as_array = decode_body(orjson.dumps(records), ndjson=False) if records else []
-    as_lines = decode_body(ndjson(records), ndjson=True) if records else []
-    assert [item.value for item in as_array] == records == [item.value for item in as_lines]
-    assert [item.line for item in as_lines] == list(range(1, len(records) + 1))
+    as_array = decode_body(orjson.dumps(records), ndjson=False) if records else Decoded([])
+    as_lines = decode_body(ndjson(records), ndjson=True) if records else Decoded([], [])
+    assert as_array.values == records == as_lines.values
+    assert as_array.lines is None and as_lines.lines == list(range(1, len(records) + 1))
     if len(records) == 1:
-        assert decode_body(orjson.dumps(records[0]), ndjson=False) == [Item(records[0], None)]
+        assert decode_body(orjson.dumps(records[0]), ndjson=False) == Decoded([records[0]])
 
 
 def test_decode_body_refuses_a_scalar() -> None:

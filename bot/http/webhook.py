@@ -63,11 +63,13 @@ class MalformedBody(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Item:
-    """One record of a batch: its decoded JSON, and its line when the body was NDJSON."""
+class Decoded:
+    """The records of a batch: their decoded JSON values and, when the body was NDJSON, each one's line. Two lists
+    rather than an object per record: a batch is hundreds of records, and building a frozen dataclass for each
+    took 0.7 us a record, a twentieth of the request's Python before the store."""
 
-    value: object
-    line: int | None
+    values: list[object]
+    lines: list[int] | None = None
 
 
 def media_type(header: str | None) -> tuple[str, dict[str, str]]:
@@ -82,7 +84,7 @@ def media_type(header: str | None) -> tuple[str, dict[str, str]]:
     return kind.strip().lower(), parsed
 
 
-def decode_body(body: bytes, *, ndjson: bool) -> list[Item]:
+def decode_body(body: bytes, *, ndjson: bool) -> Decoded:
     """The records of a body: one JSON object, a JSON array, or NDJSON (one value per line, blank lines skipped).
 
     Raises MalformedBody naming the line and column of the first syntax error.
@@ -91,15 +93,17 @@ def decode_body(body: bytes, *, ndjson: bool) -> list[Item]:
     if not body.strip():
         raise MalformedBody("the body is empty; send a JSON object, a JSON array of objects, or NDJSON")
     if ndjson:
-        items: list[Item] = []
+        values: list[object] = []
+        lines: list[int] = []
         for number, line in enumerate(body.split(b"\n"), start=1):
             if not line.strip():
                 continue
             try:
-                items.append(Item(orjson.loads(line), number))
+                values.append(orjson.loads(line))
             except orjson.JSONDecodeError as problem:
                 raise MalformedBody(f"invalid NDJSON at line {number}, column {problem.colno}: {problem.msg}") from None
-        return items
+            lines.append(number)
+        return Decoded(values, lines)
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as problem:
@@ -110,9 +114,9 @@ def decode_body(body: bytes, *, ndjson: bool) -> list[Item]:
             f"invalid JSON at line {problem.lineno}, column {problem.colno}: {problem.msg}{hint}"
         ) from None
     if isinstance(value, dict):
-        return [Item(value, None)]
+        return Decoded([value])
     if isinstance(value, list):
-        return [Item(element, None) for element in value]
+        return Decoded(value)
     raise MalformedBody(
         f"expected a JSON object or an array of objects, got {type(value).__name__.replace('str', 'string')}"
     )
@@ -128,21 +132,22 @@ class Validated:
     problems: int  # every bad field, listed or not
 
 
-def validate(items: list[Item], settings: Settings) -> Validated:
+def validate(decoded: Decoded, settings: Settings) -> Validated:
     """Validate every record of a batch, collecting every problem rather than stopping at the first."""
     zone = settings.zone
     result = Validated([], [], 0, 0)
-    for index, item in enumerate(items):
-        parsed = parse_contact(item.value, zone)
+    lines = decoded.lines
+    for index, value in enumerate(decoded.values):
+        parsed = parse_contact(value, zone)
         if isinstance(parsed, Contact):
             result.contacts.append(parsed)
             continue
         result.bad_records += 1
         result.problems += len(parsed)
         where: dict[str, Any] = {"index": index}
-        if item.line is not None:
-            where["line"] = item.line
-        record_id = item.value.get("id") if isinstance(item.value, dict) else None
+        if lines is not None:
+            where["line"] = lines[index]
+        record_id = value.get("id") if isinstance(value, dict) else None
         if isinstance(record_id, (str, int)) and not isinstance(record_id, bool):
             where["id"] = record_id
         for problem in parsed[: MAX_DETAILS - len(result.details)]:
@@ -209,15 +214,15 @@ class Webhook:
     def _store_batch(self, body: bytes, ndjson: bool) -> tuple[int, dict[str, Any]]:
         """Decode, validate and store one batch (in a worker thread: parsing and SQLite block)."""
         try:
-            items = decode_body(body, ndjson=ndjson)
+            decoded = decode_body(body, ndjson=ndjson)
         except MalformedBody as problem:
             return 400, {"error": str(problem)}
-        batch = validate(items, self.settings)
+        batch = validate(decoded, self.settings)
         if batch.bad_records:
             listed = "" if batch.problems <= MAX_DETAILS else f" (the first {MAX_DETAILS} problems are listed)"
             verb = "is" if batch.bad_records == 1 else "are"
-            message = f"{batch.bad_records} of {len(items)} records {verb} invalid; nothing was stored{listed}"
-            RECORDS_REFUSED.inc(len(items))
+            message = f"{batch.bad_records} of {len(decoded.values)} records {verb} invalid; nothing was stored{listed}"
+            RECORDS_REFUSED.inc(len(decoded.values))
             return 422, {"error": message, "details": batch.details}
         counts = self.writer.upsert(batch.contacts)
         count_stored(counts)
