@@ -227,6 +227,7 @@ def test_an_initial_load_copies_straight_until_a_key_comes_again_and_agrees(
         else [first[:3], [*first[3:], *repeated]]
     )
     pack = pg.row_packer()  # (as the import's reader processes do)
+    assert pack is not None
     try:
         with pg.bulk(len(first) + len(repeated)) as writer:
             for chunk in chunks:
@@ -294,6 +295,61 @@ def test_a_parallel_import_streams_what_its_readers_made_and_agrees(
     finally:
         pg.close()
         lite.close()
+
+
+def test_a_parallel_import_keeps_text_beyond_ascii_whatever_the_client_encoding(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The readers' COPY rows hold UTF-8 text; PostgreSQL reads a COPY in the connection's client encoding. On a
+    LATIN1 connection (a LATIN1 database, PGCLIENTENCODING, or the URL's) an initial load stored "José" as
+    "JosÃ©", and the same file again counted every record updated. (Found by review.)"""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    path = tmp_path / "contacts.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"r{n}", "customer_id": f"k{n % 4}", "agent": "Jos\u00e9", "started_at": T0 + n})
+            + b"\n"
+            for n in range(40)
+        )
+    )
+    store = PostgresContactStore(postgres_url + ("&" if "?" in postgres_url else "?") + "client_encoding=LATIN1")
+    try:
+        with store.connection() as conn:
+            assert conn.info.encoding == "iso8859-1"
+        first = ingest_file(store, str(path), UTC_ZONE, parallel=True, readers=2, block_bytes=200)
+        assert (first.ok, first.counts.inserted) == (True, 40)
+        stored = store.get_contact("api", "r1")
+        assert stored is not None and stored["agent"] == "Jos\u00e9"
+        again = ingest_file(store, str(path), UTC_ZONE, parallel=False)
+        assert again.counts.unchanged == 40
+    finally:
+        store.close()
+
+
+def test_an_import_goes_on_without_reader_made_rows_where_psycopg_lacks_its_copy_formatter(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The readers' COPY rows use psycopg's formatter, which is not public API: without it (another psycopg) the
+    store offers no packer and an import's readers send ``PackedContacts``, as to SQLite."""
+    from bot.storage import postgres_copy
+
+    monkeypatch.setattr(postgres_copy, "AVAILABLE", False)
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    path = tmp_path / "contacts.jsonl"
+    path.write_bytes(
+        b"".join(
+            orjson.dumps({"id": f"r{n}", "customer_id": f"k{n % 4}", "agent": "ana", "started_at": T0 + n}) + b"\n"
+            for n in range(40)
+        )
+    )
+    store = PostgresContactStore(postgres_url)
+    try:
+        assert store.row_packer() is None
+        result = ingest_file(store, str(path), UTC_ZONE, parallel=True, readers=2, block_bytes=200)
+        assert (result.ok, result.counts.inserted, store.count_contacts()) == (True, 40, 40)
+        assert_derived_data_exact(store)
+    finally:
+        store.close()
 
 
 def test_a_bulk_load_gives_its_index_builds_memory_for_the_load_only(

@@ -175,10 +175,10 @@ class PacksImportRows(Protocol):
     """A store that takes an import's rows in a form of its own, made by the import's reader processes (the side
     with cores to spare) instead of its writer. A store without it gets ``PackedContacts``."""
 
-    def row_packer(self) -> Callable[[Sequence[Sequence[Any]]], Sequence[Contact]]:
+    def row_packer(self) -> Callable[[Sequence[Sequence[Any]]], Sequence[Contact]] | None:
         """A function, called in a reader process (forked: it need not pickle), from a list of rows (tuples in
         Contact field order) to the Sequence[Contact] that this store's ``BulkWriter.add`` writes fastest; it
-        must pickle cheaply (it is sent to the writer). One packer per write."""
+        must pickle cheaply (it is sent to the writer). One packer per write. None: ``PackedContacts`` after all."""
         ...
 
 

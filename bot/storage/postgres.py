@@ -42,6 +42,7 @@ from bot.storage import (
     PackedContacts,
     TableRows,
     UpsertCounts,
+    postgres_copy,
     postgres_migrations,
     postgres_rollups,
     postgres_why,
@@ -335,9 +336,10 @@ class PostgresContactStore:
 
         return _retried(write)
 
-    def row_packer(self) -> CopyRowPacker:
-        """An import's reader processes make the binary COPY rows themselves (``postgres_copy``)."""
-        return CopyRowPacker(_now_text())
+    def row_packer(self) -> CopyRowPacker | None:
+        """An import's reader processes make the binary COPY rows themselves (``postgres_copy``), where the
+        installed psycopg has the formatter."""
+        return CopyRowPacker(_now_text()) if postgres_copy.AVAILABLE else None
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
@@ -799,7 +801,9 @@ class _PostgresBulkWriter:
         every chunk goes the way of any write). A COPY with binary rows (made by the readers, or here), in a
         savepoint."""
         write: Callable[[Any], None]
-        if isinstance(contacts, CopyRows):  # made by the import's readers: streamed as they are
+        # Made by the import's readers, with text in UTF-8: streamed as they are, unless the connection's client
+        # encoding is another (PostgreSQL would read the bytes in that one), when they are written row by row.
+        if isinstance(contacts, CopyRows) and self._conn.info.encoding == "utf-8":
             if not self._written:  # the write's received_at is the one its rows carry
                 self._received_at = contacts.received_at
             if not contacts.keys_unique or contacts.received_at != self._received_at:
