@@ -105,6 +105,65 @@ def test_any_cut_of_a_file_of_events_reads_like_one_reader(
         assert outcome(path, new_store, parallel=True, readers=readers, block_bytes=block_bytes, **how) == alone
 
 
+def bytes_read_by(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the reads the (in-process) reader makes at offsets (``os.pread``), as they happen."""
+    sizes: list[int] = []
+    real = os.pread
+
+    def pread(fd: int, size: int, offset: int) -> bytes:
+        data = real(fd, size, offset)
+        sizes.append(len(data))
+        return data
+
+    monkeypatch.setattr(os, "pread", pread)
+    return sizes
+
+
+def reader_errors(path: Path, index: int, readers: int, block_bytes: int) -> list[str]:
+    """What reader ``index`` of ``readers`` finds in its blocks of a file of events (run in this process)."""
+    with open(path, "rb") as stream:
+        blocks = children._my_blocks(
+            stream, "events", path.name, load_zone("UTC"), index, readers, block_bytes, CtrMapper(Settings())
+        )
+        return [str(error) for chunks in blocks for chunk in chunks for error in chunk.errors]
+
+
+def test_a_file_of_events_with_an_error_in_every_block_counts_its_lines_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Line numbers are counted on from the reader's previous block, not from the start of the file for each
+    block with an error: a file wrong everywhere (a settings mistake) cost ~n^2 / 2 blocks' reading."""
+    path = tmp_path / "objects"
+    path.write_text("\n".join(ctr(n, InitiationTimestamp=None, Attributes={}) for n in range(400)) + "\n")
+    alone = reader_errors(path, 0, 1, 1 << 20)
+    counted: list[int] = []
+    real = children.newlines
+
+    def newlines(data: bytes) -> int:
+        counted.append(len(data))
+        return real(data)
+
+    monkeypatch.setattr(children, "newlines", newlines)
+    both = reader_errors(path, 0, 2, 2_000) + reader_errors(path, 1, 2, 2_000)
+    assert sorted(both) == sorted(alone) and len(alone) == 400  # the same errors, on the same lines
+    assert sum(counted) < 2 * path.stat().st_size  # each reader up to its last block (from the start: ~14 times)
+
+
+def test_a_file_of_events_with_nowhere_to_cut_is_not_read_whole_by_each_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader looks for the next cut at most MAX_EVENT_BYTES on (no event is longer); beyond that the rest of
+    the file is one block, read as a stream. A JSON array given as events was read whole, by every reader."""
+    monkeypatch.setattr(children, "MAX_EVENT_BYTES", 1 << 18, raising=False)
+    path = tmp_path / "array"
+    path.write_text("[" + ",".join([ctr(n, Attributes={}) for n in range(16_000)]) + "]")
+    assert path.stat().st_size > 2 << 20
+    sizes = bytes_read_by(monkeypatch)
+    errors = reader_errors(path, 0, 2, 1 << 16) + reader_errors(path, 1, 2, 1 << 16)
+    assert errors == ["array:1: record: expected a JSON object, got list"]  # (the rest: one block, one reader)
+    assert max(sizes) <= 1 << 20  # the stream's reads (looking for a cut, each reader read the whole file)
+
+
 def csv_line(n: int, reason: str = "billing", tier: str = "1") -> str:
     return f"r{n},k{n % 3},ana,2026-03-29 0{n % 4}:30:00,,{reason},{tier}"
 

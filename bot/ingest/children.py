@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
+from functools import partial
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -35,7 +36,7 @@ from typing import IO, Any, cast
 
 from bot.ingest import csv_format, formats, jsonl_format
 from bot.ingest.chunks import Chunk, CountingReader, SplitInsideRecord
-from bot.ingest.events_format import EVENTS, OBJECT_GAP, EventMapper, event_chunks, newlines
+from bot.ingest.events_format import EVENTS, MAX_EVENT_BYTES, OBJECT_GAP, EventMapper, event_chunks, newlines
 from bot.storage import RawPacker
 from metrics.records import Contact
 from metrics.timeutil import load_zone
@@ -230,11 +231,14 @@ def _my_blocks(
     if kind == EVENTS:
         assert events is not None
         fd = stream.fileno()
+        lines = _LineNumbers(fd)
         for number, (start, end) in enumerate(_event_blocks(fd, block_bytes)):
             if number % readers == index:
                 counter = CountingReader(cast(IO[bytes], _FileSlice(fd, start, end)), start)
-                lines = _LinesBefore(fd, start)
-                yield event_chunks(counter, name, zone, events, first_line=lines, block_end=end < lines.size, pack=pack)
+                line_at_start = partial(lines.at, start)
+                yield event_chunks(
+                    counter, name, zone, events, first_line=line_at_start, block_end=end < lines.size, pack=pack
+                )
         return
     columns: list[str] | None = None
     for number, (offset, first_line, data, last) in enumerate(_line_blocks(stream, block_bytes)):
@@ -300,13 +304,16 @@ def _event_blocks(fd: int, block_bytes: int) -> Iterator[tuple[int, int]]:
 
 
 def _object_cut_after(fd: int, offset: int, size: int) -> int:
-    """Where the first ``}`` at or after ``offset`` that whitespace and a ``{`` follow ends (the file's size if none)."""
+    """Where the first ``}`` at or after ``offset`` that whitespace and a ``{`` follow ends; the file's size if
+    there is none within MAX_EVENT_BYTES (no event is longer: the rest of the file is then one block, read as a
+    stream, and a reader holds at most that much here; a JSON array given as events read the whole file in
+    each reader)."""
     window = 1 << 16
     while True:
         data = os.pread(fd, window, offset)
         if (gap := OBJECT_GAP.search(data)) is not None:
             return offset + gap.start() + 1
-        if offset + len(data) >= size:
+        if offset + len(data) >= size or window >= MAX_EVENT_BYTES:
             return size
         window *= 2
 
@@ -334,19 +341,23 @@ class _FileSlice(io.RawIOBase):
         return len(data)
 
 
-class _LinesBefore:
-    """The line number at ``offset`` of a file, counted when first asked (only an error message needs it)."""
+class _LineNumbers:
+    """Line numbers at offsets of a file, counted only when asked (only an error message needs one), on from the
+    last offset asked: a reader asks in file order, so a file with an error in every block is counted once, not
+    once per block."""
 
-    def __init__(self, fd: int, offset: int):
+    def __init__(self, fd: int):
         self._fd = fd
-        self._offset = offset
-        self._line: int | None = None
+        self._offset = 0
+        self._line = 1
         self.size = os.fstat(fd).st_size
 
-    def __call__(self) -> int:
-        if self._line is None:
-            before = _FileSlice(self._fd, 0, self._offset)
-            self._line = 1 + sum(newlines(data) for data in iter(lambda: before.read(1 << 20), b""))
+    def at(self, offset: int) -> int:
+        if offset < self._offset:
+            self._offset, self._line = 0, 1
+        stretch = _FileSlice(self._fd, self._offset, offset)
+        self._line += sum(newlines(data) for data in iter(lambda: stretch.read(1 << 20), b""))
+        self._offset = offset
         return self._line
 
 
