@@ -316,12 +316,31 @@ def test_a_parallel_import_keeps_text_beyond_ascii_whatever_the_client_encoding(
     try:
         with store.connection() as conn:
             assert conn.info.encoding == "iso8859-1"
+        assert store.row_packer() is None  # its readers send PackedContacts, written in the connection's encoding
         first = ingest_file(store, str(path), UTC_ZONE, parallel=True, readers=2, block_bytes=200)
         assert (first.ok, first.counts.inserted) == (True, 40)
         stored = store.get_contact("api", "r1")
         assert stored is not None and stored["agent"] == "Jos\u00e9"
         again = ingest_file(store, str(path), UTC_ZONE, parallel=False)
         assert again.counts.unchanged == 40
+    finally:
+        store.close()
+
+
+def test_copy_rows_given_to_a_store_on_another_client_encoding_are_written_row_by_row(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COPY rows made for a UTF-8 store (``row_packer`` offers none on another encoding) and given to a LATIN1
+    connection's initial load are not streamed as they are: PostgreSQL would read their UTF-8 as LATIN1."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    rows = [contact(f"c{n}", "k\u00e9", n, agent="Jos\u00e9") for n in range(10)]
+    store = PostgresContactStore(postgres_url + ("&" if "?" in postgres_url else "?") + "client_encoding=LATIN1")
+    try:
+        with store.bulk(len(rows)) as writer:
+            writer.add(CopyRowPacker("2026-05-28T00:00:00.000Z")(rows))
+        assert writer.counts.inserted == 10
+        stored = store.get_contact("api", "c1")
+        assert stored is not None and (stored["agent"], stored["customer_id"]) == ("Jos\u00e9", "k\u00e9")
     finally:
         store.close()
 

@@ -76,7 +76,6 @@ WINDOW_PASS_MIN_ROWS = 20_000
 BULK_LOAD_MIN_ROWS = 50_000
 BULK_LOAD_LOCK_WAIT = "2s"  # how long a load waits for the tables before it goes row by row instead
 _COLUMNS: Final = Contact._fields
-_COPY_TYPES: Final = COPY_TYPES
 _COLUMN_LIST: Final = ", ".join(_COLUMNS)
 _RAW: Final = _COLUMNS.index("raw")  # a chunk may hold plain tuples in Contact field order (the import's)
 _UPDATED: Final = _COLUMNS.index("updated_us")
@@ -117,7 +116,7 @@ _SCHEDULER_LOCK: Final = "SELECT pg_try_advisory_lock(hashtext('acr-bot schedule
 _TEMP_TABLES: Final = (
     # One chunk of a write, one row per key (the last version given), as COPY delivered it.
     "CREATE TEMP TABLE IF NOT EXISTS incoming ({}) ON COMMIT DELETE ROWS".format(
-        ", ".join(f"{column} {_PG_TYPES[kind]}" for column, kind in zip(_COLUMNS, _COPY_TYPES, strict=True))
+        ", ".join(f"{column} {_PG_TYPES[kind]}" for column, kind in zip(_COLUMNS, COPY_TYPES, strict=True))
     ),
     # What the write changed: each written contact's customer and start, old and new (for the derive step).
     "CREATE TEMP TABLE IF NOT EXISTS written (pk BIGINT, customer_id TEXT, started_us BIGINT) ON COMMIT DELETE ROWS",
@@ -338,8 +337,13 @@ class PostgresContactStore:
 
     def row_packer(self) -> CopyRowPacker | None:
         """An import's reader processes make the binary COPY rows themselves (``postgres_copy``), where the
-        installed psycopg has the formatter."""
-        return CopyRowPacker(_now_text()) if postgres_copy.AVAILABLE else None
+        installed psycopg has the formatter and the connections' client encoding is UTF-8, the rows' (PostgreSQL
+        reads a COPY in the client encoding; on another one the readers would make rows only to be decoded)."""
+        if not postgres_copy.AVAILABLE:
+            return None
+        with self._pool.connection() as conn:
+            utf8 = conn.info.encoding == "utf-8"
+        return CopyRowPacker(_now_text()) if utf8 else None
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
@@ -802,7 +806,8 @@ class _PostgresBulkWriter:
         savepoint."""
         write: Callable[[Any], None]
         # Made by the import's readers, with text in UTF-8: streamed as they are, unless the connection's client
-        # encoding is another (PostgreSQL would read the bytes in that one), when they are written row by row.
+        # encoding is another (PostgreSQL would read the bytes in that one; ``row_packer`` offers none then, but
+        # a caller may hold rows packed for another store), when they are written row by row.
         if isinstance(contacts, CopyRows) and self._conn.info.encoding == "utf-8":
             if not self._written:  # the write's received_at is the one its rows carry
                 self._received_at = contacts.received_at
@@ -824,7 +829,7 @@ class _PostgresBulkWriter:
             columns = [values[column::width] for column in range(width)]
 
             def write(copy: Any) -> None:
-                copy.set_types([*_COPY_TYPES, "text"])
+                copy.set_types([*COPY_TYPES, "text"])
                 write_row = copy.write_row
                 for row in zip(*columns, repeat(self._received_at)):
                     write_row(row)
@@ -841,7 +846,7 @@ class _PostgresBulkWriter:
 
     def _copy_incoming(self, rows: Sequence[tuple[tuple[str, str], Contact]]) -> None:
         with self._conn.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
-            copy.set_types(_COPY_TYPES)
+            copy.set_types(COPY_TYPES)
             for _, contact in rows:
                 copy.write_row(contact)
 
