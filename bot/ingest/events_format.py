@@ -107,7 +107,7 @@ def event_chunks(
                 row = fast_row_of(obj, raw, instants)
             except Unusual:  # the general path: the record, validated (which names what is wrong)
                 record = record_of(obj)
-                row = None if record is None else row_of(record, zone, raw=data.decode())
+                row = None if record is None else row_of(record, zone, raw=raw if type(raw) is str else data.decode())
                 if pack is not None and type(row) is tuple:
                     row = (*row[:-1], raw)
             if row is None:
