@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
+from collections.abc import Iterable, Iterator, MutableMapping
 from typing import Any
 
 import click
@@ -47,30 +49,49 @@ def main() -> None:
     """ACR Bot: Active Contact Resolution and tier-1 resolution for contact centers, in Slack."""
 
 
-def _register() -> None:
-    """Attach the commands. Each lives in its own module of ``bot.cli``, named like the command."""
-    # (imports here keep ``acr-bot --help`` fast and avoid import cycles)
-    from bot.cli.agents import agents
-    from bot.cli.alerts import alerts
-    from bot.cli.ask import ask
-    from bot.cli.backup import backup
-    from bot.cli.contacts import contacts
-    from bot.cli.db import db
-    from bot.cli.demo import demo
-    from bot.cli.digest import digest
-    from bot.cli.ingest import ingest
-    from bot.cli.report import report
-    from bot.cli.serve import serve
-    from bot.cli.subscriptions import subscriptions
-    from bot.cli.why import why
-
-    commands: list[click.Command] = [serve, ask, agents, report, why]
-    commands += [digest, alerts, subscriptions]  # the scheduler's jobs and what they run on
-    commands += [ingest, demo]  # bulk import and demo data
-    commands += [db]  # moving a store (SQLite <-> PostgreSQL)
-    commands += [contacts, backup]  # what was stored, erasure and backups
-    for command in commands:
-        main.add_command(command)
+# The commands, each in the module of bot.cli named like it (as a click command or group of that name).
+COMMANDS = (
+    "serve", "ask", "agents", "report", "why",
+    "digest", "alerts", "subscriptions",  # the scheduler's jobs and what they run on
+    "ingest", "demo",  # bulk import and demo data
+    "db",  # moving a store (SQLite <-> PostgreSQL)
+    "contacts", "backup",  # what was stored, erasure and backups
+)  # fmt: skip
 
 
-_register()
+class _LazyCommands(MutableMapping[str, click.Command]):
+    """The group's commands by name, each imported when first looked up: a command run loads its own module,
+    not every command's (the Slack SDK, the scheduler, Connect's mapper: ~0.4 s of every ``acr-bot ingest``).
+    Listing the names imports nothing; ``--help`` imports them all, for their short help."""
+
+    def __init__(self, names: Iterable[str]):
+        self._names = list(names)
+        self._loaded: dict[str, click.Command] = {}
+
+    def __getitem__(self, name: str) -> click.Command:
+        if name not in self._loaded:
+            if name not in self._names:
+                raise KeyError(name)
+            self._loaded[name] = getattr(importlib.import_module(f"bot.cli.{name}"), name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: click.Command) -> None:
+        if name not in self._names:
+            self._names.append(name)
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        self._names.remove(name)
+        self._loaded.pop(name, None)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+
+main.commands = _LazyCommands(COMMANDS)
