@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
@@ -92,6 +94,55 @@ def test_a_pass_syncs_the_pages_it_copied_so_the_writer_later_syncs_only_its_tai
         assert synced == [database.st_ino, database.st_ino]
     finally:
         store.close()
+
+
+def another_process_reads_and_closes(db_path: Path) -> None:
+    """What an ``acr-bot`` command does beside a running server: open the file, read, close (a last connection
+    closing checkpoints the log and deletes it, when no other process holds the file)."""
+    script = (
+        "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('SELECT count(*) FROM contacts'); c.close()"
+    )
+    subprocess.run([sys.executable, "-c", script, str(db_path)], check=True, timeout=60)
+
+
+def test_syncing_the_file_keeps_the_stores_locks_on_it(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing any descriptor of a file drops every POSIX lock the process holds on it
+    (https://sqlite.org/howtocorrupt.html, 2.2). A sync through a descriptor opened and closed for it left the store
+    without its shared lock: another process's last connection then found the file unused and deleted the log the
+    running store was writing to."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)  # passes are run by the test
+    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    try:
+        store.upsert([contact(f"c{n}", f"k{n % 7}", T0 + 60 * n) for n in range(100)])
+        store._checkpointer.checkpoint()  # copies pages and syncs the file
+        store.upsert([contact(f"d{n}", f"k{n % 7}", T0 + 60 * n) for n in range(100)])
+        another_process_reads_and_closes(db_path)
+        assert Path(f"{db_path}-wal").exists()
+        assert store.count_contacts() == 200
+    finally:
+        store.close()
+    assert not Path(f"{db_path}-wal").exists()  # the store's own last connection still removes it
+
+
+def test_a_store_closing_keeps_the_locks_of_another_store_of_the_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores of one file in a process share the descriptor they sync with: the first to close leaves it open
+    (closing it would drop the other's locks, as above)."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)
+    first = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    second = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    try:
+        second.upsert([contact(f"c{n}", f"k{n % 7}", T0 + 60 * n) for n in range(100)])
+        second._checkpointer.checkpoint()
+        second.close()
+        first.upsert([contact(f"d{n}", f"k{n % 7}", T0 + 60 * n) for n in range(100)])
+        another_process_reads_and_closes(db_path)
+        assert Path(f"{db_path}-wal").exists()
+        assert first.count_contacts() == 200
+    finally:
+        second.close()  # (a second close does nothing)
+        first.close()
 
 
 def test_a_steady_stream_of_writes_keeps_the_log_bounded(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

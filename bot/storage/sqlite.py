@@ -32,7 +32,7 @@ from bot.storage import (
 )
 from bot.storage.errors import StoreUnavailable, newer_schema
 from bot.storage.rollup_cache import RollupCache
-from bot.storage.sqlite_checkpoint import SQLiteCheckpointer
+from bot.storage.sqlite_checkpoint import DatabaseFile, SQLiteCheckpointer
 from bot.storage.sqlite_errors import explain
 from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import known_migrations, migrations
@@ -253,8 +253,9 @@ class SQLiteContactStore:
             "CREATE TEMP TABLE IF NOT EXISTS next_repeat_changes "
             "(started_us INTEGER, pk INTEGER, next_repeat_us INTEGER, PRIMARY KEY (started_us, pk)) WITHOUT ROWID"
         )
+        self._database_file = DatabaseFile(str(self.path))
         self._checkpointer = SQLiteCheckpointer(
-            self._connect_checkpointer, CHECKPOINT_INTERVAL_SECONDS, WAL_RESTART_PAGES
+            self._connect_checkpointer, self._database_file.sync, CHECKPOINT_INTERVAL_SECONDS, WAL_RESTART_PAGES
         )
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -298,6 +299,7 @@ class SQLiteContactStore:
         self._checkpointer.close()  # first: the last connection to close checkpoints and removes the WAL
         self._readers.close()
         self._writer.close()
+        self._database_file.close()  # last: closing it drops this process's locks on the file (see DatabaseFile)
 
     # --- writing -------------------------------------------------------------------------------------
 

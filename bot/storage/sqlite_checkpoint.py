@@ -24,7 +24,8 @@ or its own checkpoint at the cap) then syncs the file, so the writer waited, hol
 copied since the last sync. On the 10M-contact store that fdatasync took 3.1 s: every webhook batch stalled
 (3-4.6 s once the file had just been copied and most of its pages were still unwritten). So the thread syncs the
 database file itself after each pass that copied pages, outside every lock, and the writer's sync flushes only
-the tail it copied.
+the tail it copied. It syncs through a ``DatabaseFile``: a descriptor of the file kept open until the store's
+connections are closed (closing a descriptor of the file drops the process's locks on it; see there).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable
+from typing import ClassVar
 
 log = logging.getLogger("acr_bot.storage")
 
@@ -41,9 +43,15 @@ log = logging.getLogger("acr_bot.storage")
 class SQLiteCheckpointer:
     """Checkpoints the WAL of one database file from a background thread until ``close``."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], interval_seconds: float, restart_frames: int):
+    def __init__(
+        self,
+        connect: Callable[[], sqlite3.Connection],
+        sync: Callable[[], None],
+        interval_seconds: float,
+        restart_frames: int,
+    ):
         self._conn = connect()
-        self._path = next(row[2] for row in self._conn.execute("PRAGMA database_list") if row[1] == "main")
+        self._sync = sync  # the database file's pages onto the disk
         self._synced_at = (0, 0)  # (log frames, frames copied) when this thread last synced the file
         self._interval = interval_seconds
         self._restart_frames = restart_frames
@@ -63,7 +71,7 @@ class SQLiteCheckpointer:
         """One pass of the thread: copy what no reader still needs from the log, then sync what it copied."""
         _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if copied > 0 and (frames, copied) != self._synced_at:
-            _sync(self._path)
+            self._sync()
             self._synced_at = (frames, copied)
         if frames >= self._restart_frames:
             self._restart_due = True
@@ -82,11 +90,44 @@ class SQLiteCheckpointer:
         self._conn.close()
 
 
-def _sync(path: str) -> None:
-    """The file's pages onto the disk, whichever descriptor wrote them (fdatasync where the system has it: SQLite
-    syncs the size itself). Opened for the sync only: the store keeps no descriptor besides its connections'."""
-    file = os.open(path, os.O_RDONLY)
-    try:
-        getattr(os, "fdatasync", os.fsync)(file)
-    finally:
-        os.close(file)
+class DatabaseFile:
+    """A descriptor of a database file to sync it with, shared by the stores of the file in this process and closed
+    when the last of them closes, after its connections.
+
+    POSIX advisory locks belong to a process and a file, not to a descriptor: closing ANY descriptor of the file
+    drops every lock the process's SQLite connections hold on it (https://sqlite.org/howtocorrupt.html, 2.2). Opened
+    and closed for each sync, it left the store's connections without their shared lock on the file, and another
+    process's last connection (an ``acr-bot`` command, say) then found the file unused, and checkpointed and deleted
+    the write-ahead log under the running server."""
+
+    _held: ClassVar[dict[tuple[int, int], list[int]]] = {}  # (device, inode) -> [descriptor, stores holding it]
+    _held_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, path: str):
+        with DatabaseFile._held_lock:
+            status = os.stat(path)
+            self._key = (status.st_dev, status.st_ino)
+            held = DatabaseFile._held.get(self._key)
+            if held is None:  # (never opened twice: closing the second descriptor would drop the locks too)
+                held = DatabaseFile._held[self._key] = [os.open(path, os.O_RDONLY), 0]
+            held[1] += 1
+            self._descriptor = held[0]
+            self._closed = False
+
+    def sync(self) -> None:
+        """The file's pages onto the disk, whichever descriptor wrote them (fdatasync where the system has it:
+        SQLite syncs the size itself)."""
+        getattr(os, "fdatasync", os.fsync)(self._descriptor)
+
+    def close(self) -> None:
+        """Let go of the descriptor (closed once no store of the file in this process holds it). Call it after
+        the store's connections are closed."""
+        with DatabaseFile._held_lock:
+            if self._closed:
+                return
+            self._closed = True
+            held = DatabaseFile._held[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del DatabaseFile._held[self._key]
+                os.close(held[0])
