@@ -8,11 +8,17 @@ from click.testing import CliRunner
 from bot.cli import main
 
 
+def subcommands(group: click.Group) -> dict[str, click.Command]:
+    """The commands of ``group`` by name, as click finds them (the top group imports each when looked up)."""
+    context = click.Context(group)
+    found = {name: group.get_command(context, name) for name in group.list_commands(context)}
+    return {name: command for name, command in found.items() if command is not None}
+
+
 def walk(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command path under ``group``: ("serve",), ("agents", "link"), ..."""
     paths: list[tuple[str, ...]] = []
-    for name in sorted(group.commands):
-        command = group.commands[name]
+    for name, command in sorted(subcommands(group).items()):
         paths.append((*prefix, name))
         if isinstance(command, click.Group):
             paths.extend(walk(command, (*prefix, name)))

@@ -10,7 +10,7 @@ import click
 import pytest
 
 from bot.cli import main
-from tests.cli_docs import walk
+from tests.cli_docs import subcommands, walk
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()
@@ -34,7 +34,7 @@ def test_every_command_is_documented(path: tuple[str, ...]) -> None:
     command: click.Command = main
     for name in path:
         assert isinstance(command, click.Group)
-        command = command.commands[name]
+        command = subcommands(command)[name]
     assert command.help, f"acr-bot {' '.join(path)} has no help text"
     for parameter in command.params:
         if isinstance(parameter, click.Option) and not parameter.hidden:
