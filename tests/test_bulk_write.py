@@ -16,16 +16,19 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlite_utils import Database
 
 import bot.storage.sqlite as sqlite_store
 from bot.storage import BulkWriter, ContactStore, PackedContacts, open_store
 from bot.storage.sqlite import (
     BULK_LOAD_CACHE_KIB,
+    KEY_INDEX,
     ROWS_PER_INSERT,
     WRITER_CACHE_KIB,
     SQLiteBulkWriter,
     SQLiteContactStore,
 )
+from bot.storage.sqlite_migrations import migrations
 from metrics.records import Contact
 from metrics.timeutil import load_zone
 from tests.builders import contact as build_contact
@@ -90,8 +93,9 @@ def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bul
         indexes = contact_indexes(path)
         with store.bulk(len(batch) if mode == "bulk" else 0) as writer:
             if mode == "bulk":
-                assert contact_indexes(writer) == set()  # deferred for the load...
-                assert cache_kib(writer) == BULK_LOAD_CACHE_KIB  # (the (source, id) index takes every row)
+                assert KEY_INDEX in indexes
+                assert contact_indexes(writer) == set()  # deferred for the load, the key index too (empty store)...
+                assert cache_kib(writer) == WRITER_CACHE_KIB  # (no index takes every row: no larger cache)
             for part in chunks(batch, 8):
                 writer.add(part)
         assert contact_indexes(path) == indexes  # ...and built again before the commit
@@ -206,3 +210,79 @@ def test_flat_values_must_be_whole_rows(store: ContactStore) -> None:
     with pytest.raises(ValueError, match="not whole rows"), store.bulk() as writer:
         writer.add(PackedContacts(values[:-1]))
     assert store.count_contacts() == 0
+
+
+def test_an_initial_load_settles_keys_repeated_across_chunks_as_row_by_row(
+    tmp_path: Path, small_bulk_threshold: None
+) -> None:
+    """Into an empty store the bulk load adds rows without the key index and settles repeated keys at the end: a
+    CTR re-sent in a later chunk (newer, the same, or older by updated_at) ends as the keyed path leaves it."""
+
+    def version(cid: str, customer: str, start: int, updated: int, **fields: Any) -> Contact:
+        return contact(cid, customer, start, updated_at=T0 + 10_000 + updated, **fields)
+
+    batch = [version(f"c{i}", f"k{i % 5}", i * 10, 0) for i in range(40)]
+    batch += [
+        version("c1", "k1", 11, 5),  # newer: an update (it moves too)
+        version("c2", "k2", 20, 0),  # the same: unchanged
+        version("c3", "k3", 30, -5),  # older: stale
+        version("c1", "k9", 12, 3, agent="bo"),  # older than the update before it: stale
+        version("c4", "k4", 40, 9, agent="bo"),  # newer, then again the same: updated, unchanged
+        version("c4", "k4", 40, 9, agent="bo"),
+        version("c5", "k0", 50, 1),  # two newer versions of one key in one chunk, in order: two updates
+        version("c5", "k0", 55, 2, direction="outbound"),
+    ]
+    results = {}
+    for mode in ("keyed", "keyless"):
+        path = tmp_path / f"{mode}.db"
+        store = open_store(sqlite_url(path))
+        with store.bulk(len(batch) if mode == "keyless" else 0) as writer:
+            for part in chunks(batch, 8):  # the repeats come in later chunks than their first version
+                writer.add(PackedContacts([value for c in part for value in c]))
+                assert (KEY_INDEX in contact_indexes(writer)) == (mode == "keyed")
+        assert KEY_INDEX in contact_indexes(path)
+        counts = writer.counts
+        results[mode] = ((counts.inserted, counts.updated, counts.unchanged, counts.stale), snapshot(store))
+        assert store.count_contacts() == 40
+        assert_candidates_mirror_contacts(store)
+        store.close()
+    assert results["keyless"][0] == results["keyed"][0] == (40, 4, 2, 2)
+    assert results["keyless"][1] == results["keyed"][1]
+    by_id = {row["id"]: row for row in results["keyless"][1]}
+    assert (by_id["c1"]["customer_id"], by_id["c4"]["agent"], by_id["c5"]["direction"]) == ("k1", "bo", "outbound")
+    with closing(sqlite3.connect(tmp_path / "keyless.db")) as conn:  # one row a key, the first one's pk
+        assert conn.execute("SELECT pk FROM contacts WHERE id = 'c1'").fetchone()[0] == 2
+
+
+def test_a_store_that_had_contacts_before_the_key_index_keeps_its_key_constraint(
+    db_path: Path, small_bulk_threshold: None
+) -> None:
+    """``m_contacts_key_index`` changes only an empty store (the constraint's index cannot be dropped, and turning
+    it into one would copy the table): a store with contacts keeps its constraint, and bulk loads keep the key
+    checked row by row."""
+    db = Database(db_path)
+    migrations.apply(db, stop_before="m_contacts_key_index")
+    db.conn.execute(
+        "INSERT INTO contacts (source, id, customer_id, channel, direction, tier, escalated, started_us, raw) "
+        "VALUES ('api', 'old', 'k1', 'phone', 'inbound', 1, 0, ?, '{}')",  # (no agent: no candidate row to add)
+        ((T0 - 100) * 1_000_000,),
+    )
+    db.conn.execute("UPDATE store_stats SET value = 1 WHERE name = 'contacts'")
+    db.conn.commit()
+    db.close()
+    store = open_store(sqlite_url(db_path))
+    assert KEY_INDEX not in contact_indexes(db_path)
+    batch = [contact(f"n{i}", "k1", i) for i in range(20)] + [contact("n3", "k1", 3, agent="bo")]
+    with store.bulk(len(batch)) as writer:
+        writer.add(batch)
+        assert cache_kib(writer) == BULK_LOAD_CACHE_KIB
+    assert (writer.counts.inserted, writer.counts.updated) == (20, 1)
+    with closing(sqlite3.connect(db_path)) as conn, pytest.raises(sqlite3.IntegrityError):  # the key stays unique
+        conn.execute(
+            "INSERT INTO contacts (source, id, customer_id, channel, direction, tier, escalated, started_us, raw) "
+            "SELECT source, id, customer_id, channel, direction, tier, escalated, started_us, raw FROM contacts "
+            "WHERE id = 'n3'"
+        )
+    rows = snapshot(store)
+    assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeats(map(as_contact, rows))
+    store.close()

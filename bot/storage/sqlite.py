@@ -78,22 +78,26 @@ _WIDTH: Final = len(_WRITE_COLUMNS)
 # New rows go in as multi-row INSERTs: one statement run per 100 rows instead of per row halved the
 # insert cost of a big import (the per-run set-up, not the binding, was most of it).
 ROWS_PER_INSERT = 100
-_INSERT_NEW_SQL = "INSERT INTO contacts ({cols}, received_at) VALUES {rows} ON CONFLICT (source, id) DO NOTHING"
+_INSERT_NEW_SQL = "INSERT INTO contacts ({cols}, received_at) VALUES {rows}"
+_NEW_ONLY = " ON CONFLICT (source, id) DO NOTHING"
+KEY_INDEX = "contacts_key"  # the (source, id) unique index (migration m_contacts_key_index)
 
 
 @cache
-def _insert_new_sql(rows: int) -> str:
+def _insert_new_sql(rows: int, keyed: bool = True) -> str:
     """The INSERT of ``rows`` new rows. Its text is the same for every write, so the connection's statement
     cache compiles it once: the write's ``received_at`` is parameter ?1, shared by every row (one binding per
     statement; per row it cost about 2 us a row), and the rows' values follow from ?2 on. (A literal
     timestamp in the text made a new ~200 KiB statement per write, and the statement cache kept the last 128
-    of them: ~26 MiB of a server's memory, and a compile per write.)"""
+    of them: ~26 MiB of a server's memory, and a compile per write.) ``keyed``: a row whose key is stored is
+    skipped; without, while an initial load has dropped the key index, every row goes in."""
     marks = ", ".join(
         "({}, ?1)".format(", ".join(f"?{2 + row * _WIDTH + column}" for column in range(_WIDTH))) for row in range(rows)
     )
-    return _INSERT_NEW_SQL.format(cols=", ".join(_WRITE_COLUMNS), rows=marks)
+    return _INSERT_NEW_SQL.format(cols=", ".join(_WRITE_COLUMNS), rows=marks) + (_NEW_ONLY if keyed else "")
 
 
+SETTLE_ROWS = 10_000  # rows of keys a keyless load added more than once, read per statement (_settle_repeated_keys)
 # Positions in a Contact: the writer also takes plain tuples (what the import's reader process sends).
 _SOURCE: Final = 0
 _ID: Final = 1
@@ -111,6 +115,9 @@ assert [_WRITE_COLUMNS[i] for i in (_SOURCE, _ID, _CUSTOMER, _STARTED, _UPDATED,
     "updated_us",
     "raw",
 ]
+# A settled key's row gets the version kept (every column but the key; received_at is the write's own).
+_SETTLED: Final = tuple(i for i, col in enumerate(_WRITE_COLUMNS) if col not in ("source", "id"))
+_SETTLE_SQL = "UPDATE contacts SET {} WHERE pk = ?".format(", ".join(f"{_WRITE_COLUMNS[i]} = ?" for i in _SETTLED))
 # The derived data: the start of the customer's first repeatable contact strictly after each contact.
 # A write can change it only for contacts of the customers it touched, and only in a stretch of time:
 # with ``since_us`` and ``until_us`` the earliest and latest starts the write added, removed or moved for
@@ -610,6 +617,20 @@ def _in_key_order(values: list[Any]) -> list[Any]:
     return ordered
 
 
+def _batches(groups: list[list[int]], rows: int) -> Iterator[list[list[int]]]:
+    """``groups`` in consecutive batches of at least ``rows`` members in all (the last one: what is left)."""
+    batch: list[list[int]] = []
+    size = 0
+    for group in groups:
+        batch.append(group)
+        size += len(group)
+        if size >= rows:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
 class SQLiteBulkWriter:
     """Writes chunks inside the transaction opened by ``SQLiteContactStore.bulk``.
 
@@ -628,6 +649,7 @@ class SQLiteBulkWriter:
         self._was_empty = self._max_pk == 0
         self._received_at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         self._deferred_indexes: list[tuple[str, str, str]] = []  # (table, name, sql)
+        self._keyless = False  # an initial load without the key index (see defer_indexes_for)
         self._adopted: set[int] = set()  # the dictionaries of the RawPackers whose chunks this write took
 
     @property
@@ -642,19 +664,31 @@ class SQLiteBulkWriter:
         secondary indexes of ``contacts`` and ``metric_contacts`` now and builds them once at the end (a
         sort), which is several times cheaper than updating each index row by row. The drop is part of the
         transaction: a rollback restores them, and readers keep seeing the indexed committed data meanwhile.
+
+        Into an empty store the key index (KEY_INDEX) goes too: every row is then appended as it comes, and a
+        key that comes more than once is settled at the end (``_build_key_index``). Platform ids are random
+        (UUIDs), so each row's key went to another leaf of an index larger than the cache: 1M CTRs took 16.1 s
+        of the writer's CPU to add with it and 9.4 s without, and its build at the end 1.6 s. A store that has
+        rows keeps it: each row's conflict check needs it (and one migrated with contacts has no such index).
         """
         if self._deferred_indexes or more_rows < BULK_LOAD_MIN_ROWS:
             return
         existing = self._conn.execute("SELECT value FROM store_stats WHERE name = 'contacts'").fetchone()[0]
         if more_rows < existing:
             return
-        self._deferred_indexes = self._conn.execute(
-            "SELECT tbl_name, name, sql FROM sqlite_master "
-            "WHERE type = 'index' AND tbl_name IN ('contacts', 'metric_contacts') AND sql IS NOT NULL"
-        ).fetchall()
+        self._deferred_indexes = [
+            (table, name, sql)
+            for table, name, sql in self._conn.execute(
+                "SELECT tbl_name, name, sql FROM sqlite_master "
+                "WHERE type = 'index' AND tbl_name IN ('contacts', 'metric_contacts') AND sql IS NOT NULL"
+            )
+            if name != KEY_INDEX or self._was_empty
+        ]
         for _, name, _ in self._deferred_indexes:
             self._conn.execute(f'DROP INDEX "{name}"')
-        self._conn.execute(f"PRAGMA cache_size = -{BULK_LOAD_CACHE_KIB}")
+            self._keyless = self._keyless or name == KEY_INDEX
+        if not self._keyless:  # the key index takes every row: a larger cache for it (see BULK_LOAD_CACHE_KIB)
+            self._conn.execute(f"PRAGMA cache_size = -{BULK_LOAD_CACHE_KIB}")
 
     def rebuild_indexes(self, table: str) -> None:
         """Recreate the indexes of ``table`` dropped by ``defer_indexes_for``."""
@@ -669,6 +703,8 @@ class SQLiteBulkWriter:
         """
         conn = self._conn
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+        if self._keyless:
+            self._build_key_index()
         self.rebuild_indexes("contacts")  # the customer index answers every next repeat below
         conn.execute(_INSERT_METRIC_CONTACTS_SQL, (self._first_pk,))
         self.rebuild_indexes("metric_contacts")
@@ -683,6 +719,58 @@ class SQLiteBulkWriter:
         conn.execute(_APPLY_NEXT_REPEAT_SQL)
         conn.execute("DELETE FROM temp.next_repeat_changes")
         return TOUCHED_ROWS
+
+    def _build_key_index(self) -> None:
+        """The key index of a keyless load, built at the end (a sort): first as if no key came twice (the usual
+        file), else once the keys that did are settled (``_settle_repeated_keys``)."""
+        (sql,) = (sql for _, name, sql in self._deferred_indexes if name == KEY_INDEX)
+        try:
+            self._conn.execute(sql)
+        except sqlite3.IntegrityError:  # (the failed statement is undone; the transaction goes on)
+            self._settle_repeated_keys()
+            self._conn.execute(sql)
+        self._deferred_indexes = [deferred for deferred in self._deferred_indexes if deferred[1] != KEY_INDEX]
+        self._keyless = False
+
+    def _settle_repeated_keys(self) -> None:
+        """Leave each key that a keyless load added more than once as the keyed path leaves it: one row, the first
+        one's (its pk), holding the version that applying the others after it in order keeps (the same raw is
+        unchanged, an older ``updated_us`` is stale, anything else an update), with the counts it makes."""
+        conn, counts = self._conn, self.counts
+        repeated = [
+            sorted(map(int, pks.split(",")))
+            for (pks,) in conn.execute(
+                "SELECT group_concat(pk) FROM contacts WHERE pk > ? GROUP BY source, id HAVING count(*) > 1",
+                (self._first_pk,),
+            )
+        ]
+        for groups in _batches(repeated, SETTLE_ROWS):
+            pks = [pk for group in groups for pk in group]
+            rows: dict[int, tuple[Any, ...]] = {}
+            for part in (pks[i : i + SETTLE_ROWS] for i in range(0, len(pks), SETTLE_ROWS)):  # (one key many times)
+                select = (
+                    f"SELECT pk, {', '.join(_WRITE_COLUMNS)} FROM contacts WHERE pk IN ({','.join('?' * len(part))})"
+                )
+                rows.update((row[0], row[1:]) for row in conn.execute(select, part))
+            updates: list[list[Any]] = []
+            for first, *others in groups:
+                kept = rows[first]
+                for pk in others:
+                    row = rows[pk]
+                    if row[_RAW] == kept[_RAW] or self._raws.unpack(conn, row[_RAW]) == self._raws.unpack(
+                        conn, kept[_RAW]
+                    ):
+                        counts.unchanged += 1
+                    elif kept[_UPDATED] is not None and row[_UPDATED] is not None and row[_UPDATED] < kept[_UPDATED]:
+                        counts.stale += 1
+                    else:
+                        counts.updated += 1
+                        kept = row
+                if kept is not rows[first]:
+                    updates.append([*(kept[i] for i in _SETTLED), first])
+            conn.executemany("DELETE FROM contacts WHERE pk = ?", ((pk,) for group in groups for pk in group[1:]))
+            conn.executemany(_SETTLE_SQL, updates)
+            counts.inserted -= len(pks) - len(groups)
 
     def add(self, contacts: Sequence[Contact]) -> None:
         """Write a chunk (Contacts, plain tuples in Contact field order, or ``PackedContacts``)."""
@@ -710,13 +798,15 @@ class SQLiteBulkWriter:
         stored = values if packed else self._packed(values)
         step = ROWS_PER_INSERT * _WIDTH
         whole = len(stored) - len(stored) % step
+        keyed = not self._keyless
         if whole:
             received_at = [self._received_at]
             conn.executemany(
-                _insert_new_sql(ROWS_PER_INSERT), (received_at + stored[i : i + step] for i in range(0, whole, step))
+                _insert_new_sql(ROWS_PER_INSERT, keyed),
+                (received_at + stored[i : i + step] for i in range(0, whole, step)),
             )
         if whole < len(stored):
-            conn.execute(_insert_new_sql(count % ROWS_PER_INSERT), [self._received_at, *stored[whole:]])
+            conn.execute(_insert_new_sql(count % ROWS_PER_INSERT, keyed), [self._received_at, *stored[whole:]])
         self._max_pk = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
         inserted = self._max_pk - first_pk
         self.counts.inserted += inserted

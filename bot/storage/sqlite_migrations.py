@@ -371,3 +371,51 @@ def m_raw_dictionaries(db: Database) -> None:
     db.execute(
         "CREATE TABLE raw_dictionaries (id INTEGER PRIMARY KEY, dictionary BLOB NOT NULL, trained_us INTEGER NOT NULL)"
     )
+
+
+@migrations()
+def m_contacts_key_index(db: Database) -> None:
+    """The (source, id) key as a named unique index, ``contacts_key``, instead of the table's UNIQUE constraint (whose
+    index SQLite never lets go): an initial bulk load drops it and builds it once at the end, a sort, instead of
+    inserting each row's random key into it (``SQLiteBulkWriter``). Same rows, same checks: ``ON CONFLICT (source,
+    id)`` takes either. A constraint cannot be turned into an index without copying the table, so only an empty
+    store is changed (a new one, or one that never got a contact); a store with contacts keeps its constraint, and
+    its imports their per-row key checks."""
+    if db.execute("SELECT EXISTS (SELECT 1 FROM contacts)").fetchone()[0]:
+        return
+    attached = [  # the customer index and the triggers, as the migrations before this one made them
+        sql
+        for (sql,) in db.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = 'contacts' AND type IN ('index', 'trigger') "
+            "AND sql IS NOT NULL ORDER BY type, name"
+        )
+    ]
+    for statement in (
+        "DROP TABLE contacts",
+        """CREATE TABLE contacts (
+            pk INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            id TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            agent TEXT,
+            team TEXT,
+            queue TEXT,
+            reason TEXT,
+            channel TEXT NOT NULL,
+            direction TEXT NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+            tier INTEGER NOT NULL CHECK (tier >= 1),
+            escalated INTEGER NOT NULL,
+            resolved INTEGER,
+            parent_id TEXT,
+            started_us INTEGER NOT NULL,
+            ended_us INTEGER CHECK (ended_us >= started_us),
+            raw TEXT NOT NULL,
+            received_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            end_us INTEGER GENERATED ALWAYS AS (coalesce(ended_us, started_us)) STORED,
+            repeatable INTEGER GENERATED ALWAYS AS (direction = 'inbound' AND parent_id IS NULL) STORED,
+            updated_us INTEGER
+        )""",
+        "CREATE UNIQUE INDEX contacts_key ON contacts (source, id)",
+        *attached,
+    ):
+        db.execute(statement)
