@@ -51,10 +51,14 @@ BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does 
 # however often it was rewritten.
 CHECKPOINT_INTERVAL_SECONDS = 1.0
 # Once the WAL holds this many pages, the next write copies the last few frames after its commit, so the write after
-# it starts the log over (see sqlite_checkpoint); the WAL file is cut back to this size then (journal_size_limit).
+# it starts the log over (see sqlite_checkpoint).
 WAL_RESTART_PAGES = 10_000
-# The writer's own automatic checkpoint, only once the WAL holds this many pages: a bound if the thread lags.
-WAL_CAP_PAGES = 2 * WAL_RESTART_PAGES
+# The writer's own automatic checkpoint, only once the WAL holds this many pages: a bound if the thread lags (up to
+# 800 MiB of log). Far above the restart: at twice it, a thread still syncing a freshly copied file (seconds) left
+# the copy to the webhook batch that reached the cap, and it waited for the sync too. The WAL file is cut back to
+# this size when the log starts over (journal_size_limit), not to the restart's: the write that starts it over
+# does the cut, holding the write lock, and cutting 540 MiB off took it 0.54 s (ext4).
+WAL_CAP_PAGES = 5 * WAL_RESTART_PAGES
 PAGE_SIZE = 16_384  # bytes, for new files; bulk import measured ~10% faster than with 4 KiB pages
 READER_CACHE_KIB = 65_536  # page cache of each reader connection (at most SQLITE_READERS of them)
 WRITER_CACHE_KIB = 32_768  # the writer's page cache (it also bounds the sorter of an index build: see _open)
@@ -63,7 +67,7 @@ WRITER_CACHE_KIB = 32_768  # the writer's page cache (it also bounds the sorter 
 # adds took 25.5 s of CPU, with 96 MiB 17.3 s (bench/amazon_connect.py's writer alone). Back to
 # WRITER_CACHE_KIB before the index builds, so that their sorter stays as small as before.
 BULK_LOAD_CACHE_KIB = 98_304
-REFRESH_BATCH_DAYS = 2  # UTC days rolled up per read snapshot (and installed per write) by refresh_rollups
+REFRESH_BATCH_DAYS = 2  # UTC days rolled up (and installed per write) at a time by refresh_rollups
 REFRESH_PAUSE_SECONDS = 0.005
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (~0.4 s at 27k contacts a day, hours too)
 _WRITE_COLUMNS = Contact._fields  # a Contact is written as it is: its fields are the columns, in order
@@ -245,7 +249,7 @@ class SQLiteContactStore:
         self._writer.execute("PRAGMA temp_store = FILE")
         self._writer.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         self._writer.execute(f"PRAGMA wal_autocheckpoint = {WAL_CAP_PAGES}")
-        self._writer.execute(f"PRAGMA journal_size_limit = {WAL_RESTART_PAGES * PAGE_SIZE}")  # WAL bytes kept
+        self._writer.execute(f"PRAGMA journal_size_limit = {WAL_CAP_PAGES * PAGE_SIZE}")  # WAL bytes kept
         db = Database(self._writer)
         with self._write_lock:
             applied = [migration.name for migration in migrations.applied(db)]
@@ -522,8 +526,8 @@ class SQLiteContactStore:
         returns the number of UTC days rolled up (a day a write marks again meanwhile stays stale and is not
         counted), as on PostgreSQL. For the scheduler, and after a big import.
 
-        REFRESH_BATCH_DAYS days at a time, each rolled up from a read snapshot while writes go on (on 10M contacts
-        a day takes half a second to over a second under load) and installed by a short write transaction: a
+        REFRESH_BATCH_DAYS days at a time, each rolled up from short read snapshots while writes go on (on 10M
+        contacts a day takes half a second to over a second under load) and installed by a short write transaction: a
         webhook batch never waits for a rollup to be worked out. A day written meanwhile stays stale (and is
         counted from contacts) until the next refresh. Each day is taken once per call, newest first. Only a change
         of BOT_TIMEZONE, which makes every day stale, writes for long (once)."""
@@ -539,7 +543,7 @@ class SQLiteContactStore:
                     continue
                 with self._write_lock, immediate_transaction(self._writer) as conn:
                     cleared = sqlite_rollups.install(conn, built)
-                if cleared is None:  # another process refreshed since the snapshot: build these days again
+                if cleared is None:  # another process refreshed since the build began: build these days again
                     continue
                 taken += len(built.marks)
                 rolled_up += cleared
@@ -552,13 +556,9 @@ class SQLiteContactStore:
     def _build_rollups(
         self, zone: tzinfo, max_days: int, before_utc_day: int | None = None
     ) -> sqlite_rollups.BuiltRollups | None:
-        """``sqlite_rollups.build`` on a reader's snapshot (no lock of the store held)."""
+        """``sqlite_rollups.build`` on a reader (no lock of the store held; short read snapshots, see there)."""
         with self._reader() as conn:
-            conn.execute("BEGIN")
-            try:
-                return sqlite_rollups.build(conn, zone, max_days, before_utc_day)
-            finally:
-                conn.execute("COMMIT")
+            return sqlite_rollups.build(conn, zone, max_days, before_utc_day)
 
     def _refresh_if_free(self, zone: tzinfo, max_days: int) -> None:
         """A question's own refresh: only if no other refresh runs and, to install, no write is in progress (a

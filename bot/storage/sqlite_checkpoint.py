@@ -26,6 +26,7 @@ copied since the last sync. On the 10M-contact store that fdatasync took 3.1 s: 
 database file itself after each pass that copied pages, outside every lock, and the writer's sync flushes only
 the tail it copied. It syncs through a ``DatabaseFile``: a descriptor of the file kept open until the store's
 connections are closed (closing a descriptor of the file drops the process's locks on it; see there).
+``checkpoint`` keeps the writer's tail short.
 """
 
 from __future__ import annotations
@@ -34,10 +35,13 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import ClassVar
 
 log = logging.getLogger("acr_bot.storage")
+QUICK_PASS_SECONDS = 0.25
+MAX_CATCH_UP_PASSES = 4
 
 
 class SQLiteCheckpointer:
@@ -68,13 +72,24 @@ class SQLiteCheckpointer:
                 log.warning("background WAL checkpoint failed: %s", problem)
 
     def checkpoint(self) -> None:
-        """One pass of the thread: copy what no reader still needs from the log, then sync what it copied."""
+        """A turn of the thread: a pass, and once the log is long enough to start over, more passes at once while
+        the last one was slow (its sync, say: seconds after the file was copied or imported into), so that what the
+        writer's tail copy then copies and syncs is what came during a quick pass. Then the writer is asked for it."""
+        for _ in range(MAX_CATCH_UP_PASSES):
+            started = time.monotonic()
+            if self._pass() < self._restart_frames:
+                return
+            if time.monotonic() - started < QUICK_PASS_SECONDS:
+                break
+        self._restart_due = True
+
+    def _pass(self) -> int:
+        """Copy what no reader still needs from the log, then sync what was copied; returns the log's frames."""
         _, frames, copied = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         if copied > 0 and (frames, copied) != self._synced_at:
             self._sync()
             self._synced_at = (frames, copied)
-        if frames >= self._restart_frames:
-            self._restart_due = True
+        return int(frames)
 
     def restart_if_due(self, writer: sqlite3.Connection) -> None:
         """Called by the writer after a commit, holding the write lock: copy the tail of a long log, so that the
