@@ -255,6 +255,9 @@ def test_copy_rows_made_by_a_reader_read_back_as_the_contacts_they_were_made_fro
     assert isinstance(packed, CopyRows)
     assert (list(packed), len(packed), packed[1], packed.keys_unique) == (rows, 3, rows[1], True)
     assert not pack([*rows, rows[0]]).keys_unique
+    # One id from two sources is no repeat; one (source, id) twice, among others, is.
+    assert pack([*rows, rows[0]._replace(source="other")]).keys_unique
+    assert not pack([*rows, rows[0]._replace(source="other"), rows[1]]).keys_unique
 
 
 def test_a_parallel_import_streams_what_its_readers_made_and_agrees(

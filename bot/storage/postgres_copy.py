@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterator, Sequence
+from operator import itemgetter
 from typing import Any, Final, overload
 
 from psycopg import abc
@@ -28,6 +29,7 @@ else:
     AVAILABLE = True
 
 _WIDTH: Final = len(Contact._fields)
+_ID: Final = itemgetter(Contact._fields.index("id"))
 # Each row's fields in Contact field order, then the write's ``received_at``.
 _TYPES: Final = {
     "tier": "int8",
@@ -113,5 +115,7 @@ class CopyRowPacker:
         for row in rows:
             write((*row, received_at), transformer, data)
             end(len(data))
-        keys_unique = len({(row[0], row[1]) for row in rows}) == len(rows)
+        # No (source, id) twice: told by the ids alone as a rule (half the cost of a set of pairs: ~0.3 us a row of
+        # a reader's ~15); by the pairs only when an id comes twice (one id from two sources is no repeat).
+        keys_unique = len(set(map(_ID, rows))) == len(rows) or len({(row[0], row[1]) for row in rows}) == len(rows)
         return CopyRows(bytes(data), ends, keys_unique, received_at)
