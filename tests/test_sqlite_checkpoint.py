@@ -15,10 +15,12 @@ from contextlib import closing
 from pathlib import Path
 from typing import cast
 
+import psutil
 import pytest
 
 from bot.storage import open_store, sqlite_checkpoint
 from bot.storage import sqlite as sqlite_store
+from bot.storage.errors import StoreUnavailable
 from bot.storage.sqlite import SQLiteContactStore
 from tests.builders import contact
 from tests.store_support import sqlite_url
@@ -180,6 +182,22 @@ def test_commits_made_during_a_slow_sync_are_copied_before_the_writer_is_asked_f
         assert store._checkpointer._restart_due
     finally:
         store.close()
+
+
+def test_a_store_that_fails_to_open_leaves_no_descriptor_of_the_file(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The descriptor the checkpoint thread syncs through is closed by the store's ``close``: a store that never
+    opened closes it itself (it stayed open for the life of the process)."""
+    open_store(sqlite_url(db_path)).close()
+
+    def failing_checkpointer(*args: object) -> None:
+        raise sqlite3.OperationalError("unable to open database file")
+
+    monkeypatch.setattr(sqlite_store, "SQLiteCheckpointer", failing_checkpointer)
+    with pytest.raises(StoreUnavailable):
+        open_store(sqlite_url(db_path))
+    assert not [f for f in psutil.Process().open_files() if Path(f.path) == db_path.resolve()]
 
 
 def test_a_steady_stream_of_writes_keeps_the_log_bounded(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -265,9 +265,14 @@ class SQLiteContactStore:
             "(started_us INTEGER, pk INTEGER, next_repeat_us INTEGER, PRIMARY KEY (started_us, pk)) WITHOUT ROWID"
         )
         self._database_file = DatabaseFile(str(self.path))
-        self._checkpointer = SQLiteCheckpointer(
-            self._connect_checkpointer, self._database_file.sync, CHECKPOINT_INTERVAL_SECONDS, WAL_RESTART_PAGES
-        )
+        try:
+            self._checkpointer = SQLiteCheckpointer(
+                self._connect_checkpointer, self._database_file.sync, CHECKPOINT_INTERVAL_SECONDS, WAL_RESTART_PAGES
+            )
+        except BaseException:  # no store: nothing else would ever close the descriptor
+            self._writer.close()
+            self._database_file.close()  # (after the connection: see DatabaseFile)
+            raise
 
     def _connect(self, *, check_same_thread: bool = True) -> sqlite3.Connection:
         """A connection set up as every connection of the store is (reader or writer)."""
