@@ -100,6 +100,8 @@ def test_bulk_load_builds_the_same_store_as_row_by_row(tmp_path: Path, small_bul
                 writer.add(part)
         assert contact_indexes(path) == indexes  # ...and built again before the commit
         assert cache_kib(store) == WRITER_CACHE_KIB
+        assert isinstance(store, SQLiteContactStore)
+        assert store._writer.execute("PRAGMA threads").fetchone()[0] == 0  # (the builds' sorting threads: gone)
         assert (writer.counts.inserted, writer.counts.updated, writer.counts.unchanged) == (60, 1, 0)
         stores[mode] = snapshot(store)
         store.close()
