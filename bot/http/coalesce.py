@@ -72,7 +72,10 @@ class WriteCoalescer:
     def _write(self, group: list[_Pending]) -> None:
         results: list[UpsertCounts] = []
         try:
-            with self.store.bulk() as writer:
+            # The group's size tells the store it is a small write (SQLite: temporary data in memory); capped, so a
+            # huge request is never taken for an initial load (a load's deferred indexes are the import's business).
+            expected = min(sum(len(item.contacts) for item in group), self.max_group_contacts)
+            with self.store.bulk(expected) as writer:
                 for item in group:
                     before = writer.counts.minus(UpsertCounts())
                     for start in range(0, len(item.contacts), CHUNK):
