@@ -84,8 +84,11 @@ def ingest_file(
                 raw_packer = None
                 if events is not None and isinstance(store, RawPacking):
                     raw_packer = store.raw_packer(head_samples(path, gzipped, result.name, zone, events))
+                # Chunks in key order help a store with rows (each row's key is looked up); an empty store's initial
+                # load appends them without a key index (SQLite), so the readers save the sort (~1.3 us a row).
+                key_order = store.count_contacts() > 0
                 chunks = children.read_in_children(
-                    path, kind, result.name, zone, readers, block, events, packer, raw_packer
+                    path, kind, result.name, zone, readers, block, events, packer, raw_packer, key_order
                 )
             else:
                 chunks = formats.read_chunks(opened, kind, result.name, zone, events)

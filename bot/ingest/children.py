@@ -76,12 +76,14 @@ def read_in_children(
     events: EventMapper | None = None,
     packer: Packer | None = None,
     raw_packer: RawPacker | None = None,
+    key_order: bool = True,
 ) -> Iterator[Chunk]:
     """The chunks of ``path`` in file order, read and validated by ``readers`` child processes while the
     caller writes. With one reader it reads the file whole; with more, each reads every ``readers``-th block
     (``_line_blocks``) and says when it is done with one, so the blocks are handed on in order. With
     ``packer`` (the store's: ``PacksImportRows``) the readers hand over its packed rows (``Chunk.packed``); with
-    ``raw_packer`` (events only) they put each raw in the form the store keeps it (``Chunk.raw_packer``)."""
+    ``raw_packer`` (events only) they put each raw in the form the store keeps it (``Chunk.raw_packer``). With
+    ``key_order`` each chunk's rows go in (source, id) order, as a store with rows writes them best."""
     context = multiprocessing.get_context("fork")
     zone_arg = getattr(zone, "key", None) or zone
     channels: list[multiprocessing.Queue[Any]] = []
@@ -103,6 +105,7 @@ def read_in_children(
                 events,
                 packer,
                 raw_packer,
+                key_order,
             ),
             daemon=True,
         )
@@ -179,6 +182,7 @@ def _child_main(
     events: EventMapper | None = None,
     packer: Packer | None = None,
     raw_packer: RawPacker | None = None,
+    key_order: bool = True,
 ) -> None:
     if parent_pid is not None:
         _exit_with_parent(parent_pid)
@@ -193,7 +197,8 @@ def _child_main(
                     if packer is not None:
                         values, rows = b"", packer(chunk.rows)
                     else:
-                        chunk.rows.sort(key=_KEY)  # as a store writes them best (stable: a key's rows keep their order)
+                        if key_order:  # (stable: a key's rows keep their order)
+                            chunk.rows.sort(key=_KEY)
                         values, rows = pickle.dumps(_flat_values(chunk.rows, shared), 5), None
                     packed = _PackedChunk(
                         values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final, chunk.ignored, rows

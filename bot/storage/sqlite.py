@@ -828,7 +828,8 @@ class SQLiteBulkWriter:
             return
         conn = self._conn
         first_pk = self._max_pk
-        values = _in_key_order(values)
+        if not self._keyless:  # (a keyless load appends rows in any order)
+            values = _in_key_order(values)
         stored = values if packed else self._packed(values)
         step = ROWS_PER_INSERT * _WIDTH
         whole = len(stored) - len(stored) % step
