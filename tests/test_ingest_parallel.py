@@ -23,11 +23,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bot.storage.sqlite as sqlite_store
 from bot.ingest import FileResult, batch, children, ingest_file, jsonl_format
 from bot.platforms.amazon_connect import CtrMapper
 from bot.settings import Settings
-from bot.storage import ContactStore
+from bot.storage import ContactStore, open_store
+from bot.storage.sqlite import SQLiteBulkWriter
 from metrics.timeutil import load_zone
+from tests.store_support import sqlite_url
 from tests.test_postgres_store import dump
 
 pytestmark = pytest.mark.slow  # reader processes, and files cut at every point
@@ -306,3 +309,51 @@ def test_killing_the_import_ends_its_reader_processes(tmp_path: Path, sig: signa
                 reader.kill()
         proc.kill()
         proc.wait()
+
+
+def test_ctrs_resent_in_later_blocks_settle_in_an_initial_load_as_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Amazon Connect re-sends a CTR when it changes: in a file, later versions may come in any reader's block. An
+    initial load into an empty SQLite store adds every row without the key index and settles repeated keys at the
+    end (``SQLiteBulkWriter``): the same counts and stored versions as one reader writing row by row."""
+
+    def stamp(minute: int) -> str:
+        return f"2026-03-29T05:{minute:02d}:00Z"
+
+    events = [ctr(n, LastUpdateTimestamp=stamp(10)) for n in range(30)]
+    events += [
+        ctr(3, LastUpdateTimestamp=stamp(20), Agent={"Username": "bo"}),  # newer: updated
+        ctr(4, LastUpdateTimestamp=stamp(10)),  # the same: unchanged
+        ctr(5, LastUpdateTimestamp=stamp(5), Agent={"Username": "bo"}),  # older: stale
+        ctr(3, LastUpdateTimestamp=stamp(15), Agent={"Username": "cy"}),  # older than the update: stale
+        ctr(6, LastUpdateTimestamp=stamp(30), Queue={"Name": "tech"}),  # newer: updated
+    ]
+    path = tmp_path / "ctrs"
+    path.write_text("".join(events))
+    how: dict[str, Any] = {"events": CtrMapper(Settings())}
+
+    def imported(name: str, **read: Any) -> tuple[Any, ...]:
+        store = open_store(sqlite_url(tmp_path / f"{name}.db"))
+        try:
+            result = ingest_file(store, str(path), ZONE, **how, **read)
+            return result.counts.as_dict(), result.errors, dump(store)
+        finally:
+            store.close()
+
+    row_by_row = imported("rows", parallel=False)  # (fewer rows than BULK_LOAD_MIN_ROWS: the keyed path)
+    settled: list[int] = []
+    settle = SQLiteBulkWriter._settle_repeated_keys
+
+    def spy(writer: SQLiteBulkWriter) -> None:
+        settled.append(1)
+        settle(writer)
+
+    monkeypatch.setattr(sqlite_store, "BULK_LOAD_MIN_ROWS", 5)
+    monkeypatch.setattr(SQLiteBulkWriter, "_settle_repeated_keys", spy)
+    keyless = imported("keyless", parallel=True, readers=2, block_bytes=len(events[0]) * 7)
+    assert settled == [1]
+    assert keyless == row_by_row
+    assert row_by_row[0] == {"accepted": 35, "inserted": 30, "updated": 2, "unchanged": 1, "stale": 2}
+    stored = {row["id"]: row for row in row_by_row[2]}
+    assert (stored["c3"]["agent"], stored["c5"]["agent"], stored["c6"]["queue"]) == ("bo", "ana", "tech")
