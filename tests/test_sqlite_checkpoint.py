@@ -184,6 +184,30 @@ def test_commits_made_during_a_slow_sync_are_copied_before_the_writer_is_asked_f
         store.close()
 
 
+def test_a_closing_store_does_not_wait_for_more_slow_passes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``close`` waits for the pass in progress, not for the passes after a slow one (each may sync for seconds)."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_PAGES", 8)
+    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    real_sync = store._checkpointer._sync
+    syncs: list[float] = []
+
+    def slow_sync_while_closing() -> None:
+        store._checkpointer._stop.set()  # (what close does first)
+        store.upsert([contact(f"d{len(syncs)}-{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])  # more to copy
+        time.sleep(sqlite_checkpoint.QUICK_PASS_SECONDS)
+        real_sync()
+        syncs.append(time.monotonic())
+
+    monkeypatch.setattr(store._checkpointer, "_sync", slow_sync_while_closing)
+    try:
+        store.upsert([contact(f"c{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])
+        store._checkpointer.checkpoint()
+        assert len(syncs) == 1
+    finally:
+        store.close()
+
+
 def test_a_store_that_fails_to_open_leaves_no_descriptor_of_the_file(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

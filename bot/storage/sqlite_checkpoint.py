@@ -81,6 +81,8 @@ class SQLiteCheckpointer:
                 return
             if time.monotonic() - started < QUICK_PASS_SECONDS:
                 break
+            if self._stop.is_set():  # closing: the store's last connection copies the rest
+                return
         self._restart_due = True
 
     def _pass(self) -> int:
