@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import cast
@@ -154,26 +155,40 @@ def test_a_store_closing_keeps_the_locks_of_another_store_of_the_file(
         first.close()
 
 
+def store_with_slow_syncs(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, during_sync: Callable[[SQLiteContactStore, int], bool]
+) -> tuple[SQLiteContactStore, list[float]]:
+    """A store whose passes the test runs (a log of 8 pages starts over), and the times its syncs ended. Each sync
+    first runs ``during_sync(store, syncs so far)``, and is slow (a pass longer than a quick one) when it says so."""
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)
+    monkeypatch.setattr(sqlite_store, "WAL_RESTART_PAGES", 8)
+    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
+    real_sync = store._checkpointer._sync
+    syncs: list[float] = []
+
+    def sync() -> None:
+        if during_sync(store, len(syncs)):
+            time.sleep(sqlite_checkpoint.QUICK_PASS_SECONDS)
+        real_sync()
+        syncs.append(time.monotonic())
+
+    monkeypatch.setattr(store._checkpointer, "_sync", sync)
+    return store, syncs
+
+
 def test_commits_made_during_a_slow_sync_are_copied_before_the_writer_is_asked_for_the_tail(
     db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The first sync after a copy of the file (or an import) can take seconds while commits go on (on the 10M store:
     3.1 s, 20k frames meanwhile). The writer copies and syncs the tail holding the write lock, so the thread first
     copies and syncs what came during the slow pass, and asks the writer only after a quick one."""
-    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)  # passes are run by the test
-    monkeypatch.setattr(sqlite_store, "WAL_RESTART_PAGES", 8)
-    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
-    real_sync = store._checkpointer._sync
-    syncs: list[float] = []
 
-    def slow_sync() -> None:
-        if not syncs:  # commits arrive while the first sync drags on
+    def commits_during_the_first(store: SQLiteContactStore, synced: int) -> bool:
+        if synced == 0:  # commits arrive while the first sync drags on
             store.upsert([contact(f"d{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])
-            time.sleep(sqlite_checkpoint.QUICK_PASS_SECONDS)
-        real_sync()
-        syncs.append(time.monotonic())
+        return synced == 0
 
-    monkeypatch.setattr(store._checkpointer, "_sync", slow_sync)
+    store, syncs = store_with_slow_syncs(db_path, monkeypatch, commits_during_the_first)
     try:
         store.upsert([contact(f"c{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])
         store._checkpointer.checkpoint()
@@ -186,20 +201,13 @@ def test_commits_made_during_a_slow_sync_are_copied_before_the_writer_is_asked_f
 
 def test_a_closing_store_does_not_wait_for_more_slow_passes(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``close`` waits for the pass in progress, not for the passes after a slow one (each may sync for seconds)."""
-    monkeypatch.setattr(sqlite_store, "CHECKPOINT_INTERVAL_SECONDS", 3600)
-    monkeypatch.setattr(sqlite_store, "WAL_RESTART_PAGES", 8)
-    store = cast(SQLiteContactStore, open_store(sqlite_url(db_path)))
-    real_sync = store._checkpointer._sync
-    syncs: list[float] = []
 
-    def slow_sync_while_closing() -> None:
+    def closing_during_each(store: SQLiteContactStore, synced: int) -> bool:
         store._checkpointer._stop.set()  # (what close does first)
-        store.upsert([contact(f"d{len(syncs)}-{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])  # more to copy
-        time.sleep(sqlite_checkpoint.QUICK_PASS_SECONDS)
-        real_sync()
-        syncs.append(time.monotonic())
+        store.upsert([contact(f"d{synced}-{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])  # more to copy
+        return True
 
-    monkeypatch.setattr(store._checkpointer, "_sync", slow_sync_while_closing)
+    store, syncs = store_with_slow_syncs(db_path, monkeypatch, closing_during_each)
     try:
         store.upsert([contact(f"c{n}", f"k{n % 7}", T0 + 60 * n) for n in range(40)])
         store._checkpointer.checkpoint()
