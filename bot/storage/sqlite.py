@@ -704,7 +704,7 @@ class SQLiteBulkWriter:
         ]
         for _, name, _ in self._deferred_indexes:
             self._conn.execute(f'DROP INDEX "{name}"')
-            self._keyless = self._keyless or name == KEY_INDEX
+        self._keyless = any(name == KEY_INDEX for _, name, _ in self._deferred_indexes)
         if not self._keyless:  # the key index takes every row: a larger cache for it (see BULK_LOAD_CACHE_KIB)
             self._conn.execute(f"PRAGMA cache_size = -{BULK_LOAD_CACHE_KIB}")
 
@@ -784,6 +784,7 @@ class SQLiteBulkWriter:
         kept: list[tuple[Any, ...] | None] = [None] * len(groups)
         changed = [False] * len(groups)
         pks = [pk for group in groups for pk in group]
+        firsts = {group[0] for group in groups}  # the rows that stay
         for part in (pks[i : i + SETTLE_ROWS] for i in range(0, len(pks), SETTLE_ROWS)):
             select = f"SELECT pk, {', '.join(_WRITE_COLUMNS)} FROM contacts WHERE pk IN ({','.join('?' * len(part))})"
             rows = {row[0]: row[1:] for row in conn.execute(select, part)}
@@ -801,7 +802,7 @@ class SQLiteBulkWriter:
                 else:
                     counts.updated += 1
                     kept[key], changed[key] = row, True
-            conn.executemany("DELETE FROM contacts WHERE pk = ?", ((pk,) for pk in part if pk != groups[key_of[pk]][0]))
+            conn.executemany("DELETE FROM contacts WHERE pk = ?", ((pk,) for pk in part if pk not in firsts))
         conn.executemany(
             _SETTLE_SQL,
             (
@@ -834,12 +835,12 @@ class SQLiteBulkWriter:
             return
         conn = self._conn
         first_pk = self._max_pk
-        if not self._keyless:  # (a keyless load appends rows in any order)
+        keyed = not self._keyless
+        if keyed:  # (a keyless load appends rows in any order)
             values = _in_key_order(values)
         stored = values if packed else self._packed(values)
         step = ROWS_PER_INSERT * _WIDTH
         whole = len(stored) - len(stored) % step
-        keyed = not self._keyless
         if whole:
             received_at = [self._received_at]
             conn.executemany(
