@@ -39,7 +39,7 @@ from bot.storage.sqlite_lease import SQLiteSchedulerLease
 from bot.storage.sqlite_migrations import known_migrations, migrations
 from bot.storage.sqlite_raw import RawCodec, RawPacker
 from bot.storage.sqlite_readers import DEFAULT_READERS, READER_WAIT_SECONDS, SQLiteReaders
-from bot.storage.sqlite_transactions import immediate_transaction
+from bot.storage.sqlite_transactions import immediate_transaction, read_snapshot
 from metrics.records import Contact
 from metrics.why import WhyQuery, WhyRow
 from metrics.windows import QuickReturns
@@ -534,20 +534,12 @@ class SQLiteContactStore:
         """
         if refresh_days:
             self._refresh_if_free(zone, refresh_days)
-        with self._reader() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield sqlite_metrics.SQLiteMetricReader(conn, zone, self._rollup_cache)
-            finally:
-                conn.execute("COMMIT")
+        with self._reader() as conn, read_snapshot(conn):
+            yield sqlite_metrics.SQLiteMetricReader(conn, zone, self._rollup_cache)
 
     def why_rows(self, query: WhyQuery) -> Iterator[WhyRow]:
-        with self._reader() as conn:
-            conn.execute("BEGIN")
-            try:
-                yield from sqlite_why.why_rows(conn, query)
-            finally:
-                conn.execute("COMMIT")
+        with self._reader() as conn, read_snapshot(conn):
+            yield from sqlite_why.why_rows(conn, query)
 
     def escalation_counts(self, query: WhyQuery) -> tuple[int, int]:
         with self._reader() as conn:

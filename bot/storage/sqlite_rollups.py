@@ -13,12 +13,12 @@ over. The tables are created by ``sqlite_migrations``.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import tzinfo
 
 from bot.storage.rollups import DAY_ROW_COLUMNS, Blob, ValueIds, build_day, day_bounds, local_days_of, zone_name
+from bot.storage.sqlite_transactions import read_snapshot
 from metrics.timeutil import US_PER_DAY
 
 # (A subquery, so that ON CONFLICT cannot be read as a join constraint of the scope.)
@@ -81,7 +81,7 @@ def build(
     writer's cap, and the webhook batch that reached it waited 0.5-0.75 s for the checkpoint. Exact all the same:
     the marks are read first, so a write before a day's rows were read has raised the version of its mark (or
     marked a day that was clean), and ``install`` leaves that day dirty."""
-    with _snapshot(conn):
+    with read_snapshot(conn):
         if _rollup_zone(conn) != zone_name(zone):
             return None
         built = BuiltRollups(
@@ -98,23 +98,13 @@ def build(
     ids = ValueIds(known_values, lambda dim, value, number: built.new_values.append((dim, value, number)))
     for day in local_days_of([utc_day for utc_day, _ in built.marks], zone):
         lo, hi = day_bounds(day, zone)
-        with _snapshot(conn):
+        with read_snapshot(conn):
             rows = conn.execute(_DAY_ROWS_SQL, (lo, hi)).fetchall()
         day_blobs, hour_blobs = build_day(rows, day, lo, ids.get)
         built.local_days.append((day.toordinal(), lo // US_PER_DAY, (hi - 1) // US_PER_DAY))
         built.day_blobs += day_blobs
         built.hour_blobs += hour_blobs
     return built
-
-
-@contextmanager
-def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
-    """One read transaction of ``conn`` for the block."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        conn.execute("COMMIT")
 
 
 def install(conn: sqlite3.Connection, built: BuiltRollups) -> int | None:

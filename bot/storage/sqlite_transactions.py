@@ -1,4 +1,5 @@
-"""The one way the SQLite backend writes: an IMMEDIATE transaction, committed on success, else rolled back."""
+"""How the SQLite backend transacts: writes in an IMMEDIATE transaction, committed on success, else rolled back;
+reads that must see one instant in a read snapshot."""
 
 from __future__ import annotations
 
@@ -33,6 +34,17 @@ def immediate_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connecti
         if isinstance(failure, sqlite3.Error) and (unavailable := _translated(conn, failure)) is not None:
             raise unavailable from failure
         raise
+
+
+@contextmanager
+def read_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction of ``conn`` for the block: everything read in it sees the same instant (and, in WAL
+    mode, keeps the log from being started over until it ends: keep it short)."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
 
 
 def _translated(conn: sqlite3.Connection, problem: sqlite3.Error) -> StoreUnavailable | None:
