@@ -5,7 +5,9 @@ Runs against TEST_DATABASE_URL (``make test`` starts a throwaway server); skippe
 
 from __future__ import annotations
 
+import multiprocessing
 import operator
+import os
 import pickle
 import threading
 import time
@@ -420,6 +422,165 @@ def test_a_bulk_load_writes_row_by_row_while_another_transaction_holds_the_deriv
         assert_derived_data_exact(pg)
     finally:
         pg.close()
+
+
+# The store's tables as the catalog describes them (what a staged load's swap must reproduce), schema name left out.
+_DESCRIBE = {
+    "columns": """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attcollation::regcollation::text,
+            a.attnotnull, a.attidentity, a.attgenerated, pg_get_expr(d.adbin, d.adrelid), a.attstorage::text,
+            a.attstattarget
+        FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+            LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relnamespace = current_schema()::regnamespace AND a.attnum > 0 AND NOT a.attisdropped""",
+    "relations": """
+        SELECT relname, relkind::text, relpersistence::text, reloptions, relacl::text[] FROM pg_class
+        WHERE relnamespace = current_schema()::regnamespace""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, contype::text, conindid::regclass::text,
+            pg_get_constraintdef(oid)
+        FROM pg_constraint WHERE connamespace = current_schema()::regnamespace""",
+    "indexes": """
+        SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid) FROM pg_index
+        WHERE indrelid::regclass::text IN ('contacts', 'metric_contacts')""",
+    "sequences": """
+        SELECT pg_get_serial_sequence('contacts', 'pk'), s.seqtypid::regtype::text, s.seqstart, s.seqincrement,
+            s.seqmax, s.seqmin, s.seqcache, s.seqcycle
+        FROM pg_sequence AS s WHERE s.seqrelid = pg_get_serial_sequence('contacts', 'pk')::regclass""",
+}
+
+
+def describe_tables(url: str) -> dict[str, set[tuple[Any, ...]]]:
+    with psycopg.connect(url) as conn:
+        schema = _first_value(conn, "SELECT current_schema()")
+        return {
+            name: {tuple(str(v).replace(f"{schema}.", "") for v in row) for row in conn.execute(query).fetchall()}
+            for name, query in _DESCRIBE.items()
+        }
+
+
+def _load_then_die(url: str, rows: list[Contact], when: str) -> None:
+    """In a child process: an initial load that dies (as if SIGKILLed: no clean-up of its own) while its rows go
+    to the staging tables, or once they are committed there and the candidates and indexes are being built."""
+    postgres_store.BULK_LOAD_MIN_ROWS = 5
+    if when == "building":
+        postgres_store.run_builds = lambda *args: os._exit(9)
+    store = PostgresContactStore(url)
+    with store.bulk(len(rows)) as writer:
+        writer.add(rows[:5])
+        if when == "loading":
+            os._exit(9)
+        writer.add(rows[5:])
+    os._exit(0)
+
+
+@pytest.mark.parametrize("when", ["loading", "building"])
+def test_a_killed_staged_load_leaves_the_store_as_it_was_and_the_next_load_swaps_in_tables_as_migrated(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """An initial load stages its rows in tables of its own, builds there on two connections, and swaps them in
+    at its commit (``postgres_load``). Killed while loading or building, it leaves the store empty and at most
+    staging tables, which the next load drops; that one gives SQLite's result, and the tables it swaps in are the
+    migrated ones: every column, constraint, index, sequence and storage option by the same name."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    PostgresContactStore(postgres_url).close()  # (migrated)
+    migrated = describe_tables(postgres_url)
+    rows = [contact(f"a{i}", f"k{i % 3}", i, direction="outbound" if i == 4 else "inbound") for i in range(12)]
+    child = multiprocessing.get_context("fork").Process(target=_load_then_die, args=(postgres_url, rows, when))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 9
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    try:
+        assert (pg.count_contacts(), dump(pg)) == (0, [])
+        with pg.connection() as conn:
+            left = conn.execute("SELECT count(*) FROM acr_import_contacts").fetchone()
+        assert left == (0 if when == "loading" else 12,)  # (left by the dead load)
+        with pg.bulk(len(rows)) as writer:
+            writer.add(rows[:5])
+            assert not readable_meanwhile(postgres_url)  # the load has the store's tables
+            writer.add(rows[5:])
+        assert writer.counts.as_dict() == lite.upsert(rows).as_dict()
+        assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
+        assert describe_tables(postgres_url) == migrated
+        with pg.connection() as conn:  # every day with candidates marked for the rollups, as by any load
+            marked = conn.execute("SELECT array_agg(utc_day ORDER BY utc_day) FROM metric_rollup_dirty").fetchone()
+        assert marked == (
+            sorted({row["started_us"] // US_PER_DAY for row in dump(pg) if row["direction"] == "inbound"}),
+        )
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_a_write_waiting_for_a_staged_load_goes_on_into_the_swapped_in_tables(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process's write that arrives during an initial load waits for it, then goes into the tables the
+    load swapped in, its statements prepared on the old ones (PostgreSQL plans them again): the store is what
+    the load and then the write give on SQLite."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    other = PostgresContactStore(postgres_url, max_connections=1)  # (one connection: its statements prepared)
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    watcher = psycopg.connect(postgres_url, autocommit=True)
+    rows = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    later = [contact("a2", "k1", 8.5, updated_at=T0 + 99), contact("b", "k0", 3.5)]
+    try:
+        for n in range(7):  # more than psycopg's prepare threshold, then gone again: an empty store
+            other.upsert([contact(f"w{n}", "gone", n)])
+        assert other.forget_customer("gone") == 7
+        with other.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM pg_prepared_statements").fetchone() != (0,)
+        counts: list[dict[str, int]] = []
+        waiting = threading.Thread(target=lambda: counts.append(other.upsert(later).as_dict()))
+        with pg.bulk(len(rows)) as writer:
+            writer.add(rows[:4])
+            waiting.start()
+            for _ in range(200):
+                if watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                ).fetchone() != (0,):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the write did not wait for the load")
+            writer.add(rows[4:])
+        waiting.join(30)
+        lite.upsert(rows)
+        assert counts == [lite.upsert(later).as_dict()]
+        assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
+    finally:
+        watcher.close()
+        other.close()
+        pg.close()
+        lite.close()
+
+
+def test_a_store_whose_tables_a_swap_would_change_loads_in_one_transaction(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A DBA's view on the contacts (or a grant, a trigger, a storage option...) would not survive a swap of the
+    table: such a store's initial load goes inside its one transaction, and the view stays."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    rows = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    try:
+        with pg.connection() as conn:
+            conn.execute("CREATE VIEW contact_ids AS SELECT id FROM contacts")
+        with pg.bulk(len(rows)) as writer:
+            writer.add(rows)
+        assert writer.counts.as_dict() == lite.upsert(rows).as_dict()
+        assert dump(pg) == dump(lite)
+        with pg.connection() as conn:
+            assert conn.execute("SELECT count(*) FROM contact_ids").fetchone() == (9,)
+    finally:
+        pg.close()
+        lite.close()
 
 
 def test_a_failed_bulk_write_stores_nothing(pg: PostgresContactStore) -> None:

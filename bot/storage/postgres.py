@@ -49,6 +49,7 @@ from bot.storage import (
 )
 from bot.storage.errors import newer_schema
 from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows
+from bot.storage.postgres_load import StagedLoad, run_builds, staged
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.rollup_cache import RollupCache
@@ -107,7 +108,7 @@ _LOAD_MAINTENANCE_WORK_MEM: Final = (
     "SELECT set_config('maintenance_work_mem', '512MB', true) "
     "WHERE pg_size_bytes(current_setting('maintenance_work_mem')) < pg_size_bytes('512MB')"
 )
-_COPY_CONTACTS: Final = f"COPY contacts ({_COLUMN_LIST}, received_at) FROM STDIN (FORMAT BINARY)"
+_COPY_CONTACTS: Final = f"COPY {{table}} ({_COLUMN_LIST}, received_at) FROM STDIN (FORMAT BINARY)"
 # A transaction with an id that writes WAL (a logical decoding message: no table is written, and replication
 # passes it on only to a consumer that asks for messages) and commits with the session's synchronous_commit:
 # it returns once the WAL up to its commit is on disk (and on the synchronous standbys, if there are any).
@@ -217,13 +218,13 @@ RETURNING m.started_us
 # An initial load: every candidate with its next repeat, in one sort of the contacts by customer (only the rows
 # that can be a candidate or a repeat).
 _LOAD_CANDIDATES: Final = f"""
-INSERT INTO metric_contacts ({_METRIC_COLUMNS})
+INSERT INTO {{candidates}} ({_METRIC_COLUMNS})
 SELECT {_METRIC_COLUMNS} FROM (
     SELECT c.pk, c.started_us, c.end_us, min(c.started_us) FILTER (WHERE c.repeatable) OVER (
         PARTITION BY c.customer_id ORDER BY c.started_us DESC
         RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
     ) AS next_repeat_us, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
-    FROM contacts AS c WHERE c.direction = 'inbound' AND (c.parent_id IS NULL OR c.agent IS NOT NULL)
+    FROM {{contacts}} AS c WHERE c.direction = 'inbound' AND (c.parent_id IS NULL OR c.agent IS NOT NULL){{part}}
 ) AS c WHERE c.agent IS NOT NULL  -- (inbound: a candidate)
 """
 # A small write: one statement (the new candidates are not yet visible to the fix, which leaves them alone).
@@ -347,11 +348,16 @@ class PostgresContactStore:
 
     @contextmanager
     def bulk(self, expected_rows: int = 0) -> Iterator[_PostgresBulkWriter]:
-        with self._write_transaction() as conn:
-            writer = _PostgresBulkWriter(conn)
-            writer.defer_indexes_for(expected_rows)
-            yield writer
-            writer.finish()
+        writer: _PostgresBulkWriter | None = None
+        try:
+            with self._write_transaction() as conn:
+                writer = _PostgresBulkWriter(conn, self._pool)
+                writer.defer_indexes_for(expected_rows)
+                yield writer
+                writer.finish()
+        finally:
+            if writer is not None:  # (once its transaction ended: the staging tables are dropped unless swapped in)
+                writer.close()
 
     @contextmanager
     def _write_transaction(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
@@ -676,8 +682,11 @@ class PostgresSchedulerLease:
 class _PostgresBulkWriter:
     """Writes chunks inside the transaction opened by ``PostgresContactStore.bulk``."""
 
-    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]]):
+    def __init__(self, conn: psycopg.Connection[tuple[Any, ...]], pool: ConnectionPool[Any] | None = None):
         self._conn = conn
+        self._pool = pool  # (connections for a staged initial load's rows and its end)
+        self._staging: StagedLoad | None = None  # an initial load's staging tables (dropped by ``close``)
+        self._staged = False  # rows go to the staging tables (swapped in at the end)
         self.counts = UpsertCounts()
         self._received_at = _now_text()
         self._updated = False  # some stored contact was changed (its candidate row must go)
@@ -696,11 +705,18 @@ class _PostgresBulkWriter:
         lock until the commit, so other processes' writes, and their questions that read candidates, wait for
         it. Only if it gets both within BULK_LOAD_LOCK_WAIT, never waiting for one while holding the other (no
         deadlock with a writer that holds rows and waits for the derive lock); otherwise it writes row by row.
-        The drops are part of the transaction: a rollback restores the indexes.
+        The drops are part of the transaction: a rollback restores the indexes. An initial load into a store with
+        no contacts drops nothing: it stages its rows in tables of its own and swaps them in at the end
+        (``postgres_load``), when the tables allow it.
         """
         conn = self._conn
-        if rows < BULK_LOAD_MIN_ROWS or rows < _first(conn.execute(_COUNT).fetchone()):
+        stored = _first(conn.execute(_COUNT).fetchone())
+        if rows < BULK_LOAD_MIN_ROWS or rows < stored:
             return
+        # An initial load stages its rows if it can (``postgres_load``): the staging tables are made first.
+        staging = None
+        if stored == 0 and self._pool is not None:
+            self._staging = staging = StagedLoad.begin(self._pool, BULK_LOAD_LOCK_WAIT)
         previous = _first(conn.execute("SELECT current_setting('lock_timeout')").fetchone())
         try:
             with conn.transaction():  # a savepoint: the table locks go with it if the derive lock is busy
@@ -714,10 +730,16 @@ class _PostgresBulkWriter:
         finally:
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
         self._deferred = [tuple(row) for row in conn.execute(_SECONDARY_INDEXES).fetchall()]
+        conn.execute(_LOAD_MAINTENANCE_WORK_MEM)
+        empty = _first(conn.execute(_EMPTY).fetchone())
+        if staging is not None and empty:  # the store's tables stay as they are until the swap at the end
+            self._initial = self._copy_straight = self._staged = True
+            # (idle while the rows go to the staging tables: a server's idle timeout must not end it)
+            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+            return
         for _, index, _ in self._deferred:
             conn.execute(f"DROP INDEX {index}")
-        conn.execute(_LOAD_MAINTENANCE_WORK_MEM)
-        if _first(conn.execute(_EMPTY).fetchone()):
+        if empty:
             self._start_initial_load()
 
     def _start_initial_load(self) -> None:
@@ -729,6 +751,25 @@ class _PostgresBulkWriter:
         if self._candidate_key is not None:
             conn.execute(f"ALTER TABLE metric_contacts DROP CONSTRAINT {self._candidate_key[0]}")
         conn.execute(f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'")
+
+    def _unstage(self) -> None:
+        """The rows staged so far become the store's contacts, inside this transaction (the staging contacts
+        swapped in); the load goes on as one in a single transaction (a key came again: the way of any write)."""
+        staging, self._staged = self._staging, False
+        assert staging is not None
+        staging.commit_rows()
+        conn = self._conn
+        conn.execute(";\n".join(staging.swap_statements(["contacts"], built=False)))
+        for _, index, _ in (deferred for deferred in self._deferred if deferred[0] == "metric_contacts"):
+            conn.execute(f"DROP INDEX {index}")
+        self._start_initial_load()
+
+    def close(self) -> None:
+        """Called once the write's transaction ended: the staging tables of an initial load, if any, are dropped
+        (unless swapped in) and their connection given back."""
+        staging, self._staging, self._staged = self._staging, None, False
+        if staging is not None:
+            staging.close()
 
     def _rebuild_indexes(self, table: str) -> None:
         """Build the indexes of ``table`` that ``defer_indexes_for`` dropped."""
@@ -800,6 +841,17 @@ class _PostgresBulkWriter:
             self._updated = True
 
     def _copied_straight(self, contacts: Sequence[Contact]) -> bool:
+        """``_copy_straight`` a chunk of an initial load; one that is not (a key came again) ends a staged load's
+        staging: from here on, the load goes the way of any write, on the store's tables."""
+        if self._copy_chunk_straight(contacts):
+            return True
+        if self._staged:
+            copy_straight = self._copy_straight
+            self._unstage()
+            self._copy_straight = copy_straight
+        return False
+
+    def _copy_chunk_straight(self, contacts: Sequence[Contact]) -> bool:
         """Copy a chunk of an initial load straight into contacts, if each of its keys is new: all of it (True),
         or, when a key comes again (in the chunk, or stored by an earlier one), none of it (False; from then on
         every chunk goes the way of any write). A COPY with binary rows (made by the readers, or here), in a
@@ -834,8 +886,12 @@ class _PostgresBulkWriter:
                 for row in zip(*columns, repeat(self._received_at)):
                     write_row(row)
 
+        conn, table = self._conn, "contacts"
+        if self._staged and self._staging is not None:  # (the load's rows go to its staging tables)
+            conn, table = self._staging.loader, staged("contacts")
+        statement = _COPY_CONTACTS.format(table=table)
         try:
-            with self._conn.transaction(), self._conn.cursor() as cursor, cursor.copy(_COPY_CONTACTS) as copy:
+            with conn.transaction(), conn.cursor() as cursor, cursor.copy(statement) as copy:
                 write(copy)
         except errors.UniqueViolation:
             self._copy_straight = False
@@ -853,9 +909,12 @@ class _PostgresBulkWriter:
     def finish(self) -> None:
         """The derive step, under the derive lock: candidates of the written contacts, then next repeats (and the
         indexes a bulk load dropped: those of the contacts first, which the derive step reads by)."""
+        if self._staged:
+            self._finish_staged()
+            return
         self._rebuild_indexes("contacts")
         if self._initial:
-            steps = [_LOAD_CANDIDATES, *_count_steps(self.counts.inserted, "metric_contacts")]
+            steps = [_load_candidates(), *_count_steps(self.counts.inserted, "metric_contacts")]
             if self._candidate_key is not None:
                 name, definition = self._candidate_key
                 steps.append(f"ALTER TABLE metric_contacts ADD CONSTRAINT {name} {definition}")
@@ -864,6 +923,25 @@ class _PostgresBulkWriter:
             steps = _derive_steps(updated=self._updated, rows=self._written, contacts_added=self.counts.inserted)
             self._conn.execute(";\n".join(steps))  # one round trip (no parameters: the simple query protocol)
         self._rebuild_indexes("metric_contacts")
+
+    def _finish_staged(self) -> None:
+        """The end of a staged initial load: its rows committed, the candidates and every index built on two
+        connections side by side (``postgres_load.run_builds``), then the staging tables swapped in, the days
+        marked for the rollups and the count, in this transaction."""
+        staging, pool = self._staging, self._pool
+        assert staging is not None and pool is not None
+        staging.commit_rows()
+        setup = [f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'", _LOAD_MAINTENANCE_WORK_MEM]
+        with pool.connection() as second:
+            run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
+        steps = [*staging.swap_statements(), *_count_steps(self.counts.inserted, "metric_contacts")]
+        self._conn.execute(";\n".join(steps))
+
+
+def _load_candidates(contacts: str = "contacts", candidates: str = "metric_contacts", part: str = "") -> str:
+    """An initial load's candidates, from the table ``contacts`` into ``candidates`` (the store's, or staging),
+    of the customers ``part`` (a condition on ``c.customer_id``; all of them by default)."""
+    return _LOAD_CANDIDATES.format(contacts=contacts, candidates=candidates, part=part and f" AND {part}")
 
 
 class _Busy(Exception):
