@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     http_max_connections: int = Field(default=1000, ge=1)
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Processes that decode platform webhook requests (bot/platforms/decoding.py); unset: the cores but one, at
+    # most 4; 0: in the server's own process.
+    platform_decode_workers: int | None = Field(default=None, ge=0, le=64)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
     sqlite_synchronous: Literal["NORMAL", "FULL"] = "NORMAL"

@@ -17,6 +17,7 @@ import pytest
 import uvicorn
 
 from bot.http.app import build_app
+from bot.platforms.base import Decoders
 from bot.settings import load_settings
 from bot.storage import ContactStore, open_store
 from tests.store_support import stored_contacts
@@ -31,6 +32,7 @@ class App:
     url: str
     store: ContactStore
     client: httpx.Client
+    decoders: Decoders  # where its platform requests are decoded (bot.platforms.decoding)
 
     def stored(self, source: str) -> dict[str, dict[str, Any]]:
         """The stored contacts of ``source`` by id."""
@@ -56,7 +58,7 @@ def start_app(db_path: Path) -> Iterator[Callable[..., App]]:
             assert time.monotonic() < deadline, "server did not start"
             time.sleep(0.005)
         url = f"http://127.0.0.1:{listener.getsockname()[1]}"
-        handle = App(url, store, httpx.Client(base_url=url, timeout=30))
+        handle = App(url, store, httpx.Client(base_url=url, timeout=30), app.state.platform_decoders)
         running.append((server, thread, handle))
         return handle
 

@@ -33,6 +33,7 @@ from unittest import mock
 
 import httpx
 import orjson
+import psutil
 import pybase64
 import pytest
 from click.testing import CliRunner, Result
@@ -359,8 +360,11 @@ def test_sigkill_mid_stream_loses_no_acknowledged_ctr(db_path: Path, tmp_path: P
     deadline = time.monotonic() + 60
     while sum(len(sender.acknowledged) for sender in senders) < 1000 and time.monotonic() < deadline:
         time.sleep(0.01)
+    decoding = psutil.Process(server.proc.pid).children()  # its decoding processes (bot.platforms.decoding)
+    assert decoding
     server.proc.kill()  # while the senders keep streaming: some deliveries are in flight, unanswered
     assert server.proc.wait(timeout=10) == -signal.SIGKILL
+    assert not psutil.wait_procs(decoding, timeout=10)[1], "the decoding processes outlived their server"
     for thread in threads:
         thread.join(timeout=30)
     acknowledged = [contact for sender in senders for contact in sender.acknowledged]

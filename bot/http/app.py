@@ -46,14 +46,16 @@ def build_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with AsyncExitStack() as hooks:
+            hooks.callback(decoders.close)  # (last: after the server has answered its requests)
             for hook in lifespans:
                 await hooks.enter_async_context(hook(app))
             yield
 
     webhook = Webhook(settings, store)
+    platforms, decoders = platform_routes(settings, store)
     routes = [
         webhook.route(),
-        *platform_routes(settings, store),
+        *platforms,
         Health(settings, store).route(),
         metrics_route(store),
         *extra_routes,
@@ -68,6 +70,7 @@ def build_app(
     app.state.settings = settings
     app.state.store = store
     app.state.webhook_enabled = webhook.enabled
+    app.state.platform_decoders = decoders
     return app
 
 

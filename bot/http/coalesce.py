@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.storage import ContactStore, UpsertCounts
+from bot.storage import BulkWriter, ContactStore, PackedContacts, UpsertCounts
 from bot.storage.errors import StoreUnavailable
 from metrics.records import Contact
 
@@ -78,8 +78,7 @@ class WriteCoalescer:
             with self.store.bulk(expected) as writer:
                 for item in group:
                     before = writer.counts.minus(UpsertCounts())
-                    for start in range(0, len(item.contacts), CHUNK):
-                        writer.add(item.contacts[start : start + CHUNK])
+                    _add(writer, item.contacts)
                     results.append(writer.counts.minus(before))
         except BaseException as failure:
             if not isinstance(failure, Exception):  # interrupted: nobody in the group may wait forever
@@ -92,9 +91,21 @@ class WriteCoalescer:
                 return
             for item in group:  # find the culprit: each request alone, in its own transaction
                 try:
-                    item.counts = self.store.upsert(item.contacts)
+                    with self.store.bulk(len(item.contacts)) as writer:
+                        _add(writer, item.contacts)
+                    item.counts = writer.counts
                 except Exception as own_failure:
                     item.error = own_failure
             return
         for item, counts in zip(group, results, strict=True):
             item.counts = counts
+
+
+def _add(writer: BulkWriter, contacts: Sequence[Contact]) -> None:
+    """One request's contacts into the write: ``PackedContacts`` whole (their raws may be packed: never taken
+    apart into Contacts), others in chunks."""
+    if isinstance(contacts, PackedContacts):
+        writer.add(contacts)
+        return
+    for start in range(0, len(contacts), CHUNK):
+        writer.add(contacts[start : start + CHUNK])

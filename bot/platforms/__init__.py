@@ -11,8 +11,9 @@ from starlette.routing import Route
 
 from bot.http.coalesce import WriteCoalescer
 from bot.platforms.amazon_connect import AmazonConnect
-from bot.platforms.base import Platform, PlatformEndpoint
+from bot.platforms.base import Decoders, Platform, PlatformEndpoint
 from bot.platforms.chatwoot import Chatwoot
+from bot.platforms.decoding import decoders_for
 from bot.platforms.intercom import Intercom
 from bot.platforms.twilio import Twilio
 from bot.platforms.zendesk import Zendesk
@@ -22,10 +23,13 @@ from bot.storage import ContactStore
 PLATFORMS: tuple[type[Platform], ...] = (AmazonConnect, Zendesk, Intercom, Chatwoot, Twilio)
 
 
-def platform_routes(settings: Settings, store: ContactStore) -> list[Route]:
-    """``POST /webhooks/<platform>`` for every platform; their writes share one group-commit writer."""
+def platform_routes(settings: Settings, store: ContactStore) -> tuple[list[Route], Decoders]:
+    """``POST /webhooks/<platform>`` for every platform, and the decoders they share (``bot.platforms.decoding``;
+    the caller closes them when the server stops). Their writes share one group-commit writer."""
     writer = WriteCoalescer(store)
-    return [PlatformEndpoint(platform(settings), writer, store).route() for platform in PLATFORMS]
+    platforms = [platform(settings) for platform in PLATFORMS]
+    decoders = decoders_for(platforms, settings.platform_decode_workers)
+    return [PlatformEndpoint(platform, writer, store, decoders).route() for platform in platforms], decoders
 
 
 def platform_names() -> list[str]:

@@ -10,17 +10,21 @@ of CONTRACT section 1). Everything else is here, the same for every platform:
 3. 401 the request is not authenticated by the platform's scheme (missing, stale, forged).
 4. 400 the body cannot be decoded (not the platform's envelope, bad base64, bad JSON ...).
 5. 422 an event maps to a record that is invalid (every problem listed).
-6. 503 with ``Retry-After`` the store cannot take the request now (busy with an import's write lock, a full disk):
-   nothing was stored, and the platform's own retry delivers it again (as the generic webhook answers).
+6. 503 with ``Retry-After`` the store cannot take the request now (busy with an import's write lock, a full disk),
+   or the process decoding it stopped: nothing was stored, and the platform's own retry delivers it again (as the
+   generic webhook answers).
 7. 200 once the whole request is stored in one transaction: each event is stored as records, or is not a
    contact (counted ``ignored``); each record keeps the platform's raw event (``acr-bot contacts get``), and a
    platform agent id the roster knows becomes the agent's name, with its team and tier (``bot.roster``).
 
-Nothing is stored from a refused request. Writes share the group commit of ``bot.http.coalesce``.
+Nothing is stored from a refused request. Steps 2-5 run in decoding processes (``PLATFORM_DECODE_WORKERS``,
+``bot.platforms.decoding``), which also compress the raws as the store keeps them; the server's process reads
+bodies and writes, and writes share the group commit of ``bot.http.coalesce``.
 """
 
 from __future__ import annotations
 
+import copy
 import hmac
 import logging
 import time
@@ -28,11 +32,13 @@ import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple, cast
+from itertools import chain
+from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import orjson
 from pydantic import SecretStr
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -42,7 +48,7 @@ from bot.http.coalesce import WriteCoalescer
 from bot.http.responses import JSONResponse, error_response
 from bot.ingest.events_format import Unusual
 from bot.settings import Settings
-from bot.storage import ContactStore, UpsertCounts
+from bot.storage import ContactStore, PackedContacts, RawPacker, RawPacking, UpsertCounts
 from bot.storage.errors import StoreUnavailable
 from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, WRITE_SECONDS, count_stored
 from metrics.records import Contact, parse_contact
@@ -51,6 +57,8 @@ from metrics.timeutil import InstantCache, instant_cache
 log = logging.getLogger("acr_bot.platforms")
 
 MAX_DETAILS = 100  # problems listed in one answer
+_WIDTH: Final = len(Contact._fields)
+_RAW: Final = Contact._fields.index("raw")
 
 
 class Refused(Exception):
@@ -88,6 +96,22 @@ class Outcome:
 
     def as_dict(self) -> dict[str, int]:
         return {**self.counts.as_dict(), "ignored": self.ignored}
+
+
+class DecoderStopped(Exception):
+    """The process decoding a request stopped before it answered: nothing was stored, and sending the request
+    again is safe (a new process takes it)."""
+
+
+class Decoders(Protocol):
+    """Where requests are decoded (``bot.platforms.decoding``): ``Platform.decode_delivery`` of the platform
+    ``name``, in this process or in another one. Raises DecoderStopped when that process dies."""
+
+    def decode(
+        self, name: str, headers: Headers, path: str, body: bytes, known: roster.Lookup, packer: RawPacker | None
+    ) -> Decoded: ...
+
+    def close(self) -> None: ...
 
 
 class Platform(ABC):
@@ -145,16 +169,107 @@ class Platform(ABC):
             f"(see the README section 'Connect {self.title}')"
         )
 
+    def decode_delivery(
+        self, headers: Headers, path: str, body: bytes, known: roster.Lookup, packer: RawPacker | None
+    ) -> Decoded:
+        """Steps 2-5 of the module's list for one request's body (gunzip, verify, decode, map, validate), and its
+        contacts' raws packed by ``packer`` (the store's: ``RawPacking``; None: raws as text). Pure: no store, no
+        I/O, so it runs in a decoding process (``bot.platforms.decoding``) as well as here."""
+        incoming = Incoming(headers, path, body)
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if encoding in ("gzip", "x-gzip"):
+            limit = self.settings.webhook_max_body_bytes
+            unpacked = gunzip_limited(body, limit)
+            if unpacked is None:
+                return Decoded(incoming.notes, status=413, message=too_large_message(limit))
+            if isinstance(unpacked, str):
+                return Decoded(incoming.notes, status=400, message=unpacked)
+            incoming = Incoming(headers, path, unpacked, incoming.notes)
+        try:
+            self.verify(incoming)
+        except Refused as refused:
+            return Decoded(incoming.notes, status=refused.status, message=str(refused), unverified=True)
+        try:  # (the events go as soon as they are contacts: fewer objects for the garbage collector to see)
+            contacts, ignored, details = self._contacts(self.decode(incoming), known)
+        except Refused as refused:
+            return Decoded(incoming.notes, status=refused.status, message=str(refused))
+        if details:
+            plural = "s" if len(details) != 1 else ""
+            return Decoded(
+                incoming.notes,
+                status=422,
+                message=f"{len(details)} problem{plural} in the mapped records; nothing was stored",
+                details=details[:MAX_DETAILS],
+                refused=len(contacts) + len({(d["index"], d["id"]) for d in details}),
+            )
+        values = list(chain.from_iterable(contacts))
+        if packer is not None and values:
+            own = copy.copy(packer)  # (a compressor of its own: zstd's are not thread-safe; ~70 us to make)
+            values[_RAW::_WIDTH] = [own.pack(raw.encode()) for raw in values[_RAW::_WIDTH]]
+        return Decoded(incoming.notes, values, packed=packer is not None, ignored=ignored)
+
+    def _contacts(
+        self, events: Iterable[Event], known: roster.Lookup
+    ) -> tuple[list[Sequence[Any]], int, list[dict[str, Any]]]:
+        """The contacts of the events (the fast path's rows as plain tuples, which the garbage collector stops
+        tracking, unlike a NamedTuple; Contacts from the general path), how many events were not contacts, and
+        the problems of the invalid ones."""
+        contacts: list[Sequence[Any]] = []
+        details: list[dict[str, Any]] = []
+        ignored = 0
+        zone, name = self.settings.zone, self.name
+        instants, fast_row = instant_cache(zone), self.contact_row
+        for index, event in enumerate(events):
+            try:
+                row = fast_row(event, instants, known)
+            except Unusual:
+                pass
+            else:
+                if row is None:
+                    ignored += 1
+                else:
+                    contacts.append(row)
+                continue
+            records = self.records(event)
+            if not records:
+                ignored += 1
+            for record in records:
+                parsed = parse_contact(roster.apply(record, name, known), zone, raw=event.raw)
+                if isinstance(parsed, Contact):
+                    contacts.append(parsed)
+                else:
+                    where = {"index": index, "id": record.get("id")}
+                    details.extend({**where, "field": p.field, "message": p.message} for p in parsed)
+        return contacts, ignored, details
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What ``Platform.decode_delivery`` made of a request: its contacts, or the refusal to answer. Small to send
+    back from a decoding process: the contacts are one flat list of values."""
+
+    notes: dict[str, Any]  # what decoding learnt that the answer needs (``Incoming.notes``)
+    values: list[Any] = field(default_factory=list)  # the contacts' values, row after row, in Contact field order
+    packed: bool = False  # raws as the packer made them (else text)
+    ignored: int = 0  # events that are not contacts
+    status: int = 0  # a refusal's HTTP status; 0: decoded
+    message: str = ""
+    details: list[dict[str, Any]] = field(default_factory=list)
+    unverified: bool = False  # refused by ``verify`` (logged, with the sender)
+    refused: int = 0  # records refused as invalid (422)
+
 
 class PlatformEndpoint:
-    """Serves one Platform at its path, storing through the shared group-commit writer."""
+    """Serves one Platform at its path: the body is read here, decoded by ``decoders`` (worker processes, or this
+    one: ``bot.platforms.decoding``) and stored through the shared group-commit writer."""
 
-    def __init__(self, platform: Platform, writer: WriteCoalescer, store: ContactStore):
+    def __init__(self, platform: Platform, writer: WriteCoalescer, store: ContactStore, decoders: Decoders):
         self.platform = platform
         self.writer = writer
         self.store = store
+        self.decoders = decoders
         self.max_body_bytes = platform.settings.webhook_max_body_bytes
-        self.zone = platform.settings.zone
+        self._packer: RawPacker | None = None  # the store's, once it has one (see _raw_packer)
 
     def route(self) -> Route:
         return Route(self.platform.path, self.handle, methods=["POST"], name=f"webhook_{self.platform.name}")
@@ -173,94 +288,63 @@ class PlatformEndpoint:
         if body is None:
             return self._too_large(None)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        incoming = Incoming(request.headers, path, body)
         encoding = request.headers.get("content-encoding", "").strip().lower()
-        if encoding in ("gzip", "x-gzip"):
-            unpacked = gunzip_limited(body, self.max_body_bytes)
-            if unpacked is None:
-                return self._too_large(incoming)
-            if isinstance(unpacked, str):
-                return platform.refused(incoming, 400, unpacked)
-            incoming = Incoming(request.headers, path, unpacked, incoming.notes)
-        elif encoding not in ("", "identity"):
+        if encoding not in ("", "identity", "gzip", "x-gzip"):
+            incoming = Incoming(request.headers, path, body)
             return platform.refused(incoming, 415, f"unsupported Content-Encoding {encoding!r}: send gzip or none")
+        with WRITE_SECONDS.time():
+            return await run_in_threadpool(self._store, request.headers, path, body, _client(request))
+
+    def _store(self, headers: Headers, path: str, body: bytes, client: str) -> Response:
+        """Decode, map, validate and store one request (in a worker thread: decoding is waited for, SQLite
+        blocks)."""
+        platform = self.platform
+        known = roster.lookup(self.store.roster())  # read per request: a new roster applies from the next one
+        packer = self._raw_packer()
         try:
-            platform.verify(incoming)
-        except Refused as refused:
-            log.warning("%s webhook refused from %s: %s", platform.name, _client(request), refused)
-            return platform.refused(incoming, refused.status, str(refused))
+            decoded = self.decoders.decode(platform.name, headers, path, body, known, packer)
+        except DecoderStopped as stopped:
+            log.error("%s webhook from %s: %s", platform.name, client, stopped)
+            return _retry_later(platform.refused(Incoming(headers, path, body), 503, str(stopped)), 1)
+        incoming = Incoming(headers, path, body, decoded.notes)
+        if decoded.status:
+            if decoded.unverified:
+                log.warning("%s webhook refused from %s: %s", platform.name, client, decoded.message)
+            if decoded.status == 413:
+                return self._too_large(incoming)
+            RECORDS_REFUSED.inc(decoded.refused)
+            return platform.refused(incoming, decoded.status, decoded.message, decoded.details)
+        contacts = PackedContacts(decoded.values, packer if decoded.packed else None)
         try:
-            with WRITE_SECONDS.time():
-                return await run_in_threadpool(self._store, incoming)
+            counts = self.writer.upsert(contacts)
         except StoreUnavailable as busy:  # nothing was stored; the same request later will be
             BATCHES_DEFERRED.inc()
             log.warning("%s webhook refused for now: %s", platform.name, busy)
-            response = platform.refused(incoming, 503, str(busy))
-            response.headers["Retry-After"] = str(busy.retry_after_seconds)
-            return response
-
-    def _store(self, incoming: Incoming) -> Response:
-        """Decode, map, validate and store one request (in a worker thread: parsing and SQLite block)."""
-        platform = self.platform
-        try:  # (the events go as soon as they are contacts: fewer objects for the garbage collector to see)
-            contacts, ignored, details = self._contacts(platform.decode(incoming))
-        except Refused as refused:
-            return platform.refused(incoming, refused.status, str(refused))
-        if details:
-            RECORDS_REFUSED.inc(len(contacts) + len({(d["index"], d["id"]) for d in details}))
-            shown = details[:MAX_DETAILS]
-            message = (
-                f"{len(details)} problem{'s' if len(details) != 1 else ''} in the mapped records; nothing was stored"
-            )
-            return platform.refused(incoming, 422, message, shown)
-        counts = self.writer.upsert(
-            cast(list[Contact], contacts)
-        )  # (rows in Contact field order: the store indexes them)
+            return _retry_later(platform.refused(incoming, 503, str(busy)), busy.retry_after_seconds)
         count_stored(counts)
-        return platform.ok(incoming, Outcome(counts, ignored))
+        return platform.ok(incoming, Outcome(counts, decoded.ignored))
 
-    def _contacts(self, events: Iterable[Event]) -> tuple[list[Sequence[Any]], int, list[dict[str, Any]]]:
-        """The contacts of the events (the fast path's rows as plain tuples, which the garbage collector stops
-        tracking, unlike a NamedTuple; Contacts from the general path), how many events were not contacts, and
-        the problems of the invalid ones."""
-        contacts: list[Sequence[Any]] = []
-        details: list[dict[str, Any]] = []
-        ignored = 0
-        zone, name = self.zone, self.platform.name
-        known = roster.lookup(self.store.roster())  # read per request: a new roster applies from the next one
-        instants, fast_row = instant_cache(zone), self.platform.contact_row
-        for index, event in enumerate(events):
-            try:
-                row = fast_row(event, instants, known)
-            except Unusual:
-                pass
-            else:
-                if row is None:
-                    ignored += 1
-                else:
-                    contacts.append(row)
-                continue
-            records = self.platform.records(event)
-            if not records:
-                ignored += 1
-            for record in records:
-                parsed = parse_contact(roster.apply(record, name, known), zone, raw=event.raw)
-                if isinstance(parsed, Contact):
-                    contacts.append(parsed)
-                else:
-                    where = {"index": index, "id": record.get("id")}
-                    details.extend({**where, "field": p.field, "message": p.message} for p in parsed)
-        return contacts, ignored, details
+    def _raw_packer(self) -> RawPacker | None:
+        """What the decoders pack raws with: the store's newest dictionary (``RawPacking``), so that the one writer
+        does not compress them. None until the store has one (the first long raws it writes train it) or when the
+        store keeps raws as they are."""
+        if self._packer is None and isinstance(self.store, RawPacking):
+            self._packer = self.store.raw_packer(())
+        return self._packer
 
     def _too_large(self, incoming: Incoming | None) -> Response:
-        response = self.platform.refused(
-            incoming,
-            413,
-            f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({self.max_body_bytes} bytes, decompressed); "
-            "send smaller batches",
-        )
+        response = self.platform.refused(incoming, 413, too_large_message(self.max_body_bytes))
         response.headers["Connection"] = "close"  # the rest of the body is never read
         return response
+
+
+def too_large_message(limit: int) -> str:
+    return f"the body is larger than WEBHOOK_MAX_BODY_BYTES ({limit} bytes, decompressed); send smaller batches"
+
+
+def _retry_later(response: Response, seconds: int) -> Response:
+    response.headers["Retry-After"] = str(seconds)
+    return response
 
 
 async def read_limited(request: Request, limit: int) -> bytes | None:
