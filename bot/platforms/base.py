@@ -33,6 +33,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import Any, ClassVar, Final, NamedTuple, Protocol
 
 import orjson
@@ -59,6 +60,7 @@ log = logging.getLogger("acr_bot.platforms")
 MAX_DETAILS = 100  # problems listed in one answer
 _WIDTH: Final = len(Contact._fields)
 _RAW: Final = Contact._fields.index("raw")
+_KEY: Final = itemgetter(Contact._fields.index("source"), Contact._fields.index("id"))
 
 
 class Refused(Exception):
@@ -202,6 +204,7 @@ class Platform(ABC):
                 details=details[:MAX_DETAILS],
                 refused=len(contacts) + len({(d["index"], d["id"]) for d in details}),
             )
+        contacts.sort(key=_KEY)  # (stable: a key's rows keep their order) the order a store writes best, made here
         values = list(chain.from_iterable(contacts))
         if packer is not None and values:
             own = copy.copy(packer)  # (a compressor of its own: zstd's are not thread-safe; ~70 us to make)
