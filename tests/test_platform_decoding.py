@@ -20,23 +20,13 @@ import psutil
 import pytest
 
 from bot.platforms.decoding import WorkerDecoders
-from metrics.timeutil import iso_utc
 from tests.platform_support import App
-from tests.test_amazon_connect import INBOUND, KEY, SOURCE, assert_firehose_answer, deliver, envelope
+from tests.test_amazon_connect import KEY, SOURCE, assert_firehose_answer, deliver, envelope, synthetic_ctr
 
 
 def ctr(number: int, **changes: Any) -> dict[str, Any]:
-    """The inbound CTR as another contact (of one of 40 customers), changed as given."""
-    started = iso_utc((1_780_000_000 + number * 600) * 1_000_000)
-    return {
-        **INBOUND,
-        "ContactId": f"decoded-{number}",
-        "CustomerEndpoint": {"Address": f"+1555{number % 40:07d}", "Type": "TELEPHONE_NUMBER"},
-        "InitiationTimestamp": started,
-        "DisconnectTimestamp": started,
-        "LastUpdateTimestamp": started,
-        **changes,
-    }
+    """The inbound CTR as contact ``decoded-<number>`` (of one of 97 customers), changed as given."""
+    return {**synthetic_ctr(0, 0, number), "ContactId": f"decoded-{number}", **changes}
 
 
 def stored_counter(app: App, result: str) -> float:
@@ -57,7 +47,7 @@ def test_deliveries_are_stored_whole_with_raws_packed_as_the_store_keeps_them(
     first = [ctr(number) for number in range(250)]
     assert deliver(app, envelope(first)).status_code == 200
     unchanged, updated = stored_counter(app, "unchanged"), stored_counter(app, "updated")
-    newer = ctr(1, Attributes={"reason": "billing"}, LastUpdateTimestamp="2026-06-01T00:00:00Z")
+    newer = ctr(1, Attributes={"reason": "billing"}, LastUpdateTimestamp="2027-01-01T00:00:00Z")
     second = [ctr(number) for number in range(250, 270)] + [first[0], newer]
     delivery = envelope(second)
     assert_firehose_answer(deliver(app, delivery), 200, delivery["requestId"])
@@ -69,7 +59,10 @@ def test_deliveries_are_stored_whole_with_raws_packed_as_the_store_keeps_them(
         assert contact is not None and contact["raw"] == delivery_text(sent), contact_id
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
         assert conn.execute("SELECT count(*) FROM raw_dictionaries").fetchone() == (1,)
-        kinds = conn.execute("SELECT DISTINCT typeof(raw) FROM contacts WHERE id >= 'decoded-250'").fetchall()
+        ids = [item["ContactId"] for item in second]
+        kinds = conn.execute(
+            f"SELECT DISTINCT typeof(raw) FROM contacts WHERE id IN ({', '.join('?' * len(ids))})", ids
+        ).fetchall()
     assert kinds == [("blob",)]  # compressed (a CTR is ~2.5 KB)
     assert app.store.count_contacts() == 270
 
