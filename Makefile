@@ -21,8 +21,8 @@ run: install  ## start the bot on the embedded database (demo data when empty, S
 test: install  ## run every test (in parallel, one worker per core), the store tests on SQLite and on a throwaway PostgreSQL (skipped, loudly, without one)
 	scripts/pg-test-server $(BIN)/pytest -q -n auto
 
-test-fast: install  ## the inner loop: every test but those marked slow (well under a minute)
-	$(BIN)/pytest -q -m "not slow"
+test-fast: install  ## the inner loop: every test but those marked slow, in parallel (under a minute)
+	$(BIN)/pytest -q -n auto -m "not slow"
 
 lint: install  ## ruff and mypy (mypy checks bot, metrics, tests and bench: pyproject.toml)
 	$(BIN)/ruff check bot metrics tests bench

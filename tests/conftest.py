@@ -117,8 +117,27 @@ def postgres_url(tmp_path: Path) -> Iterator[str]:
     made.close()
 
 
+SLOW_SECONDS = 5.0  # a test that takes longer carries the `slow` marker (`make test-fast` leaves it out)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first (otherwise in file order): under ``pytest -n`` the workers share out the long ones at the
+    start and the short ones fill the end, instead of one worker finishing a minute-long test alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Say loudly, at the end, when the tests of an external backend did not run."""
+    """Say loudly, at the end, when the tests of an external backend did not run, and name the tests that took
+    longer than SLOW_SECONDS without the `slow` marker."""
+    unmarked = sorted(
+        (report.duration, report.nodeid)
+        for report in terminalreporter.stats.get("passed", [])
+        if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords
+    )
+    if unmarked:
+        terminalreporter.write_sep("-", f"{len(unmarked)} tests took over {SLOW_SECONDS:g} s without the slow marker")
+        for duration, nodeid in reversed(unmarked):
+            terminalreporter.write_line(f"{duration:6.1f} s  {nodeid}")
     for name in sorted(EXTERNAL):
         reason = skip_reason(name)
         skipped = [r for r in terminalreporter.stats.get("skipped", []) if reason in str(r.longrepr)]

@@ -349,6 +349,7 @@ class FirehoseSender:
                 self.delivered.append(delivery)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_loses_no_acknowledged_ctr(db_path: Path, tmp_path: Path, servers: list[Process]) -> None:
     database_url = f"sqlite:///{db_path}"
     server = start_serve(database_url, tmp_path / "serve.log", CONNECT_FIREHOSE_ACCESS_KEY=KEY)
@@ -564,6 +565,7 @@ def reference_record(ctr: dict[str, Any]) -> dict[str, Any] | None:
     return record
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(ctr=ctrs)
 def test_typed_decoding_maps_every_ctr_as_the_plain_mapping_of_its_dicts(ctr: dict[str, Any]) -> None:
@@ -574,6 +576,7 @@ def test_typed_decoding_maps_every_ctr_as_the_plain_mapping_of_its_dicts(ctr: di
     assert mapper.record(decoded) == mapper.record(ctr) == reference_record(ctr)
 
 
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None)
 @given(records=st.lists(st.lists(ctrs, min_size=1, max_size=3), max_size=4))
 def test_typed_delivery_decoding_gives_the_events_of_the_checked_one(records: list[list[dict[str, Any]]]) -> None:
@@ -681,6 +684,7 @@ def row_outcome(row: Any) -> Any:
     return None if row is None else ("row", [(type(value), value) for value in row])
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(ctr=_usual_ctr, entries=_rosters, zone=st.sampled_from(ZONES), attributes=st.booleans())
 def test_the_fast_path_makes_the_row_of_the_general_one_or_steps_aside(

@@ -284,6 +284,7 @@ def test_an_initial_load_settles_keys_repeated_across_chunks_as_row_by_row(
         assert conn.execute("SELECT pk FROM contacts WHERE id = 'c1'").fetchone()[0] == 2
 
 
+@pytest.mark.slow
 def test_settling_repeated_keys_holds_a_page_of_them_not_all(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A file that repeats every key (a Connect export with each CTR's first and updated version) must not make the
     import hold every repeated key at once: 500,000 of them took 88 MiB. Python's peak while the load finishes

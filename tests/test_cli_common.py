@@ -55,6 +55,7 @@ def test_a_command_closes_its_store_however_it_ends(
     assert db.exists() and not Path(f"{db}-wal").exists()
 
 
+@pytest.mark.slow
 def test_a_command_run_imports_its_own_module_only(tmp_path: Path) -> None:
     """``acr-bot ingest`` loads neither the other commands nor what only they need (the Slack SDK, the scheduler,
     Connect's mapper): ~0.1-0.4 s of start-up on every run. In a fresh interpreter, as the console script runs."""

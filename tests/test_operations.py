@@ -57,6 +57,7 @@ def serve(tmp_path: Path, processes: list[Process]) -> Process:  # (operations o
     return server
 
 
+@pytest.mark.slow
 def test_metrics_count_requests_records_latency_outbox_and_scheduler_runs(serve: Process) -> None:
     assert post(serve.url, RECORDS).status_code == 200
     assert post(serve.url, [{"id": "bad"}]).status_code == 422
@@ -142,6 +143,7 @@ def answers(database_url: str) -> list[Any]:
     return [found, contacts]
 
 
+@pytest.mark.slow
 def test_retention_purges_old_contacts_and_what_remains_answers_exactly(
     database_url: str, databases: Databases
 ) -> None:
@@ -174,6 +176,7 @@ def test_retention_purges_old_contacts_and_what_remains_answers_exactly(
     assert answers(database_url) == answers(reference_url)
 
 
+@pytest.mark.slow
 def test_contacts_forget_erases_a_customer_and_corrects_every_rate(database_url: str, databases: Databases) -> None:
     records = demo_records()
     load(database_url, records)
@@ -189,6 +192,7 @@ def test_contacts_forget_erases_a_customer_and_corrects_every_rate(database_url:
     assert again.stdout.startswith(f"Erased 0 contacts of customer {customer!r}")
 
 
+@pytest.mark.slow
 def test_backup_is_a_consistent_copy_of_the_live_database(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'acr.db'}"
     records = demo_records(500)

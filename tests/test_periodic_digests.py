@@ -176,6 +176,7 @@ def test_slack_subscribes_a_weekly_digest_beside_the_daily_one(database_url: str
         store.close()
 
 
+@pytest.mark.slow
 def test_the_readme_examples_are_what_make_periods_example_writes(tmp_path: Path) -> None:
     """The weekly digest and the chart reply in the README come from ``make periods-example`` (demo data)."""
     written = write_examples(tmp_path)

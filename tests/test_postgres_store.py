@@ -112,6 +112,7 @@ def build(version: tuple[Any, ...]) -> Contact:
     return contact(f"c{key}", customer, start, **fields)
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(versions, min_size=1, max_size=12), min_size=1, max_size=5))
 def test_any_delivery_gives_what_sqlite_gives(tmp_path_factory: pytest.TempPathFactory, batches: Any) -> None:
@@ -799,6 +800,7 @@ def rollup_answers(source: MetricSource | ContactStore, use_rollups: bool) -> li
     return results
 
 
+@pytest.mark.slow
 def test_rollups_stay_exact_under_concurrent_writers_and_refreshers(postgres_url: str) -> None:
     """Two stores write the same customers across days while a third refreshes the rollups and asks questions
     (as three processes would): the rollups left behind, with the days they mark stale, answer exactly what

@@ -168,6 +168,7 @@ def _sqlite_memory_after_writes(server: Process, round: int) -> float:
     return float(line.split()[1]) / 2**20
 
 
+@pytest.mark.slow
 def test_sqlite_cache_mib_stops_sqlite_memory_growing_with_the_database(
     tmp_path: Path, processes: list[Process]
 ) -> None:

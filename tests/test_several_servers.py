@@ -148,6 +148,7 @@ def wait_for_role(process: Process, role: str, timeout: float = 20) -> None:
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_hand_over_posts_a_digest_due_after_the_schedulers_process_is_killed_exactly_once(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -194,6 +195,7 @@ def test_hand_over_posts_a_digest_due_after_the_schedulers_process_is_killed_exa
                     process.proc.wait()
 
 
+@pytest.mark.slow
 def test_two_servers_writing_the_same_customers_give_one_ordered_delivery(postgres_url: str, tmp_path: Path) -> None:
     servers: list[Process] = []
     try:

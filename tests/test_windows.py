@@ -99,6 +99,7 @@ def stored(store: ContactStore) -> tuple[ContactStore, list[Contact]]:
     return store, [c for c in contacts if isinstance(c, Contact)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("metric", ["acr", "tier1"])
 @pytest.mark.parametrize("rollups", [False, True])
 @pytest.mark.parametrize("quick", [False, True], ids=["each-window", "quick-returns"])

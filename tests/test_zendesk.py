@@ -193,6 +193,7 @@ def stored_counter(app: App, result: str) -> float:
     return float(found[0].split()[-1]) if found else 0.0
 
 
+@pytest.mark.slow
 def test_a_request_during_a_long_import_gets_503_with_retry_after_then_succeeds(
     start_app: Callable[..., App], db_path: Path
 ) -> None:
