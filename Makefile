@@ -18,11 +18,16 @@ run: install  ## start the bot on the embedded database (demo data when empty, S
 	$(BIN)/acr-bot demo --if-empty
 	$(BIN)/acr-bot serve
 
-test: install  ## run every test (in parallel, one worker per core), the store tests on SQLite and on a throwaway PostgreSQL (skipped, loudly, without one)
-	scripts/pg-test-server $(BIN)/pytest -q -n auto
+# Two test workers a core: most tests spend their time waiting for a server process, PostgreSQL or the disk. One test
+# at a time to each worker (--maxschedchunk 1) and slow tests first (tests/conftest.py): the long ones start early.
+TEST_WORKERS := $(shell echo $$(( $$(nproc 2>/dev/null || echo 1) * 2 )))
+PARALLEL := -n $(TEST_WORKERS) --maxschedchunk 1
+
+test: install  ## run every test (in parallel, two workers per core), the store tests on SQLite and on a throwaway PostgreSQL (skipped, loudly, without one)
+	scripts/pg-test-server $(BIN)/pytest -q $(PARALLEL)
 
 test-fast: install  ## the inner loop: every test but those marked slow, in parallel (under a minute)
-	$(BIN)/pytest -q -n auto -m "not slow"
+	$(BIN)/pytest -q $(PARALLEL) -m "not slow"
 
 lint: install  ## ruff and mypy (mypy checks bot, metrics, tests and bench: pyproject.toml)
 	$(BIN)/ruff check bot metrics tests bench

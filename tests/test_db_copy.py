@@ -67,6 +67,7 @@ def tables(store: ContactStore) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+@pytest.mark.slow
 def test_sqlite_to_postgresql_and_back_keeps_everything(tmp_path: Path, postgres_url: str) -> None:
     first, back = f"sqlite:///{tmp_path / 'first.db'}", f"sqlite:///{tmp_path / 'back.db'}"
     source = open_store(first)
