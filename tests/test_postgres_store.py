@@ -267,8 +267,8 @@ def test_a_parallel_import_streams_what_its_readers_made_and_agrees(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An import read by reader processes hands the store binary COPY rows (``row_packer``): an initial load
-    streams them into contacts as they are, until a key comes again; a later import of the same file decodes
-    them. Both report and store what SQLite does."""
+    streams them into its staging tables as they are, a key that comes again included (settled at the end); a
+    later import of the same file decodes them. Both report and store what SQLite does."""
     import bot.storage.postgres as postgres_store
 
     monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
@@ -297,7 +297,7 @@ def test_a_parallel_import_streams_what_its_readers_made_and_agrees(
             assert (result.counts, result.errors) == (alone.counts, alone.errors)
             assert dump(pg) == dump(lite)
             assert_derived_data_exact(pg)
-        assert streamed[0] and not streamed[-1]  # straight, then (the key again) the way of any write
+        assert streamed and all(streamed)  # into the staging tables, the key given again too (settled at the end)
     finally:
         pg.close()
         lite.close()
@@ -511,6 +511,42 @@ def test_a_killed_staged_load_leaves_the_store_as_it_was_and_the_next_load_swaps
         assert marked == (
             sorted({row["started_us"] // US_PER_DAY for row in dump(pg) if row["direction"] == "inbound"}),
         )
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_a_staged_load_settles_the_keys_it_was_given_again_as_if_written_in_turn(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staged initial load copies every chunk, keys given again included, and settles them at its end in
+    batches of SETTLE_BATCH keys: each ends as its versions written in turn leave it (a newer one replaces, an
+    identical one is unchanged, an older one is stale; one id from two sources is two keys), counted so, and the
+    candidates, built before the key found the repeats, are built again: SQLite's counts, contacts and repeats."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    monkeypatch.setattr(postgres_store, "SETTLE_BATCH", 2)
+    PostgresContactStore(postgres_url).close()  # (migrated)
+    migrated = describe_tables(postgres_url)
+    rows = [contact(f"a{i}", f"k{i % 3}", i, updated_at=T0 + 10) for i in range(8)]
+    chunks = [
+        rows[:4],
+        [*rows[4:], contact("b", "k0", 2), contact("b", "k0", 2.5)],  # b twice in one chunk
+        [contact("a1", "k2", 9.5, updated_at=T0 + 50), rows[2], contact("a5", "k0", 1, updated_at=T0 - 50)],
+        [contact("a6", "k1", 6.5, source="other"), contact("a1", "k1", 0.5, updated_at=T0 + 60), rows[0]],
+    ]
+    pg = PostgresContactStore(postgres_url)
+    lite = SQLiteContactStore(tmp_path / "acr.db")
+    pack = pg.row_packer()
+    assert pack is not None
+    try:
+        with pg.bulk(sum(map(len, chunks))) as writer:
+            for n, chunk in enumerate(chunks):
+                writer.add(pack(chunk) if n % 2 else chunk)
+        assert writer.counts.as_dict() == lite.upsert([row for chunk in chunks for row in chunk]).as_dict()
+        assert writer.counts.as_dict() == {"accepted": 16, "inserted": 10, "updated": 3, "unchanged": 2, "stale": 1}
+        assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
+        assert describe_tables(postgres_url) == migrated
     finally:
         pg.close()
         lite.close()

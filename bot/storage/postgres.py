@@ -27,7 +27,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
-from itertools import chain, repeat
+from itertools import chain, groupby, repeat
+from operator import itemgetter
 from typing import Any, Final, TypeVar, cast
 
 import psycopg
@@ -68,6 +69,7 @@ REFRESH_ON_READ_LOCK_WAIT = "1s"
 REFRESH_BATCH_DAYS = 4  # UTC days rolled up from one snapshot (writers' derive steps wait while each is stored)
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
+SETTLE_BATCH = 20_000  # keys given twice to a staged load, settled per statement (their rows in memory)
 PURGE_BATCH = 5000  # contacts deleted per transaction by a purge or an erasure (writers wait for no more)
 # A write touching more contacts than this works out next repeats over its customers' whole histories in one scan
 # instead of reading each customer's changed stretch by index (cheaper for an import, dearer for a webhook batch).
@@ -151,6 +153,15 @@ SELECT source, id FROM inserted
 _NOTE_OLD: Final = (
     "INSERT INTO written (pk, customer_id, started_us) SELECT * FROM unnest(%s::bigint[], %s::text[], %s::bigint[])"
 )
+# A staged load's keys given more than once (``_PostgresBulkWriter._settle``): their rows in the order given.
+_REPEATED_KEYS: Final = f"""
+SELECT pk, {_COLUMN_LIST} FROM {{table}} WHERE (source, id) IN (
+    SELECT source, id FROM {{table}} GROUP BY source, id HAVING count(*) > 1
+) ORDER BY source, id, pk
+"""
+_SETTLE_FINAL: Final = (
+    "UPDATE {{table}} AS c SET {sets} FROM incoming AS i WHERE c.pk = ANY(%s) AND i.source = c.source AND i.id = c.id"
+).format(sets=", ".join(f"{column} = i.{column}" for column in _COLUMNS if column not in ("source", "id")))
 _UPDATE_CHANGED: Final = """
 WITH updated AS (
     UPDATE contacts AS c SET {sets}, received_at = %s
@@ -752,18 +763,6 @@ class _PostgresBulkWriter:
             conn.execute(f"ALTER TABLE metric_contacts DROP CONSTRAINT {self._candidate_key[0]}")
         conn.execute(f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'")
 
-    def _unstage(self) -> None:
-        """The rows staged so far become the store's contacts, inside this transaction (the staging contacts
-        swapped in); the load goes on as one in a single transaction (a key came again: the way of any write)."""
-        staging, self._staged = self._staging, False
-        assert staging is not None
-        staging.commit_rows()
-        conn = self._conn
-        conn.execute(";\n".join(staging.swap_statements(["contacts"], built=False)))
-        for _, index, _ in (deferred for deferred in self._deferred if deferred[0] == "metric_contacts"):
-            conn.execute(f"DROP INDEX {index}")
-        self._start_initial_load()
-
     def close(self) -> None:
         """Called once the write's transaction ended: the staging tables of an initial load, if any, are dropped
         (unless swapped in) and their connection given back."""
@@ -841,29 +840,21 @@ class _PostgresBulkWriter:
             self._updated = True
 
     def _copied_straight(self, contacts: Sequence[Contact]) -> bool:
-        """``_copy_straight`` a chunk of an initial load; one that is not (a key came again) ends a staged load's
-        staging: from here on, the load goes the way of any write, on the store's tables."""
-        if self._copy_chunk_straight(contacts):
-            return True
-        if self._staged:
-            copy_straight = self._copy_straight
-            self._unstage()
-            self._copy_straight = copy_straight
-        return False
-
-    def _copy_chunk_straight(self, contacts: Sequence[Contact]) -> bool:
         """Copy a chunk of an initial load straight into contacts, if each of its keys is new: all of it (True),
         or, when a key comes again (in the chunk, or stored by an earlier one), none of it (False; from then on
         every chunk goes the way of any write). A COPY with binary rows (made by the readers, or here), in a
-        savepoint."""
+        savepoint. A staged load copies every chunk (its keys are settled at the end: ``_settle``)."""
         write: Callable[[Any], None]
         # Made by the import's readers, with text in UTF-8: streamed as they are, unless the connection's client
         # encoding is another (PostgreSQL would read the bytes in that one; ``row_packer`` offers none then, but
-        # a caller may hold rows packed for another store), when they are written row by row.
-        if isinstance(contacts, CopyRows) and self._conn.info.encoding == "utf-8":
-            if not self._written:  # the write's received_at is the one its rows carry
-                self._received_at = contacts.received_at
-            if not contacts.keys_unique or contacts.received_at != self._received_at:
+        # a caller may hold rows packed for another store), or they carry another received_at than the write's,
+        # when they are written row by row.
+        if (
+            isinstance(contacts, CopyRows)
+            and self._conn.info.encoding == "utf-8"
+            and self._carries_received_at(contacts)
+        ):
+            if not (contacts.keys_unique or self._staged):
                 return False
             rows = len(contacts)
 
@@ -876,7 +867,7 @@ class _PostgresBulkWriter:
             width = len(_COLUMNS)
             values = contacts.values if isinstance(contacts, PackedContacts) else list(chain.from_iterable(contacts))
             rows = len(values) // width
-            if len(set(zip(values[0::width], values[1::width], strict=True))) < rows:
+            if not self._staged and len(set(zip(values[0::width], values[1::width], strict=True))) < rows:
                 return False
             columns = [values[column::width] for column in range(width)]
 
@@ -900,8 +891,49 @@ class _PostgresBulkWriter:
         self._written += rows
         return True
 
-    def _copy_incoming(self, rows: Sequence[tuple[tuple[str, str], Contact]]) -> None:
-        with self._conn.cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
+    def _settle(self, conn: psycopg.Connection[Any]) -> None:
+        """The keys a staged load was given more than once (committed in its staging contacts, on ``conn``) end
+        as if their versions were written in turn, and are counted so: each key's first row stays, as the version
+        the key ends as; the others go. In batches of SETTLE_BATCH keys (what memory holds: only those rows)."""
+        table = staged("contacts")
+        gone: list[int] = []
+        final: list[tuple[int, Contact]] = []  # (pk of the first row, the version it ends as) where not the first
+
+        def settle_batch() -> None:
+            conn.execute(f"DELETE FROM {table} WHERE pk = ANY(%s)", (gone,))
+            if final:
+                conn.execute("TRUNCATE incoming")
+                self._copy_incoming([((contact[0], contact[1]), contact) for _, contact in final], conn)
+                conn.execute(_SETTLE_FINAL.format(table=table), ([pk for pk, _ in final],))
+            gone.clear()
+            final.clear()
+
+        with conn.transaction(), conn.cursor(name="acr_settle") as cursor:
+            cursor.itersize = SETTLE_BATCH
+            cursor.execute(_REPEATED_KEYS.format(table=table))
+            for _, group in groupby(cursor, key=itemgetter(1, 2)):
+                rows = list(group)
+                versions = [Contact._make(row[1:]) for row in rows]
+                self.counts.inserted -= len(rows) - 1
+                ends_as = _apply_to_new(versions, self.counts)
+                gone.extend(row[0] for row in rows[1:])
+                if ends_as is not versions[0]:
+                    final.append((rows[0][0], ends_as))
+                if len(gone) >= SETTLE_BATCH:
+                    settle_batch()
+            if gone:
+                settle_batch()
+
+    def _carries_received_at(self, rows: CopyRows) -> bool:
+        """Whether ``rows`` carry the write's received_at (the first chunk's, if it is the first)."""
+        if not self._written:
+            self._received_at = rows.received_at
+        return rows.received_at == self._received_at
+
+    def _copy_incoming(
+        self, rows: Sequence[tuple[tuple[str, str], Contact]], conn: psycopg.Connection[Any] | None = None
+    ) -> None:
+        with (conn or self._conn).cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
             copy.set_types(COPY_TYPES)
             for _, contact in rows:
                 copy.write_row(contact)
@@ -933,7 +965,12 @@ class _PostgresBulkWriter:
         staging.commit_rows()
         setup = [f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'", _LOAD_MAINTENANCE_WORK_MEM]
         with pool.connection() as second:
-            run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
+            try:
+                run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
+            except errors.UniqueViolation:  # a key came more than once: settled, then everything built again
+                staging.loader.execute(";\n".join(staging.undo_builds()))
+                self._settle(staging.loader)
+                run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
         steps = [*staging.swap_statements(), *_count_steps(self.counts.inserted, "metric_contacts")]
         self._conn.execute(";\n".join(steps))
 

@@ -10,6 +10,11 @@ from its start (other processes' writes wait for it, as for any initial load), s
 the empty ones in one short step at its commit. A load that fails or is killed leaves the store as it was, and at
 most staging tables, which the next initial load drops (under the import lock: only one load stages at a time).
 
+The staging contacts get no index while the rows come, not even their keys (their upkeep was a third of the
+server's work in the COPY): every chunk is copied as it is, and a key given more than once is found when its
+unique index is built at the end, then settled as if its versions were written in turn (``_settle`` of the
+store's bulk writer), and the builds made again.
+
 Only tables that a swap reproduces exactly are swapped: none with grants, storage options, triggers, rules,
 views, policies, publications, foreign keys or column statistics targets of their own (a DBA's additions); a
 store with any loads inside its transaction as before.
@@ -189,10 +194,6 @@ class StagedLoad:
                     sequence = loader.execute(_SEQUENCE, (table,)).fetchone()
                     if sequence is not None and sequence[0] is not None:
                         load._sequences[table] = str(sequence[0]).rsplit(".", 1)[-1]
-                # The contacts' keys are checked as rows come (a key given again ends the straight copy).
-                for index in load.indexes:
-                    if index.table == "contacts" and index.constraint is not None:
-                        loader.execute(index.staged_definition())
         except errors.LockNotAvailable:
             load.close()
             return None
@@ -205,12 +206,11 @@ class StagedLoad:
     def builds(self, candidates: Callable[[str, str, str], str]) -> list[Build]:
         """The end of the load, on the staging tables: the candidates (``candidates(contacts, candidates, part)``:
         the statement that fills them with those of the customers ``part``), in halves by customer (each half a
-        sort of its own, on a core of its own), the contacts' indexes (their keys were built as the rows came),
-        then the candidates' indexes (a key as a unique index, made a constraint at the swap)."""
+        sort of its own, on a core of its own), the contacts' indexes, then the candidates' (keys as unique
+        indexes, made constraints at the swap). The candidates do not wait for the contacts' key: a key that
+        came twice fails its build, and the builds are undone (``undo_builds``) and made again once settled."""
         contacts = [
-            Build(index.name, [index.staged_definition()])
-            for index in self.indexes
-            if index.table == "contacts" and index.constraint is None
+            Build(index.name, [index.staged_definition()]) for index in self.indexes if index.table == "contacts"
         ]
         fill = [
             Build(f"candidates {half}", [candidates(staged("contacts"), staged("metric_contacts"), condition)])
@@ -224,22 +224,25 @@ class StagedLoad:
         ]
         return [*fill, *contacts, *metric]
 
+    def undo_builds(self) -> list[str]:
+        """Statements that take the staging tables back to their rows (no index, no candidate)."""
+        drops = ", ".join(staged(index.name) for index in self.indexes)
+        return [f"DROP INDEX IF EXISTS {drops}", f"TRUNCATE {staged('metric_contacts')}"]
+
     def commit_rows(self) -> None:
         self.loader.execute("COMMIT")
 
-    def swap_statements(self, tables: Sequence[str] = TABLES, *, built: bool = True) -> list[str]:
-        """Statements, for the transaction that holds the store's ``tables``, that put the staging tables in
-        their place: the (empty) tables dropped, the staging ones renamed, with their sequences, indexes (the
-        keys' only, unless ``built``) and key constraints."""
-        statements = [f"DROP TABLE {', '.join(tables)}"]
-        for table in tables:
+    def swap_statements(self) -> list[str]:
+        """Statements, for the transaction that holds the store's two tables, that put the staging tables in
+        their place: the (empty) tables dropped, the staging ones renamed, with their sequences, indexes and key
+        constraints."""
+        statements = [f"DROP TABLE {', '.join(TABLES)}"]
+        for table in TABLES:
             statements.append(f"ALTER TABLE {staged(table)} RENAME TO {table}")
             statements.append(f"ALTER TABLE {table} RESET {_VACUUM}")
             if table in self._sequences:
                 statements.append(f"ALTER SEQUENCE {staged(self._sequences[table])} RENAME TO {self._sequences[table]}")
         for index in self.indexes:
-            if index.table not in tables or not (built or index.constraint is not None):
-                continue
             statements.append(f"ALTER INDEX {staged(index.name)} RENAME TO {index.name}")
             if index.constraint is not None:
                 kind = _CONSTRAINT_KINDS[index.constraint]
