@@ -8,6 +8,7 @@ posts it, exactly once.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -77,6 +78,25 @@ def test_one_holder_at_a_time_and_the_next_takes_over(leases: tuple[SchedulerLea
         assert second.try_acquire() is True
         assert first.try_acquire() is False
     finally:
+        first.release()
+        second.release()
+
+
+def test_a_released_lease_is_free_while_a_forked_child_lives_on(leases: tuple[SchedulerLease, SchedulerLease]) -> None:
+    """The server forks its platform decoding workers (bot/platforms/decoding.py): a child that inherited the
+    lease's descriptor or connection must not keep the lease once the server releases it."""
+    first, second = leases
+    assert first.try_acquire() is True
+    child = os.fork()
+    if child == 0:  # (a decoding worker: lives on, ends by os._exit)
+        time.sleep(3)
+        os._exit(0)
+    try:
+        first.release()
+        assert second.try_acquire() is True
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
         first.release()
         second.release()
 

@@ -31,4 +31,7 @@ class SQLiteSchedulerLease:
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            os.close(fd)  # closing the descriptor releases the lock
+            # Unlocked first: closing only this descriptor would leave the lock with any process forked meanwhile
+            # (the platform decoding workers), whose copies share the locked open file until they end.
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
