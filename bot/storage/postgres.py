@@ -175,7 +175,13 @@ _METRIC_COLUMNS: Final = (
     "pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason"
 )
 _MIN_US: Final = -9223372036854775808
-_DROP_OLD_CANDIDATES: Final = "DELETE FROM metric_contacts AS m USING written AS w WHERE m.pk = w.pk"
+_DROP_OLD_CANDIDATES: Final = "DELETE FROM metric_contacts AS m USING written AS w WHERE m.pk = w.pk{by_key}"
+# A small write's derive step reaches the rows it joins in contacts and metric_contacts through their keys, one
+# index probe each, whatever the planner makes of its few rows (it takes a CTE for 200 rows and, on a store of
+# some ten thousand candidates whose statistics lag, hashed all of metric_contacts for the fix: a sequential scan
+# that took 16 of a webhook batch's 56 ms at 28,000 candidates, and grows with the store). A large write's
+# derive step joins by hash on purpose (``_DERIVE_HISTORIES``).
+_BY_KEY: Final = " AND {row}.pk = ANY(ARRAY(SELECT pk FROM {keys}))"
 # The next repeat of each contact of ``rows`` (columns pk, customer_id, started_us, repeatable, after_us; every
 # contact of a customer between two instants): the first repeatable start strictly after it among its customer's
 # rows, else ``after_us`` (the customer's first repeatable start after them all). A running minimum, latest first:
@@ -217,13 +223,13 @@ _ADD_CANDIDATES: Final = f"""
 INSERT INTO metric_contacts ({_METRIC_COLUMNS})
 SELECT c.pk, c.started_us, c.end_us, f.next_repeat_us, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue,
     c.channel, c.reason
-FROM fresh AS f JOIN contacts AS c ON c.pk = f.pk WHERE f.pk IN (SELECT pk FROM written) AND {_CANDIDATE}
+FROM fresh AS f JOIN contacts AS c ON c.pk = f.pk WHERE f.pk IN (SELECT pk FROM written) AND {_CANDIDATE}{{by_key}}
 ORDER BY c.pk  -- index entries in order: neighbours in the pages they go to (a 2-3x cheaper load than at random)
 ON CONFLICT (pk) DO NOTHING
 """
 _FIX_CHANGED: Final = """
 UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
-FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us
+FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us{by_key}
 RETURNING m.started_us
 """
 # An initial load: every candidate with its next repeat, in one sort of the contacts by customer (only the rows
@@ -241,16 +247,16 @@ SELECT {_METRIC_COLUMNS} FROM (
 # A small write: one statement (the new candidates are not yet visible to the fix, which leaves them alone).
 _DERIVE_SPANS: Final = f"""
 WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
-), added AS ({_ADD_CANDIDATES}
-), changed AS ({_FIX_CHANGED})
+), added AS ({_ADD_CANDIDATES.format(by_key=_BY_KEY.format(row="c", keys="written"))}
+), changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
 {postgres_rollups.mark_dirty("changed")}
 """
 # A large write: the next repeats into a table of their own (hash joins with what they are joined to).
 _DERIVE_HISTORIES: Final = (
     f"CREATE TEMP TABLE fresh ON COMMIT DROP AS {_NEXT_REPEATS_OF.format(rows=_HISTORY_ROWS)}",
     "ANALYZE fresh",
-    _ADD_CANDIDATES,
-    f"WITH changed AS ({_FIX_CHANGED}) {postgres_rollups.mark_dirty('changed')}",
+    _ADD_CANDIDATES.format(by_key=""),
+    f"WITH changed AS ({_FIX_CHANGED.format(by_key='')}) {postgres_rollups.mark_dirty('changed')}",
 )
 # One batch of a purge or an erasure: the rows are deleted (and locked) first, like a write's; what went is
 # noted for the derive step. The condition is checked again on the row deleted (a concurrent update may have
@@ -993,9 +999,10 @@ def _derive_steps(*, updated: bool, rows: int, contacts_added: int) -> list[str]
     next repeats of the touched customers' contacts, worked out over every committed contact; then the count.
     """
     steps = [_DERIVE_LOCK]
+    large = rows >= WINDOW_PASS_MIN_ROWS
     if updated:
-        steps.append(_DROP_OLD_CANDIDATES)
-    steps += _DERIVE_HISTORIES if rows >= WINDOW_PASS_MIN_ROWS else [_DERIVE_SPANS]
+        steps.append(_DROP_OLD_CANDIDATES.format(by_key="" if large else _BY_KEY.format(row="m", keys="written")))
+    steps += _DERIVE_HISTORIES if large else [_DERIVE_SPANS]
     # The days of every candidate added, dropped or moved (old and new starts); the fixes mark their own.
     return steps + _count_steps(contacts_added, "written")
 
