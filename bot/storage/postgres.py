@@ -241,7 +241,7 @@ SELECT {_METRIC_COLUMNS} FROM (
         PARTITION BY c.customer_id ORDER BY c.started_us DESC
         RANGE BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
     ) AS next_repeat_us, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
-    FROM {{contacts}} AS c WHERE c.direction = 'inbound' AND (c.parent_id IS NULL OR c.agent IS NOT NULL){{part}}
+    FROM {{contacts}} AS c WHERE c.direction = 'inbound' AND (c.parent_id IS NULL OR c.agent IS NOT NULL)
 ) AS c WHERE c.agent IS NOT NULL  -- (inbound: a candidate)
 """
 # A small write: one statement (the new candidates are not yet visible to the fix, which leaves them alone).
@@ -981,10 +981,9 @@ class _PostgresBulkWriter:
         self._conn.execute(";\n".join(steps))
 
 
-def _load_candidates(contacts: str = "contacts", candidates: str = "metric_contacts", part: str = "") -> str:
-    """An initial load's candidates, from the table ``contacts`` into ``candidates`` (the store's, or staging),
-    of the customers ``part`` (a condition on ``c.customer_id``; all of them by default)."""
-    return _LOAD_CANDIDATES.format(contacts=contacts, candidates=candidates, part=part and f" AND {part}")
+def _load_candidates(contacts: str = "contacts", candidates: str = "metric_contacts") -> str:
+    """An initial load's candidates, from the table ``contacts`` into ``candidates`` (the store's, or staging)."""
+    return _LOAD_CANDIDATES.format(contacts=contacts, candidates=candidates)
 
 
 class _Busy(Exception):

@@ -22,6 +22,7 @@ store with any loads inside its transaction as before.
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections.abc import Callable, Sequence
@@ -31,6 +32,8 @@ from typing import Any, Final
 import psycopg
 from psycopg import errors
 from psycopg_pool import ConnectionPool
+
+log = logging.getLogger("acr_bot.storage")
 
 PREFIX: Final = "acr_import_"
 TABLES: Final = ("contacts", "metric_contacts")
@@ -59,8 +62,6 @@ ORDER BY 2
 """
 _SEQUENCE: Final = "SELECT pg_get_serial_sequence(%s, 'pk')"
 _DEFINITION: Final = re.compile(r"^(CREATE (?:UNIQUE )?INDEX )(\S+)( ON (?:ONLY )?)(\S+)( .*)$", re.DOTALL)
-# Customers in two halves (the next repeats of one customer's contacts are worked out from that customer's alone).
-_HALVES: Final = ("hashtext(c.customer_id) & 1 = 0", "hashtext(c.customer_id) & 1 = 1")
 _CONSTRAINT_KINDS: Final = {"p": "PRIMARY KEY", "u": "UNIQUE"}
 # Autovacuum kept off the staging tables until they are swapped in: its lock would hold up their index builds
 # and the swap (until the deadlock timeout cancelled it).
@@ -203,26 +204,23 @@ class StagedLoad:
         loader.execute("BEGIN")  # the load's transaction (each chunk in a savepoint of it)
         return load
 
-    def builds(self, candidates: Callable[[str, str, str], str]) -> list[Build]:
-        """The end of the load, on the staging tables: the candidates (``candidates(contacts, candidates, part)``:
-        the statement that fills them with those of the customers ``part``), in halves by customer (each half a
-        sort of its own, on a core of its own), the contacts' indexes, then the candidates' (keys as unique
-        indexes, made constraints at the swap). The candidates do not wait for the contacts' key: a key that
-        came twice fails its build, and the builds are undone (``undo_builds``) and made again once settled."""
-        contacts = [
-            Build(index.name, [index.staged_definition()]) for index in self.indexes if index.table == "contacts"
+    def builds(self, candidates: Callable[[str, str], str]) -> list[Build]:
+        """The end of the load, on the staging tables, in the order the two connections take them: the candidates
+        (``candidates(contacts, candidates)``: the statement that fills them; one sort, the longest build), then
+        the candidates' indexes once they are filled and the contacts' meanwhile, keys first (keys as unique
+        indexes, made constraints at the swap). The candidates do not wait for the contacts' key: a key given
+        twice fails its build, and the builds are undone (``undo_builds``) and made again once settled.
+
+        (In two halves by customer, on both connections, the candidates took longer on two cores: each half read
+        every contact, and the contacts' builds, which fit beside the one sort, came after.)"""
+        fill = Build("candidates", [candidates(staged("contacts"), staged("metric_contacts"))])
+        metric = [index for index in self.indexes if index.table == "metric_contacts"]
+        contacts = [index for index in self.indexes if index.table == "contacts"]
+        return [
+            fill,
+            *(Build(index.name, [index.staged_definition()], frozenset({fill.name})) for index in _keys_last(metric)),
+            *(Build(index.name, [index.staged_definition()]) for index in _keys_first(contacts)),
         ]
-        fill = [
-            Build(f"candidates {half}", [candidates(staged("contacts"), staged("metric_contacts"), condition)])
-            for half, condition in enumerate(_HALVES)
-        ]
-        filled = frozenset(build.name for build in fill)
-        metric = [
-            Build(index.name, [index.staged_definition()], filled)
-            for index in self.indexes
-            if index.table == "metric_contacts"
-        ]
-        return [*fill, *contacts, *metric]
 
     def undo_builds(self) -> list[str]:
         """Statements that take the staging tables back to their rows (no index, no candidate)."""
@@ -256,13 +254,24 @@ class StagedLoad:
         tables (nothing once swapped in), and release the import lock. Call once the store's transaction ended."""
         loader = self.loader
         try:
-            if not loader.closed:
-                if loader.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-                    loader.execute("ROLLBACK")
-                drop_leftovers(loader)
-                loader.execute(_IMPORT_UNLOCK)
+            if loader.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                loader.execute("ROLLBACK")
+            drop_leftovers(loader)
+            loader.execute(_IMPORT_UNLOCK)
+        except psycopg.Error as problem:  # (the load's outcome stands; its session, and so its lock, ends here)
+            log.warning("import: staging tables left for the next initial load to drop (%s)", problem)
+            loader.close()
         finally:
             self._pool.putconn(loader)
+
+
+def _keys_last(indexes: list[Index]) -> list[Index]:
+    return sorted(indexes, key=lambda index: index.constraint is not None)
+
+
+def _keys_first(indexes: list[Index]) -> list[Index]:
+    """Unique keys (the one that finds keys given twice) first, then the primary key, then the others."""
+    return sorted(indexes, key=lambda index: (index.constraint is None, index.constraint == "p"))
 
 
 def drop_leftovers(conn: psycopg.Connection[Any]) -> None:
