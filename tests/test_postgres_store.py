@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from bot.ingest import ingest_file
 from bot.settings import load_settings
-from bot.storage import ContactStore, PackedContacts, open_store, postgres_rollups
+from bot.storage import ContactStore, PackedContacts, open_store, postgres_load, postgres_rollups
 from bot.storage import postgres as postgres_store
 from bot.storage.postgres import PostgresContactStore
 from bot.storage.postgres_copy import CopyRowPacker, CopyRows
@@ -550,6 +550,44 @@ def test_a_staged_load_settles_the_keys_it_was_given_again_as_if_written_in_turn
     finally:
         pg.close()
         lite.close()
+
+
+def test_a_staged_load_whose_staging_connection_dies_after_its_commit_stands(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The staging connection lost once the load committed (its clean-up fails): the load stands as committed,
+    and the import lock goes with that connection's session, so the next initial load stages again."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    close, finish_staged = postgres_load.StagedLoad.close, postgres_store._PostgresBulkWriter._finish_staged
+
+    def lose_connection_then_close(load: postgres_load.StagedLoad) -> None:
+        with psycopg.connect(postgres_url, autocommit=True) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", (load.loader.info.backend_pid,))
+        close(load)
+
+    staged: list[int] = []
+
+    def spy(writer: Any) -> None:
+        staged.append(writer.counts.inserted)
+        finish_staged(writer)
+
+    monkeypatch.setattr(postgres_load.StagedLoad, "close", lose_connection_then_close)
+    monkeypatch.setattr(postgres_store._PostgresBulkWriter, "_finish_staged", spy)
+    pg = PostgresContactStore(postgres_url)
+    rows = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    try:
+        with pg.bulk(len(rows)) as writer:
+            writer.add(rows)
+        assert (staged, pg.count_contacts()) == ([9], 9)
+        assert_derived_data_exact(pg)
+        monkeypatch.setattr(postgres_load.StagedLoad, "close", close)
+        assert sum(pg.forget_customer(customer) for customer in ("k0", "k1", "k2")) == 9
+        with pg.bulk(len(rows)) as writer:
+            writer.add(rows)
+        assert (staged, pg.count_contacts()) == ([9, 9], 9)
+        assert_derived_data_exact(pg)
+    finally:
+        pg.close()
 
 
 def test_a_write_waiting_for_a_staged_load_goes_on_into_the_swapped_in_tables(
