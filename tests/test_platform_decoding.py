@@ -19,6 +19,7 @@ import orjson
 import psutil
 import pytest
 
+from bot.platforms import decoding
 from bot.platforms.decoding import WorkerDecoders
 from tests.platform_support import App
 from tests.test_amazon_connect import KEY, SOURCE, assert_firehose_answer, deliver, envelope, synthetic_ctr
@@ -105,6 +106,57 @@ def test_a_decoding_process_that_dies_fails_its_request_clearly_and_is_replaced(
     psutil.Process(replacement).wait(timeout=10)
     assert deliver(app, envelope([ctr(2)])).status_code == 200
     assert app.store.count_contacts() == 3
+
+
+def test_a_decoding_process_that_never_answers_costs_its_request_a_503_at_the_deadline(
+    start_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stopped (or deadlocked) process would hold the server's thread and the delivery forever: at the deadline
+    its pool is killed and replaced, and the delivery is answered as for a process that died."""
+    monkeypatch.setattr(decoding, "DECODE_DEADLINE_SECONDS", 1.0)
+    app = start_app(connect_firehose_access_key=KEY, platform_decode_workers=1)
+    decoders = app.decoders
+    assert isinstance(decoders, WorkerDecoders)
+    assert deliver(app, envelope([ctr(0)])).status_code == 200
+    (worker,) = decoders.pids()
+    os.kill(worker, signal.SIGSTOP)
+    try:
+        lost = envelope([ctr(1)])
+        started = time.monotonic()
+        answer = deliver(app, lost)
+        assert time.monotonic() - started < 4
+        assert_firehose_answer(answer, 503, lost["requestId"], "longer than 1 s; nothing was stored, send it again")
+        assert answer.headers["retry-after"] == "1"
+        assert app.store.get_contact(SOURCE, "decoded-1") is None
+        assert worker not in decoders.pids()
+
+        assert_firehose_answer(deliver(app, lost), 200, lost["requestId"])  # Firehose retries: a new process
+        assert app.store.get_contact(SOURCE, "decoded-1") is not None
+    finally:
+        if psutil.pid_exists(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def test_closing_kills_a_decoding_process_that_does_not_stop(
+    start_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's shutdown waits for ``close``: a stopped process must not make it wait forever."""
+    monkeypatch.setattr(decoding, "CLOSE_SECONDS", 0.5)
+    app = start_app(connect_firehose_access_key=KEY, platform_decode_workers=1)
+    decoders = app.decoders
+    assert isinstance(decoders, WorkerDecoders)
+    assert deliver(app, envelope([ctr(0)])).status_code == 200
+    (worker,) = decoders.pids()
+    os.kill(worker, signal.SIGSTOP)
+    closing = threading.Thread(target=decoders.close, daemon=True)
+    try:
+        closing.start()
+        closing.join(timeout=4)
+        assert not closing.is_alive(), "close() is still waiting for the stopped process"
+        assert not psutil.pid_exists(worker) or psutil.Process(worker).status() == psutil.STATUS_ZOMBIE
+    finally:
+        if psutil.pid_exists(worker):
+            os.kill(worker, signal.SIGKILL)
 
 
 def test_a_connection_the_server_closes_is_closed_though_a_decoding_process_was_forked_meanwhile(

@@ -101,13 +101,14 @@ class Outcome:
 
 
 class DecoderStopped(Exception):
-    """The process decoding a request stopped before it answered: nothing was stored, and sending the request
-    again is safe (a new process takes it)."""
+    """The process decoding a request stopped, or was killed for not answering in time, before it answered:
+    nothing was stored, and sending the request again is safe (a new process takes it)."""
 
 
 class Decoders(Protocol):
     """Where requests are decoded (``bot.platforms.decoding``): ``Platform.decode_delivery`` of the platform
-    ``name``, in this process or in another one. Raises DecoderStopped when that process dies."""
+    ``name``, in this process or in another one. Raises DecoderStopped when that process dies or does not
+    answer in time."""
 
     def decode(
         self, name: str, headers: Headers, path: str, body: bytes, known: roster.Lookup, packer: RawPacker | None

@@ -15,7 +15,10 @@ and platforms). Each one:
   process ends by ``os._exit``).
 A process that dies fails the requests it had with DecoderStopped (503: nothing was stored, send it again), and
 new processes replace the pool (``concurrent.futures`` gives up on a pool whose process died); a request that
-finds the pool broken goes to the new one.
+finds the pool broken goes to the new one. A decode has a deadline (``DECODE_DEADLINE_SECONDS``): a process that
+has not answered by then (stopped, deadlocked, pathologically slow) would otherwise hold a server thread and its
+delivery forever, so the pool's processes are killed and replaced, and the request gets the same 503. ``close``
+waits for the processes a bounded time too (``CLOSE_SECONDS``), then kills them, so that a shutdown ends.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.process import BaseProcess
 
 from starlette.datastructures import Headers
 
@@ -41,6 +45,8 @@ from bot.storage import RawPacker
 log = logging.getLogger("acr_bot.platforms")
 
 MAX_DEFAULT_WORKERS = 4  # the one writer takes what ~2 processes decode; more only take memory
+DECODE_DEADLINE_SECONDS = 30.0  # a delivery decodes in well under a second; far under the wait of a sender
+CLOSE_SECONDS = 5.0  # at shutdown no request is in flight: a process still running after this is stuck
 
 
 def default_workers() -> int:
@@ -89,26 +95,43 @@ class WorkerDecoders:
         except BrokenProcessPool:  # a process died since the last request: this one goes to the new pool
             pool = self._replace(pool)
             future = pool.submit(_decode, *job)
+        deadline = DECODE_DEADLINE_SECONDS
         try:
-            return future.result()
+            return future.result(timeout=deadline)
         except BrokenProcessPool:
             self._replace(pool)
             raise DecoderStopped(
                 "the process decoding this request stopped unexpectedly; nothing was stored, send it again"
             ) from None
+        except TimeoutError:
+            log.error("a platform decoding process did not answer within %g s; killing the pool's processes", deadline)
+            _kill(_processes(pool))  # (a stopped process ends by SIGKILL only; its neighbours' requests get 503s)
+            self._replace(pool)
+            raise DecoderStopped(
+                f"decoding this request took longer than {deadline:g} s; nothing was stored, send it again"
+            ) from None
 
     def pids(self) -> list[int]:
         """The worker processes running now (what the tests of a dying worker kill)."""
         with self._lock:
-            processes = getattr(self._pool, "_processes", None) or {}
-            return [pid for pid, process in list(processes.items()) if process.is_alive()]
+            return [process.pid for process in _processes(self._pool) if process.is_alive() and process.pid is not None]
 
     def close(self) -> None:
-        """Stop the processes (after the requests in flight: the server calls it once it has answered them)."""
+        """Stop the processes (after the requests in flight: the server calls it once it has answered them);
+        those that have not ended within ``CLOSE_SECONDS`` are killed."""
         with self._lock:
             pool, self._pool, self._closed = self._pool, None, True
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        if pool is None:
+            return
+        processes = _processes(pool)
+        pool.shutdown(wait=False, cancel_futures=True)
+        ends = time.monotonic() + CLOSE_SECONDS
+        for process in processes:
+            process.join(max(0.0, ends - time.monotonic()))
+        if any(process.is_alive() for process in processes):
+            log.error("a platform decoding process did not stop within %g s; killing it", CLOSE_SECONDS)
+            _kill(processes)
+        pool.shutdown(wait=True)  # (prompt now: the pool's own thread ends once its processes have)
 
     def _current(self) -> ProcessPoolExecutor:
         with self._lock:
@@ -131,6 +154,19 @@ class WorkerDecoders:
                 self._pool = None
         broken.shutdown(wait=False, cancel_futures=True)
         return self._current()
+
+
+def _processes(pool: ProcessPoolExecutor | None) -> list[BaseProcess]:
+    """The processes of ``pool`` (``concurrent.futures`` keeps them in ``_processes``: it has no public way)."""
+    processes = getattr(pool, "_processes", None) or {}
+    return list(processes.values())
+
+
+def _kill(processes: Sequence[BaseProcess]) -> None:
+    """SIGKILL those of ``processes`` still running (a stopped process ignores every other signal until resumed)."""
+    for process in processes:
+        if process.is_alive():
+            process.kill()
 
 
 # --- in a worker process ------------------------------------------------------------------------------------
