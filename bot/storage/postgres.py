@@ -27,9 +27,8 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
-from itertools import chain, groupby, repeat
-from operator import itemgetter
-from typing import Any, Final, TypeVar, cast
+from itertools import chain, repeat
+from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import psycopg
 from psycopg import errors
@@ -50,7 +49,7 @@ from bot.storage import (
 )
 from bot.storage.errors import newer_schema
 from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows
-from bot.storage.postgres_load import StagedLoad, run_builds, staged
+from bot.storage.postgres_load import StagedLoad, drop_leftovers_if_idle, run_builds, staged
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.rollup_cache import RollupCache
@@ -69,7 +68,8 @@ REFRESH_ON_READ_LOCK_WAIT = "1s"
 REFRESH_BATCH_DAYS = 4  # UTC days rolled up from one snapshot (writers' derive steps wait while each is stored)
 CONNECT_TIMEOUT_SECONDS = 10
 RETRIES = 5  # attempts of one upsert that PostgreSQL aborted (deadlock or serialization failure)
-SETTLE_BATCH = 20_000  # keys given twice to a staged load, settled per statement (their rows in memory)
+SETTLE_BATCH = 5_000  # rows of keys given twice to a staged load, settled per statement (in memory meanwhile)
+SETTLE_FETCH = 1_000  # rows of such keys read per round trip
 PURGE_BATCH = 5000  # contacts deleted per transaction by a purge or an erasure (writers wait for no more)
 # A write touching more contacts than this works out next repeats over its customers' whole histories in one scan
 # instead of reading each customer's changed stretch by index (cheaper for an import, dearer for a webhook batch).
@@ -316,6 +316,7 @@ class PostgresContactStore:
                 if (newer := newer_schema(redact(url), postgres_migrations.recorded(conn), known)) is not None:
                     raise newer
                 applied = postgres_migrations.apply(conn)
+                drop_leftovers_if_idle(conn)  # (a killed import's staging tables, with its contacts)
         except psycopg.OperationalError as problem:
             raise ConnectionError(f"cannot connect to PostgreSQL at {redact(url)}: {_reason(problem)}") from None
         if applied:
@@ -368,6 +369,9 @@ class PostgresContactStore:
         writer: _PostgresBulkWriter | None = None
         try:
             with self._write_transaction() as conn:
+                # (an import's transaction is idle while its readers make the next chunk: a server's
+                # idle_in_transaction_session_timeout must not end it)
+                conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 writer = _PostgresBulkWriter(conn, self._pool)
                 writer.defer_indexes_for(expected_rows)
                 yield writer
@@ -397,6 +401,8 @@ class PostgresContactStore:
     def _delete_in_batches(self, where: str, value: object) -> int:
         """Delete the contacts matching ``where`` in transactions of PURGE_BATCH (retried when PostgreSQL aborts
         one for a deadlock with a writer), each ending with the derive step of what it deleted."""
+        with self._pool.connection() as conn:  # a killed import's staging tables go too (their contacts with them)
+            drop_leftovers_if_idle(conn)
         deleted = 0
         while True:
             count = _retried(lambda: self._delete_batch(where, value))
@@ -743,6 +749,7 @@ class _PostgresBulkWriter:
                     raise _Busy
         except (_Busy, errors.LockNotAvailable):
             log.info("bulk load: the store is busy; writing row by row into its indexes")
+            self.close()  # (no staging: its tables, import lock and connection go now, not at the end)
             return
         finally:
             conn.execute("SELECT set_config('lock_timeout', %s, true)", (previous,))
@@ -751,9 +758,8 @@ class _PostgresBulkWriter:
         empty = _first(conn.execute(_EMPTY).fetchone())
         if staging is not None and empty:  # the store's tables stay as they are until the swap at the end
             self._initial = self._copy_straight = self._staged = True
-            # (idle while the rows go to the staging tables: a server's idle timeout must not end it)
-            conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
             return
+        self.close()  # (a contact came meanwhile: no staging)
         for _, index, _ in self._deferred:
             conn.execute(f"DROP INDEX {index}")
         if empty:
@@ -900,7 +906,8 @@ class _PostgresBulkWriter:
     def _settle(self, conn: psycopg.Connection[Any]) -> None:
         """The keys a staged load was given more than once (committed in its staging contacts, on ``conn``) end
         as if their versions were written in turn, and are counted so: each key's first row stays, as the version
-        the key ends as; the others go. In batches of SETTLE_BATCH keys (what memory holds: only those rows)."""
+        the key ends as; the others go. The versions of a key are folded as they come, and settled in batches of
+        SETTLE_BATCH rows: memory holds a batch, however often one key came."""
         table = staged("contacts")
         gone: list[int] = []
         final: list[tuple[int, Contact]] = []  # (pk of the first row, the version it ends as) where not the first
@@ -914,21 +921,26 @@ class _PostgresBulkWriter:
             gone.clear()
             final.clear()
 
+        first_pk, first, state = 0, None, _Version(None, None, None)
         with conn.transaction(), conn.cursor(name="acr_settle") as cursor:
-            cursor.itersize = SETTLE_BATCH
+            cursor.itersize = SETTLE_FETCH
             cursor.execute(_REPEATED_KEYS.format(table=table))
-            for _, group in groupby(cursor, key=itemgetter(1, 2)):
-                rows = list(group)
-                versions = [Contact._make(row[1:]) for row in rows]
-                self.counts.inserted -= len(rows) - 1
-                ends_as = _apply_to_new(versions, self.counts)
-                gone.extend(row[0] for row in rows[1:])
-                if ends_as is not versions[0]:
-                    final.append((rows[0][0], ends_as))
-                if len(gone) >= SETTLE_BATCH:
+            for row in cursor:
+                version = Contact._make(row[1:])
+                if first is None or (version[0], version[1]) != (first[0], first[1]):
+                    if first is not None and state.current is not first:
+                        final.append((first_pk, cast(Contact, state.current)))
+                    first_pk, first = row[0], version
+                    state = _Version(version, cast(str, version[_RAW]), cast("int | None", version[_UPDATED]))
+                else:  # a later version of the key: applied to what it is so far, its row goes
+                    self.counts.inserted -= 1
+                    state = state.then(version, self.counts)
+                    gone.append(row[0])
+                if len(gone) + len(final) >= SETTLE_BATCH:
                     settle_batch()
-            if gone:
-                settle_batch()
+            if first is not None and state.current is not first:
+                final.append((first_pk, cast(Contact, state.current)))
+            settle_batch()
 
     def _carries_received_at(self, rows: CopyRows) -> bool:
         """Whether ``rows`` carry the write's received_at (the first chunk's, if it is the first)."""
@@ -1028,20 +1040,34 @@ def _retried(transaction: Callable[[], _T]) -> _T:
     raise AssertionError("unreachable")
 
 
-def _apply(current: object, raw: str, updated_us: int | None, given: Sequence[Contact], counts: UpsertCounts) -> object:
-    """Apply ``given`` in turn to the version ``current`` (with its ``raw`` and ``updated_us``), counting each as
-    the store port says (``ContactStore``): unchanged (same raw), stale (older ``updated_us``), or updated.
-    Returns the version the key ends as (``current`` itself when nothing replaced it)."""
-    for contact in given:
+class _Version(NamedTuple):
+    """What a key is so far, as versions are applied to it in turn: the version, its raw and its ``updated_us``."""
+
+    current: object
+    raw: str | None
+    updated_us: int | None
+
+    def then(self, contact: Contact, counts: UpsertCounts) -> _Version:
+        """``contact`` applied, counted as the store port says (``ContactStore``): unchanged (same raw), stale
+        (older ``updated_us``), or updated (it becomes the version)."""
         version = cast("int | None", contact[_UPDATED])
-        if contact[_RAW] == raw:
+        if contact[_RAW] == self.raw:
             counts.unchanged += 1
-        elif updated_us is not None and version is not None and version < updated_us:
+        elif self.updated_us is not None and version is not None and version < self.updated_us:
             counts.stale += 1
         else:
             counts.updated += 1
-            current, raw, updated_us = contact, cast(str, contact[_RAW]), version
-    return current
+            return _Version(contact, cast(str, contact[_RAW]), version)
+        return self
+
+
+def _apply(current: object, raw: str, updated_us: int | None, given: Sequence[Contact], counts: UpsertCounts) -> object:
+    """Apply ``given`` in turn to the version ``current`` (with its ``raw`` and ``updated_us``), counting each.
+    Returns the version the key ends as (``current`` itself when nothing replaced it)."""
+    state = _Version(current, raw, updated_us)
+    for contact in given:
+        state = state.then(contact, counts)
+    return state.current
 
 
 def _apply_to_new(given: Sequence[Contact], counts: UpsertCounts) -> Contact:

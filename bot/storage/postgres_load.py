@@ -8,16 +8,18 @@ on a connection of their own, committed at the end of the load; two connections 
 the indexes side by side, and the load's own transaction, which held the store's two tables and the derive lock
 from its start (other processes' writes wait for it, as for any initial load), swaps the staging tables in for
 the empty ones in one short step at its commit. A load that fails or is killed leaves the store as it was, and at
-most staging tables, which the next initial load drops (under the import lock: only one load stages at a time).
+most staging tables, which the next store to open, erasure, purge or initial load drops (under the import lock:
+only one load stages at a time).
 
 The staging contacts get no index while the rows come, not even their keys (their upkeep was a third of the
 server's work in the COPY): every chunk is copied as it is, and a key given more than once is found when its
 unique index is built at the end, then settled as if its versions were written in turn (``_settle`` of the
 store's bulk writer), and the builds made again.
 
-Only tables that a swap reproduces exactly are swapped: none with grants, storage options, triggers, rules,
-views, policies, publications, foreign keys or column statistics targets of their own (a DBA's additions); a
-store with any loads inside its transaction as before.
+Only tables that a swap reproduces exactly are swapped: none with grants (column grants too), storage options,
+triggers, rules, views, policies, publications, foreign keys, a replica identity, a clustering index, a tablespace,
+or column statistics targets or options of their own (a DBA's additions); a store with any loads inside its
+transaction as before.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ TABLES: Final = ("contacts", "metric_contacts")
 _IMPORT_LOCK_KEY: Final = "hashtext('acr-bot import'), hashtext(current_schema())"
 _TRY_IMPORT_LOCK: Final = f"SELECT pg_try_advisory_lock({_IMPORT_LOCK_KEY})"
 _IMPORT_UNLOCK: Final = f"SELECT pg_advisory_unlock({_IMPORT_LOCK_KEY})"
+_ANY_LEFT: Final = "SELECT to_regclass(%s) IS NOT NULL OR to_regclass(%s) IS NOT NULL"
 # What a swap would lose or break: a table with any of these is loaded the old way.
 _NOT_SWAPPABLE: Final = """
 SELECT c.relname FROM pg_class AS c
@@ -50,7 +53,15 @@ WHERE c.oid IN ('contacts'::regclass, 'metric_contacts'::regclass) AND (
     OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = c.oid)
     OR EXISTS (SELECT FROM pg_publication_rel AS p WHERE p.prrelid = c.oid)
     OR EXISTS (SELECT FROM pg_constraint AS k WHERE k.confrelid = c.oid OR (k.conrelid = c.oid AND k.contype = 'x'))
-    OR EXISTS (SELECT FROM pg_attribute AS a WHERE a.attrelid = c.oid AND a.attnum > 0 AND a.attstattarget >= 0)
+    OR EXISTS (
+        SELECT FROM pg_attribute AS a WHERE a.attrelid = c.oid AND a.attnum > 0
+        AND (a.attstattarget >= 0 OR a.attoptions IS NOT NULL OR a.attacl IS NOT NULL)
+    )
+    OR c.relreplident <> 'd' OR c.reltablespace <> 0
+    OR EXISTS (
+        SELECT FROM pg_index AS i JOIN pg_class AS x ON x.oid = i.indexrelid
+        WHERE i.indrelid = c.oid AND (i.indisclustered OR x.reltablespace <> 0)
+    )
 )
 """
 # Every index of the two tables: (table, index, definition, constraint type: 'p', 'u' or NULL).
@@ -202,6 +213,8 @@ class StagedLoad:
             load.close()
             raise
         loader.execute("BEGIN")  # the load's transaction (each chunk in a savepoint of it)
+        # (idle between chunks, and while the store's transaction settles: a server's idle timeout must not end it)
+        loader.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
         return load
 
     def builds(self, candidates: Callable[[str, str], str]) -> list[Build]:
@@ -259,7 +272,7 @@ class StagedLoad:
             drop_leftovers(loader)
             loader.execute(_IMPORT_UNLOCK)
         except psycopg.Error as problem:  # (the load's outcome stands; its session, and so its lock, ends here)
-            log.warning("import: staging tables left for the next initial load to drop (%s)", problem)
+            log.warning("import: staging tables left for the next store to open to drop (%s)", problem)
             loader.close()
         finally:
             self._pool.putconn(loader)
@@ -272,6 +285,20 @@ def _keys_last(indexes: list[Index]) -> list[Index]:
 def _keys_first(indexes: list[Index]) -> list[Index]:
     """Unique keys (the one that finds keys given twice) first, then the primary key, then the others."""
     return sorted(indexes, key=lambda index: (index.constraint is None, index.constraint == "p"))
+
+
+def drop_leftovers_if_idle(conn: psycopg.Connection[Any]) -> None:
+    """Drop the staging tables a killed load left, unless a load is staging now (its import lock is held). Called
+    when a store opens and before an erasure or a purge: a killed load's tables hold its contacts, raws included,
+    and must not outlive it (no later load into a store with contacts would drop them)."""
+    if conn.execute(_ANY_LEFT, [staged(table) for table in TABLES]).fetchone() != (True,):
+        return
+    if conn.execute(_TRY_IMPORT_LOCK).fetchone() != (True,):
+        return
+    try:
+        drop_leftovers(conn)
+    finally:
+        conn.execute(_IMPORT_UNLOCK)
 
 
 def drop_leftovers(conn: psycopg.Connection[Any]) -> None:
