@@ -320,33 +320,71 @@ def test_group_commit_counts_each_request_as_if_it_were_alone(store: ContactStor
     assert all(c.accepted == 10 for c in results.values())
 
 
-def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:
-    coalescer = WriteCoalescer(store)
-    good_one, good_two = _contacts(record(1)), _contacts(record(2), record(3))
-    [valid] = _contacts(record(4))
-    broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
+def _send_as_one_group(coalescer: WriteCoalescer, batches: dict[str, list[Contact]]) -> dict[str, object]:
+    """Each batch from its own thread, all queued before the writer starts (so that they share one group):
+    each one's number of inserted contacts, or what it raised."""
     outcomes: dict[str, object] = {}
 
-    def send(name: str, contacts: list[Contact]) -> None:
+    def send(name: str) -> None:
         try:
-            outcomes[name] = coalescer.upsert(contacts).inserted
-        except (sqlite3.IntegrityError, psycopg.IntegrityError) as refused:
-            outcomes[name] = refused
+            outcomes[name] = coalescer.upsert(batches[name]).inserted
+        except Exception as failure:
+            outcomes[name] = failure
 
     with coalescer._writer_lock:
-        threads = [
-            threading.Thread(target=send, args=args)
-            for args in (("one", good_one), ("broken", broken), ("two", good_two))
-        ]
+        threads = [threading.Thread(target=send, args=(name,)) for name in batches]
         for thread in threads:
             thread.start()
-        while len(coalescer._queue) < 3:
+        while len(coalescer._queue) < len(batches):
             time.sleep(0.001)
     for thread in threads:
         thread.join()
+    return outcomes
+
+
+def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:
+    [valid] = _contacts(record(4))
+    broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
+    batches = {"one": _contacts(record(1)), "broken": broken, "two": _contacts(record(2), record(3))}
+    outcomes = _send_as_one_group(WriteCoalescer(store), batches)
     assert outcomes["one"] == 1 and outcomes["two"] == 2
     assert isinstance(outcomes["broken"], sqlite3.IntegrityError | psycopg.IntegrityError)
     assert store.count_contacts() == 3 and store.get_contact("api", "c4") is None
+
+
+ABORT_WRITES = """
+CREATE SEQUENCE aborted_writes;
+CREATE FUNCTION abort_writes() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('aborted_writes') <= 3 THEN
+        RAISE EXCEPTION 'deadlock detected (made by the test)' USING ERRCODE = 'deadlock_detected';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER abort_writes BEFORE UPDATE ON store_stats FOR EACH ROW WHEN (OLD.name = 'contacts')
+    EXECUTE FUNCTION abort_writes();
+"""
+
+
+def test_group_commit_writes_again_what_postgresql_aborted_as_upsert_does(postgres_url: str) -> None:
+    """PostgreSQL aborts a transaction caught in a deadlock (SQLSTATE 40P01), and ``upsert`` runs it again; the
+    requests of a group must keep that. A real deadlock is not deterministic: here the server raises 40P01 in each
+    write's last statement (the count of contacts), for the next 3 writes (a sequence: rollbacks keep its count):
+    the group's, then twice the first request's alone."""
+    store = open_store(postgres_url)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(ABORT_WRITES)
+        coalescer = WriteCoalescer(store)
+        outcomes = _send_as_one_group(coalescer, {"one": _contacts(record(1)), "two": _contacts(record(2), record(3))})
+        assert outcomes == {"one": 1, "two": 2}
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("ALTER SEQUENCE aborted_writes RESTART")
+        assert coalescer.upsert(_contacts(record(4))).inserted == 1  # a lone request: aborted 3 times as well
+        assert store.count_contacts() == 4
+    finally:
+        store.close()
 
 
 # --- refused requests ---------------------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Every write transaction pays a fixed cost (the lock, the derived-data refresh, t
 that dwarfs a one-record batch. Requests that arrive while a write is in progress queue up; the next writer takes
 the whole queue into ONE transaction, adding each request's records in turn so that each gets its own counts
 (exactly what sequential writes would report). Atomicity per request is kept: a transaction holds whole requests
-only, and if a group's transaction fails, each of its requests is retried alone so that one bad batch cannot fail
-its neighbours. A request is answered only after the transaction that holds it has committed.
+only, and if a group's transaction fails, each of its requests is retried alone (by the store's ``upsert``, with
+its own retries) so that one bad batch cannot fail its neighbours. A request is answered only after the
+transaction that holds it has committed.
 """
 
 from __future__ import annotations
@@ -15,11 +16,9 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from bot.storage import BulkWriter, ContactStore, PackedContacts, UpsertCounts
+from bot.storage import ContactStore, UpsertCounts, add_all
 from bot.storage.errors import StoreUnavailable
 from metrics.records import Contact
-
-CHUNK = 5000  # records handed to the store's bulk writer at once
 
 
 @dataclass(eq=False)
@@ -78,34 +77,24 @@ class WriteCoalescer:
             with self.store.bulk(expected) as writer:
                 for item in group:
                     before = writer.counts.minus(UpsertCounts())
-                    _add(writer, item.contacts)
+                    add_all(writer, item.contacts)
                     results.append(writer.counts.minus(before))
         except BaseException as failure:
             if not isinstance(failure, Exception):  # interrupted: nobody in the group may wait forever
                 for item in group:
                     item.error = RuntimeError(f"the write was interrupted ({type(failure).__name__})")
                 raise
-            if len(group) == 1 or isinstance(failure, StoreUnavailable):  # (busy or full: alone it fails the same)
+            if isinstance(failure, StoreUnavailable):  # (busy or full: alone it fails the same)
                 for item in group:
                     item.error = failure
                 return
-            for item in group:  # find the culprit: each request alone, in its own transaction
+            # Find the culprit: each request alone, as the store's upsert writes it. A lone request too: upsert runs
+            # again a transaction the database aborted for a passing reason (a PostgreSQL deadlock), the group's not.
+            for item in group:
                 try:
-                    with self.store.bulk(len(item.contacts)) as writer:
-                        _add(writer, item.contacts)
-                    item.counts = writer.counts
+                    item.counts = self.store.upsert(item.contacts)
                 except Exception as own_failure:
                     item.error = own_failure
             return
         for item, counts in zip(group, results, strict=True):
             item.counts = counts
-
-
-def _add(writer: BulkWriter, contacts: Sequence[Contact]) -> None:
-    """One request's contacts into the write: ``PackedContacts`` whole (their raws may be packed: never taken
-    apart into Contacts), others in chunks."""
-    if isinstance(contacts, PackedContacts):
-        writer.add(contacts)
-        return
-    for start in range(0, len(contacts), CHUNK):
-        writer.add(contacts[start : start + CHUNK])

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import tzinfo
+from itertools import islice
 from typing import Any, Protocol, overload, runtime_checkable
 
 from bot.roster import RosterEntry
@@ -93,6 +94,7 @@ class AgentLink:
 
 
 _WIDTH = len(Contact._fields)
+WRITE_CHUNK = 5000  # records handed to a bulk writer at once by ``add_all``
 
 
 class PackedContacts(Sequence[Contact]):
@@ -167,6 +169,17 @@ class BulkWriter(Protocol):
         ...
 
 
+def add_all(writer: BulkWriter, contacts: Iterable[Contact]) -> None:
+    """Hand ``contacts`` to ``writer``: ``PackedContacts`` whole (their raws may be packed as the store keeps them:
+    never taken apart into Contacts), others ``WRITE_CHUNK`` at a time."""
+    if isinstance(contacts, PackedContacts):
+        writer.add(contacts)
+        return
+    iterator = iter(contacts)
+    while chunk := list(islice(iterator, WRITE_CHUNK)):
+        writer.add(chunk)
+
+
 _COUNT_NAMES = ("inserted", "updated", "unchanged", "stale")
 
 
@@ -201,6 +214,8 @@ class ContactStore(Protocol):
         A contact whose ``(source, id)`` is stored replaces it (counted ``updated``), or is counted
         ``unchanged`` when its raw record is identical, or ``stale`` when its ``updated_us`` is older than the
         stored one's (see the class docstring); a key repeated in one batch is applied in order.
+        ``PackedContacts`` are written whole (``add_all``). A backend may run the transaction again when the
+        database aborted it for a reason that passes (PostgreSQL: a deadlock or a serialization failure).
         Every derived value (next repeats, rollup marks) is correct when the transaction commits.
         """
         ...

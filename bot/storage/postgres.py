@@ -42,6 +42,7 @@ from bot.storage import (
     PackedContacts,
     TableRows,
     UpsertCounts,
+    add_all,
     postgres_copy,
     postgres_migrations,
     postgres_rollups,
@@ -61,7 +62,6 @@ from metrics.windows import QuickReturns
 log = logging.getLogger("acr_bot.storage")
 _T = TypeVar("_T")
 
-CHUNK = 5000
 REFRESH_ON_READ_DAYS = 1  # stale UTC days a question may roll up first (as on SQLite)
 # How long a question's refresh waits for the derive lock to store what it built (a write or two, not a queue).
 REFRESH_ON_READ_LOCK_WAIT = "1s"
@@ -344,12 +344,11 @@ class PostgresContactStore:
     # --- writing -------------------------------------------------------------------------------------
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
-        batch = list(contacts)  # kept: a write PostgreSQL aborted is written again
+        batch = contacts if isinstance(contacts, PackedContacts) else list(contacts)  # kept: written again if aborted
 
         def write() -> UpsertCounts:
             with self.bulk() as writer:
-                for start in range(0, len(batch), CHUNK):
-                    writer.add(batch[start : start + CHUNK])
+                add_all(writer, batch)
             return writer.counts
 
         return _retried(write)

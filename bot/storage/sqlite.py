@@ -24,6 +24,7 @@ from bot.storage import (
     PackedContacts,
     TableRows,
     UpsertCounts,
+    add_all,
     sqlite_links,
     sqlite_metrics,
     sqlite_rollups,
@@ -44,7 +45,6 @@ from metrics.records import Contact
 from metrics.why import WhyQuery, WhyRow
 from metrics.windows import QuickReturns
 
-CHUNK = 5000
 PURGE_BATCH = 5000  # contacts deleted per write transaction by a purge or an erasure
 BULK_LOAD_MIN_ROWS = 50_000  # below this, building the indexes at the end does not pay (see SQLiteBulkWriter)
 # WAL checkpoints run on a thread of their own (sqlite_checkpoint), at most once every this many seconds: a
@@ -346,9 +346,7 @@ class SQLiteContactStore:
 
     def upsert(self, contacts: Iterable[Contact]) -> UpsertCounts:
         with self.bulk(len(contacts) if isinstance(contacts, Sized) else 0) as writer:
-            iterator = iter(contacts)
-            while chunk := list(islice(iterator, CHUNK)):
-                writer.add(chunk)
+            add_all(writer, contacts)
         return writer.counts
 
     @contextmanager
