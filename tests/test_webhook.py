@@ -34,11 +34,14 @@ from bot.http.coalesce import WriteCoalescer
 from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_headers, verify
 from bot.http.webhook import Decoded, MalformedBody, decode_body
 from bot.settings import load_settings
-from bot.storage import ContactStore, UpsertCounts, open_store
+from bot.storage import ContactStore, PackedContacts, UpsertCounts, open_store
+from bot.storage.sqlite import SQLiteContactStore
+from bot.storage.sqlite_raw import TRAIN_SAMPLES
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import to_us
 from tests.builders import valid
 from tests.store_support import sqlite_path
+from tests.test_sqlite_raw import contacts as raw_contacts
 
 SECRET = "test-secret-1234"
 PATH = "/webhooks/interactions"
@@ -350,6 +353,38 @@ def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:
     assert outcomes["one"] == 1 and outcomes["two"] == 2
     assert isinstance(outcomes["broken"], sqlite3.IntegrityError | psycopg.IntegrityError)
     assert store.count_contacts() == 3 and store.get_contact("api", "c4") is None
+
+
+def test_a_failed_group_s_packed_request_is_written_whole_when_written_alone(db_path: Path) -> None:
+    """A platform request's contacts come as ``PackedContacts`` with raws compressed as the store keeps them: when
+    its group fails and it is written alone (by ``upsert``), they are never taken apart into Contacts: the
+    store would keep their packed raws as they are without storing the packer's new dictionary, and they could
+    never be read back."""
+    store = SQLiteContactStore(db_path)
+    try:
+        samples = [(contact.raw, contact.customer_id) for contact in raw_contacts(TRAIN_SAMPLES)]
+        packer = store.raw_packer(samples)  # a new dictionary: the write of the first chunk it packed stores it
+        assert packer is not None
+        sent = [contact._replace(id=f"packed-{contact.id}") for contact in raw_contacts(3, note="packed")]
+        values: list[Any] = []
+        for contact in sent:
+            row: list[Any] = list(contact)
+            row[Contact._fields.index("raw")] = packer.pack(contact.raw.encode())
+            values += row
+        [valid] = _contacts(record(4))
+        broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
+        packed = cast("list[Contact]", PackedContacts(values, packer))
+        outcomes = _send_as_one_group(WriteCoalescer(store), {"packed": packed, "broken": broken})
+        assert outcomes["packed"] == 3 and isinstance(outcomes["broken"], sqlite3.IntegrityError)
+    finally:
+        store.close()
+    reopened = SQLiteContactStore(db_path)  # (reads the dictionaries from the file)
+    try:
+        for contact in sent:
+            got = reopened.get_contact(contact.source, contact.id)
+            assert got is not None and got["raw"] == contact.raw
+    finally:
+        reopened.close()
 
 
 ABORT_WRITES = """
