@@ -108,6 +108,16 @@ def test_a_decoding_process_that_dies_fails_its_request_clearly_and_is_replaced(
     assert app.store.count_contacts() == 3
 
 
+def stopped_worker(app: App) -> tuple[WorkerDecoders, int]:
+    """The app's one decoding process, after a first delivery, stopped (SIGSTOP: as if deadlocked)."""
+    decoders = app.decoders
+    assert isinstance(decoders, WorkerDecoders)
+    assert deliver(app, envelope([ctr(0)])).status_code == 200
+    (worker,) = decoders.pids()
+    os.kill(worker, signal.SIGSTOP)
+    return decoders, worker
+
+
 def test_a_decoding_process_that_never_answers_costs_its_request_a_503_at_the_deadline(
     start_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,11 +125,7 @@ def test_a_decoding_process_that_never_answers_costs_its_request_a_503_at_the_de
     its pool is killed and replaced, and the delivery is answered as for a process that died."""
     monkeypatch.setattr(decoding, "DECODE_DEADLINE_SECONDS", 1.0)
     app = start_app(connect_firehose_access_key=KEY, platform_decode_workers=1)
-    decoders = app.decoders
-    assert isinstance(decoders, WorkerDecoders)
-    assert deliver(app, envelope([ctr(0)])).status_code == 200
-    (worker,) = decoders.pids()
-    os.kill(worker, signal.SIGSTOP)
+    decoders, worker = stopped_worker(app)
     try:
         lost = envelope([ctr(1)])
         started = time.monotonic()
@@ -143,11 +149,7 @@ def test_closing_kills_a_decoding_process_that_does_not_stop(
     """The server's shutdown waits for ``close``: a stopped process must not make it wait forever."""
     monkeypatch.setattr(decoding, "CLOSE_SECONDS", 0.5)
     app = start_app(connect_firehose_access_key=KEY, platform_decode_workers=1)
-    decoders = app.decoders
-    assert isinstance(decoders, WorkerDecoders)
-    assert deliver(app, envelope([ctr(0)])).status_code == 200
-    (worker,) = decoders.pids()
-    os.kill(worker, signal.SIGSTOP)
+    decoders, worker = stopped_worker(app)
     closing = threading.Thread(target=decoders.close, daemon=True)
     try:
         closing.start()
