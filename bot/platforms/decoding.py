@@ -47,6 +47,7 @@ log = logging.getLogger("acr_bot.platforms")
 MAX_DEFAULT_WORKERS = 4  # the one writer takes what ~2 processes decode; more only take memory
 DECODE_DEADLINE_SECONDS = 30.0  # a delivery decodes in well under a second; far under the wait of a sender
 CLOSE_SECONDS = 5.0  # at shutdown no request is in flight: a process still running after this is stuck
+KILLED_SECONDS = 2.0  # how long a SIGKILLed process may take to end (it was stopped: it must be scheduled first)
 
 
 def default_workers() -> int:
@@ -131,6 +132,8 @@ class WorkerDecoders:
         if any(process.is_alive() for process in processes):
             log.error("a platform decoding process did not stop within %g s; killing it", CLOSE_SECONDS)
             _kill(processes)
+            for process in processes:  # (a killed process ends once scheduled: close returns after that)
+                process.join(KILLED_SECONDS)
         pool.shutdown(wait=True)  # (prompt now: the pool's own thread ends once its processes have)
 
     def _current(self) -> ProcessPoolExecutor:
