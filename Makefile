@@ -26,7 +26,7 @@ PARALLEL := -n $(TEST_WORKERS) --maxschedchunk 1
 test: install  ## run every test (in parallel, two workers per core), the store tests on SQLite and on a throwaway PostgreSQL (skipped, loudly, without one)
 	scripts/pg-test-server $(BIN)/pytest -q $(PARALLEL)
 
-test-fast: install  ## the inner loop: every test but those marked slow, in parallel (under a minute)
+test-fast: install  ## the inner loop: every test but those marked slow, in parallel (about a minute and a half on two cores)
 	$(BIN)/pytest -q $(PARALLEL) -m "not slow"
 
 lint: install  ## ruff and mypy (mypy checks bot, metrics, tests and bench: pyproject.toml)
