@@ -835,7 +835,7 @@ class _PostgresBulkWriter:
                 continue
             pk, customer, started, raw, updated_us = stored[key]
             current = object()  # the stored version
-            final = _apply(current, raw, updated_us, given, counts)
+            final = _apply(_Version(current, raw, updated_us), given, counts)
             if final is not current:
                 changed.append((pk, customer, started))
                 if final is not if_new[key]:
@@ -930,7 +930,7 @@ class _PostgresBulkWriter:
                     if first is not None and state.current is not first:
                         final.append((first_pk, cast(Contact, state.current)))
                     first_pk, first = row[0], version
-                    state = _Version(version, cast(str, version[_RAW]), cast("int | None", version[_UPDATED]))
+                    state = _Version.of(version)
                 else:  # a later version of the key: applied to what it is so far, its row goes
                     self.counts.inserted -= 1
                     state = state.then(version, self.counts)
@@ -1046,6 +1046,11 @@ class _Version(NamedTuple):
     raw: str | None
     updated_us: int | None
 
+    @classmethod
+    def of(cls, contact: Contact) -> _Version:
+        """``contact`` as the version a key is (a new key's first, or one that replaced it)."""
+        return cls(contact, cast(str, contact[_RAW]), cast("int | None", contact[_UPDATED]))
+
     def then(self, contact: Contact, counts: UpsertCounts) -> _Version:
         """``contact`` applied, counted as the store port says (``ContactStore``): unchanged (same raw), stale
         (older ``updated_us``), or updated (it becomes the version)."""
@@ -1056,14 +1061,13 @@ class _Version(NamedTuple):
             counts.stale += 1
         else:
             counts.updated += 1
-            return _Version(contact, cast(str, contact[_RAW]), version)
+            return _Version.of(contact)
         return self
 
 
-def _apply(current: object, raw: str, updated_us: int | None, given: Sequence[Contact], counts: UpsertCounts) -> object:
-    """Apply ``given`` in turn to the version ``current`` (with its ``raw`` and ``updated_us``), counting each.
-    Returns the version the key ends as (``current`` itself when nothing replaced it)."""
-    state = _Version(current, raw, updated_us)
+def _apply(state: _Version, given: Sequence[Contact], counts: UpsertCounts) -> object:
+    """Apply ``given`` in turn to the version ``state`` is, counting each. Returns the version the key ends as
+    (``state.current`` itself when nothing replaced it)."""
     for contact in given:
         state = state.then(contact, counts)
     return state.current
@@ -1071,8 +1075,7 @@ def _apply(current: object, raw: str, updated_us: int | None, given: Sequence[Co
 
 def _apply_to_new(given: Sequence[Contact], counts: UpsertCounts) -> Contact:
     """``_apply`` to a new key: its first version is inserted (not counted here), the others applied in turn."""
-    first = given[0]
-    return cast(Contact, _apply(first, cast(str, first[_RAW]), cast("int | None", first[_UPDATED]), given[1:], counts))
+    return cast(Contact, _apply(_Version.of(given[0]), given[1:], counts))
 
 
 def _make_temp_tables(conn: psycopg.Connection[tuple[Any, ...]]) -> None:
