@@ -286,6 +286,33 @@ def test_an_import_s_readers_compress_raws_with_a_dictionary_learned_from_the_he
         store.close()
 
 
+def test_readers_pack_a_chunk_of_short_and_long_ctrs_at_once_each_as_it_would_be_alone(
+    tmp_path: Path, db_path: Path
+) -> None:
+    """The readers compress a chunk's long raws in one call (``RawPacker.pack_all``): the frames are those of one
+    call a raw, and the short raws among them stay text."""
+    short_keys = ("ContactId", "CustomerEndpoint", "InitiationTimestamp", "Channel", "InitiationMethod", "Agent")
+    ctrs = [ctr(n) for n in range(TRAIN_SAMPLES * 3)]
+    for n in range(0, len(ctrs), 7):  # every seventh one under MIN_BYTES, among long ones in every chunk
+        ctrs[n] = {key: ctrs[n][key] for key in short_keys} | {"Agent": {"Username": "agent-1"}}
+        assert len(orjson.dumps(ctrs[n])) < MIN_BYTES
+    store = SQLiteContactStore(db_path)
+    try:
+        result, given = import_ctrs(store, tmp_path / "objects", ctrs)
+        assert result.ok and result.counts == UpsertCounts(inserted=len(ctrs)), result.errors
+        short = len(range(0, len(ctrs), 7))
+        assert stored_types(db_path) == {"blob": len(ctrs) - short, "text": short}
+        (packer,) = {chunk.packer for chunk in given}
+        for contact in (contact for chunk in given for contact in chunk):
+            raw = orjson.dumps(next(item for item in ctrs if item["ContactId"] == contact.id))
+            assert contact.raw == packer.pack(raw)  # (each as one call packs it alone)
+        assert {c.id: c.raw for c in store.export_contacts()} == {
+            item["ContactId"]: orjson.dumps(item).decode() for item in ctrs
+        }
+    finally:
+        store.close()
+
+
 def test_a_dictionary_learned_for_an_import_that_stores_nothing_is_not_kept(tmp_path: Path, db_path: Path) -> None:
     ctrs = [ctr(n) for n in range(TRAIN_SAMPLES * 3)]
     broken = [*ctrs, {**ctr(9999), "InitiationTimestamp": None}]
@@ -305,6 +332,9 @@ def test_a_chunk_packed_by_something_else_is_refused(db_path: Path) -> None:
     class Foreign:
         def pack(self, raw: bytes) -> str | bytes:
             return raw.decode()
+
+        def pack_all(self, raws: list[bytes]) -> list[str | bytes]:
+            return [raw.decode() for raw in raws]
 
     row = contacts(1)[0]
     store = SQLiteContactStore(db_path)

@@ -191,15 +191,18 @@ def _child_main(
         real_zone = load_zone(zone) if isinstance(zone, str) else cast(tzinfo, zone)
         shared: dict[Any, Any] = {}
         with open(path, "rb") as stream:
-            pack = None if raw_packer is None else raw_packer.pack
-            for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes, events, pack):
+            raw_bytes = raw_packer is not None  # (the rows' raws are then bytes, packed here a chunk at a time)
+            for chunks in _my_blocks(stream, kind, name, real_zone, index, readers, block_bytes, events, raw_bytes):
                 for chunk in chunks:
                     if packer is not None:
                         values, rows = b"", packer(chunk.rows)
                     else:
                         if key_order:  # (stable: a key's rows keep their order)
                             chunk.rows.sort(key=_KEY)
-                        values, rows = pickle.dumps(_flat_values(chunk.rows, shared), 5), None
+                        flat = _flat_values(chunk.rows, shared)
+                        if raw_packer is not None and flat:
+                            flat[_RAW::_WIDTH] = raw_packer.pack_all(flat[_RAW::_WIDTH])
+                        values, rows = pickle.dumps(flat, 5), None
                     packed = _PackedChunk(
                         values, chunk.errors, chunk.records, chunk.bytes_read, chunk.final, chunk.ignored, rows
                     )
@@ -227,11 +230,11 @@ def _my_blocks(
     readers: int,
     block_bytes: int,
     events: EventMapper | None = None,
-    pack: Callable[[bytes], str | bytes] | None = None,
+    raw_bytes: bool = False,
 ) -> Iterator[Iterator[Chunk]]:
     """The chunks of each block reader ``index`` of ``readers`` reads (the whole file when it is the only one)."""
     if readers == 1:
-        yield formats.read_chunks(stream, kind, name, zone, events, pack)
+        yield formats.read_chunks(stream, kind, name, zone, events, raw_bytes)
         return
     if kind == EVENTS:
         assert events is not None
@@ -242,7 +245,13 @@ def _my_blocks(
                 counter = CountingReader(cast(IO[bytes], _FileSlice(fd, start, end)), start)
                 line_at_start = partial(lines.at, start)
                 yield event_chunks(
-                    counter, name, zone, events, first_line=line_at_start, block_end=end < lines.size, pack=pack
+                    counter,
+                    name,
+                    zone,
+                    events,
+                    first_line=line_at_start,
+                    block_end=end < lines.size,
+                    raw_bytes=raw_bytes,
                 )
         return
     columns: list[str] | None = None
@@ -374,6 +383,7 @@ _REPEATED_COLUMNS = tuple(
 )
 _SHARED_VALUES_MAX = 100_000
 _KEY = itemgetter(Contact._fields.index("source"), Contact._fields.index("id"))
+_RAW, _WIDTH = Contact._fields.index("raw"), len(Contact._fields)
 
 
 def _flat_values(rows: list[Sequence[Any]], shared: dict[Any, Any]) -> list[Any]:
@@ -382,7 +392,6 @@ def _flat_values(rows: list[Sequence[Any]], shared: dict[Any, Any]) -> list[Any]
     if len(shared) > _SHARED_VALUES_MAX:  # e.g. a free-text reason: keep memory bounded
         shared.clear()
     share = shared.setdefault
-    width = len(Contact._fields)
     for column in _REPEATED_COLUMNS:
-        values[column::width] = [share(value, value) for value in values[column::width]]
+        values[column::_WIDTH] = [share(value, value) for value in values[column::_WIDTH]]
     return values

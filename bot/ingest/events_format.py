@@ -70,15 +70,16 @@ def event_chunks(
     *,
     first_line: int | Callable[[], int] = 1,
     block_end: bool = False,
-    pack: Callable[[bytes], str | bytes] | None = None,
+    raw_bytes: bool = False,
 ) -> Iterator[Chunk]:
     """Validated chunks of a file (or block) of events, each mapped to a record by ``events``.
 
     An object ends at a ``}`` followed by ``{``: the text up to there is decoded, and if it is not valid JSON
     the ``}{`` was inside a string, so the object goes on to the next one. Errors name the line where an event
     starts and its ContactId. ``first_line`` and ``block_end`` as for ``csv_format.csv_chunks`` (``first_line``
-    may be a function, asked only for an error message). With ``pack``
-    (a store's ``RawPacker.pack``) each row's raw is the event's bytes as the store keeps them, not its text.
+    may be a function, asked only for an error message). With ``raw_bytes`` each row's raw is the event's
+    bytes (UTF-8), not its text: for the caller to put all of a chunk's in the form a store keeps them at once
+    (``RawPacker.pack_all``), which costs half as much as one at a time.
     """
     rows: list[Sequence[Any]] = []
     errors: list[str] = []
@@ -102,13 +103,15 @@ def event_chunks(
             failed = True
         else:
             record = None
-            raw = data.decode() if pack is None else pack(data)
+            raw = data if raw_bytes else data.decode()
             try:
                 row = fast_row_of(obj, raw, instants)
             except Unusual:  # the general path: the record, validated (which names what is wrong)
                 record = record_of(obj)
-                row = None if record is None else row_of(record, zone, raw=raw if type(raw) is str else data.decode())
-                if pack is not None and type(row) is tuple:
+                row = (
+                    None if record is None else row_of(record, zone, raw=data.decode() if raw_bytes else cast(str, raw))
+                )
+                if raw_bytes and type(row) is tuple:
                     row = (*row[:-1], raw)
             if row is None:
                 ignored += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import tzinfo
 from pathlib import Path
 from typing import IO
@@ -33,15 +33,15 @@ def read_chunks(
     name: str,
     zone: tzinfo,
     events: EventMapper | None = None,
-    pack: Callable[[bytes], str | bytes] | None = None,
+    raw_bytes: bool = False,
 ) -> Iterator[Chunk]:
     """Validated chunks of the file; once a record is invalid, only errors are collected (nothing is stored).
-    ``events`` maps each event of a file of platform events (kind EVENTS) to a record; ``pack`` as for
+    ``events`` maps each event of a file of platform events (kind EVENTS) to a record; ``raw_bytes`` as for
     ``event_chunks``."""
     counter = CountingReader(stream)
     if kind == EVENTS:
         assert events is not None
-        yield from event_chunks(counter, name, zone, events, pack=pack)
+        yield from event_chunks(counter, name, zone, events, raw_bytes=raw_bytes)
         return
     if kind == "jsonl":
         yield from jsonl_format.jsonl_chunks(counter, name, zone)

@@ -141,6 +141,10 @@ class RawPacker(Protocol):
         """``raw`` (a record's UTF-8 text, as bytes) as the store keeps it."""
         ...
 
+    def pack_all(self, raws: list[bytes]) -> list[str | bytes]:
+        """``pack`` of each of ``raws``, in one call (cheaper a raw than one call each)."""
+        ...
+
 
 @runtime_checkable
 class RawPacking(Protocol):

