@@ -1,7 +1,8 @@
 """What the scheduler keeps: digest subscriptions, alert rules with their state, and the outbox of messages.
 
-The interfaces (``ScheduleStore``, ``Outbox``) and their records. The SQLite implementation is in
-``sqlite_schedules.py``; callers only see these Protocols, so another backend can be added without touching them.
+The interfaces (``ScheduleStore``, ``Outbox``) and their records. The SQL both backends run is in
+``sql_schedules.py`` (with ``sqlite_schedules.py`` and ``postgres_schedules.py`` beside it); callers only see
+these Protocols, so another backend can be added without touching them.
 """
 
 from __future__ import annotations

@@ -112,7 +112,7 @@ def m_metric_rollups(db: Database) -> None:
 @migrations()
 def m_schedules(db: Database) -> None:
     """Digest subscriptions, alert rules with their state, and the outbox that makes every scheduled message
-    exactly-once. See ``bot/storage/sqlite_schedules.py``."""
+    exactly-once. See ``bot/storage/sql_schedules.py``."""
     for statement in (
         """CREATE TABLE subscriptions (
         id INTEGER PRIMARY KEY,
