@@ -7,6 +7,7 @@ every contact's next_repeat_us is recomputed from scratch in plain Python.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import tracemalloc
 from collections.abc import Callable, Iterator
@@ -345,3 +346,45 @@ def test_a_store_that_had_contacts_before_the_key_index_keeps_its_key_constraint
     rows = snapshot(store)
     assert {r["id"]: r["next_repeat_us"] for r in rows} == expected_next_repeats(map(as_contact, rows))
     store.close()
+
+
+def test_the_checks_before_an_insert_that_skips_invalid_rows_are_the_schema_s(db_path: Path) -> None:
+    """A valid chunk goes in with INSERT OR IGNORE (no statement journal: see ``_insert_new_sql``), which would skip
+    a row breaking a constraint instead of failing: ``_surely_valid`` must know every constraint of the table."""
+    SQLiteContactStore(db_path).close()
+    with closing(sqlite3.connect(db_path)) as conn:
+        not_null = {name for _, name, _, notnull, _, _ in conn.execute("PRAGMA table_info(contacts)") if notnull}
+        (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'contacts'").fetchone()
+    assert not_null - {"received_at"} == set(sqlite_store.NOT_NULL_COLUMNS)  # (received_at: the write's own)
+    checks = [" ".join(check.split()) for check in re.findall(r"CHECK \(([^)]*\)?)\)", sql)]
+    assert checks == ["direction IN ('inbound', 'outbound')", "tier >= 1", "ended_us >= started_us"]
+
+
+def test_a_valid_chunk_skips_the_statement_journal_and_an_invalid_row_still_fails_its_write(db_path: Path) -> None:
+    store = SQLiteContactStore(db_path)
+    statements: list[str] = []
+    store._writer.set_trace_callback(statements.append)
+    try:
+        stored = contact("k1", "c1", 0)
+        assert store.upsert([stored, contact("k2", "c1", 60)]).inserted == 2
+        assert any(s.startswith("INSERT OR IGNORE INTO contacts") for s in statements)
+        assert any(s.startswith("INSERT OR IGNORE INTO metric_contacts") for s in statements)
+        broken = stored._replace(ended_us=stored.started_us - 1)  # the database's CHECK refuses it
+        for batch in (
+            [broken, contact("k3", "c1", 120)],
+            [broken._replace(id="k4"), broken._replace(id="k4", ended_us=None)],
+        ):
+            statements.clear()
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+                store.upsert(batch)
+            assert not any(s.startswith("INSERT OR IGNORE INTO contacts") for s in statements)
+        assert [row["id"] for row in stored_contacts(store)] == ["k1", "k2"]  # nothing of the failed writes
+        again = contact("k2", "c1", 60, agent="bo")  # an update of a row stored by the same write: its candidate again
+        with store.bulk() as writer:
+            writer.add([contact("k5", "c1", 180)])
+            writer.add([contact("k5", "c1", 180, agent="bo"), again])
+        assert (writer.counts.inserted, writer.counts.updated) == (1, 2)
+        assert any(s.startswith("INSERT OR REPLACE INTO metric_contacts") for s in statements)
+        assert_candidates_mirror_contacts(store)
+    finally:
+        store.close()
