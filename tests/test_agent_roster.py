@@ -12,6 +12,7 @@ from click.testing import CliRunner, Result
 from bot.cli import main
 from bot.roster import RosterEntry
 from bot.storage import ContactStore, open_store
+from bot.storage.sqlite import SQLiteContactStore
 from tests.builders import contact
 from tests.platform_support import App
 from tests.store_support import assert_candidates_mirror_contacts
@@ -136,3 +137,23 @@ def test_every_store_keeps_the_roster_and_re_maps_stored_contacts(store: Contact
     assert store.unknown_agents(["zendesk"]) == []
     assert_candidates_mirror_contacts(store)
     assert store.replace_roster([]) == 0 and store.roster() == []
+
+
+def test_the_sqlite_store_reads_the_roster_again_only_when_it_changed(db_path: Path) -> None:
+    """Every webhook request asks for the roster: the store answers with the list it read last while the roster's
+    version is the same, and reads a change made by another process (another connection) at once."""
+    store, other = SQLiteContactStore(db_path), SQLiteContactStore(db_path)
+    try:
+        first = store.roster()
+        assert first == [] and store.roster() is first
+        ann = RosterEntry("Ann", "billing", 1, ids=(("zendesk", "7"),))
+        other.replace_roster([ann])
+        assert store.roster() == [ann]
+        read = store.roster()
+        assert store.roster() is read
+        tables = [(table, *other.export_table(table)) for table in ("agent_roster", "agent_platform_ids")]
+        other.replace_tables(tables)  # (how ``db copy`` writes it)
+        assert store.roster() == [ann] and store.roster() is not read
+    finally:
+        store.close()
+        other.close()

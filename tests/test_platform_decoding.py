@@ -21,6 +21,7 @@ import pytest
 
 from bot.platforms import decoding
 from bot.platforms.decoding import WorkerDecoders
+from bot.roster import RosterEntry
 from tests.platform_support import App
 from tests.test_amazon_connect import KEY, SOURCE, assert_firehose_answer, deliver, envelope, synthetic_ctr
 
@@ -177,3 +178,35 @@ def test_a_connection_the_server_closes_is_closed_though_a_decoding_process_was_
         while chunk := held.recv(65536):  # until the server's close arrives (a timeout fails the test)
             received += chunk
     assert b"200 OK" in received
+
+
+def test_the_roster_goes_to_a_decoding_process_only_when_it_changes(
+    start_app: Callable[..., App], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each request is mapped through the roster of its time, but the roster's lookup (25 ms to pickle for 5,000
+    agents) is sent to a process only when the process does not have it yet: after a change, once."""
+    app = start_app(connect_firehose_access_key=KEY, platform_decode_workers=1)
+    assert isinstance(app.decoders, WorkerDecoders)
+    carried: list[bool] = []
+    run = WorkerDecoders._run
+
+    def spy(self: WorkerDecoders, job: tuple[Any, ...]) -> Any:
+        carried.append(job[5] is not None)  # (name, headers, path, body, version, lookup or None, packer)
+        return run(self, job)
+
+    monkeypatch.setattr(WorkerDecoders, "_run", spy)
+    username = ctr(0)["Agent"]["Username"]
+
+    def agents_of(first: int) -> list[str]:
+        numbers = range(first, first + 3)
+        assert deliver(app, envelope([ctr(number) for number in numbers])).status_code == 200
+        return [app.store.get_contact(SOURCE, f"decoded-{number}")["agent"] for number in numbers]  # type: ignore[index]
+
+    app.store.replace_roster([RosterEntry("Maria Lopez", "billing", 2, ids=((SOURCE, username),))])
+    assert agents_of(0) == ["Maria Lopez"] * 3
+    assert carried == [False, True]  # the process answered NEEDS_ROSTER, then got it
+    assert agents_of(3) == agents_of(6) == ["Maria Lopez"] * 3
+    assert carried == [False, True, False, False]  # unchanged: not sent again
+    app.store.replace_roster([RosterEntry("Maria Ruiz", "billing", 2, ids=((SOURCE, username),))])
+    assert agents_of(9) == ["Maria Ruiz"] * 3  # a new roster applies from the next request
+    assert carried == [False, True, False, False, False, True]

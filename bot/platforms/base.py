@@ -111,8 +111,17 @@ class Decoders(Protocol):
     answer in time."""
 
     def decode(
-        self, name: str, headers: Headers, path: str, body: bytes, known: roster.Lookup, packer: RawPacker | None
-    ) -> Decoded: ...
+        self,
+        name: str,
+        headers: Headers,
+        path: str,
+        body: bytes,
+        entries: Sequence[roster.RosterEntry],
+        packer: RawPacker | None,
+    ) -> Decoded:
+        """``entries``: the store's roster (``ContactStore.roster``), which the decoders make a lookup of once a
+        change."""
+        ...
 
     def close(self) -> None: ...
 
@@ -303,10 +312,10 @@ class PlatformEndpoint:
         """Decode, map, validate and store one request (in a worker thread: decoding is waited for, SQLite
         blocks)."""
         platform = self.platform
-        known = roster.lookup(self.store.roster())  # read per request: a new roster applies from the next one
+        entries = self.store.roster()  # per request (the same list while unchanged): a new one applies from the next
         packer = self._raw_packer()
         try:
-            decoded = self.decoders.decode(platform.name, headers, path, body, known, packer)
+            decoded = self.decoders.decode(platform.name, headers, path, body, entries, packer)
         except DecoderStopped as stopped:
             log.error("%s webhook from %s: %s", platform.name, client, stopped)
             return _retry_later(platform.refused(Incoming(headers, path, body), 503, str(stopped)), 1)

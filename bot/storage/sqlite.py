@@ -301,6 +301,7 @@ class SQLiteContactStore:
         self._refresh_lock = threading.Lock()  # one rollup refresh at a time (see refresh_rollups)
         self._rollup_cache = RollupCache()  # decoded metric rollups (exact: see the class)
         self._raws = RawCodec()  # long raw records compressed (see sqlite_raw)
+        self._roster: tuple[int, list[RosterEntry]] | None = None  # (version, entries) last read (see roster)
         self._writer = self._connect(check_same_thread=False)
         # The writer sorts whole imports (index builds): its temporary data must spill to disk, not grow RAM.
         # Its cache also bounds the sorter's memory; 32 MiB kept a 1M-contact import under 300 MB in all.
@@ -521,8 +522,17 @@ class SQLiteContactStore:
             return sqlite_roster.replace(conn, entries)
 
     def roster(self) -> list[RosterEntry]:
+        """The roster; the same list as last time while it has not changed (its version: ``sqlite_roster``), so
+        that each webhook request can ask for it. Callers must not change the list."""
         with self._reader() as conn:
-            return sqlite_roster.entries(conn)
+            version = sqlite_roster.version(conn)
+            cached = self._roster
+            if cached is not None and cached[0] == version:
+                return cached[1]
+            with read_snapshot(conn):  # (the version of the entries read)
+                version, entries = sqlite_roster.version(conn), sqlite_roster.entries(conn)
+        self._roster = (version, entries)
+        return entries
 
     def unknown_agents(self, sources: Sequence[str]) -> list[tuple[str, str, int]]:
         with self._reader() as conn:
@@ -569,6 +579,7 @@ class SQLiteContactStore:
             for table, columns, rows in tables:
                 marks = ", ".join("?" * len(columns))
                 conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            sqlite_roster.changed(conn)  # (the roster tables may be among them)
 
     # --- metrics (SQL in sqlite_metrics.py) ----------------------------------------------------------
 
