@@ -404,6 +404,47 @@ def test_a_bulk_load_gives_its_index_builds_memory_for_the_load_only(
     assert seen == [("512MB",), ("64MB",), ("2GB",), ("2GB",)]
 
 
+def test_a_staged_loads_builds_do_not_wait_for_the_disk_and_its_contacts_builds_take_no_workers(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each index build of a staged initial load commits without waiting for the disk (the load's own commit,
+    flushed before it returns, comes after them); the contacts' builds, which run beside the candidates' sort,
+    take no parallel workers, the candidates' keep the server's. Seen by an event trigger on every build."""
+    monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:  # (the test server's commits never wait)
+        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET synchronous_commit = on")
+    pg = PostgresContactStore(postgres_url)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE build_settings (name TEXT, workers TEXT, sync TEXT)")
+        conn.execute(
+            "CREATE FUNCTION note_build_settings() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "INSERT INTO build_settings SELECT split_part(object_identity, '.', 2), "
+            "current_setting('max_parallel_maintenance_workers'), current_setting('synchronous_commit') "
+            "FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE INDEX'; END $$"
+        )
+        conn.execute("CREATE EVENT TRIGGER note_builds ON ddl_command_end EXECUTE FUNCTION note_build_settings()")
+        default = _first_value(conn, "SHOW max_parallel_maintenance_workers")
+        indexes = conn.execute(
+            "SELECT indexrelid::regclass::text FROM pg_index WHERE indrelid IN ('contacts'::regclass, 'metric_contacts'::regclass)"
+        ).fetchall()
+    try:
+        with pg.bulk(9) as writer:
+            writer.add([contact(f"a{i}", f"k{i % 3}", i) for i in range(9)])
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            built = conn.execute("SELECT name, workers, sync FROM build_settings ORDER BY name").fetchall()
+            conn.execute("DROP EVENT TRIGGER note_builds")
+            conn.execute("DROP FUNCTION note_build_settings(); DROP TABLE build_settings")
+            conn.execute(f"ALTER DATABASE {conn.info.dbname} RESET synchronous_commit")
+    finally:
+        pg.close()
+    assert built == sorted(
+        (staged, "0" if staged.startswith("acr_import_contacts") else default, "off")
+        for staged in (f"acr_import_{name}" for (name,) in indexes)
+    )
+    assert len(built) == 8
+    assert default != "0"  # (else the test could not tell)
+
+
 def test_a_bulk_load_writes_row_by_row_while_another_transaction_holds_the_derive_lock(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

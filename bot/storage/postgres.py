@@ -50,7 +50,7 @@ from bot.storage import (
 )
 from bot.storage.errors import newer_schema
 from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows
-from bot.storage.postgres_load import StagedLoad, drop_leftovers_if_idle, run_builds, staged
+from bot.storage.postgres_load import NO_DISK_WAIT, StagedLoad, drop_leftovers_if_idle, run_builds, staged
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.rollup_cache import RollupCache
@@ -980,7 +980,7 @@ class _PostgresBulkWriter:
         staging, pool = self._staging, self._pool
         assert staging is not None and pool is not None
         staging.commit_rows()
-        setup = [f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'", _LOAD_MAINTENANCE_WORK_MEM]
+        setup = [f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'", _LOAD_MAINTENANCE_WORK_MEM, NO_DISK_WAIT]
         with pool.connection() as second:
             try:
                 run_builds([staging.loader, second], staging.builds(_load_candidates), setup)

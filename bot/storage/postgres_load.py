@@ -74,6 +74,13 @@ ORDER BY 2
 _SEQUENCE: Final = "SELECT pg_get_serial_sequence(%s, 'pk')"
 _DEFINITION: Final = re.compile(r"^(CREATE (?:UNIQUE )?INDEX )(\S+)( ON (?:ONLY )?)(\S+)( .*)$", re.DOTALL)
 _CONSTRAINT_KINDS: Final = {"p": "PRIMARY KEY", "u": "UNIQUE"}
+# The commits of a load's rows and builds do not wait for the disk: nothing of them is visible until the swap, and
+# the load's own transaction, which swaps, commits after them and is flushed before the import returns (so every
+# commit before it in the WAL is too). A crash before then loses only staging tables, as a killed load leaves.
+NO_DISK_WAIT: Final = "SET LOCAL synchronous_commit = off"
+# The contacts' index builds run beside the candidates' one sort, which has no parallel workers (an INSERT): on two
+# cores their workers only took CPU from it. The candidates' indexes, built after it on both connections, keep theirs.
+_NO_WORKERS: Final = "SET LOCAL max_parallel_maintenance_workers = 0"
 # Autovacuum kept off the staging tables until they are swapped in: its lock would hold up their index builds
 # and the swap (until the deadlock timeout cancelled it).
 _NO_VACUUM: Final = "(autovacuum_enabled = false, toast.autovacuum_enabled = false)"
@@ -220,9 +227,9 @@ class StagedLoad:
     def builds(self, candidates: Callable[[str, str], str]) -> list[Build]:
         """The end of the load, on the staging tables, in the order the two connections take them: the candidates
         (``candidates(contacts, candidates)``: the statement that fills them; one sort, the longest build), then
-        the candidates' indexes once they are filled and the contacts' meanwhile, keys first (keys as unique
-        indexes, made constraints at the swap). The candidates do not wait for the contacts' key: a key given
-        twice fails its build, and the builds are undone (``undo_builds``) and made again once settled.
+        the candidates' indexes once they are filled and the contacts' meanwhile (``_NO_WORKERS``), keys first
+        (keys as unique indexes, made constraints at the swap). The candidates do not wait for the contacts' key:
+        a key given twice fails its build, and the builds are undone (``undo_builds``) and made again once settled.
 
         (In two halves by customer, on both connections, the candidates took longer on two cores: each half read
         every contact, and the contacts' builds, which fit beside the one sort, came after.)"""
@@ -232,7 +239,7 @@ class StagedLoad:
         return [
             fill,
             *(Build(index.name, [index.staged_definition()], frozenset({fill.name})) for index in _keys_last(metric)),
-            *(Build(index.name, [index.staged_definition()]) for index in _keys_first(contacts)),
+            *(Build(index.name, [_NO_WORKERS, index.staged_definition()]) for index in _keys_first(contacts)),
         ]
 
     def undo_builds(self) -> list[str]:
@@ -241,7 +248,7 @@ class StagedLoad:
         return [f"DROP INDEX IF EXISTS {drops}", f"TRUNCATE {staged('metric_contacts')}"]
 
     def commit_rows(self) -> None:
-        self.loader.execute("COMMIT")
+        self.loader.execute(f"{NO_DISK_WAIT}; COMMIT")
 
     def swap_statements(self) -> list[str]:
         """Statements, for the transaction that holds the store's two tables, that put the staging tables in
