@@ -411,16 +411,17 @@ def test_a_staged_loads_builds_do_not_wait_for_the_disk_and_its_contacts_builds_
     flushed before it returns, comes after them); the contacts' builds, which run beside the candidates' sort,
     take no parallel workers, the candidates' keep the server's. Seen by an event trigger on every build."""
     monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
-    with psycopg.connect(postgres_url, autocommit=True) as conn:  # (the test server's commits never wait)
-        conn.execute(f"ALTER DATABASE {conn.info.dbname} SET synchronous_commit = on")
-    pg = PostgresContactStore(postgres_url)
+    pg = PostgresContactStore(with_options(postgres_url, "-csynchronous_commit=on"))  # (the test server's: off)
     with psycopg.connect(postgres_url, autocommit=True) as conn:
+        # (an event trigger is the database's: it notes only this test's schema, where other tests build too)
+        schema = _first_value(conn, "SELECT current_schema()")
         conn.execute("CREATE TABLE build_settings (name TEXT, workers TEXT, sync TEXT)")
         conn.execute(
             "CREATE FUNCTION note_build_settings() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN "
-            "INSERT INTO build_settings SELECT split_part(object_identity, '.', 2), "
+            f"INSERT INTO {schema}.build_settings SELECT split_part(object_identity, '.', 2), "
             "current_setting('max_parallel_maintenance_workers'), current_setting('synchronous_commit') "
-            "FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE INDEX'; END $$"
+            f"FROM pg_event_trigger_ddl_commands() WHERE command_tag = 'CREATE INDEX' AND schema_name = '{schema}'; "
+            "END $$"
         )
         conn.execute("CREATE EVENT TRIGGER note_builds ON ddl_command_end EXECUTE FUNCTION note_build_settings()")
         default = _first_value(conn, "SHOW max_parallel_maintenance_workers")
@@ -430,13 +431,11 @@ def test_a_staged_loads_builds_do_not_wait_for_the_disk_and_its_contacts_builds_
     try:
         with pg.bulk(9) as writer:
             writer.add([contact(f"a{i}", f"k{i % 3}", i) for i in range(9)])
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            built = conn.execute("SELECT name, workers, sync FROM build_settings ORDER BY name").fetchall()
-            conn.execute("DROP EVENT TRIGGER note_builds")
-            conn.execute("DROP FUNCTION note_build_settings(); DROP TABLE build_settings")
-            conn.execute(f"ALTER DATABASE {conn.info.dbname} RESET synchronous_commit")
     finally:
         pg.close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP EVENT TRIGGER note_builds")
+            built = conn.execute("SELECT name, workers, sync FROM build_settings ORDER BY name").fetchall()
     assert built == sorted(
         (staged, "0" if staged.startswith("acr_import_contacts") else default, "off")
         for staged in (f"acr_import_{name}" for (name,) in indexes)
@@ -501,6 +500,14 @@ def describe_tables(url: str) -> dict[str, set[tuple[Any, ...]]]:
             name: {tuple(str(v).replace(f"{schema}.", "") for v in row) for row in conn.execute(query).fetchall()}
             for name, query in _DESCRIBE.items()
         }
+
+
+def with_options(url: str, options: str) -> str:
+    """``url`` whose sessions start with ``options`` too (libpq's ``options``, e.g. ``-cname=value``)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query.get('options', '')} {options}"
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))  # (libpq reads no + as a space)
 
 
 def staging_tables(url: str) -> list[str]:
@@ -728,11 +735,7 @@ def test_a_load_that_finds_the_store_busy_keeps_no_staging_and_an_idle_timeout_e
     derive lock) writes row by row with no staging tables, import lock or idle loader left open all along, and is
     not reported as failed once it committed (found by review)."""
     monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
-    parts = urlsplit(postgres_url)
-    query = dict(parse_qsl(parts.query))
-    query["options"] = query.get("options", "") + " -cidle_in_transaction_session_timeout=300"
-    url = urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))  # (libpq reads no + as a space)
-    pg = PostgresContactStore(url)
+    pg = PostgresContactStore(with_options(postgres_url, "-cidle_in_transaction_session_timeout=300"))
     lite = SQLiteContactStore(tmp_path / "acr.db")
     holder = psycopg.connect(postgres_url, autocommit=True)
     rows = [contact(f"a{i}", f"k{i % 3}", i) for i in range(12)]
