@@ -444,6 +444,31 @@ def test_a_staged_loads_builds_do_not_wait_for_the_disk_and_its_contacts_builds_
     assert default != "0"  # (else the test could not tell)
 
 
+def test_a_staged_load_builds_the_candidates_longest_indexes_first(postgres_url: str) -> None:
+    """Once the candidates are filled, the two connections take their widest index (every column included)
+    first, then the narrower, the partial one and the key; the contacts' unique key leads theirs."""
+    pg = PostgresContactStore(postgres_url)
+    load = postgres_load.StagedLoad.begin(pg._pool, "2s")
+    try:
+        assert load is not None
+        names = [build.name for build in load.builds(postgres_store._load_candidates)]
+    finally:
+        if load is not None:
+            load.close()
+        pg.close()
+    assert names == [
+        "candidates",
+        "metric_contacts_time",
+        "metric_contacts_agent",
+        "metric_contacts_quick_return",
+        "metric_contacts_pkey",
+        "contacts_source_id_key",
+        "contacts_pkey",
+        "contacts_customer",
+        "contacts_started_brin",
+    ]
+
+
 def test_a_bulk_load_writes_row_by_row_while_another_transaction_holds_the_derive_lock(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
