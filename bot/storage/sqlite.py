@@ -778,11 +778,10 @@ class SQLiteBulkWriter:
         conn.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
         if self._deferred_indexes:  # whole-table sorts follow
             conn.execute(f"PRAGMA threads = {BULK_SORT_THREADS}")
-        replace = self._keyless or self._updated_own_rows  # (settling a keyless load's keys updates its rows)
         if self._keyless:
-            self._build_key_index()
+            self._build_key_index()  # (settling keys a keyless load added twice updates its rows)
         self.rebuild_indexes("contacts")  # the customer index answers every next repeat below
-        conn.execute(_insert_metric_contacts_sql(replace), (self._first_pk,))
+        conn.execute(_insert_metric_contacts_sql(self._updated_own_rows), (self._first_pk,))
         self.rebuild_indexes("metric_contacts")
         if self._was_empty:  # every row is new, and got its next repeat as it was inserted
             return ALL_ROWS
@@ -804,6 +803,7 @@ class SQLiteBulkWriter:
             self._conn.execute(sql)
         except sqlite3.IntegrityError:  # (the failed statement is undone; the transaction goes on)
             self._settle_repeated_keys()
+            self._updated_own_rows = True  # (its updates gave their rows candidate rows already: see finish)
             self._conn.execute(sql)
         self._deferred_indexes = [deferred for deferred in self._deferred_indexes if deferred[1] != KEY_INDEX]
         self._keyless = False
