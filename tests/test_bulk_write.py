@@ -370,9 +370,17 @@ def test_a_valid_chunk_skips_the_statement_journal_and_an_invalid_row_still_fail
     store._writer.set_trace_callback(statements.append)
     try:
         stored = contact("k1", "c1", 0)
-        assert store.upsert([stored, contact("k2", "c1", 60)]).inserted == 2
+        empty = contact("k2", "c1", 60, escalated=True, resolved=False)._replace(team="", reason="", queue=None)
+        assert store.upsert([stored, empty]).inserted == 2
         assert any(s.startswith("INSERT OR IGNORE INTO contacts") for s in statements)
         assert any(s.startswith("INSERT OR IGNORE INTO metric_contacts") for s in statements)
+        columns = "team, reason, queue, resolved, parent_id, ended_us, updated_us, escalated"
+        typed = f"SELECT {', '.join(f'typeof({c}), {c}' for c in columns.split(', '))} FROM contacts WHERE id = ?"
+        nulls = ("null", None) * 7 + ("integer", 0)
+        assert store._writer.execute(typed, ("k1",)).fetchone() == nulls
+        assert store._writer.execute(typed, ("k2",)).fetchone() == (
+            ("text", "", "text", "", "null", None, "integer", 0) + ("null", None) * 3 + ("integer", 1)
+        )
         broken = stored._replace(ended_us=stored.started_us - 1)  # the database's CHECK refuses it
         for batch in (
             [broken, contact("k3", "c1", 120)],

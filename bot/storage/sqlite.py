@@ -172,6 +172,19 @@ def _surely_valid(values: list[Any]) -> bool:
     return all(type(end) is int and end >= start for end, start in ends_given)
 
 
+def _bindable(values: list[Any]) -> list[Any]:
+    """A copy of the rows' values (one after another) that Python's sqlite3 binds faster: the flags as integers and
+    the compressed raws as bytearrays. Why: sqlite3 binds int, float, str and bytearray directly, and looks every
+    other value (bool, bytes, None) up as an adapter first, ~0.7 us a value. The INSERT of groups of 2,000 CTRs
+    (120k-contact store) took 17.8-21.1 us a CTR as given, 16.2-18.4 like this. (NULLs bound as empty bytearrays
+    and turned back by ``nullif(?, x'')`` in the INSERT were slower: 23.8-27.2.)"""
+    bindable = values.copy()
+    for column in (_ESCALATED, _RESOLVED):
+        bindable[column::_WIDTH] = [int(flag) if type(flag) is bool else flag for flag in values[column::_WIDTH]]
+    bindable[_RAW::_WIDTH] = [bytearray(raw) if type(raw) is bytes else raw for raw in values[_RAW::_WIDTH]]
+    return bindable
+
+
 # The derived data: the start of the customer's first repeatable contact strictly after each contact.
 # A write can change it only for contacts of the customers it touched, and only in a stretch of time:
 # with ``since_us`` and ``until_us`` the earliest and latest starts the write added, removed or moved for
@@ -896,6 +909,8 @@ class SQLiteBulkWriter:
             values = _in_key_order(values)
         valid = keyed and _surely_valid(values)
         stored = values if packed else self._packed(values)
+        if valid:  # (else the database judges the values as they are)
+            stored = _bindable(stored)
         step = ROWS_PER_INSERT * _WIDTH
         whole = len(stored) - len(stored) % step
         if whole:
