@@ -359,9 +359,17 @@ def test_the_checks_before_an_insert_that_skips_invalid_rows_are_the_schema_s(db
     with closing(sqlite3.connect(db_path)) as conn:
         not_null = {name for _, name, _, notnull, _, _ in conn.execute("PRAGMA table_info(contacts)") if notnull}
         (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'contacts'").fetchone()
+        unique = [name for _, name, is_unique, *_ in conn.execute("PRAGMA index_list(contacts)") if is_unique]
+        # (OR IGNORE is also the conflict policy of every statement of a trigger the INSERT fires)
+        insert_triggers = conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name IN ('contacts', 'metric_contacts') "
+            "AND sql LIKE '%INSERT ON%'"
+        ).fetchall()
     assert not_null - {"received_at"} == set(sqlite_store.NOT_NULL_COLUMNS)  # (received_at: the write's own)
     checks = [" ".join(check.split()) for check in re.findall(r"CHECK \(([^)]*\)?)\)", sql)]
     assert checks == ["direction IN ('inbound', 'outbound')", "tier >= 1", "ended_us >= started_us"]
+    assert unique == [sqlite_store.KEY_INDEX]  # OR IGNORE may skip a row only for its stored key
+    assert insert_triggers == []
 
 
 def test_a_valid_chunk_skips_the_statement_journal_and_an_invalid_row_still_fails_its_write(db_path: Path) -> None:
