@@ -26,8 +26,9 @@ from tests.test_serve import processes as processes
 
 glibc_only = pytest.mark.skipif(not on_glibc(), reason="glibc's malloc only")
 
-# Twelve threads allocate at once (as the server's worker threads do); then the memory of ~100 MiB of 1 KiB
-# blocks is freed except one block in a hundred, so no arena can shrink from its top by itself.
+# Twelve threads allocate at once (as the server's worker threads do; a barrier makes sure they overlap: on a busy
+# machine they ran one after another, and each took the arena the one before had left); then the memory of ~100 MiB
+# of blocks is freed except one block in a hundred, so no arena can shrink from its top by itself.
 CHILD = textwrap.dedent(
     """
     import ctypes, json, os, sys, threading
@@ -35,8 +36,11 @@ CHILD = textwrap.dedent(
     from bot.process_memory import MemoryKeeper
     keeper = MemoryKeeper() if sys.argv[1] == "keeper" else None
     kept = []
+    together = threading.Barrier(12)
     def work():
-        blocks = [bytearray(64 << 10) for _ in range(128)]
+        first = bytearray(64 << 10)  # (this thread's arena is chosen now)
+        together.wait()  # all alive at once: an ended thread's arena would be handed to the next one
+        blocks = [first] + [bytearray(64 << 10) for _ in range(127)]
         kept.extend(blocks[::100])
     threads = [threading.Thread(target=work) for _ in range(12)]
     for thread in threads: thread.start()
