@@ -136,6 +136,7 @@ def test_a_target_with_contacts_is_refused_and_left_alone(tmp_path: Path, postgr
 def test_a_copy_that_fails_midway_leaves_no_contact_and_runs_again(
     tmp_path: Path, target: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import bot.storage as storage
     import bot.storage.copy as copy_module
 
     source_url = f"sqlite:///{tmp_path / 'source.db'}"
@@ -145,7 +146,7 @@ def test_a_copy_that_fails_midway_leaves_no_contact_and_runs_again(
         fill(source)
     finally:
         source.close()
-    real = copy_module._chunks
+    real = copy_module.write_chunks
 
     def failing(contacts: Any) -> Any:
         for number, chunk in enumerate(real(contacts)):
@@ -153,8 +154,8 @@ def test_a_copy_that_fails_midway_leaves_no_contact_and_runs_again(
                 raise OSError("the network went away")
             yield chunk
 
-    monkeypatch.setattr(copy_module, "_chunks", failing)
-    monkeypatch.setattr(copy_module, "CHUNK", 1000)  # the second of three chunks fails
+    monkeypatch.setattr(copy_module, "write_chunks", failing)
+    monkeypatch.setattr(storage, "WRITE_CHUNK", 1000)  # the second of three chunks fails
     failed = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
     assert failed.exit_code == 1 and "the network went away" in failed.output
     store = open_store(target_url)
@@ -162,7 +163,7 @@ def test_a_copy_that_fails_midway_leaves_no_contact_and_runs_again(
         assert store.count_contacts() == 0 and list(store.export_contacts()) == []
     finally:
         store.close()
-    monkeypatch.setattr(copy_module, "_chunks", real)
+    monkeypatch.setattr(copy_module, "write_chunks", real)
     rerun = CliRunner().invoke(main, ["db", "copy", "--from", source_url, "--to", target_url])
     assert rerun.exit_code == 0, rerun.output
     assert rerun.output.startswith("Copied 3001 contacts")

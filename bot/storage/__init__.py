@@ -179,9 +179,15 @@ def add_all(writer: BulkWriter, contacts: Iterable[Contact]) -> None:
     if isinstance(contacts, PackedContacts):
         writer.add(contacts)
         return
+    for chunk in write_chunks(contacts):
+        writer.add(chunk)
+
+
+def write_chunks(contacts: Iterable[Contact]) -> Iterator[list[Contact]]:
+    """``contacts`` in lists of ``WRITE_CHUNK``, read as they are handed on (a stream never held whole)."""
     iterator = iter(contacts)
     while chunk := list(islice(iterator, WRITE_CHUNK)):
-        writer.add(chunk)
+        yield chunk
 
 
 _COUNT_NAMES = ("inserted", "updated", "unchanged", "stale")

@@ -9,15 +9,11 @@ can simply be run again. At the end every table is counted on both sides.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import islice
 
-from bot.storage import COPIED_TABLES, ContactStore
+from bot.storage import COPIED_TABLES, ContactStore, write_chunks
 from metrics.errors import UserError
-from metrics.records import Contact
-
-CHUNK = 5000
 
 
 @dataclass
@@ -36,7 +32,7 @@ def copy_store(source: ContactStore, target: ContactStore, progress: Callable[[i
     tables = [(table, *source.export_table(table)) for table in COPIED_TABLES]
     target.replace_tables(tables)
     with target.bulk(expected) as writer:
-        for chunk in _chunks(source.export_contacts()):
+        for chunk in write_chunks(source.export_contacts()):
             writer.add(chunk)
             result.contacts += len(chunk)
             if progress is not None:
@@ -53,8 +49,3 @@ def copy_store(source: ContactStore, target: ContactStore, progress: Callable[[i
             raise UserError(f"counts differ: {table}: {len(rows)} rows in the source, {copied} in the target")
         result.tables[table] = copied
     return result
-
-
-def _chunks(contacts: Iterator[Contact]) -> Iterator[list[Contact]]:
-    while chunk := list(islice(contacts, CHUNK)):
-        yield chunk
