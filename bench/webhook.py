@@ -6,6 +6,10 @@ it from client threads over keep-alive connections (http.client: the lightest cl
 server's; the threads spread over the servers), and prints throughput and latency percentiles. Every request is
 signed like a real sender's; every answer must be 200. Ids are new on every run, so a store can be reused.
 
+Beside each batch rate: the CPU (user + system) a contact cost in the servers, the client, and, on a PostgreSQL
+server on this machine, the backends serving the bench's database (their pids from pg_stat_activity, read with
+psutil; a backend that connected during the phase is counted from its start).
+
     flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py
     flock /tmp/acr-bench.lock .venv/bin/python bench/webhook.py --servers 2 \
         --database-url 'postgresql://acr@/acr?host=/run/postgresql'
@@ -29,10 +33,12 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+import psutil
 
 from bot.http.signing import signed_headers
 
@@ -52,6 +58,7 @@ class Phase:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     elapsed: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds (user + system) by whom, during the phase
 
     @property
     def requests(self) -> int:
@@ -167,6 +174,44 @@ def healthz_count(port: int) -> int:
     return count
 
 
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """User + system CPU seconds of each process still alive (its own, not its children's)."""
+    seconds = {}
+    for pid in pids:
+        try:
+            times = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        seconds[pid] = times.user + times.system
+    return seconds
+
+
+def backend_pids(database_url: str) -> list[int]:
+    """The PostgreSQL backends connected to the database of ``database_url`` (none for SQLite)."""
+    if not database_url.startswith(("postgresql:", "postgres:")):
+        return []
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+    return [int(row[0]) for row in rows]
+
+
+def measured(phase: Phase, database_url: str, servers: list[int], drive: Callable[[], None]) -> None:
+    """Run ``drive`` and note the CPU it cost the servers, this client and the database's backends."""
+    backends_before = cpu_seconds(backend_pids(database_url))
+    servers_before = sum(cpu_seconds(servers).values())
+    client_before = sum(os.times()[:2])
+    drive()
+    phase.cpu["servers"] = sum(cpu_seconds(servers).values()) - servers_before
+    phase.cpu["client"] = sum(os.times()[:2]) - client_before
+    if database_url.startswith(("postgresql:", "postgres:")):
+        backends_after = cpu_seconds(backend_pids(database_url))
+        phase.cpu["postgres"] = sum(after - backends_before.get(pid, 0.0) for pid, after in backends_after.items())
+
+
 def report(phase: Phase, target: float, unit: str) -> bool:
     rate_requests = phase.requests / phase.elapsed if phase.elapsed else 0.0
     rate = rate_requests * phase.records_per_request if unit == "contacts/s" else rate_requests
@@ -177,6 +222,11 @@ def report(phase: Phase, target: float, unit: str) -> bool:
         f" latency ms p50 {phase.percentile(0.50):.1f} p90 {phase.percentile(0.90):.1f}"
         f" p99 {phase.percentile(0.99):.1f} max {max(phase.latencies, default=0) * 1000:.1f}"
     )
+    contacts = phase.requests * phase.records_per_request
+    if phase.cpu and contacts:
+        parts = [f"{who} {seconds / contacts * 1e6:.1f}" for who, seconds in phase.cpu.items()]
+        total = sum(phase.cpu.values()) / contacts * 1e6
+        print(f"  CPU us a contact (user + system): {', '.join(parts)}; total {total:.1f}")
     for error in phase.errors[:5]:
         print(f"  error: {error}")
     return ok
@@ -200,9 +250,14 @@ def run_store(
     batches = Phase(f"batches of {args.batch_size}", args.batch_size)
     try:
         before = healthz_count(ports[0])
+        pids = [proc.pid for proc, _ in servers]
         if single_bodies:
-            run_phase(single, ports, single_bodies, args.threads, args.seconds)
-        run_phase(batches, ports, batch_bodies, args.threads, args.seconds)
+            measured(
+                single, database_url, pids, lambda: run_phase(single, ports, single_bodies, args.threads, args.seconds)
+            )
+        measured(
+            batches, database_url, pids, lambda: run_phase(batches, ports, batch_bodies, args.threads, args.seconds)
+        )
         stored = healthz_count(ports[0]) - before
     finally:
         for proc, _ in servers:

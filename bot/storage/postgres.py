@@ -5,6 +5,8 @@ store's *derive lock* (a transaction-scoped advisory lock) to bring the candidat
 their derived next repeats up to date, and commits while holding it. Only that short last step is serialised:
 every derive step starts after the previous one committed, so it sees every contact written before it (READ
 COMMITTED), and since no transaction holding the derive lock ever waits for a row lock, the lock cannot deadlock.
+A write that only inserted contacts adds their candidates just before it takes the lock, with the next repeats
+it sees then; its derive step corrects them with the rest (new rows that no other transaction sees or waits for).
 Two writes of the same keys in crossing order can deadlock on their rows; PostgreSQL then aborts one, and
 ``upsert`` runs it again.
 
@@ -251,6 +253,26 @@ WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
 ), changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
 {postgres_rollups.mark_dirty("changed")}
 """
+# A small write that only inserted contacts adds their candidates before it takes the derive lock (the derive
+# steps of other writes do not wait for it), each with the next repeat it sees then: the first repeatable start
+# after it among its customer's contacts, one index probe. Under the lock, the fix then corrects those that a
+# write committed meanwhile changed, as it does any candidate of the span (they are this write's own rows by then,
+# visible to it). Only new rows, of contacts this write inserted: no other transaction sees them, so none waits
+# for them (no deadlock), and no candidate row of another write is touched outside the lock.
+_ADD_NEW_CANDIDATES: Final = f"""
+INSERT INTO metric_contacts ({_METRIC_COLUMNS})
+SELECT c.pk, c.started_us, c.end_us, (
+        SELECT min(n.started_us) FROM contacts AS n
+        WHERE n.customer_id = c.customer_id AND n.repeatable AND n.started_us > c.started_us
+    ), c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
+FROM contacts AS c WHERE c.pk = ANY(ARRAY(SELECT pk FROM written)) AND {_CANDIDATE}
+ORDER BY c.pk
+"""
+_FIX_SPANS: Final = f"""
+WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
+), changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
+{postgres_rollups.mark_dirty("changed")}
+"""
 # A large write: the next repeats into a table of their own (hash joins with what they are joined to).
 _DERIVE_HISTORIES: Final = (
     f"CREATE TEMP TABLE fresh ON COMMIT DROP AS {_NEXT_REPEATS_OF.format(rows=_HISTORY_ROWS)}",
@@ -372,7 +394,8 @@ class PostgresContactStore:
                 # idle_in_transaction_session_timeout must not end it)
                 conn.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 writer = _PostgresBulkWriter(conn, self._pool)
-                writer.defer_indexes_for(expected_rows)
+                if expected_rows >= BULK_LOAD_MIN_ROWS:  # (a webhook's write asks nothing more)
+                    writer.defer_indexes_for(expected_rows)
                 yield writer
                 writer.finish()
         finally:
@@ -1005,11 +1028,14 @@ def _derive_steps(*, updated: bool, rows: int, contacts_added: int) -> list[str]
     """The derive step of a transaction that noted what it wrote or deleted in ``written`` (``rows`` written
     rows; ``updated``: some stored contact changed or went, so its old candidate row must go), as statements.
 
-    Under the derive lock: the candidates of the written contacts (a deleted contact has none left), then the
-    next repeats of the touched customers' contacts, worked out over every committed contact; then the count.
+    Under the derive lock: the candidates of the written contacts (a deleted contact has none left; those of a
+    small write of new contacts only are added just before the lock), then the next repeats of the touched
+    customers' contacts, worked out over every committed contact; then the count.
     """
-    steps = [_DERIVE_LOCK]
     large = rows >= WINDOW_PASS_MIN_ROWS
+    if not (updated or large):  # only new contacts: their candidates go in before the lock
+        return [_ADD_NEW_CANDIDATES, _DERIVE_LOCK, _FIX_SPANS, *_count_steps(contacts_added, "written")]
+    steps = [_DERIVE_LOCK]
     if updated:
         steps.append(_DROP_OLD_CANDIDATES.format(by_key="" if large else _BY_KEY.format(row="m", keys="written")))
     steps += _DERIVE_HISTORIES if large else [_DERIVE_SPANS]
