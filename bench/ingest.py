@@ -5,6 +5,12 @@ runs ``acr-bot ingest`` in a subprocess on a new database and reports contacts/s
 50 ms with psutil: the largest single process (RSS) and the whole process tree (the writer plus its reader
 children, their proportional set size (PSS)). Target (issue 2): >= 50,000 contacts/s and < 300 MB for 1,000,000 contacts.
 
+CPU per contact is reported beside each rate: the import's processes (user + system, its readers included) and,
+for a PostgreSQL server on a Unix socket of this machine, the server processes that serve the import's database
+(its backends and their parallel workers, found by their process titles, read every 50 ms while they run: the
+last 50 ms of each may be missed). The server's background processes (WAL writer, checkpointer), which serve every
+database, are not counted, nor is anything else the server does meanwhile (a shared server: others' work).
+
     flock /tmp/acr-bench.lock .venv/bin/python bench/ingest.py [--contacts 1000000] [--formats jsonl csv]
 
 ``--database-url`` imports into another store instead of a new SQLite file per format: it must be empty, and
@@ -19,11 +25,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import psutil
 
@@ -47,8 +55,76 @@ def generate(contacts: int, fmt: str, folder: Path, env: dict[str, str]) -> Path
     return path
 
 
+class ServerCpu:
+    """CPU seconds of the processes of a local PostgreSQL server (reached by a Unix socket) that serve one
+    database: its backends, whose titles name the database, and their parallel workers, which name their
+    leader's pid. ``sample`` reads them (call it often while they run); ``seconds`` is the sum of the last
+    readings, so a process's CPU after its last sample is missed."""
+
+    def __init__(self, database_url: str):
+        self.postmaster = _postmaster_pid(database_url)
+        self.database = unquote(urlsplit(database_url).path.lstrip("/"))
+        self._mine: set[int] = set()
+        self._others: set[int] = set()
+        self._ticks: dict[int, int] = {}
+
+    def sample(self) -> None:
+        if self.postmaster is None:
+            return
+        try:
+            children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text().split()
+        except OSError:
+            return
+        for pid in map(int, children):
+            if pid in self._others:
+                continue
+            if pid not in self._mine:
+                try:
+                    title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split()
+                except OSError:
+                    continue
+                if not title or title[0] != "postgres:":  # (just forked, no title yet: looked at next time)
+                    continue
+                leader = int(title[-1]) if title[1:4] == ["parallel", "worker", "for"] and title[-1].isdigit() else 0
+                if title[2:3] != [self.database] and leader not in self._mine:
+                    self._others.add(pid)
+                    continue
+                self._mine.add(pid)
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            self._ticks[pid] = int(fields[11]) + int(fields[12])
+
+    @property
+    def measured(self) -> bool:
+        return self.postmaster is not None
+
+    def seconds(self) -> float:
+        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+
+def _postmaster_pid(database_url: str) -> int | None:
+    """The pid of a PostgreSQL server reached by a Unix socket (the first line of its socket's lock file), else None."""
+    parts = urlsplit(database_url)
+    if not parts.scheme.startswith("postgres"):
+        return None
+    query = parse_qs(parts.query)
+    host = query.get("host", [parts.hostname or ""])[0]
+    port = query.get("port", [str(parts.port or 5432)])[0]
+    try:
+        return int((Path(host) / f".s.PGSQL.{port}.lock").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_ingest(
-    path: Path, database_url: str, env: dict[str, str], options: Sequence[str] = ()
+    path: Path, database_url: str, env: dict[str, str], options: Sequence[str] = (), server: ServerCpu | None = None
 ) -> tuple[float, int, int, str]:
     """(seconds, peak RSS of one process in bytes, peak PSS of the process tree in bytes, summary line).
 
@@ -72,6 +148,8 @@ def run_ingest(
             single_peak = max(single_peak, *(member.memory_info().rss for member in tree))
         except psutil.Error:
             pass
+        if server is not None:
+            server.sample()
         sample += 1
         time.sleep(0.05)
     seconds = time.perf_counter() - began
@@ -105,7 +183,11 @@ def main() -> None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{database}{suffix}").unlink(missing_ok=True)
             load = os.getloadavg()[0]
-            seconds, single, tree, summary = run_ingest(path, url, env)
+            server = ServerCpu(url)
+            cpu_before = children_cpu_seconds()
+            seconds, single, tree, summary = run_ingest(path, url, env, server=server)
+            import_cpu = children_cpu_seconds() - cpu_before
+            server_cpu = server.seconds()
             rate = args.contacts / seconds
             ok = rate >= 50_000 and max(single, tree) < 300 * 2**20
             failed |= not ok
@@ -115,6 +197,12 @@ def main() -> None:
                 f"{tree / 2**20:,.0f} MB (whole process tree) [{'meets' if ok else 'MISSES'} >= 50,000/s and < 300 MB]"
                 f" (load average {load:.2f} at its start)"
             )
+            cpu = f"CPU {1e6 * (import_cpu + server_cpu) / args.contacts:.1f} us/contact: import {import_cpu:.1f} s"
+            if server.measured:
+                cpu += f" + server {server_cpu:.1f} s (the database's backends)"
+            elif url.startswith("postgres"):
+                cpu += " (the server's not measured: not on a Unix socket of this machine)"
+            print(f"    {cpu}")
             print(f"    {summary}")
     sys.exit(1 if failed else 0)
 
