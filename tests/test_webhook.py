@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from bot.http import coalesce
 from bot.http.app import build_app
 from bot.http.coalesce import WriteCoalescer
 from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_headers, verify
@@ -343,6 +344,61 @@ def _send_as_one_group(coalescer: WriteCoalescer, batches: dict[str, list[Contac
     for thread in threads:
         thread.join()
     return outcomes
+
+
+def _counting_transactions(store: ContactStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The expected sizes of the write transactions ``store.bulk`` opens from now on (the real ones: it is only
+    watched)."""
+    opened: list[int] = []
+    bulk = store.bulk
+
+    def watched(expected_rows: int = 0) -> Any:
+        opened.append(expected_rows)
+        return bulk(expected_rows)
+
+    monkeypatch.setattr(store, "bulk", watched)
+    return opened
+
+
+def _upsert_in_thread(coalescer: WriteCoalescer, contacts: list[Contact]) -> tuple[threading.Thread, list[Any]]:
+    """``coalescer.upsert(contacts)`` started in a thread of its own; the list gets its counts (or what it raised)."""
+    outcome: list[Any] = []
+
+    def send() -> None:
+        try:
+            outcome.append(coalescer.upsert(contacts))
+        except Exception as failure:
+            outcome.append(failure)
+
+    thread = threading.Thread(target=send)
+    thread.start()
+    return thread, outcome
+
+
+def test_requests_queued_while_a_group_is_written_join_its_transaction(
+    store: ContactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = _counting_transactions(store, monkeypatch)
+    coalescer = WriteCoalescer(store)
+    writing, go_on = threading.Event(), threading.Event()
+    real_add_all = coalesce.add_all
+
+    def add_all(writer: Any, contacts: Any) -> None:
+        writing.set()  # the first request is being written: the second queues meanwhile
+        assert go_on.wait(30)
+        real_add_all(writer, contacts)
+
+    monkeypatch.setattr(coalesce, "add_all", add_all)
+    first_thread, first = _upsert_in_thread(coalescer, _contacts(record(1)))
+    assert writing.wait(30)
+    second_thread, second = _upsert_in_thread(coalescer, _contacts(record(1), record(2)))
+    while not coalescer._queue:
+        time.sleep(0.001)
+    go_on.set()
+    first_thread.join()
+    second_thread.join()
+    assert first[0] == UpsertCounts(inserted=1) and second[0] == UpsertCounts(inserted=1, unchanged=1)
+    assert transactions == [1] and store.count_contacts() == 2  # one transaction, counted as if sent in turn
 
 
 def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:
