@@ -409,3 +409,37 @@ def test_a_valid_chunk_skips_the_statement_journal_and_an_invalid_row_still_fail
         assert_candidates_mirror_contacts(store)
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("expected_rows", [0, 10**6], ids=["keyed", "initial-load"])
+def test_a_column_null_in_every_row_of_a_chunk_is_stored_null_and_the_others_in_their_places(
+    db_path: Path, expected_rows: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Such a column goes into the INSERT as the literal NULL instead of bound values (``_bindable``), so the
+    values of the others are numbered without it: each chunk here leaves out another nullable column."""
+    full = contact("c", "k", 0, ended_at=T0 + 60, updated_at=T0 + 90, team="t", reason="r", queue="q", resolved=True)
+    full = full._replace(parent_id="p", escalated=True)
+    nullable = [column for column in Contact._fields if column not in sqlite_store.NOT_NULL_COLUMNS]
+    assert set(nullable) == {"agent", "team", "queue", "reason", "resolved", "parent_id", "ended_us", "updated_us"}
+    null: Any = None
+    batches = [[full._replace(id=f"{column}-{i}", **{column: null}) for i in range(3)] for column in nullable]
+    batches.append([full._replace(id="mixed-1"), full._replace(id="mixed-2", team=None, resolved=False)])
+    left_out: list[tuple[str, ...]] = []
+    insert_sql = sqlite_store._insert_new_sql
+
+    def recorded(rows: int, keyed: bool = True, valid: bool = False, nulls: tuple[int, ...] = ()) -> str:
+        left_out.append(tuple(Contact._fields[column] for column in nulls))
+        return insert_sql(rows, keyed, valid, nulls)
+
+    monkeypatch.setattr(sqlite_store, "_insert_new_sql", recorded)
+    store = SQLiteContactStore(db_path)
+    try:
+        with store.bulk(expected_rows) as writer:
+            for index, batch in enumerate(batches):
+                writer.add(PackedContacts([v for c in batch for v in c]) if index % 2 else batch)
+        assert left_out == [(column,) for column in nullable] + [()]
+        stored = {row["id"]: {f: row[f] for f in Contact._fields} for row in stored_contacts(store)}
+        assert stored == {c.id: c._asdict() for batch in batches for c in batch}
+        assert_candidates_mirror_contacts(store)
+    finally:
+        store.close()

@@ -92,7 +92,7 @@ KEY_INDEX = "contacts_key"  # the (source, id) unique index (migration m_contact
 
 
 @cache
-def _insert_new_sql(rows: int, keyed: bool = True, valid: bool = False) -> str:
+def _insert_new_sql(rows: int, keyed: bool = True, valid: bool = False, nulls: tuple[int, ...] = ()) -> str:
     """The INSERT of ``rows`` new rows. Its text is the same for every write, so the connection's statement
     cache compiles it once: the write's ``received_at`` is parameter ?1, shared by every row (one binding per
     statement; per row it cost about 2 us a row), and the rows' values follow from ?2 on. (A literal
@@ -105,9 +105,18 @@ def _insert_new_sql(rows: int, keyed: bool = True, valid: bool = False) -> str:
     breaking a CHECK or NOT NULL constraint aborts it) makes SQLite copy each page it first changes into a
     statement journal, to undo the statement alone: a whole 16 KiB page for each random index leaf a row goes
     to. OR IGNORE never aborts, so it needs none: the INSERT of a webhook group of 2,000 CTRs (200k-contact
-    store) took 31.5 us a contact with the journal, 19.1 without."""
+    store) took 31.5 us a contact with the journal, 19.1 without.
+
+    ``nulls``: columns (positions in a Contact) that are NULL in every row, written as the literal NULL and not
+    bound: the rows' values then leave them out (``_bindable``)."""
+    kept = [column for column in range(_WIDTH) if column not in nulls]
+    width = len(kept)
+    slot = {column: 2 + index for index, column in enumerate(kept)}
     marks = ", ".join(
-        "({}, ?1)".format(", ".join(f"?{2 + row * _WIDTH + column}" for column in range(_WIDTH))) for row in range(rows)
+        "({}, ?1)".format(
+            ", ".join("NULL" if column in nulls else f"?{row * width + slot[column]}" for column in range(_WIDTH))
+        )
+        for row in range(rows)
     )
     how, conflict = (
         ("OR IGNORE ", "") if keyed and valid else ("", " ON CONFLICT (source, id) DO NOTHING" if keyed else "")
@@ -154,6 +163,7 @@ _NOT_NULL: Final = tuple(_WRITE_COLUMNS.index(column) for column in NOT_NULL_COL
 _DIRECTION: Final = _WRITE_COLUMNS.index("direction")
 _TIER: Final = _WRITE_COLUMNS.index("tier")
 _ENDED: Final = _WRITE_COLUMNS.index("ended_us")
+_NULLABLE: Final = tuple(i for i, column in enumerate(_WRITE_COLUMNS) if column not in NOT_NULL_COLUMNS)
 
 
 def _surely_valid(values: list[Any]) -> bool:
@@ -172,17 +182,29 @@ def _surely_valid(values: list[Any]) -> bool:
     return all(type(end) is int and end >= start for end, start in ends_given)
 
 
-def _bindable(values: list[Any]) -> list[Any]:
+def _bindable(values: list[Any], nulls: tuple[int, ...] = ()) -> list[Any]:
     """A copy of the rows' values (one after another) that Python's sqlite3 binds faster: the flags as integers and
-    the compressed raws as bytearrays. Why: sqlite3 binds int, float, str and bytearray directly, and looks every
-    other value (bool, bytes, None) up as an adapter first, ~0.7 us a value. The INSERT of groups of 2,000 CTRs
-    (120k-contact store) took 17.8-21.1 us a CTR as given, 16.2-18.4 like this. (NULLs bound as empty bytearrays
-    and turned back by ``nullif(?, x'')`` in the INSERT were slower: 23.8-27.2.)"""
-    bindable = values.copy()
-    for column in (_ESCALATED, _RESOLVED):
-        bindable[column::_WIDTH] = [int(flag) if type(flag) is bool else flag for flag in values[column::_WIDTH]]
-    bindable[_RAW::_WIDTH] = [bytearray(raw) if type(raw) is bytes else raw for raw in values[_RAW::_WIDTH]]
+    the compressed raws as bytearrays, and without the columns ``nulls`` (NULL in every row: ``_null_columns``).
+    Why: sqlite3 binds int, float, str and bytearray directly, and looks every other value (bool, bytes, None) up
+    as an adapter first, ~0.5 us a value. The INSERT of groups of 2,000 CTRs (120k-contact store) took 17.8-21.1
+    us a CTR as given, 16.2-18.4 like this. (NULLs bound as empty bytearrays and turned back by ``nullif(?, x'')``
+    in the INSERT were slower: 23.8-27.2; a CTR's team, reason and resolved are usually NULL in every row.)"""
+    width = _WIDTH - len(nulls)
+    bindable: list[Any] = [None] * (len(values) // _WIDTH * width)
+    kept = (column for column in range(_WIDTH) if column not in nulls)
+    for at, column in enumerate(kept):
+        given = values[column::_WIDTH]
+        if column in (_ESCALATED, _RESOLVED):
+            given = [int(flag) if type(flag) is bool else flag for flag in given]
+        elif column == _RAW:
+            given = [bytearray(raw) if type(raw) is bytes else raw for raw in given]
+        bindable[at::width] = given
     return bindable
+
+
+def _null_columns(values: list[Any], count: int) -> tuple[int, ...]:
+    """The nullable columns that are NULL in each of the ``count`` rows (values one after another)."""
+    return tuple(column for column in _NULLABLE if values[column::_WIDTH].count(None) == count)
 
 
 # The derived data: the start of the customer's first repeatable contact strictly after each contact.
@@ -909,18 +931,20 @@ class SQLiteBulkWriter:
             values = _in_key_order(values)
         valid = keyed and _surely_valid(values)
         stored = values if packed else self._packed(values)
-        if valid:  # (else the database judges the values as they are)
-            stored = _bindable(stored)
-        step = ROWS_PER_INSERT * _WIDTH
+        nulls = _null_columns(stored, count)
+        stored = _bindable(stored, nulls)  # (the same values to SQLite: the database judges them as before)
+        step = ROWS_PER_INSERT * (_WIDTH - len(nulls))
         whole = len(stored) - len(stored) % step
         if whole:
             received_at = [self._received_at]
             conn.executemany(
-                _insert_new_sql(ROWS_PER_INSERT, keyed, valid),
+                _insert_new_sql(ROWS_PER_INSERT, keyed, valid, nulls),
                 (received_at + stored[i : i + step] for i in range(0, whole, step)),
             )
         if whole < len(stored):
-            conn.execute(_insert_new_sql(count % ROWS_PER_INSERT, keyed, valid), [self._received_at, *stored[whole:]])
+            conn.execute(
+                _insert_new_sql(count % ROWS_PER_INSERT, keyed, valid, nulls), [self._received_at, *stored[whole:]]
+            )
         self._max_pk = conn.execute("SELECT coalesce(max(pk), 0) FROM contacts").fetchone()[0]
         inserted = self._max_pk - first_pk
         self.counts.inserted += inserted
