@@ -1017,6 +1017,60 @@ def test_an_erasure_racing_a_write_of_the_same_customer_leaves_exact_next_repeat
         pg.close()
 
 
+def waiting_for_advisory_locks(conn: psycopg.Connection[Any]) -> int:
+    """How many transactions of this database wait for an advisory lock (the derive lock, in these tests)."""
+    return int(
+        _first_value(
+            conn,
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+    )
+
+
+def test_a_write_of_new_contacts_corrects_its_early_candidates_by_what_committed_before_its_derive_step(
+    postgres_url: str,
+) -> None:
+    """A write of new contacts adds their candidates before it takes the derive lock, each with the next repeat it
+    sees then. Here another write of the same customer, earlier in the queue for the lock, commits in between: the
+    first write's candidate (10 h) saw the repeat at 20 h, the one that committed meanwhile (15 h) comes first,
+    and only the first write's own derive step can put that right (the other could not see its rows)."""
+    stores = [PostgresContactStore(postgres_url) for _ in range(3)]
+    failures: list[BaseException] = []
+
+    def write(store: PostgresContactStore, batch: list[Contact]) -> None:
+        try:
+            store.upsert(batch)
+        except BaseException as problem:  # surfaced by the main thread
+            failures.append(problem)
+
+    def until_waiting(conn: psycopg.Connection[Any], count: int) -> None:
+        deadline = time.monotonic() + 10
+        while waiting_for_advisory_locks(conn) < count:
+            assert time.monotonic() < deadline, f"{count} writes never waited for the derive lock"
+            time.sleep(0.01)
+
+    try:
+        stores[0].upsert([contact("later", "k1", 20)])
+        with psycopg.connect(postgres_url, autocommit=True) as watcher, psycopg.connect(postgres_url) as holder:
+            holder.execute(postgres_store._DERIVE_LOCK)
+            between = threading.Thread(target=write, args=(stores[1], [contact("between", "k1", 15)]))
+            between.start()
+            until_waiting(watcher, 1)  # its candidate is in (uncommitted): first in the queue for the lock
+            first = threading.Thread(target=write, args=(stores[2], [contact("first", "k1", 10)]))
+            first.start()
+            until_waiting(watcher, 2)  # its candidate is in too, with the repeat at 20 h: the only one it sees
+            holder.commit()  # 'between' derives and commits, then 'first' derives
+            between.join(10)
+            first.join(10)
+        assert not failures, failures
+        rows = {row["id"]: row["next_repeat_us"] for row in assert_derived_data_exact(stores[0])}
+        assert rows["first"] == (T0 + 15 * 3600) * 1_000_000
+    finally:
+        for store in stores:
+            store.close()
+
+
 def test_erasures_among_concurrent_writers_leave_every_derived_value_exact(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
