@@ -1,7 +1,9 @@
 """The SQL of the exact metric rollups of a PostgreSQL store (what they are: ``bot.storage.rollups``).
 
 Exact across processes, by the store's derive lock: the candidates (``metric_contacts``) and the marks of the
-UTC days a write changed (``metric_rollup_dirty``) are only ever written under it, in the write's transaction.
+UTC days a write changed (``metric_rollup_dirty``) are only ever committed under it, in the write's transaction
+(a write of new contacts adds their candidates just before it takes the lock; no snapshot sees them before that
+commit).
 A refresh builds days from one snapshot without any lock (``build``), then stores them and removes their marks
 under the derive lock in one short transaction (``store_built``), only the marks of the days no write marked
 again since that snapshot: each mark is written anew by every write (its row version, ``xmin``, is the last
