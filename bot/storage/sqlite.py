@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence, Sized
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, tzinfo
-from functools import cache
+from functools import lru_cache
 from itertools import chain, islice
 from operator import le
 from pathlib import Path
@@ -91,7 +91,7 @@ _INSERT_NEW_SQL = "INSERT {how}INTO contacts ({cols}, received_at) VALUES {rows}
 KEY_INDEX = "contacts_key"  # the (source, id) unique index (migration m_contacts_key_index)
 
 
-@cache
+@lru_cache(maxsize=512)  # (keyed by the NULL columns too: many texts over a server's life)
 def _insert_new_sql(rows: int, keyed: bool = True, valid: bool = False, nulls: tuple[int, ...] = ()) -> str:
     """The INSERT of ``rows`` new rows. Its text is the same for every write, so the connection's statement
     cache compiles it once: the write's ``received_at`` is parameter ?1, shared by every row (one binding per
