@@ -6,9 +6,9 @@ runs ``acr-bot ingest`` in a subprocess on a new database and reports contacts/s
 children, their proportional set size (PSS)). Target (issue 2): >= 50,000 contacts/s and < 300 MB for 1,000,000 contacts.
 
 CPU per contact is reported beside each rate: the import's processes (user + system, its readers included) and,
-for a PostgreSQL server on a Unix socket of this machine, the server processes that serve the import's database
-(its backends and their parallel workers, found by their process titles, read every 50 ms while they run: the
-last 50 ms of each may be missed). The server's background processes (WAL writer, checkpointer), which serve every
+for a PostgreSQL server of this machine, the server processes that serve the import's database (its backends and
+their parallel workers, listed by pg_stat_activity and read from /proc every 50 ms while they run: the last 50 ms
+of each may be missed; one that was there before the import counts from the import's start). The server's background processes (WAL writer, checkpointer), which serve every
 database, are not counted, nor is anything else the server does meanwhile (a shared server: others' work).
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/ingest.py [--contacts 1000000] [--formats jsonl csv]
@@ -31,7 +31,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any
 
 import psutil
 
@@ -56,66 +56,63 @@ def generate(contacts: int, fmt: str, folder: Path, env: dict[str, str]) -> Path
 
 
 class ServerCpu:
-    """CPU seconds of the processes of a local PostgreSQL server (reached by a Unix socket) that serve one
-    database: its backends, whose titles name the database, and their parallel workers, which name their
-    leader's pid. ``sample`` reads them (call it often while they run); ``seconds`` is the sum of the last
-    readings, so a process's CPU after its last sample is missed."""
+    """The CPU time (user + system) that a PostgreSQL server on this machine spends serving the import's
+    database: its backends and their parallel workers, listed by ``pg_stat_activity`` (``datname``: parallel
+    workers carry their leader's database) from a connection of its own, and read from /proc. ``sample`` reads
+    them (call it often while they run); ``seconds`` sums what each spent since it was first seen, from its start
+    for a process that began after ``__init__`` (the import's), from ``__init__`` for one already there (another
+    client's). A process's CPU after its last sample is missed. Not measured (``measured`` False) for SQLite, or
+    when the listed pids are not PostgreSQL processes of this machine (a remote server)."""
 
     def __init__(self, database_url: str):
-        self.postmaster = _postmaster_pid(database_url)
-        self.database = unquote(urlsplit(database_url).path.lstrip("/"))
-        self._mine: set[int] = set()
-        self._others: set[int] = set()
+        self._conn: Any = None
         self._ticks: dict[int, int] = {}
+        self._before: dict[int, int] = {}
+        self._local = False
+        if not database_url.startswith(("postgresql:", "postgres:")):
+            return
+        import psycopg
+
+        self._conn = psycopg.connect(database_url, autocommit=True)
+        self._before = {pid: ticks for pid in self._pids() if (ticks := _cpu_ticks(pid)) is not None}
+
+    def _pids(self) -> list[int]:
+        rows = self._conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchall()
+        return [int(row[0]) for row in rows]
 
     def sample(self) -> None:
-        if self.postmaster is None:
+        if self._conn is None:
             return
-        try:
-            children = Path(f"/proc/{self.postmaster}/task/{self.postmaster}/children").read_text().split()
-        except OSError:
-            return
-        for pid in map(int, children):
-            if pid in self._others:
-                continue
-            if pid not in self._mine:
-                try:
-                    title = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split()
-                except OSError:
-                    continue
-                if not title or title[0] != "postgres:":  # (just forked, no title yet: looked at next time)
-                    continue
-                leader = int(title[-1]) if title[1:4] == ["parallel", "worker", "for"] and title[-1].isdigit() else 0
-                if title[2:3] != [self.database] and leader not in self._mine:
-                    self._others.add(pid)
-                    continue
-                self._mine.add(pid)
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            self._ticks[pid] = int(fields[11]) + int(fields[12])
+        for pid in self._pids():
+            ticks = _cpu_ticks(pid)
+            if ticks is not None:
+                self._local = True
+                self._ticks[pid] = ticks
 
     @property
     def measured(self) -> bool:
-        return self.postmaster is not None
+        return self._local
 
     def seconds(self) -> float:
-        return sum(self._ticks.values()) / os.sysconf("SC_CLK_TCK")
+        spent = sum(ticks - self._before.get(pid, 0) for pid, ticks in self._ticks.items())
+        return spent / os.sysconf("SC_CLK_TCK")
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
 
 
-def _postmaster_pid(database_url: str) -> int | None:
-    """The pid of a PostgreSQL server reached by a Unix socket (the first line of its socket's lock file), else None."""
-    parts = urlsplit(database_url)
-    if not parts.scheme.startswith("postgres"):
-        return None
-    query = parse_qs(parts.query)
-    host = query.get("host", [parts.hostname or ""])[0]
-    port = query.get("port", [str(parts.port or 5432)])[0]
+def _cpu_ticks(pid: int) -> int | None:
+    """The user + system clock ticks of PostgreSQL process ``pid`` of this machine, else None."""
     try:
-        return int((Path(host) / f".s.PGSQL.{port}.lock").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+            return None
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
         return None
+    return int(fields[11]) + int(fields[12])
 
 
 def children_cpu_seconds() -> float:
@@ -188,6 +185,7 @@ def main() -> None:
             seconds, single, tree, summary = run_ingest(path, url, env, server=server)
             import_cpu = children_cpu_seconds() - cpu_before
             server_cpu = server.seconds()
+            server.close()
             rate = args.contacts / seconds
             ok = rate >= 50_000 and max(single, tree) < 300 * 2**20
             failed |= not ok
@@ -201,7 +199,7 @@ def main() -> None:
             if server.measured:
                 cpu += f" + server {server_cpu:.1f} s (the database's backends)"
             elif url.startswith("postgres"):
-                cpu += " (the server's not measured: not on a Unix socket of this machine)"
+                cpu += " (the server's not measured: not a PostgreSQL server of this machine)"
             print(f"    {cpu}")
             print(f"    {summary}")
     sys.exit(1 if failed else 0)
