@@ -6,6 +6,7 @@ and signs its requests with ``bot.http.signing`` exactly as a sender would.
 
 from __future__ import annotations
 
+import inspect
 import socket
 import sqlite3
 import threading
@@ -399,6 +400,41 @@ def test_requests_queued_while_a_group_is_written_join_its_transaction(
     second_thread.join()
     assert first[0] == UpsertCounts(inserted=1) and second[0] == UpsertCounts(inserted=1, unchanged=1)
     assert transactions == [1] and store.count_contacts() == 2  # one transaction, counted as if sent in turn
+
+
+def test_a_queued_request_that_would_overfill_the_group_waits_for_the_next_transaction(
+    store: ContactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = _counting_transactions(store, monkeypatch)
+    coalescer = WriteCoalescer(store, max_group_contacts=2)
+    writing, go_on = threading.Event(), threading.Event()
+    real_add_all = coalesce.add_all
+
+    def add_all(writer: Any, contacts: Any) -> None:
+        writing.set()
+        assert go_on.wait(30)
+        real_add_all(writer, contacts)
+
+    monkeypatch.setattr(coalesce, "add_all", add_all)
+    first_thread, first = _upsert_in_thread(coalescer, _contacts(record(1)))
+    assert writing.wait(30)
+    second_thread, second = _upsert_in_thread(coalescer, _contacts(record(2), record(3)))  # 1 + 2 > 2
+    while not coalescer._queue:
+        time.sleep(0.001)
+    go_on.set()
+    first_thread.join()
+    second_thread.join()
+    assert first[0] == UpsertCounts(inserted=1) and second[0] == UpsertCounts(inserted=2)
+    assert transactions == [1, 2] and store.count_contacts() == 3
+
+
+def test_a_full_group_stays_a_small_write_for_every_store() -> None:
+    """A group at its cap is still written as a webhook batch: PostgreSQL takes a write of WINDOW_PASS_MIN_ROWS
+    rows or more for an import (whole customer histories, worked out under its derive lock)."""
+    from bot.storage import postgres
+
+    default_cap = inspect.signature(WriteCoalescer).parameters["max_group_contacts"].default
+    assert default_cap < postgres.WINDOW_PASS_MIN_ROWS
 
 
 def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:

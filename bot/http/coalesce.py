@@ -40,7 +40,9 @@ class _Pending:
 class WriteCoalescer:
     """``upsert`` like the store's, but concurrent callers share transactions (group commit)."""
 
-    def __init__(self, store: ContactStore, max_group_contacts: int = 20_000):
+    # Half of what PostgreSQL takes for an import (WINDOW_PASS_MIN_ROWS, 20,000: whole customer histories worked
+    # out under its derive lock, which every other server's writes then wait for): a full group stays a batch.
+    def __init__(self, store: ContactStore, max_group_contacts: int = 10_000):
         self.store = store
         self.max_group_contacts = max_group_contacts
         self._queue: deque[_Pending] = deque()
