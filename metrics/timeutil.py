@@ -180,7 +180,7 @@ def fast_instant(value: object, cache: InstantCache) -> int | None:
     (metrics.records writes the string case out inline; keep the two in step.)
     """
     if type(value) is str:
-        tail = cache.tail(value)
+        tail = cache.tails.get(value[14:]) or cache.tail(value)  # (a tail met before: no call)
         if tail is not None:
             hour = tail[1].get(value[:14])
             if hour is None:
