@@ -246,13 +246,22 @@ SELECT {_METRIC_COLUMNS} FROM (
     FROM {{contacts}} AS c WHERE c.direction = 'inbound' AND (c.parent_id IS NULL OR c.agent IS NOT NULL)
 ) AS c WHERE c.agent IS NOT NULL  -- (inbound: a candidate)
 """
-# A small write: one statement (the new candidates are not yet visible to the fix, which leaves them alone).
-_DERIVE_SPANS: Final = f"""
+
+
+def _spans_fixed(also: str = "") -> str:
+    """A small write's next repeats over its spans (``fresh``), and every candidate whose next repeat changed
+    fixed, its day marked for the rollups: one statement, with the common table expressions ``also`` beside."""
+    return f"""
 WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
-), added AS ({_ADD_CANDIDATES.format(by_key=_BY_KEY.format(row="c", keys="written"))}
-), changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
+){also}, changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
 {postgres_rollups.mark_dirty("changed")}
 """
+
+
+# A small write: its candidates added by the same statement (not yet visible to the fix, which leaves them alone).
+_DERIVE_SPANS: Final = _spans_fixed(
+    f", added AS ({_ADD_CANDIDATES.format(by_key=_BY_KEY.format(row='c', keys='written'))}\n)"
+)
 # A small write that only inserted contacts adds their candidates before it takes the derive lock (the derive
 # steps of other writes do not wait for it), each with the next repeat it sees then: the first repeatable start
 # after it among its customer's contacts, one index probe. Under the lock, the fix then corrects those that a
@@ -265,14 +274,10 @@ SELECT c.pk, c.started_us, c.end_us, (
         SELECT min(n.started_us) FROM contacts AS n
         WHERE n.customer_id = c.customer_id AND n.repeatable AND n.started_us > c.started_us
     ), c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
-FROM contacts AS c WHERE c.pk = ANY(ARRAY(SELECT pk FROM written)) AND {_CANDIDATE}
+FROM contacts AS c WHERE {_CANDIDATE}{_BY_KEY.format(row="c", keys="written")}
 ORDER BY c.pk
 """
-_FIX_SPANS: Final = f"""
-WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
-), changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
-{postgres_rollups.mark_dirty("changed")}
-"""
+_FIX_SPANS: Final = _spans_fixed()
 # A large write: the next repeats into a table of their own (hash joins with what they are joined to).
 _DERIVE_HISTORIES: Final = (
     f"CREATE TEMP TABLE fresh ON COMMIT DROP AS {_NEXT_REPEATS_OF.format(rows=_HISTORY_ROWS)}",
