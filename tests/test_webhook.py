@@ -376,11 +376,11 @@ def _upsert_in_thread(coalescer: WriteCoalescer, contacts: list[Contact]) -> tup
     return thread, outcome
 
 
-def test_requests_queued_while_a_group_is_written_join_its_transaction(
-    store: ContactStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    transactions = _counting_transactions(store, monkeypatch)
-    coalescer = WriteCoalescer(store)
+def _second_queued_while_the_first_is_written(
+    coalescer: WriteCoalescer, monkeypatch: pytest.MonkeyPatch, first: list[Contact], second: list[Contact]
+) -> tuple[Any, Any]:
+    """``first`` sent, and ``second`` sent while ``first`` is being written (queued before its write goes on):
+    what each ``upsert`` returned (or raised)."""
     writing, go_on = threading.Event(), threading.Event()
     real_add_all = coalesce.add_all
 
@@ -390,15 +390,26 @@ def test_requests_queued_while_a_group_is_written_join_its_transaction(
         real_add_all(writer, contacts)
 
     monkeypatch.setattr(coalesce, "add_all", add_all)
-    first_thread, first = _upsert_in_thread(coalescer, _contacts(record(1)))
+    first_thread, first_outcome = _upsert_in_thread(coalescer, first)
     assert writing.wait(30)
-    second_thread, second = _upsert_in_thread(coalescer, _contacts(record(1), record(2)))
+    second_thread, second_outcome = _upsert_in_thread(coalescer, second)
     while not coalescer._queue:
         time.sleep(0.001)
     go_on.set()
     first_thread.join()
     second_thread.join()
-    assert first[0] == UpsertCounts(inserted=1) and second[0] == UpsertCounts(inserted=1, unchanged=1)
+    return first_outcome[0], second_outcome[0]
+
+
+def test_requests_queued_while_a_group_is_written_join_its_transaction(
+    store: ContactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions = _counting_transactions(store, monkeypatch)
+    coalescer = WriteCoalescer(store)
+    first, second = _second_queued_while_the_first_is_written(
+        coalescer, monkeypatch, _contacts(record(1)), _contacts(record(1), record(2))
+    )
+    assert first == UpsertCounts(inserted=1) and second == UpsertCounts(inserted=1, unchanged=1)
     assert transactions == [1] and store.count_contacts() == 2  # one transaction, counted as if sent in turn
 
 
@@ -407,24 +418,13 @@ def test_a_queued_request_that_would_overfill_the_group_waits_for_the_next_trans
 ) -> None:
     transactions = _counting_transactions(store, monkeypatch)
     coalescer = WriteCoalescer(store, max_group_contacts=2)
-    writing, go_on = threading.Event(), threading.Event()
-    real_add_all = coalesce.add_all
-
-    def add_all(writer: Any, contacts: Any) -> None:
-        writing.set()
-        assert go_on.wait(30)
-        real_add_all(writer, contacts)
-
-    monkeypatch.setattr(coalesce, "add_all", add_all)
-    first_thread, first = _upsert_in_thread(coalescer, _contacts(record(1)))
-    assert writing.wait(30)
-    second_thread, second = _upsert_in_thread(coalescer, _contacts(record(2), record(3)))  # 1 + 2 > 2
-    while not coalescer._queue:
-        time.sleep(0.001)
-    go_on.set()
-    first_thread.join()
-    second_thread.join()
-    assert first[0] == UpsertCounts(inserted=1) and second[0] == UpsertCounts(inserted=2)
+    first, second = _second_queued_while_the_first_is_written(
+        coalescer,
+        monkeypatch,
+        _contacts(record(1)),
+        _contacts(record(2), record(3)),  # 1 + 2 > 2
+    )
+    assert first == UpsertCounts(inserted=1) and second == UpsertCounts(inserted=2)
     assert transactions == [1, 2] and store.count_contacts() == 3
 
 
