@@ -7,9 +7,10 @@ children, their proportional set size (PSS)). Target (issue 2): >= 50,000 contac
 
 CPU per contact is reported beside each rate: the import's processes (user + system, its readers included) and,
 for a PostgreSQL server of this machine, the server processes that serve the import's database (its backends and
-their parallel workers, listed by pg_stat_activity and read from /proc every 50 ms while they run: the last 50 ms
-of each may be missed; one that was there before the import counts from the import's start). The server's background processes (WAL writer, checkpointer), which serve every
-database, are not counted, nor is anything else the server does meanwhile (a shared server: others' work).
+their parallel workers, listed by pg_stat_activity and read with psutil every 50 ms while they run: the last
+50 ms of each may be missed; one that was there before the import counts from the import's start). The server's
+background processes (WAL writer, checkpointer), which serve every database, are not counted, nor is anything
+else the server does meanwhile (a shared server: others' work).
 
     flock /tmp/acr-bench.lock .venv/bin/python bench/ingest.py [--contacts 1000000] [--formats jsonl csv]
 
@@ -58,7 +59,7 @@ def generate(contacts: int, fmt: str, folder: Path, env: dict[str, str]) -> Path
 class ServerCpu:
     """The CPU time (user + system) that a PostgreSQL server on this machine spends serving the import's
     database: its backends and their parallel workers, listed by ``pg_stat_activity`` (``datname``: parallel
-    workers carry their leader's database) from a connection of its own, and read from /proc. ``sample`` reads
+    workers carry their leader's database) from a connection of its own, and read with psutil. ``sample`` reads
     them (call it often while they run); ``seconds`` sums what each spent since it was first seen, from its start
     for a process that began after ``__init__`` (the import's), from ``__init__`` for one already there (another
     client's). A process's CPU after its last sample is missed. Not measured (``measured`` False) for SQLite, or
@@ -66,15 +67,15 @@ class ServerCpu:
 
     def __init__(self, database_url: str):
         self._conn: Any = None
-        self._ticks: dict[int, int] = {}
-        self._before: dict[int, int] = {}
+        self._seconds: dict[int, float] = {}
+        self._before: dict[int, float] = {}
         self._local = False
         if not database_url.startswith(("postgresql:", "postgres:")):
             return
         import psycopg
 
         self._conn = psycopg.connect(database_url, autocommit=True)
-        self._before = {pid: ticks for pid in self._pids() if (ticks := _cpu_ticks(pid)) is not None}
+        self._before = {pid: seconds for pid in self._pids() if (seconds := _cpu_seconds(pid)) is not None}
 
     def _pids(self) -> list[int]:
         rows = self._conn.execute(
@@ -86,33 +87,33 @@ class ServerCpu:
         if self._conn is None:
             return
         for pid in self._pids():
-            ticks = _cpu_ticks(pid)
-            if ticks is not None:
+            seconds = _cpu_seconds(pid)
+            if seconds is not None:
                 self._local = True
-                self._ticks[pid] = ticks
+                self._seconds[pid] = seconds
 
     @property
     def measured(self) -> bool:
         return self._local
 
     def seconds(self) -> float:
-        spent = sum(ticks - self._before.get(pid, 0) for pid, ticks in self._ticks.items())
-        return spent / os.sysconf("SC_CLK_TCK")
+        return sum(seconds - self._before.get(pid, 0.0) for pid, seconds in self._seconds.items())
 
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
 
 
-def _cpu_ticks(pid: int) -> int | None:
-    """The user + system clock ticks of PostgreSQL process ``pid`` of this machine, else None."""
+def _cpu_seconds(pid: int) -> float | None:
+    """The user + system CPU seconds of PostgreSQL process ``pid`` of this machine, else None."""
     try:
-        if not Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"postgres"):
+        process = psutil.Process(pid)
+        if process.name() != "postgres":
             return None
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
+        times = process.cpu_times()
+    except psutil.Error:
         return None
-    return int(fields[11]) + int(fields[12])
+    return times.user + times.system
 
 
 def children_cpu_seconds() -> float:
