@@ -353,6 +353,40 @@ def test_copy_rows_given_to_a_store_on_another_client_encoding_are_written_row_b
         store.close()
 
 
+@pytest.mark.parametrize("formatter", [True, False], ids=["one-block", "row-by-row"])
+@pytest.mark.parametrize("client_encoding", ["UTF8", "LATIN1"])
+def test_a_writes_rows_reach_incoming_with_every_value_in_the_connections_encoding(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, formatter: bool, client_encoding: str
+) -> None:
+    """A write's chunk goes to ``incoming`` as one block of binary COPY data made with the connection's dumpers
+    (``write_binary_copy``), or row by row where psycopg lacks its formatter: either way every value arrives as
+    given (text beyond ASCII on a LATIN1 connection, NULLs, booleans, the largest tier), new and updated alike."""
+    from bot.storage import postgres_copy
+
+    monkeypatch.setattr(postgres_copy, "AVAILABLE", formatter)
+    given = [
+        contact(
+            "c0", "k\u00e9", 1, agent="Jos\u00e9", team="t\u00fc", reason="\u00e7a", tier=2**63 - 1, escalated=True
+        ),
+        contact("c1", "k1", 2, agent=None, resolved=False, ended_at=T0 + 3 * 3600, updated_at=T0),
+        contact("c2", "k1", 3, channel="chat", direction="outbound", parent_id="p\u00e9", resolved=True),
+    ]
+    store = PostgresContactStore(
+        postgres_url + ("&" if "?" in postgres_url else "?") + f"client_encoding={client_encoding}"
+    )
+    try:
+        assert store.upsert(given).inserted == 3
+        changed = [given[0]._replace(agent="Mar\u00eda", raw=given[0].raw.replace("Jos", "Mar")), given[1], given[2]]
+        counts = store.upsert(changed)
+        assert (counts.updated, counts.unchanged) == (1, 2)
+        for expected in changed:
+            stored = store.get_contact(expected.source, expected.id)
+            assert stored is not None
+            assert {field: stored[field] for field in Contact._fields} == expected._asdict()
+    finally:
+        store.close()
+
+
 def test_an_import_goes_on_without_reader_made_rows_where_psycopg_lacks_its_copy_formatter(
     postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

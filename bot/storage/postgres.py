@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, tzinfo
 from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any, Final, NamedTuple, TypeVar, cast
 
 import psycopg
@@ -51,7 +52,7 @@ from bot.storage import (
     postgres_why,
 )
 from bot.storage.errors import newer_schema
-from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows
+from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows, write_binary_copy
 from bot.storage.postgres_load import NO_DISK_WAIT, StagedLoad, drop_leftovers_if_idle, run_builds, staged
 from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
@@ -979,9 +980,7 @@ class _PostgresBulkWriter:
         self, rows: Sequence[tuple[tuple[str, str], Contact]], conn: psycopg.Connection[Any] | None = None
     ) -> None:
         with (conn or self._conn).cursor() as cursor, cursor.copy(_COPY_INCOMING) as copy:
-            copy.set_types(COPY_TYPES)
-            for _, contact in rows:
-                copy.write_row(contact)
+            write_binary_copy(cursor, copy, map(itemgetter(1), rows), COPY_TYPES)
 
     def finish(self) -> None:
         """The derive step, under the derive lock: candidates of the written contacts, then next repeats (and the
