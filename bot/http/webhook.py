@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -40,7 +40,7 @@ from bot.settings import Settings
 from bot.storage import ContactStore
 from bot.storage.errors import StoreUnavailable
 from bot.telemetry import BATCHES_DEFERRED, RECORDS_REFUSED, WRITE_SECONDS, count_stored
-from metrics.records import Contact, parse_contact
+from metrics.records import Contact, contact_row
 
 log = logging.getLogger("acr_bot.webhook")
 
@@ -126,31 +126,39 @@ def decode_body(body: bytes, *, ndjson: bool) -> Decoded:
 class Validated:
     """A batch after validation: the valid contacts, and the problems of the invalid records."""
 
-    contacts: list[Contact]
+    contacts: list[Contact]  # rows in Contact field order (plain tuples: every store's writer takes them)
     details: list[dict[str, Any]]  # one entry per bad field, at most MAX_DETAILS
     bad_records: int
     problems: int  # every bad field, listed or not
 
 
 def validate(decoded: Decoded, settings: Settings) -> Validated:
-    """Validate every record of a batch, collecting every problem rather than stopping at the first."""
+    """Validate every record of a batch, collecting every problem rather than stopping at the first.
+
+    The contacts are ``contact_row``'s plain tuples, not Contacts: a store's writer takes either (``BulkWriter``),
+    and making a NamedTuple of each row was an eighth of the validation (0.45 of 3.25 us a record). One pass over
+    the records, then, only when one is invalid, a second that lists the problems."""
     zone = settings.zone
+    values = decoded.values
+    rows = [contact_row(value, zone) for value in values]
+    if list not in map(type, rows):  # every record valid (the usual case)
+        return Validated(cast("list[Contact]", rows), [], 0, 0)
     result = Validated([], [], 0, 0)
     lines = decoded.lines
-    for index, value in enumerate(decoded.values):
-        parsed = parse_contact(value, zone)
-        if isinstance(parsed, Contact):
-            result.contacts.append(parsed)
+    for index, (value, row) in enumerate(zip(values, rows, strict=True)):
+        if type(row) is not list:
+            result.contacts.append(cast(Contact, row))
             continue
+        problems = row
         result.bad_records += 1
-        result.problems += len(parsed)
+        result.problems += len(problems)
         where: dict[str, Any] = {"index": index}
         if lines is not None:
             where["line"] = lines[index]
         record_id = value.get("id") if isinstance(value, dict) else None
         if isinstance(record_id, (str, int)) and not isinstance(record_id, bool):
             where["id"] = record_id
-        for problem in parsed[: MAX_DETAILS - len(result.details)]:
+        for problem in problems[: MAX_DETAILS - len(result.details)]:
             result.details.append({**where, "field": problem.field, "message": problem.message})
     return result
 
