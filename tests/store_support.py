@@ -31,6 +31,7 @@ from bot.storage.sqlite_raw import RawCodec
 from bot.storage.sqlite_rollups import stale_days
 from metrics.definitions import is_handled_inbound, next_repeat_us
 from metrics.records import Contact
+from metrics.windows import QUICK_RETURN_US
 
 TEST_DATABASE_URL = "TEST_DATABASE_URL"
 
@@ -218,6 +219,10 @@ _POSTGRES_CONTACTS = (
     "SELECT c.*, m.next_repeat_us FROM contacts AS c LEFT JOIN metric_contacts AS m ON m.pk = c.pk "
     "ORDER BY c.source, c.id"
 )
+_QUICK_RETURN_COLUMNS = (
+    "started_us", "pk", "end_us", "next_repeat_us", "tier", "escalated", "resolved", "agent", "team", "queue",
+    "channel", "reason",
+)  # fmt: skip
 _POSTGRES_CANDIDATE_COLUMNS = (
     "pk", "started_us", "end_us", "tier", "escalated", "resolved", "agent", "team", "queue", "channel",
 )  # fmt: skip
@@ -254,6 +259,22 @@ class PostgresProbe:
                 ).fetchall()
             )
         assert stored == expected
+        assert_quick_returns_exact(self.url)
+
+
+def assert_quick_returns_exact(url: str) -> None:
+    """PostgreSQL's copy of the quick returns (metric_quick_returns) holds exactly the candidates it stands for,
+    with every column (EXCEPT both ways, in one snapshot)."""
+    import psycopg
+
+    columns = ", ".join(_QUICK_RETURN_COLUMNS)
+    with psycopg.connect(url) as conn:
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        candidates = f"SELECT {columns} FROM metric_contacts WHERE next_repeat_us <= end_us + {QUICK_RETURN_US}"
+        copies = f"SELECT {columns} FROM metric_quick_returns"
+        missing = conn.execute(f"{candidates} EXCEPT ALL {copies}").fetchall()
+        extra = conn.execute(f"{copies} EXCEPT ALL {candidates}").fetchall()
+    assert (missing, extra) == ([], [])
 
 
 # Store class -> its probe.

@@ -16,6 +16,7 @@ from bot.storage import COPIED_TABLES, ContactStore, UpsertCounts, open_store
 from bot.storage.schedules import AlertState, OutboxMessage
 from metrics.records import Contact, parse_contact
 from metrics.timeutil import load_zone
+from tests.store_support import assert_candidates_mirror_contacts
 from tests.test_postgres_store import answers, dump
 
 UTC_ZONE = load_zone("UTC")
@@ -91,6 +92,7 @@ def test_sqlite_to_postgresql_and_back_keeps_everything(tmp_path: Path, postgres
         store = open_store(url)
         try:
             assert (dump(store), answers(store), tables(store), store.count_contacts()) == expected
+            assert_candidates_mirror_contacts(store)  # (PostgreSQL's copy of the quick returns too)
             assert store.roster() == ROSTER
             ticket = store.get_contact("zendesk", "35436")
             assert ticket is not None and ticket["agent"] == "maria" and ticket["team"] == "billing"

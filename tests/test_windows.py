@@ -24,6 +24,7 @@ from metrics.timeutil import US_PER_DAY, US_PER_MINUTE, US_PER_SECOND, to_us
 from metrics.windows import RETURN_BOUNDS_US, parse_windows, window_sensitivity
 from tests.fake_slack import FakeSlack
 from tests.slack_support import add_contacts, all_text, running, slack_settings
+from tests.store_support import assert_candidates_mirror_contacts
 
 BERLIN = ZoneInfo("Europe/Berlin")
 START = datetime(2026, 3, 10, tzinfo=UTC)  # the data runs over the spring-forward change of 2026-03-29 in Berlin
@@ -95,6 +96,7 @@ def reference(contacts: list[Contact], query: MetricQuery, windows: list[int]) -
 def stored(store: ContactStore) -> tuple[ContactStore, list[Contact]]:
     data = records()
     add_contacts(store, data)
+    assert_candidates_mirror_contacts(store)  # (PostgreSQL's copy of the quick returns too: what it reads)
     contacts = [parse_contact(record, UTC) for record in data]
     return store, [c for c in contacts if isinstance(c, Contact)]
 

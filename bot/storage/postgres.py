@@ -54,7 +54,7 @@ from bot.storage import (
 from bot.storage.errors import newer_schema
 from bot.storage.postgres_copy import COPY_TYPES, HEADER, TRAILER, CopyRowPacker, CopyRows, write_binary_copy
 from bot.storage.postgres_load import NO_DISK_WAIT, StagedLoad, drop_leftovers_if_idle, run_builds, staged
-from bot.storage.postgres_metrics import PostgresMetricReader, quick_returns
+from bot.storage.postgres_metrics import QUICK_RETURN, PostgresMetricReader, quick_returns
 from bot.storage.postgres_schedules import PostgresSchedules
 from bot.storage.rollup_cache import RollupCache
 from bot.storage.urls import redact
@@ -178,7 +178,44 @@ _METRIC_COLUMNS: Final = (
     "pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason"
 )
 _MIN_US: Final = -9223372036854775808
-_DROP_OLD_CANDIDATES: Final = "DELETE FROM metric_contacts AS m USING written AS w WHERE m.pk = w.pk{by_key}"
+# The quick returns (``metrics.windows``: the candidates with a repeat within a day of their end) are copied into
+# metric_quick_returns (migration 016), so that no index of metric_contacts holds next_repeat_us and the fix of a
+# next repeat is a HOT update (no index entry). Every statement that writes candidates keeps the copy equal to
+# ``SELECT ... FROM metric_contacts WHERE {QUICK_RETURN}`` in the same statement (common table expressions): the
+# candidates added, dropped, fixed or remapped, and every initial load's. Keyed (started_us, pk): a period is read
+# by range, and a row is found again from a candidate's own started_us and pk.
+_QUICK_COLUMNS: Final = (
+    "started_us, pk, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason"
+)
+# A small write's statements reach the copies of their few rows by key (as ``_BY_KEY``), whatever the planner
+# expects of the table; a large write's join by hash.
+_QUICK_BY_KEY: Final = " AND q.started_us = ANY(ARRAY(SELECT started_us FROM {rows}))"
+
+
+def _quick_added(rows: str) -> str:
+    """SQL copying the quick returns among ``rows`` (new candidates, with their columns) into the quick table."""
+    return (
+        f"INSERT INTO metric_quick_returns ({_QUICK_COLUMNS}) SELECT {_QUICK_COLUMNS} FROM {rows} "
+        f"WHERE {QUICK_RETURN} ORDER BY started_us, pk"
+    )
+
+
+def _quick_gone(rows: str, *, by_key: bool) -> str:
+    """SQL deleting the copies of ``rows`` (a CTE with started_us and pk of candidates no longer quick returns)."""
+    return (
+        f"DELETE FROM metric_quick_returns AS q USING {rows} AS g WHERE q.started_us = g.started_us AND q.pk = g.pk"
+        + (_QUICK_BY_KEY.format(rows=rows) if by_key else "")
+    )
+
+
+# The candidates of the written contacts go (their copies among the quick returns with them).
+_DROP_OLD_CANDIDATES: Final = f"""
+WITH dropped AS (
+    DELETE FROM metric_contacts AS m USING written AS w WHERE m.pk = w.pk{{by_key}}
+    RETURNING m.started_us, m.pk, m.end_us, m.next_repeat_us
+), quick_dropped AS (SELECT started_us, pk FROM dropped WHERE {QUICK_RETURN})
+{{quick_gone}}
+"""
 # A small write's derive step reaches the rows it joins in contacts and metric_contacts through their keys, one
 # index probe each, whatever the planner makes of its few rows (it takes a CTE for 200 rows and, on a store of
 # some ten thousand candidates whose statistics lag, hashed all of metric_contacts for the fix: a sequential scan
@@ -229,12 +266,30 @@ SELECT c.pk, c.started_us, c.end_us, f.next_repeat_us, c.tier, c.escalated, c.re
 FROM fresh AS f JOIN contacts AS c ON c.pk = f.pk WHERE f.pk IN (SELECT pk FROM written) AND {_CANDIDATE}{{by_key}}
 ORDER BY c.pk  -- index entries in order: neighbours in the pages they go to (a 2-3x cheaper load than at random)
 ON CONFLICT (pk) DO NOTHING
+RETURNING {_QUICK_COLUMNS}
 """
-_FIX_CHANGED: Final = """
+_FIX_CHANGED: Final = f"""
 UPDATE metric_contacts AS m SET next_repeat_us = f.next_repeat_us
-FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us{by_key}
-RETURNING m.started_us
+FROM fresh AS f WHERE m.pk = f.pk AND m.next_repeat_us IS DISTINCT FROM f.next_repeat_us{{by_key}}
+RETURNING {", ".join(f"m.{column}" for column in _QUICK_COLUMNS.split(", "))}
 """
+
+
+def _fixed(by_key: str) -> str:
+    """The common table expressions of a fix (``changed``: the candidates whose next repeat changed, with their
+    new values) and of their copies among the quick returns: added or set where they are quick returns now,
+    deleted where they are not (if they were). ``by_key``: the fix's condition reaching ``fresh`` by key."""
+    return f"""changed AS ({_FIX_CHANGED.format(by_key=by_key)}
+), quick_set AS (
+    {_quick_added("changed")}
+    ON CONFLICT (started_us, pk) DO UPDATE SET next_repeat_us = excluded.next_repeat_us
+), quick_unset AS (SELECT started_us, pk FROM changed WHERE ({QUICK_RETURN}) IS NOT TRUE
+), quick_gone AS ({_quick_gone("quick_unset", by_key=bool(by_key))})"""
+
+
+# An initial load's quick returns, copied from its candidates once they are all in (before a load the candidates
+# are empty, and so is their copy).
+_LOAD_QUICK_RETURNS: Final = _quick_added("metric_contacts")
 # An initial load: every candidate with its next repeat, in one sort of the contacts by customer (only the rows
 # that can be a candidate or a repeat).
 _LOAD_CANDIDATES: Final = f"""
@@ -254,14 +309,15 @@ def _spans_fixed(also: str = "") -> str:
     fixed, its day marked for the rollups: one statement, with the common table expressions ``also`` beside."""
     return f"""
 WITH fresh AS MATERIALIZED ({_NEXT_REPEATS_OF.format(rows=_SPAN_ROWS)}
-){also}, changed AS ({_FIX_CHANGED.format(by_key=_BY_KEY.format(row="m", keys="fresh"))})
+){also}, {_fixed(_BY_KEY.format(row="m", keys="fresh"))}
 {postgres_rollups.mark_dirty("changed")}
 """
 
 
 # A small write: its candidates added by the same statement (not yet visible to the fix, which leaves them alone).
 _DERIVE_SPANS: Final = _spans_fixed(
-    f", added AS ({_ADD_CANDIDATES.format(by_key=_BY_KEY.format(row='c', keys='written'))}\n)"
+    f", added AS ({_ADD_CANDIDATES.format(by_key=_BY_KEY.format(row='c', keys='written'))}\n), "
+    f"quick_added AS ({_quick_added('added')})"
 )
 # A small write that only inserted contacts adds their candidates before it takes the derive lock (the derive
 # steps of other writes do not wait for it), each with the next repeat it sees then: the first repeatable start
@@ -270,21 +326,25 @@ _DERIVE_SPANS: Final = _spans_fixed(
 # visible to it). Only new rows, of contacts this write inserted: no other transaction sees them, so none waits
 # for them (no deadlock), and no candidate row of another write is touched outside the lock.
 _ADD_NEW_CANDIDATES: Final = f"""
-INSERT INTO metric_contacts ({_METRIC_COLUMNS})
-SELECT c.pk, c.started_us, c.end_us, (
-        SELECT min(n.started_us) FROM contacts AS n
-        WHERE n.customer_id = c.customer_id AND n.repeatable AND n.started_us > c.started_us
-    ), c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
-FROM contacts AS c WHERE {_CANDIDATE}{_BY_KEY.format(row="c", keys="written")}
-ORDER BY c.pk
+WITH added AS (
+    INSERT INTO metric_contacts ({_METRIC_COLUMNS})
+    SELECT c.pk, c.started_us, c.end_us, (
+            SELECT min(n.started_us) FROM contacts AS n
+            WHERE n.customer_id = c.customer_id AND n.repeatable AND n.started_us > c.started_us
+        ), c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
+    FROM contacts AS c WHERE {_CANDIDATE}{_BY_KEY.format(row="c", keys="written")}
+    ORDER BY c.pk
+    RETURNING {_QUICK_COLUMNS}
+)
+{_quick_added("added")}
 """
 _FIX_SPANS: Final = _spans_fixed()
 # A large write: the next repeats into a table of their own (hash joins with what they are joined to).
 _DERIVE_HISTORIES: Final = (
     f"CREATE TEMP TABLE fresh ON COMMIT DROP AS {_NEXT_REPEATS_OF.format(rows=_HISTORY_ROWS)}",
     "ANALYZE fresh",
-    _ADD_CANDIDATES.format(by_key=""),
-    f"WITH changed AS ({_FIX_CHANGED.format(by_key='')}) {postgres_rollups.mark_dirty('changed')}",
+    f"WITH added AS ({_ADD_CANDIDATES.format(by_key='')}) {_quick_added('added')}",
+    f"WITH {_fixed('')} {postgres_rollups.mark_dirty('changed')}",
 )
 # One batch of a purge or an erasure: the rows are deleted (and locked) first, like a write's; what went is
 # noted for the derive step. The condition is checked again on the row deleted (a concurrent update may have
@@ -327,10 +387,13 @@ _REMAP_CANDIDATES: Final = f"""
 WITH remapped AS (
     UPDATE metric_contacts AS m SET agent = c.agent, team = c.team, tier = c.tier
     FROM contacts AS c WHERE c.pk = m.pk AND m.pk = ANY(%s)
-    RETURNING m.started_us
+    RETURNING m.started_us, m.pk, m.agent, m.team, m.tier
+), quick_remapped AS (
+    UPDATE metric_quick_returns AS q SET agent = r.agent, team = r.team, tier = r.tier
+    FROM remapped AS r WHERE q.started_us = r.started_us AND q.pk = r.pk
 )
 {postgres_rollups.mark_dirty("remapped")}
-"""  # and the days of the candidates it changed are rolled up again
+"""  # (their copies among the quick returns too) and the days of the candidates it changed are rolled up again
 
 
 class PostgresContactStore:
@@ -990,7 +1053,7 @@ class _PostgresBulkWriter:
             return
         self._rebuild_indexes("contacts")
         if self._initial:
-            steps = [_load_candidates(), *_count_steps(self.counts.inserted, "metric_contacts")]
+            steps = [_load_candidates(), _LOAD_QUICK_RETURNS, *_count_steps(self.counts.inserted, "metric_contacts")]
             if self._candidate_key is not None:
                 name, definition = self._candidate_key
                 steps.append(f"ALTER TABLE metric_contacts ADD CONSTRAINT {name} {definition}")
@@ -1015,7 +1078,11 @@ class _PostgresBulkWriter:
                 staging.loader.execute(";\n".join(staging.undo_builds()))
                 self._settle(staging.loader)
                 run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
-        steps = [*staging.swap_statements(), *_count_steps(self.counts.inserted, "metric_contacts")]
+        steps = [
+            *staging.swap_statements(),
+            _LOAD_QUICK_RETURNS,
+            *_count_steps(self.counts.inserted, "metric_contacts"),
+        ]
         self._conn.execute(";\n".join(steps))
 
 
@@ -1041,7 +1108,12 @@ def _derive_steps(*, updated: bool, rows: int, contacts_added: int) -> list[str]
         return [_ADD_NEW_CANDIDATES, _DERIVE_LOCK, _FIX_SPANS, *_count_steps(contacts_added, "written")]
     steps = [_DERIVE_LOCK]
     if updated:
-        steps.append(_DROP_OLD_CANDIDATES.format(by_key="" if large else _BY_KEY.format(row="m", keys="written")))
+        steps.append(
+            _DROP_OLD_CANDIDATES.format(
+                by_key="" if large else _BY_KEY.format(row="m", keys="written"),
+                quick_gone=_quick_gone("quick_dropped", by_key=not large),
+            )
+        )
     steps += _DERIVE_HISTORIES if large else [_DERIVE_SPANS]
     # The days of every candidate added, dropped or moved (old and new starts); the fixes mark their own.
     return steps + _count_steps(contacts_added, "written")

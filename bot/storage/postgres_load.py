@@ -16,10 +16,13 @@ server's work in the COPY): every chunk is copied as it is, and a key given more
 unique index is built at the end, then settled as if its versions were written in turn (``_settle`` of the
 store's bulk writer), and the builds made again.
 
-Only tables that a swap reproduces exactly are swapped: none with grants (column grants too), storage options,
-triggers, rules, views, policies, publications, foreign keys, a replica identity, a clustering index, a tablespace,
-or column statistics targets or options of their own (a DBA's additions); a store with any loads inside its
-transaction as before.
+The candidates' copy of the quick returns (``metric_quick_returns``) is not staged: the load's own transaction fills
+it from the swapped-in candidates (``bot.storage.postgres``).
+
+Only tables that a swap reproduces exactly are swapped: none with grants (column grants too), storage options
+other than the store's own (``OWN_OPTIONS``, which the staging tables get too), triggers, rules, views, policies,
+publications, foreign keys, a replica identity, a clustering index, a tablespace, or column statistics targets or
+options of their own (a DBA's additions); a store with any loads inside its transaction as before.
 """
 
 from __future__ import annotations
@@ -43,11 +46,21 @@ _IMPORT_LOCK_KEY: Final = "hashtext('acr-bot import'), hashtext(current_schema()
 _TRY_IMPORT_LOCK: Final = f"SELECT pg_try_advisory_lock({_IMPORT_LOCK_KEY})"
 _IMPORT_UNLOCK: Final = f"SELECT pg_advisory_unlock({_IMPORT_LOCK_KEY})"
 _ANY_LEFT: Final = "SELECT to_regclass(%s) IS NOT NULL OR to_regclass(%s) IS NOT NULL"
+# The storage options the store's migrations give its tables (metric_contacts: room on each page for the next
+# repeat's HOT update, migration 016): given to the staging copies too, and the only ones a swap accepts.
+OWN_OPTIONS: Final = {"metric_contacts": ("fillfactor=85",)}
+_OWN_OPTIONS_OF_C: Final = "CASE c.oid {} END".format(
+    " ".join(
+        f"WHEN '{table}'::regclass THEN ARRAY[{', '.join(repr(option) for option in options)}]"
+        for table, options in OWN_OPTIONS.items()
+    )
+)
 # What a swap would lose or break: a table with any of these is loaded the old way.
-_NOT_SWAPPABLE: Final = """
+_NOT_SWAPPABLE: Final = f"""
 SELECT c.relname FROM pg_class AS c
 WHERE c.oid IN ('contacts'::regclass, 'metric_contacts'::regclass) AND (
-    c.relacl IS NOT NULL OR c.reloptions IS NOT NULL OR c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+    c.relacl IS NOT NULL OR c.reloptions IS DISTINCT FROM {_OWN_OPTIONS_OF_C}
+    OR c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
     OR c.relkind <> 'r' OR c.relhastriggers OR c.relhasrules OR c.relrowsecurity OR c.relhassubclass OR c.relispartition
     OR EXISTS (SELECT FROM pg_depend AS d WHERE d.refobjid = c.oid AND d.classid = 'pg_rewrite'::regclass)
     OR EXISTS (SELECT FROM pg_policy AS p WHERE p.polrelid = c.oid)
@@ -85,8 +98,13 @@ NO_DISK_WAIT: Final = "SET LOCAL synchronous_commit = off"
 _NO_WORKERS: Final = "SET LOCAL max_parallel_maintenance_workers = 0"
 # Autovacuum kept off the staging tables until they are swapped in: its lock would hold up their index builds
 # and the swap (until the deadlock timeout cancelled it).
-_NO_VACUUM: Final = "(autovacuum_enabled = false, toast.autovacuum_enabled = false)"
+_NO_VACUUM: Final = ("autovacuum_enabled = false", "toast.autovacuum_enabled = false")
 _VACUUM: Final = "(autovacuum_enabled, toast.autovacuum_enabled)"
+
+
+def _staging_options(table: str) -> str:
+    """The storage options of a staging table: the store's own for ``table``, and autovacuum off until the swap."""
+    return f"({', '.join([*OWN_OPTIONS.get(table, ()), *_NO_VACUUM])})"
 
 
 def staged(name: str) -> str:
@@ -212,7 +230,8 @@ class StagedLoad:
                 loader.execute(f"SET LOCAL lock_timeout = '{lock_wait}'")
                 for table in TABLES:
                     loader.execute(
-                        f"CREATE TABLE {staged(table)} (LIKE {table} INCLUDING ALL EXCLUDING INDEXES) WITH {_NO_VACUUM}"
+                        f"CREATE TABLE {staged(table)} (LIKE {table} INCLUDING ALL EXCLUDING INDEXES) "
+                        f"WITH {_staging_options(table)}"
                     )
                     sequence = loader.execute(_SEQUENCE, (table,)).fetchone()
                     if sequence is not None and sequence[0] is not None:

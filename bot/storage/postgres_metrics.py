@@ -28,6 +28,9 @@ from metrics.windows import QUICK_RETURN_US, QuickReturns
 NO_REPEAT = "(next_repeat_us IS NULL OR next_repeat_us > end_us + %(w)s)"
 TIER1_SUCCESS = "(tier = 1 AND NOT escalated AND resolved IS NOT FALSE)"
 MATURED = "end_us <= %(matured_by)s"
+# A quick return (``metrics.windows``): a candidate with a repeat within a day of its end. The store keeps a copy of
+# these candidates in metric_quick_returns (``bot.storage.postgres``), equal to the candidates matching this.
+QUICK_RETURN = f"next_repeat_us <= end_us + {QUICK_RETURN_US}"
 
 
 class PostgresMetricReader(PostgresRollupTables, RollupReader):
@@ -89,13 +92,9 @@ def _check(dimension: str) -> None:
 
 
 def quick_returns(conn: psycopg.Connection[Any], spec: QuickReturns) -> list[int]:
-    """``metrics.windows.QuickReturns`` from the partial index of the candidates with a repeat within a day
-    (migration 010): one pass, one count per bound. The index's predicate is restated literally (the planner
-    matches it only so)."""
-    where = [
-        "started_us >= %(lo)s AND started_us < %(hi)s AND end_us <= %(matured_by)s",
-        f"next_repeat_us <= end_us + {QUICK_RETURN_US}",
-    ]
+    """``metrics.windows.QuickReturns`` from the copy of the candidates with a repeat within a day
+    (metric_quick_returns, migration 016): one range scan by time, one count per bound."""
+    where = ["started_us >= %(lo)s AND started_us < %(hi)s AND end_us <= %(matured_by)s"]
     params: dict[str, object] = {"lo": spec.since_us, "hi": spec.until_us, "matured_by": spec.matured_by_us}
     if spec.metric == "tier1":
         where.append(TIER1_SUCCESS)
@@ -104,7 +103,7 @@ def quick_returns(conn: psycopg.Connection[Any], spec: QuickReturns) -> list[int
         f"count(*) FILTER (WHERE next_repeat_us > end_us + %(b{i})s)" for i in range(len(spec.bounds_us))
     )
     params.update({f"b{i}": bound for i, bound in enumerate(spec.bounds_us)})
-    row = conn.execute(f"SELECT {counts} FROM metric_contacts WHERE {' AND '.join(where)}", params).fetchone()
+    row = conn.execute(f"SELECT {counts} FROM metric_quick_returns WHERE {' AND '.join(where)}", params).fetchone()
     assert row is not None
     return [int(count) for count in row]
 
