@@ -1070,10 +1070,11 @@ def waiting_for_advisory_locks(conn: psycopg.Connection[Any]) -> int:
 def test_a_write_of_new_contacts_corrects_its_early_candidates_by_what_committed_before_its_derive_step(
     postgres_url: str,
 ) -> None:
-    """A write of new contacts adds their candidates before it takes the derive lock, each with the next repeat it
-    sees then. Here another write of the same customer, earlier in the queue for the lock, commits in between: the
-    first write's candidate (10 h) saw the repeat at 20 h, the one that committed meanwhile (15 h) comes first,
-    and only the first write's own derive step can put that right (the other could not see its rows)."""
+    """A write of new contacts adds their candidates before it takes the derive lock, with no next repeat; its own
+    derive step sets them over what committed before it. Here another write of the same customer, earlier in the
+    queue for the lock, commits in between: the first write's candidate (10 h) could see only the repeat at 20 h
+    before the lock, the one that committed meanwhile (15 h) comes first, and only the first write's own derive
+    step can set that (the other could not see its rows)."""
     stores = [PostgresContactStore(postgres_url) for _ in range(3)]
     failures: list[BaseException] = []
 
@@ -1098,7 +1099,7 @@ def test_a_write_of_new_contacts_corrects_its_early_candidates_by_what_committed
             until_waiting(watcher, 1)  # its candidate is in (uncommitted): first in the queue for the lock
             first = threading.Thread(target=write, args=(stores[2], [contact("first", "k1", 10)]))
             first.start()
-            until_waiting(watcher, 2)  # its candidate is in too, with the repeat at 20 h: the only one it sees
+            until_waiting(watcher, 2)  # its candidate is in too (no next repeat yet; 20 h is the only one it sees)
             holder.commit()  # 'between' derives and commits, then 'first' derives
             between.join(10)
             first.join(10)
