@@ -294,7 +294,9 @@ def _fixed(by_key: str) -> str:
 # are empty, and so is their copy).
 _LOAD_QUICK_RETURNS: Final = _quick_added("metric_contacts")
 # An initial load: every candidate with its next repeat, in one sort of the contacts by customer (only the rows
-# that can be a candidate or a repeat).
+# that can be a candidate or a repeat), written in time order: counting the edges of a question reads the rows
+# for their next repeats (no index holds them), from consecutive pages when they are in time order (as a
+# webhook-fed store's are); in the window's order by customer, each row was on a page of its own.
 _LOAD_CANDIDATES: Final = f"""
 INSERT INTO {{candidates}} ({_METRIC_COLUMNS})
 SELECT {_METRIC_COLUMNS} FROM (
@@ -304,6 +306,7 @@ SELECT {_METRIC_COLUMNS} FROM (
     ) AS next_repeat_us, c.tier, c.escalated, c.resolved, c.agent, c.team, c.queue, c.channel, c.reason
     FROM {{contacts}} AS c WHERE c.direction = 'inbound' AND (c.parent_id IS NULL OR c.agent IS NOT NULL)
 ) AS c WHERE c.agent IS NOT NULL  -- (inbound: a candidate)
+ORDER BY c.started_us
 """
 
 
