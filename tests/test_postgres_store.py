@@ -926,6 +926,47 @@ def test_a_write_waiting_for_a_staged_load_goes_on_into_the_swapped_in_tables(
         lite.close()
 
 
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    groups=st.lists(
+        st.tuples(st.booleans(), st.lists(st.lists(versions, min_size=0, max_size=6), min_size=1, max_size=4)),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_a_group_written_as_parts_counts_each_part_as_if_written_in_turn(
+    tmp_path_factory: pytest.TempPathFactory, groups: Any
+) -> None:
+    """``add_parts`` (a group commit's requests in one transaction): each part's counts, the stored contacts and
+    their next repeats are those of SQLite's writes of the parts in turn, whether the parts share no key (one
+    chunk: ``disjoint``, each part's keys moved to a range of its own) or do (one part after another)."""
+    folder = tmp_path_factory.mktemp("reference")
+    databases = PostgresDatabases(folder)
+    pg = PostgresContactStore(databases.fresh_url())
+    lite = SQLiteContactStore(folder / "acr.db")
+    try:
+        for disjoint, parts in groups:
+            contacts = [
+                [build((key + 8 * index if disjoint else key, *rest)) for key, *rest in part]
+                for index, part in enumerate(parts)
+            ]
+            with pg.bulk(sum(map(len, contacts))) as writer:
+                counts = writer.add_parts(contacts)
+            assert [c.as_dict() for c in counts] == [lite.upsert(part).as_dict() for part in contacts]
+            assert writer.counts.as_dict() == {
+                name: sum(part[name] for part in (c.as_dict() for c in counts)) for name in writer.counts.as_dict()
+            }
+        assert dump(pg) == dump(lite)
+        assert pg.count_contacts() == lite.count_contacts()
+        assert answers(pg) == answers(lite)
+        assert_derived_data_exact(pg)
+    finally:
+        pg.close()
+        lite.close()
+        databases.close()
+
+
 def test_a_failed_bulk_write_stores_nothing(pg: PostgresContactStore) -> None:
     pg.upsert([contact("keep", "k1", 0)])
     with pytest.raises(RuntimeError), pg.bulk() as writer:

@@ -12,7 +12,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +37,7 @@ from bot.http.signing import MAX_SKEW_SECONDS, SignatureError, sign, signed_head
 from bot.http.webhook import Decoded, MalformedBody, decode_body
 from bot.settings import load_settings
 from bot.storage import ContactStore, PackedContacts, UpsertCounts, open_store
+from bot.storage.postgres import PostgresContactStore
 from bot.storage.sqlite import SQLiteContactStore
 from bot.storage.sqlite_raw import TRAIN_SAMPLES
 from metrics.records import Contact, parse_contact
@@ -323,6 +324,64 @@ def test_group_commit_counts_each_request_as_if_it_were_alone(store: ContactStor
     assert sum(c.inserted for c in results.values()) == 55 == store.count_contacts()
     assert sum(c.unchanged for c in results.values()) == 100 - 55
     assert all(c.accepted == 10 for c in results.values())
+
+
+def test_a_group_of_requests_with_no_key_in_common_is_written_in_one_call_each_counted_as_if_alone(
+    store: ContactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store whose writer takes parts (PostgreSQL: ``add_parts``) gets the group's requests in one call; each
+    request's counts are still its own (new, re-delivered, changed, older), as the same requests sent in turn."""
+    store.upsert(_contacts(record(1), record(2), record(3, updated_at="2026-05-04T12:00:00Z")))
+    batches = {
+        "new and unchanged": _contacts(record(10), record(1)),
+        "changed and new": _contacts(record(2, agent="ana"), record(11), record(12)),
+        "older": _contacts(record(3, agent="ben", updated_at="2026-05-04T11:00:00Z"), record(13)),
+    }
+    calls: list[int] = []
+    writes_parts = False
+    bulk = store.bulk
+
+    @contextmanager
+    def watched(expected_rows: int = 0) -> Iterator[Any]:
+        nonlocal writes_parts
+        with bulk(expected_rows) as writer:
+            if writes_parts := isinstance(writer, coalesce.AddsParts):
+                add_parts = writer.add_parts
+
+                def counted(parts: Any) -> list[UpsertCounts]:
+                    calls.append(len(parts))
+                    return add_parts(parts)
+
+                monkeypatch.setattr(writer, "add_parts", counted)
+            yield writer
+
+    monkeypatch.setattr(store, "bulk", watched)
+    coalescer = WriteCoalescer(store)
+    results: dict[str, UpsertCounts] = {}
+
+    def send(name: str) -> None:
+        results[name] = coalescer.upsert(batches[name])
+
+    with coalescer._writer_lock:
+        threads = [threading.Thread(target=send, args=(name,)) for name in batches]
+        for thread in threads:
+            thread.start()
+        while len(coalescer._queue) < len(batches):
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join()
+    assert results == {
+        "new and unchanged": UpsertCounts(inserted=1, unchanged=1),
+        "changed and new": UpsertCounts(inserted=2, updated=1),
+        "older": UpsertCounts(inserted=1, stale=1),
+    }
+    assert writes_parts == isinstance(store, PostgresContactStore)
+    assert calls == ([3] if writes_parts else [])
+    stored = store.get_contact("api", "c2")
+    assert stored is not None and stored["agent"] == "ana"
+    stored = store.get_contact("api", "c3")
+    assert stored is not None and stored["agent"] == "maria"
+    assert store.count_contacts() == 7
 
 
 def _send_as_one_group(coalescer: WriteCoalescer, batches: dict[str, list[Contact]]) -> dict[str, object]:

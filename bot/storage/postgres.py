@@ -890,6 +890,43 @@ class _PostgresBulkWriter:
             return
         if self._copy_straight and self._copied_straight(contacts):
             return
+        if self._upsert_chunk(contacts):
+            self.counts.inserted += len(contacts)
+
+    def add_parts(self, parts: Sequence[Sequence[Contact]]) -> list[UpsertCounts]:
+        """Write several chunks (a group commit's requests) as if each were added in turn, and return what each
+        did. As ONE chunk (one COPY, one INSERT, in one key order) when no key comes in two of them, so that each
+        key's result belongs to one part; else, or in an initial load, one ``add`` after another. A group of two
+        webhook batches of 500 as one chunk: ~0.8 us a contact less of the server's CPU (a TRUNCATE, a COPY and an
+        INSERT fewer, each a round trip with psycopg's Python around it) and ~1 us less of PostgreSQL's."""
+        results = [UpsertCounts() for _ in parts]
+        counts_of: dict[tuple[str, str], UpsertCounts] = {}  # each key's part's counts
+        for part, counts in zip(parts, results, strict=True):
+            for contact in part:
+                if counts_of.setdefault((contact[0], contact[1]), counts) is not counts:
+                    return self._add_in_turn(parts)
+        if self._copy_straight or len(parts) < 2 or not counts_of:
+            return self._add_in_turn(parts)
+        if self._upsert_chunk(list(chain.from_iterable(parts)), counts_of):
+            for part, counts in zip(parts, results, strict=True):
+                counts.inserted += len(part)
+        for counts in results:
+            self.counts.add(counts)
+        return results
+
+    def _add_in_turn(self, parts: Sequence[Sequence[Contact]]) -> list[UpsertCounts]:
+        results = []
+        for part in parts:
+            before = self.counts.minus(UpsertCounts())
+            self.add(part)
+            results.append(self.counts.minus(before))
+        return results
+
+    def _upsert_chunk(
+        self, contacts: Sequence[Contact], counts_of: dict[tuple[str, str], UpsertCounts] | None = None
+    ) -> bool:
+        """``add``'s write of a chunk. True: every contact was new and no key came twice, and nothing is counted
+        yet; else each key was counted, in ``counts_of`` (its part's counts) if given, else in ``self.counts``."""
         # What each key ends as if it is new: itself when the chunk has it once (the usual case), else its first
         # version inserted and the others applied in turn.
         if_new = {(contact[0], contact[1]): contact for contact in contacts}
@@ -908,8 +945,7 @@ class _PostgresBulkWriter:
         inserted = set(map(tuple, conn.execute(_INSERT_NEW, (self._received_at,)).fetchall()))
         self._written += len(if_new)
         if versions is None and len(inserted) == len(if_new):  # all new, each once: nothing else to work out
-            self.counts.inserted += len(inserted)
-            return
+            return True
         stored: dict[tuple[str, str], list[Any]] = {}
         pending = if_new.keys() - inserted
         while pending:  # (again only if a key was erased by another transaction since: it is new again)
@@ -924,6 +960,8 @@ class _PostgresBulkWriter:
         changed: list[tuple[int, str, int]] = []  # (pk, old customer, old start)
         rewrite: list[tuple[tuple[str, str], Contact]] = []  # keys whose incoming row is not what they end as
         for key in if_new:
+            if counts_of is not None:
+                counts = counts_of[key]
             given = versions[key] if versions is not None else [if_new[key]]
             if key in inserted:
                 counts.inserted += 1
@@ -945,6 +983,7 @@ class _PostgresBulkWriter:
             conn.execute(_NOTE_OLD, (pks, customers, starts))
             conn.execute(_UPDATE_CHANGED, (self._received_at, pks))
             self._updated = True
+        return False
 
     def _copied_straight(self, contacts: Sequence[Contact]) -> bool:
         """Copy a chunk of an initial load straight into contacts, if each of its keys is new: all of it (True),
