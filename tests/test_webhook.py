@@ -356,20 +356,7 @@ def test_a_group_of_requests_with_no_key_in_common_is_written_in_one_call_each_c
             yield writer
 
     monkeypatch.setattr(store, "bulk", watched)
-    coalescer = WriteCoalescer(store)
-    results: dict[str, UpsertCounts] = {}
-
-    def send(name: str) -> None:
-        results[name] = coalescer.upsert(batches[name])
-
-    with coalescer._writer_lock:
-        threads = [threading.Thread(target=send, args=(name,)) for name in batches]
-        for thread in threads:
-            thread.start()
-        while len(coalescer._queue) < len(batches):
-            time.sleep(0.001)
-    for thread in threads:
-        thread.join()
+    results = _send_as_one_group(WriteCoalescer(store), batches)
     assert results == {
         "new and unchanged": UpsertCounts(inserted=1, unchanged=1),
         "changed and new": UpsertCounts(inserted=2, updated=1),
@@ -386,12 +373,12 @@ def test_a_group_of_requests_with_no_key_in_common_is_written_in_one_call_each_c
 
 def _send_as_one_group(coalescer: WriteCoalescer, batches: dict[str, list[Contact]]) -> dict[str, object]:
     """Each batch from its own thread, all queued before the writer starts (so that they share one group):
-    each one's number of inserted contacts, or what it raised."""
+    each one's counts, or what it raised."""
     outcomes: dict[str, object] = {}
 
     def send(name: str) -> None:
         try:
-            outcomes[name] = coalescer.upsert(batches[name]).inserted
+            outcomes[name] = coalescer.upsert(batches[name])
         except Exception as failure:
             outcomes[name] = failure
 
@@ -501,7 +488,7 @@ def test_group_commit_isolates_a_failing_batch(store: ContactStore) -> None:
     broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
     batches = {"one": _contacts(record(1)), "broken": broken, "two": _contacts(record(2), record(3))}
     outcomes = _send_as_one_group(WriteCoalescer(store), batches)
-    assert outcomes["one"] == 1 and outcomes["two"] == 2
+    assert outcomes["one"] == UpsertCounts(inserted=1) and outcomes["two"] == UpsertCounts(inserted=2)
     assert isinstance(outcomes["broken"], sqlite3.IntegrityError | psycopg.IntegrityError)
     assert store.count_contacts() == 3 and store.get_contact("api", "c4") is None
 
@@ -526,7 +513,7 @@ def test_a_failed_group_s_packed_request_is_written_whole_when_written_alone(db_
         broken = [valid._replace(ended_us=valid.started_us - 1)]  # the database's CHECK refuses it
         packed = cast("list[Contact]", PackedContacts(values, packer))
         outcomes = _send_as_one_group(WriteCoalescer(store), {"packed": packed, "broken": broken})
-        assert outcomes["packed"] == 3 and isinstance(outcomes["broken"], sqlite3.IntegrityError)
+        assert outcomes["packed"] == UpsertCounts(inserted=3) and isinstance(outcomes["broken"], sqlite3.IntegrityError)
     finally:
         store.close()
     reopened = SQLiteContactStore(db_path)  # (reads the dictionaries from the file)
@@ -563,7 +550,7 @@ def test_group_commit_writes_again_what_postgresql_aborted_as_upsert_does(postgr
             conn.execute(ABORT_WRITES)
         coalescer = WriteCoalescer(store)
         outcomes = _send_as_one_group(coalescer, {"one": _contacts(record(1)), "two": _contacts(record(2), record(3))})
-        assert outcomes == {"one": 1, "two": 2}
+        assert outcomes == {"one": UpsertCounts(inserted=1), "two": UpsertCounts(inserted=2)}
 
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute("ALTER SEQUENCE aborted_writes RESTART")
