@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from bot.ingest import ingest_file
 from bot.settings import load_settings
-from bot.storage import ContactStore, PackedContacts, open_store, postgres_load, postgres_rollups
+from bot.storage import ContactStore, PackedContacts, open_store, postgres_load, postgres_migrations, postgres_rollups
 from bot.storage import postgres as postgres_store
 from bot.storage.postgres import PostgresContactStore
 from bot.storage.postgres_copy import CopyRowPacker, CopyRows
@@ -140,16 +140,22 @@ def test_any_delivery_gives_what_sqlite_gives(tmp_path_factory: pytest.TempPathF
 def test_a_large_write_takes_the_window_pass_and_agrees(
     pg: PostgresContactStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A write above WINDOW_PASS_MIN_ROWS works out next repeats in one window pass: same result."""
+    """A write above WINDOW_PASS_MIN_ROWS works out next repeats in one window pass: same result, and the same
+    quick returns kept beside the candidates (a large write that updates contacts drops and adds candidates that
+    are quick returns)."""
     import bot.storage.postgres as postgres_store
 
     monkeypatch.setattr(postgres_store, "WINDOW_PASS_MIN_ROWS", 5)
     lite = SQLiteContactStore(tmp_path / "acr.db")
     first = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
-    moved = [contact("a4", "k0", -1), contact("a7", "k2", 30, direction="outbound"), contact("new", "k1", 2.5)]
+    moved = [
+        *(contact("a4", "k0", -1), contact("a7", "k2", 30, direction="outbound"), contact("new", "k1", 2.5)),
+        *(contact("a1", "k1", 1, agent="zed"), contact("a2", "k2", 2, team="other"), contact("a5", "k2", 40)),
+    ]
     try:
         for batch in (first, moved, first[:3]):
             assert pg.upsert(batch).as_dict() == lite.upsert(batch).as_dict()
+            assert_candidates_mirror_contacts(pg)
         assert dump(pg) == dump(lite)
     finally:
         lite.close()
@@ -1465,6 +1471,28 @@ def test_migrations_are_recorded_and_applied_once_by_concurrent_openers(postgres
     with psycopg.connect(postgres_url) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM schema_migrations ORDER BY name")]
     assert names == sorted(name for name, _ in MIGRATIONS)
+
+
+def test_opening_a_store_ignores_the_timeouts_the_database_sets_for_its_clients(postgres_url: str) -> None:
+    """A database or role may set statement_timeout or lock_timeout for its clients. A migration runs longer
+    (016: about a minute on 10 million contacts), and so does a server's wait for another one's: neither is
+    cancelled. Here the wait: another transaction holds the migrations' lock for longer than the timeouts."""
+    timed = with_options(postgres_url, "-cstatement_timeout=200 -clock_timeout=200")
+    failures: list[BaseException] = []
+
+    def open_one() -> None:
+        try:
+            PostgresContactStore(timed).close()
+        except BaseException as problem:
+            failures.append(problem)
+
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute(postgres_migrations._LOCK_SQL)  # until this transaction ends
+        opener = threading.Thread(target=open_one)
+        opener.start()
+        time.sleep(0.8)
+    opener.join()
+    assert not failures
 
 
 def test_a_store_migrated_past_the_collation_change_keeps_the_statistics_of_customers_and_agents(
