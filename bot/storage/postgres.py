@@ -410,7 +410,13 @@ class PostgresContactStore:
                 known = [name for name, _ in postgres_migrations.MIGRATIONS]
                 if (newer := newer_schema(redact(url), postgres_migrations.recorded(conn), known)) is not None:
                     raise newer
-                applied = postgres_migrations.apply(conn)
+                try:
+                    applied = postgres_migrations.apply(conn)
+                except psycopg.OperationalError as problem:  # (the database is reachable: say what failed)
+                    raise ConnectionError(
+                        f"could not migrate the PostgreSQL store at {redact(url)} (the failed migration left nothing"
+                        f" behind): {_reason(problem)}"
+                    ) from None
                 drop_leftovers_if_idle(conn)  # (a killed import's staging tables, with its contacts)
         except psycopg.OperationalError as problem:
             raise ConnectionError(f"cannot connect to PostgreSQL at {redact(url)}: {_reason(problem)}") from None

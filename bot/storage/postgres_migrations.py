@@ -265,10 +265,14 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
         # webhook batch of 500). With next_repeat_us in an index (the time index's INCLUDE, the quick-return
         # index's predicate) each such update wrote a new entry into all four indexes of the candidates. Now no
         # index of metric_contacts holds next_repeat_us, and its pages keep room for a new row version
-        # (fillfactor): the update is a HOT update, on the same page, with no index entry. The quick returns (metrics.windows: the candidates with a repeat
-        # within a day of their end) move to a table of their own, a copy of exactly those candidates that every
-        # statement writing the candidates keeps equal (bot/storage/postgres.py), read by time.
+        # (fillfactor): the update is a HOT update, on the same page, with no index entry. The quick returns
+        # (metrics.windows: the candidates with a repeat within a day of their end) move to a table of their own,
+        # a copy of exactly those candidates that every statement writing the candidates keeps equal
+        # (bot/storage/postgres.py), read by time. The candidates are locked against writes first: a write
+        # committed between the copy's fill and the rest would be missing from it (an older acr-bot process
+        # left running during the upgrade).
         (
+            "LOCK TABLE metric_contacts IN EXCLUSIVE MODE",
             """CREATE TABLE metric_quick_returns (
                 started_us BIGINT NOT NULL,
                 pk BIGINT NOT NULL,
@@ -306,6 +310,9 @@ MIGRATIONS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 )
 
 _LOCK_SQL = "SELECT pg_advisory_xact_lock(hashtext('acr-bot migrations'), hashtext(current_schema()))"
+# A timeout the database or role sets for its clients' statements or lock waits would cancel a long migration (016
+# runs about a minute on 10 million contacts), or a server waiting for another to apply it: none applies here.
+_NO_TIMEOUTS = "SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0"
 
 
 def recorded(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
@@ -319,6 +326,7 @@ def apply(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     """Apply the migrations this database has not recorded yet; returns their names. ``conn`` is in autocommit
     mode; each migration is one transaction with its record."""
     with conn.transaction():
+        conn.execute(_NO_TIMEOUTS)
         conn.execute(_LOCK_SQL)
         conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
@@ -327,6 +335,7 @@ def apply(conn: psycopg.Connection[tuple[object, ...]]) -> list[str]:
     applied: list[str] = []
     for name, statements in MIGRATIONS:
         with conn.transaction():
+            conn.execute(_NO_TIMEOUTS)
             conn.execute(_LOCK_SQL)
             if conn.execute("SELECT 1 FROM schema_migrations WHERE name = %s", (name,)).fetchone():
                 continue
