@@ -14,7 +14,8 @@ reads the whole period. On one cohort they need not: a contact with no repeat wi
 either, so counts(w) = counts(1 day) + the cohort's contacts (of the metric's population, tier-1 successes apart
 from repeats for tier-1) whose first repeat came after w but within the day (``QuickReturns``). A store answers
 that from the few contacts with a repeat within a day (about one in ten), by a partial index (SQLite) or a table
-holding a copy of them (PostgreSQL); the 1-day counts come from the rollups. Both paths give the same counts (tests/test_windows.py holds them to each other).
+holding a copy of them (PostgreSQL); the 1-day counts come from the rollups. Both paths give the same counts
+(tests/test_windows.py holds them to each other).
 """
 
 from __future__ import annotations

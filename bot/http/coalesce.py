@@ -15,7 +15,7 @@ WAL, and random keys touch most leaves) was about a third of its write.
 
 A store whose writer can (``AddsParts``: PostgreSQL) takes consecutive requests of a group, up to WRITE_CHUNK
 records, in one call that still counts each request as written in turn: one COPY and one INSERT for them, where
-each request's own cost a round trip or three.
+each request on its own costs a round trip or three.
 """
 
 from __future__ import annotations
