@@ -428,14 +428,14 @@ def _second_queued_while_the_first_is_written(
     """``first`` sent, and ``second`` sent while ``first`` is being written (queued before its write goes on):
     what each ``upsert`` returned (or raised)."""
     writing, go_on = threading.Event(), threading.Event()
-    real_add_all = coalesce.add_all
+    real_counted_add = coalesce.counted_add
 
-    def add_all(writer: Any, contacts: Any) -> None:
+    def counted_add(writer: Any, contacts: Any) -> UpsertCounts:
         writing.set()  # the first request is being written: the second queues meanwhile
         assert go_on.wait(30)
-        real_add_all(writer, contacts)
+        return real_counted_add(writer, contacts)
 
-    monkeypatch.setattr(coalesce, "add_all", add_all)
+    monkeypatch.setattr(coalesce, "counted_add", counted_add)
     first_thread, first_outcome = _upsert_in_thread(coalescer, first)
     assert writing.wait(30)
     second_thread, second_outcome = _upsert_in_thread(coalescer, second)

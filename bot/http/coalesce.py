@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from bot.storage import WRITE_CHUNK, BulkWriter, ContactStore, UpsertCounts, add_all
+from bot.storage import WRITE_CHUNK, BulkWriter, ContactStore, UpsertCounts, counted_add
 from bot.storage.errors import StoreUnavailable
 from metrics.records import Contact
 
@@ -146,6 +146,4 @@ def _write_run(writer: BulkWriter, run: list[_Pending]) -> list[UpsertCounts]:
     """Write ``run`` (``_next_run``) with ``writer``; what each of its requests did."""
     if len(run) > 1 and isinstance(writer, AddsParts):
         return writer.add_parts([item.contacts for item in run])
-    before = writer.counts.minus(UpsertCounts())
-    add_all(writer, run[0].contacts)
-    return [writer.counts.minus(before)]
+    return [counted_add(writer, run[0].contacts)]

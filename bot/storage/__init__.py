@@ -183,6 +183,13 @@ def add_all(writer: BulkWriter, contacts: Iterable[Contact]) -> None:
         writer.add(chunk)
 
 
+def counted_add(writer: BulkWriter, contacts: Iterable[Contact]) -> UpsertCounts:
+    """``add_all``, returning what these contacts did (the writer's counts after, less those before)."""
+    before = writer.counts.minus(UpsertCounts())
+    add_all(writer, contacts)
+    return writer.counts.minus(before)
+
+
 def write_chunks(contacts: Iterable[Contact]) -> Iterator[list[Contact]]:
     """``contacts`` in lists of ``WRITE_CHUNK``, read as they are handed on (a stream never held whole)."""
     iterator = iter(contacts)

@@ -49,6 +49,7 @@ from bot.storage import (
     TableRows,
     UpsertCounts,
     add_all,
+    counted_add,
     postgres_copy,
     postgres_migrations,
     postgres_rollups,
@@ -292,7 +293,7 @@ def _fixed(by_key: str) -> str:
 
 # An initial load's quick returns, copied from its candidates once they are all in (before a load the candidates
 # are empty, and so is their copy).
-_LOAD_QUICK_RETURNS: Final = _quick_added("metric_contacts")
+LOAD_QUICK_RETURNS: Final = _quick_added("metric_contacts")
 # An initial load: every candidate with its next repeat, in one sort of the contacts by customer (only the rows
 # that can be a candidate or a repeat), written in time order: counting the edges of a question reads the rows
 # for their next repeats (no index holds them), from consecutive pages when they are in time order (as a
@@ -921,12 +922,7 @@ class _PostgresBulkWriter:
         return results
 
     def _add_in_turn(self, parts: Sequence[Sequence[Contact]]) -> list[UpsertCounts]:
-        results = []
-        for part in parts:
-            before = self.counts.minus(UpsertCounts())
-            self.add(part)
-            results.append(self.counts.minus(before))
-        return results
+        return [counted_add(self, part) for part in parts]
 
     def _upsert_chunk(
         self, contacts: Sequence[Contact], counts_of: dict[tuple[str, str], UpsertCounts] | None = None
@@ -1102,7 +1098,7 @@ class _PostgresBulkWriter:
             return
         self._rebuild_indexes("contacts")
         if self._initial:
-            steps = [_load_candidates(), _LOAD_QUICK_RETURNS, *_count_steps(self.counts.inserted, "metric_contacts")]
+            steps = [_load_candidates(), LOAD_QUICK_RETURNS, *_count_steps(self.counts.inserted, "metric_contacts")]
             if self._candidate_key is not None:
                 name, definition = self._candidate_key
                 steps.append(f"ALTER TABLE metric_contacts ADD CONSTRAINT {name} {definition}")
@@ -1129,7 +1125,7 @@ class _PostgresBulkWriter:
                 run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
         steps = [
             *staging.swap_statements(),
-            _LOAD_QUICK_RETURNS,
+            LOAD_QUICK_RETURNS,
             *_count_steps(self.counts.inserted, "metric_contacts"),
         ]
         self._conn.execute(";\n".join(steps))
