@@ -5,7 +5,8 @@ the store's writer on a shared machine: one transaction COPYs every contact, wor
 next repeats in one window pass (the rule of the store's own window pass, ``bot.storage.postgres``) and their copy
 of the quick returns, and builds the secondary indexes once at the end (their definitions read from the schema,
 dropped first); then the store's own ``refresh_rollups`` builds the rollups, and VACUUM ANALYZE sets the visibility
-map for index-only scans. Prints how long each step took. The benchmarks check the result: bench_metrics compares every answer with DuckDB's.
+map for index-only scans. Prints how long each step took. The benchmarks check the result: bench_metrics compares
+every answer with DuckDB's.
 
     .venv/bin/python bench/load_db.py --db /work/benchdata/bench.db \\
         --database-url 'postgresql://postgres@/acr_bench?host=/work/benchdata/pg/sock'
@@ -22,6 +23,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from bot.storage import open_store
+from bot.storage.postgres import LOAD_QUICK_RETURNS
 from metrics.records import Contact
 
 ZONE = ZoneInfo("America/New_York")  # the zone of bench_metrics.py's questions
@@ -44,14 +46,6 @@ SELECT pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent,
     ) AS next_repeat_us
     FROM contacts AS c
 ) AS s WHERE direction = 'inbound' AND agent IS NOT NULL
-"""
-
-# The store's copy of the quick returns (migration 016), as every write of the store keeps it.
-QUICK_RETURNS = """
-INSERT INTO metric_quick_returns (started_us, pk, end_us, next_repeat_us, tier, escalated, resolved, agent, team,
-    queue, channel, reason)
-SELECT started_us, pk, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel, reason
-FROM metric_contacts WHERE next_repeat_us <= end_us + 86400000000 ORDER BY started_us, pk
 """
 
 
@@ -87,7 +81,7 @@ def main() -> None:
         step = time.perf_counter()
         print(f"COPY of {copied:,} contacts: {step - began:.0f} s", flush=True)
         conn.execute(CANDIDATES)
-        conn.execute(QUICK_RETURNS)
+        conn.execute(LOAD_QUICK_RETURNS)  # the store's copy of the quick returns, as its initial loads fill it
         print(f"candidates with next repeats (window pass): {time.perf_counter() - step:.0f} s", flush=True)
         step = time.perf_counter()
         for _, definition in indexes:
