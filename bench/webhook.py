@@ -11,7 +11,8 @@ server on this machine, the backends serving the bench's database (their pids fr
 psutil; a backend that connected during the phase is counted from its start).
 
 The phases measure the webhook writes alone: they start once the scheduler's start-up run of the rollup refresh
-(5 s after a server starts, then every 5 minutes) is over. Left to chance, it fell inside a phase of a few seconds
+(5 s after a server starts, then every 5 minutes) is over (at once when no server runs a scheduler: with
+SCHEDULER_ENABLED=false; a failed refresh stops the bench). Left to chance, it fell inside a phase of a few seconds
 in some runs and not in others (one run in two at 2 servers on PostgreSQL, costing it ~20% of the rate). Its cost
 is not hidden: after the phases the bench runs the same refresh of what they wrote, as the scheduler would within
 5 minutes, and prints its CPU a contact beside the phases' (``rollup refresh``).
@@ -135,24 +136,47 @@ def start_server(database_url: str, log: Path, log_level: str, zone: str) -> tup
     sys.exit(f"server did not start: {log.read_text()}")
 
 
-def scheduler_runs(port: int, job: str) -> int:
-    """How many runs of the scheduler's ``job`` the server on ``port`` finished (0 where it is not the leader)."""
+def scheduler_runs(port: int, job: str) -> dict[str, int]:
+    """The runs of the scheduler's ``job`` the server on ``port`` finished, by outcome (ok, failed; none where it
+    is not the leader)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     conn.request("GET", "/metrics")
     text = conn.getresponse().read().decode()
     conn.close()
-    prefix = f'acr_scheduler_runs_total{{job="{job}",'
-    return sum(int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(prefix))
+    prefix = f'acr_scheduler_runs_total{{job="{job}",outcome="'
+    runs: dict[str, int] = {}
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            outcome = line[len(prefix) :].split('"', 1)[0]
+            runs[outcome] = runs.get(outcome, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return runs
 
 
-def wait_for_startup_refresh(ports: list[int], timeout: float = 900.0) -> float:
-    """Wait until one of the servers ran the scheduler's start-up rollup refresh; returns the seconds waited."""
+def scheduler_role(port: int) -> str:
+    """What /healthz says of the scheduler in the server on ``port``: leader, standby or disabled."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/healthz")
+    role = str(orjson.loads(conn.getresponse().read()).get("scheduler", "disabled"))
+    conn.close()
+    return role
+
+
+def wait_for_startup_refresh(ports: list[int], timeout: float = 900.0) -> float | None:
+    """Wait until one of the servers ran the scheduler's start-up rollup refresh; returns the seconds waited, or
+    None when no server runs a scheduler (nothing to wait for). A failed refresh stops the bench: its phases
+    would not measure what a working server does."""
     began = time.monotonic()
-    while not any(scheduler_runs(port, "rollups") for port in ports):
+    while True:
+        runs = [scheduler_runs(port, "rollups") for port in ports]
+        if any(run.get("failed") for run in runs):
+            sys.exit("the scheduler's start-up rollup refresh failed (see the servers' logs)")
+        if any(run.get("ok") for run in runs):
+            return time.monotonic() - began
+        if all(scheduler_role(port) == "disabled" for port in ports):
+            return None
         if time.monotonic() - began > timeout:
             sys.exit(f"no server ran the start-up rollup refresh within {timeout:.0f} s")
         time.sleep(0.2)
-    return time.monotonic() - began
 
 
 def refresh_rollups(phase: Phase, database_url: str, zone: str) -> int:
@@ -301,7 +325,10 @@ def run_store(
     batches = Phase(f"batches of {args.batch_size}", args.batch_size)
     try:
         waited = wait_for_startup_refresh(ports)
-        print(f"the scheduler's start-up rollup refresh done after {waited:.1f} s; phases start now")
+        if waited is None:
+            print("no server runs the scheduler: phases start now")
+        else:
+            print(f"the scheduler's start-up rollup refresh done after {waited:.1f} s; phases start now")
         before = healthz_count(ports[0])
         pids = [proc.pid for proc, _ in servers]
         if single_bodies:
