@@ -2,7 +2,7 @@
 
 The SQLite file is opened read-only (it is shared). A COPY-based builder, faster than writing 10M contacts through
 the store's writer on a shared machine: one transaction COPYs every contact, works out the candidates with their
-next repeats in one window pass (the rule of the store's own window pass, ``bot.storage.postgres``) and their copy
+next repeats in one window pass (the store's own initial-load statements, ``bot.storage.postgres``) and their copy
 of the quick returns, and builds the secondary indexes once at the end (their definitions read from the schema,
 dropped first); then the store's own ``refresh_rollups`` builds the rollups, and VACUUM ANALYZE sets the visibility
 map for index-only scans. Prints how long each step took. The benchmarks check the result: bench_metrics compares
@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from bot.storage import open_store
-from bot.storage.postgres import LOAD_QUICK_RETURNS
+from bot.storage.postgres import LOAD_QUICK_RETURNS, load_candidates
 from metrics.records import Contact
 
 ZONE = ZoneInfo("America/New_York")  # the zone of bench_metrics.py's questions
@@ -36,16 +36,6 @@ SECONDARY_INDEXES = """
 SELECT indexname, indexdef FROM pg_indexes
 WHERE schemaname = current_schema() AND tablename IN ('contacts', 'metric_contacts')
     AND indexdef NOT LIKE 'CREATE UNIQUE%'
-"""
-CANDIDATES = """
-INSERT INTO metric_contacts (pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue,
-    channel)
-SELECT pk, started_us, end_us, next_repeat_us, tier, escalated, resolved, agent, team, queue, channel FROM (
-    SELECT c.*, min(c.started_us) FILTER (WHERE c.repeatable) OVER (
-        PARTITION BY c.customer_id ORDER BY c.started_us RANGE BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
-    ) AS next_repeat_us
-    FROM contacts AS c
-) AS s WHERE direction = 'inbound' AND agent IS NOT NULL
 """
 
 
@@ -80,7 +70,7 @@ def main() -> None:
                     print(f"  {copied:,} copied, {copied / (time.perf_counter() - began):,.0f} contacts/s", flush=True)
         step = time.perf_counter()
         print(f"COPY of {copied:,} contacts: {step - began:.0f} s", flush=True)
-        conn.execute(CANDIDATES)
+        conn.execute(load_candidates())  # the store's own initial load: in time order, with every column
         conn.execute(LOAD_QUICK_RETURNS)  # the store's copy of the quick returns, as its initial loads fill it
         print(f"candidates with next repeats (window pass): {time.perf_counter() - step:.0f} s", flush=True)
         step = time.perf_counter()

@@ -499,7 +499,7 @@ def test_a_staged_load_builds_the_candidates_longest_indexes_first(postgres_url:
     load = postgres_load.StagedLoad.begin(pg._pool, "2s")
     try:
         assert load is not None
-        names = [build.name for build in load.builds(postgres_store._load_candidates)]
+        names = [build.name for build in load.builds(postgres_store.load_candidates)]
     finally:
         if load is not None:
             load.close()
@@ -1533,7 +1533,7 @@ def fill_store_migrated_before(url: str, migration: str, monkeypatch: pytest.Mon
             f"{T0 * 1_000_000} + i * 3600000000::bigint * (1 + i % 11) + 600000000, '{{}}', 'now' "
             "FROM generate_series(0, 39) AS i"
         )
-        conn.execute(postgres_store._load_candidates())
+        conn.execute(postgres_store.load_candidates())
         conn.execute("UPDATE store_stats SET value = 40 WHERE name = 'contacts'")
 
 

@@ -1098,7 +1098,7 @@ class _PostgresBulkWriter:
             return
         self._rebuild_indexes("contacts")
         if self._initial:
-            steps = [_load_candidates(), LOAD_QUICK_RETURNS, *_count_steps(self.counts.inserted, "metric_contacts")]
+            steps = [load_candidates(), LOAD_QUICK_RETURNS, *_count_steps(self.counts.inserted, "metric_contacts")]
             if self._candidate_key is not None:
                 name, definition = self._candidate_key
                 steps.append(f"ALTER TABLE metric_contacts ADD CONSTRAINT {name} {definition}")
@@ -1118,11 +1118,11 @@ class _PostgresBulkWriter:
         setup = [f"SET LOCAL work_mem = '{_LOAD_WORK_MEM}'", _LOAD_MAINTENANCE_WORK_MEM, NO_DISK_WAIT]
         with pool.connection() as second:
             try:
-                run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
+                run_builds([staging.loader, second], staging.builds(load_candidates), setup)
             except errors.UniqueViolation:  # a key came more than once: settled, then everything built again
                 staging.loader.execute(";\n".join(staging.undo_builds()))
                 self._settle(staging.loader)
-                run_builds([staging.loader, second], staging.builds(_load_candidates), setup)
+                run_builds([staging.loader, second], staging.builds(load_candidates), setup)
         steps = [
             *staging.swap_statements(),
             LOAD_QUICK_RETURNS,
@@ -1131,7 +1131,7 @@ class _PostgresBulkWriter:
         self._conn.execute(";\n".join(steps))
 
 
-def _load_candidates(contacts: str = "contacts", candidates: str = "metric_contacts") -> str:
+def load_candidates(contacts: str = "contacts", candidates: str = "metric_contacts") -> str:
     """An initial load's candidates, from the table ``contacts`` into ``candidates`` (the store's, or staging)."""
     return _LOAD_CANDIDATES.format(contacts=contacts, candidates=candidates)
 
