@@ -118,8 +118,13 @@ def build(version: tuple[Any, ...]) -> Contact:
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(batches=st.lists(st.lists(versions, min_size=1, max_size=12), min_size=1, max_size=5))
-def test_any_delivery_gives_what_sqlite_gives(tmp_path_factory: pytest.TempPathFactory, batches: Any) -> None:
-    """Batch by batch: the same counts, the same stored contacts and next repeats, the same metric answers."""
+def test_any_delivery_gives_what_sqlite_gives(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, batches: Any
+) -> None:
+    """Batch by batch: the same counts, the same stored contacts and next repeats, the same metric answers.
+    Every batch is inserted expecting new keys (``expect_new_keys_always``) but the one after a batch that had a
+    stored key: both ways of inserting are taken."""
+    expect_new_keys_always(monkeypatch)
     folder = tmp_path_factory.mktemp("reference")
     databases = PostgresDatabases(folder)
     pg = PostgresContactStore(databases.fresh_url())
@@ -868,18 +873,23 @@ def test_a_store_whose_tables_a_swap_would_change_loads_in_one_transaction(
 ) -> None:
     """A DBA's view on the contacts, or a replica identity, a clustering index, a column's option (found by
     review), a grant, a trigger, a storage option... would not survive a swap of the table: such a store's
-    initial load goes inside its one transaction, and the addition stays."""
+    initial load goes inside its one transaction, and the addition stays. A key given again (in its second
+    chunk) sends that chunk the way of any write: the candidates are still built once, at the load's end."""
     monkeypatch.setattr(postgres_store, "BULK_LOAD_MIN_ROWS", 5)
+    expect_new_keys_always(monkeypatch)
     pg = PostgresContactStore(postgres_url)
     lite = SQLiteContactStore(tmp_path / "acr.db")
     rows = [contact(f"a{i}", f"k{i % 3}", i) for i in range(9)]
+    chunks = [rows[:5], [*rows[5:], contact("a2", "k1", 8.5, updated_at=T0 + 99)]]
     try:
         with pg.connection() as conn:
             conn.execute(change)
         with pg.bulk(len(rows)) as writer:
-            writer.add(rows)
-        assert writer.counts.as_dict() == lite.upsert(rows).as_dict()
+            for chunk in chunks:
+                writer.add(chunk)
+        assert writer.counts.as_dict() == lite.upsert([*chunks[0], *chunks[1]]).as_dict()
         assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
         with pg.connection() as conn:
             assert conn.execute(probe).fetchone() == kept
     finally:
@@ -942,11 +952,12 @@ def test_a_write_waiting_for_a_staged_load_goes_on_into_the_swapped_in_tables(
     )
 )
 def test_a_group_written_as_parts_counts_each_part_as_if_written_in_turn(
-    tmp_path_factory: pytest.TempPathFactory, groups: Any
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch, groups: Any
 ) -> None:
     """``add_parts`` (a group commit's requests in one transaction): each part's counts, the stored contacts and
     their next repeats are those of SQLite's writes of the parts in turn, whether the parts share no key (one
     chunk: ``disjoint``, each part's keys moved to a range of its own) or do (one part after another)."""
+    expect_new_keys_always(monkeypatch)
     folder = tmp_path_factory.mktemp("reference")
     databases = PostgresDatabases(folder)
     pg = PostgresContactStore(databases.fresh_url())
@@ -973,6 +984,111 @@ def test_a_group_written_as_parts_counts_each_part_as_if_written_in_turn(
         databases.close()
 
 
+def expect_new_keys_always(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every chunk is inserted expecting its keys to be new (a plain insert, ``_insert_new``), however small, but
+    the one after a chunk that had a stored key (which is inserted with ON CONFLICT)."""
+    monkeypatch.setattr(postgres_store, "EXPECT_NEW_MIN_ROWS", 1)
+    monkeypatch.setattr(postgres_store, "EXPECT_NEW_PAUSE", 1)
+
+
+def inserts_seen(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The inserts of contacts that the store's writers run from now on, in order: "new" for one expecting new
+    keys, "conflict" for one with ON CONFLICT."""
+    seen: list[str] = []
+    original = psycopg.Connection.execute
+
+    def execute(conn: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(query, str) and "INSERT INTO contacts" in query:
+            seen.append("conflict" if "ON CONFLICT (source, id)" in query else "new")
+        return original(conn, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", execute)
+    return seen
+
+
+def test_a_chunk_inserted_expecting_new_keys_that_has_a_stored_one_is_inserted_again_with_on_conflict(
+    pg: PostgresContactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chunk of EXPECT_NEW_MIN_ROWS or more goes in with a plain insert (no key looked up first); where one of
+    its keys is stored, that insert fails and nothing of it stays, the chunk goes in with ON CONFLICT (the same
+    counts and derived data as any write), and so do the store's next EXPECT_NEW_PAUSE chunks."""
+    monkeypatch.setattr(postgres_store, "EXPECT_NEW_PAUSE", 2)
+    size = postgres_store.EXPECT_NEW_MIN_ROWS
+    seen = inserts_seen(monkeypatch)
+
+    def batch(name: str, rows: int) -> list[Contact]:
+        return [contact(f"{name}{i}", f"k{i % 7}", i / 3 + len(name)) for i in range(rows)]
+
+    assert pg.upsert(batch("a", size)).as_dict()["inserted"] == size
+    assert pg.upsert(batch("b", size - 1)).as_dict()["inserted"] == size - 1  # (too small to expect new keys)
+    assert seen == ["new", "conflict"]
+    redelivered = contact("a3", "k3", 1 + 3 / 3)  # stored already (same record): unchanged
+    moved = contact("a5", "k0", 0.5)  # stored already, changed: updated
+    counts = pg.upsert([*batch("c", size), redelivered, moved]).as_dict()
+    assert (counts["inserted"], counts["unchanged"], counts["updated"]) == (size, 1, 1)
+    assert seen == ["new", "conflict", "new", "conflict"]
+    for name in ("dd", "eee", "ffff"):
+        pg.upsert(batch(name, size))
+    assert seen[4:] == ["conflict", "conflict", "new"]  # paused for two chunks
+    rows = assert_derived_data_exact(pg)
+    assert len(rows) == 6 * size - 1
+    assert {row["id"]: row["customer_id"] for row in rows}["a5"] == "k0"
+
+
+def test_writers_inserting_the_same_new_keys_at_once_count_each_key_inserted_once(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two stores (as two processes) write the same new keys at once, each expecting them new: one inserts them,
+    the other's insert waits for its commit, fails, and goes again with ON CONFLICT (unchanged, or updated where
+    its version differs); the derived data is exact."""
+    stores = [PostgresContactStore(postgres_url) for _ in range(2)]
+    size = 3 * postgres_store.EXPECT_NEW_MIN_ROWS
+    start = threading.Barrier(2)
+    results: list[dict[str, int]] = []
+    failures: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        batch = [contact(f"x{i}", f"k{i % 9}", i / 5, agent="ana" if i % 2 else f"agent{writer}") for i in range(size)]
+        try:
+            start.wait()
+            results.append(stores[writer].upsert(batch).as_dict())
+        except BaseException as problem:  # surfaced by the main thread
+            failures.append(problem)
+
+    threads = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert not failures, failures
+        assert sorted((r["inserted"], r["unchanged"], r["updated"]) for r in results) == [
+            (0, size // 2, size - size // 2),
+            (size, 0, 0),
+        ]
+        assert len(assert_derived_data_exact(stores[0])) == size
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_write_expects_new_keys_in_a_few_savepoints_only(
+    pg: PostgresContactStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write of many chunks inserts at most EXPECT_NEW_SAVEPOINTS of them expecting new keys (each in a
+    savepoint: a transaction's subtransactions beyond 64 slow every snapshot of every process), the others with
+    ON CONFLICT; all of them stand."""
+    seen = inserts_seen(monkeypatch)
+    chunks = postgres_store.EXPECT_NEW_SAVEPOINTS + 3
+    size = postgres_store.EXPECT_NEW_MIN_ROWS
+    with pg.bulk() as writer:
+        for n in range(chunks):
+            writer.add([contact(f"c{n}-{i}", f"k{i % 5}", n + i / 100) for i in range(size)])
+    assert seen == ["new"] * postgres_store.EXPECT_NEW_SAVEPOINTS + ["conflict"] * 3
+    assert writer.counts.as_dict()["inserted"] == chunks * size
+    assert len(assert_derived_data_exact(pg)) == chunks * size
+
+
 def test_a_failed_bulk_write_stores_nothing(pg: PostgresContactStore) -> None:
     pg.upsert([contact("keep", "k1", 0)])
     with pytest.raises(RuntimeError), pg.bulk() as writer:
@@ -983,9 +1099,13 @@ def test_a_failed_bulk_write_stores_nothing(pg: PostgresContactStore) -> None:
     assert pg.count_contacts() == 1
 
 
-def test_concurrent_writers_of_the_same_customers_equal_one_ordered_delivery(postgres_url: str, tmp_path: Path) -> None:
+def test_concurrent_writers_of_the_same_customers_equal_one_ordered_delivery(
+    postgres_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two stores (as two processes would have) write interleaved batches for the same customers at once:
-    every derived next repeat is what one ordered delivery of the same contacts gives."""
+    every derived next repeat is what one ordered delivery of the same contacts gives. Each batch is inserted
+    expecting new keys (``expect_new_keys_always``) but the one after a batch that had a stored key."""
+    expect_new_keys_always(monkeypatch)
     writers = [PostgresContactStore(postgres_url) for _ in range(2)]
     rounds = 25
     start = threading.Barrier(2)
