@@ -177,7 +177,7 @@ def fast_instant(value: object, cache: InstantCache) -> int | None:
     """``parse_instant(value, cache.zone)`` for the common shapes; None means "ask parse_instant".
 
     Never raises: unusual and invalid values are parse_instant's business.
-    (metrics.records writes the string case out inline; keep the two in step.)
+    (metrics.records writes the string and float cases out inline; keep them in step.)
     """
     if type(value) is str:
         tail = cache.tails.get(value[14:]) or cache.tail(value)  # (a tail met before: no call)
