@@ -31,8 +31,9 @@ def _key(secret: str | bytes) -> bytes:
 
 def sign(secret: str | bytes, timestamp: int | str, body: bytes) -> str:
     """The ``X-Signature`` value for ``body`` sent at ``timestamp`` (unix seconds)."""
-    base = b"%s:%s:%s" % (VERSION.encode(), str(timestamp).encode(), body)
-    return f"{VERSION}={hmac.new(_key(secret), base, hashlib.sha256).hexdigest()}"
+    mac = hmac.new(_key(secret), b"%s:%s:" % (VERSION.encode(), str(timestamp).encode()), hashlib.sha256)
+    mac.update(body)  # (not a copy of the body with the prefix: a batch of 500 is ~120 KB)
+    return f"{VERSION}={mac.hexdigest()}"
 
 
 def signed_headers(secret: str | bytes, body: bytes, *, timestamp: int | None = None) -> dict[str, str]:
