@@ -161,7 +161,22 @@ def test_a_large_write_takes_the_window_pass_and_agrees(
         for batch in (first, moved, first[:3]):
             assert pg.upsert(batch).as_dict() == lite.upsert(batch).as_dict()
             assert_candidates_mirror_contacts(pg)
+        # A write that is small in its first chunk (whose candidates go in with its contacts, with no next repeat)
+        # and large by its end: the window pass leaves those candidates in and sets their next repeats; the same
+        # with a stored contact updated in its last chunk (the candidates of every written contact dropped first).
+        expect_new_keys_always(monkeypatch)
+        for name, last in (("b", []), ("c", [contact("a3", "k0", 55)])):
+            chunks = [
+                [contact(f"{name}{i}", f"k{i % 3}", 50 + i) for i in range(3)],
+                [*(contact(f"{name}{i}", f"k{i % 3}", 60 + i) for i in range(3, 7)), *last],
+            ]
+            with pg.bulk() as writer:
+                for chunk in chunks:
+                    writer.add(chunk)
+            assert writer.counts.as_dict() == lite.upsert([*chunks[0], *chunks[1]]).as_dict()
+            assert_candidates_mirror_contacts(pg)
         assert dump(pg) == dump(lite)
+        assert_derived_data_exact(pg)
     finally:
         lite.close()
 
