@@ -43,6 +43,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psutil
@@ -152,13 +153,13 @@ def scheduler_runs(port: int, job: str) -> dict[str, int]:
     return runs
 
 
-def scheduler_role(port: int) -> str:
-    """What /healthz says of the scheduler in the server on ``port``: leader, standby or disabled."""
+def healthz(port: int) -> dict[str, Any]:
+    """What /healthz of the server on ``port`` answers (its contacts, and whether it runs the scheduler)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     conn.request("GET", "/healthz")
-    role = str(orjson.loads(conn.getresponse().read()).get("scheduler", "disabled"))
+    answer: dict[str, Any] = orjson.loads(conn.getresponse().read())
     conn.close()
-    return role
+    return answer
 
 
 def wait_for_startup_refresh(ports: list[int], timeout: float = 900.0) -> float | None:
@@ -172,7 +173,7 @@ def wait_for_startup_refresh(ports: list[int], timeout: float = 900.0) -> float 
             sys.exit("the scheduler's start-up rollup refresh failed (see the servers' logs)")
         if any(run.get("ok") for run in runs):
             return time.monotonic() - began
-        if all(scheduler_role(port) == "disabled" for port in ports):
+        if all(healthz(port).get("scheduler", "disabled") == "disabled" for port in ports):
             return None
         if time.monotonic() - began > timeout:
             sys.exit(f"no server ran the start-up rollup refresh within {timeout:.0f} s")
@@ -239,14 +240,6 @@ def run_phase(phase: Phase, ports: list[int], bodies: list[bytes], threads: int,
     for thread in pool:
         thread.join()
     phase.elapsed = time.perf_counter() - began
-
-
-def healthz_count(port: int) -> int:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", "/healthz")
-    count = int(orjson.loads(conn.getresponse().read())["contacts"])
-    conn.close()
-    return count
 
 
 def cpu_seconds(pids: list[int]) -> dict[int, float]:
@@ -329,7 +322,7 @@ def run_store(
             print("no server runs the scheduler: phases start now")
         else:
             print(f"the scheduler's start-up rollup refresh done after {waited:.1f} s; phases start now")
-        before = healthz_count(ports[0])
+        before = int(healthz(ports[0])["contacts"])
         pids = [proc.pid for proc, _ in servers]
         if single_bodies:
             measured(
@@ -338,7 +331,7 @@ def run_store(
         measured(
             batches, database_url, pids, lambda: run_phase(batches, ports, batch_bodies, args.threads, args.seconds)
         )
-        stored = healthz_count(ports[0]) - before
+        stored = int(healthz(ports[0])["contacts"]) - before
     finally:
         for proc, _ in servers:
             proc.send_signal(signal.SIGTERM)
