@@ -1031,7 +1031,7 @@ class _PostgresBulkWriter:
             stored.update({(s, i): row for s, i, *row in conn.execute(_LOCK_STORED, (sources, ids)).fetchall()})
             pending -= stored.keys()
             if pending:
-                again = set(map(tuple, conn.execute(_INSERT_NEW[False, candidates], (self._received_at,)).fetchall()))
+                again = self._insert_on_conflict(candidates)
                 inserted |= again
                 pending -= again
         counts = self.counts
@@ -1068,6 +1068,10 @@ class _PostgresBulkWriter:
         returns them."""
         if self._inserted_all(len(keys), candidates):
             return keys
+        return self._insert_on_conflict(candidates)
+
+    def _insert_on_conflict(self, candidates: bool) -> set[tuple[str, str]]:
+        """Insert the rows of ``incoming`` whose keys are not stored (ON CONFLICT DO NOTHING); returns their keys."""
         return set(map(tuple, self._conn.execute(_INSERT_NEW[False, candidates], (self._received_at,)).fetchall()))
 
     def _inserted_all(self, keys: int, candidates: bool) -> bool:
